@@ -1,0 +1,151 @@
+"""Process-group helpers: every collective in densessl goes through here.
+
+Started by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set), :func:`init` creates the process
+group: NCCL when CUDA is available, gloo otherwise. Started as a plain ``python`` process, nothing
+is initialised and every helper is a no-op (``world_size() == 1``, ``all_gather(x) is x``), so
+the same model code runs on a laptop CPU and on a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as tdist
+
+
+def is_initialized() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def rank() -> int:
+    return tdist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if is_initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment describes a process group (torchrun, SLURM wrappers...)."""
+    keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    present = [k in os.environ for k in keys]
+    if any(present) and not all(present):
+        missing = [k for k, p in zip(keys, present, strict=True) if not p]
+        raise RuntimeError(
+            f"half-set distributed environment: {', '.join(missing)} missing. "
+            "Start multi-process runs with torchrun."
+        )
+    return all(present) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init(device_type: str) -> None:
+    """Create the process group if torchrun asked for one; otherwise do nothing."""
+    if is_initialized() or not launched_by_torchrun():
+        return
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    kwargs = {}
+    if backend == "nccl":
+        kwargs["device_id"] = torch.device("cuda", local_rank())
+    tdist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
+
+
+def shutdown() -> None:
+    if is_initialized():
+        tdist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        tdist.barrier()
+
+
+@torch.no_grad()
+def all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from all ranks along dim 0, in rank order. No gradient."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    tdist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like :func:`all_gather`, but gradients flow back to each rank's own slice."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+    return torch.cat(differentiable_all_gather(x.contiguous()))
+
+
+def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over ranks, differentiable (used by synchronised batch norm)."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
+
+    return differentiable_all_reduce(x)
+
+
+@torch.no_grad()
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ranks (for logging and consistent decisions). Returns a new tensor."""
+    x = x.detach().clone()
+    if world_size() == 1:
+        return x
+    tdist.all_reduce(x)
+    return x / world_size()
+
+
+@torch.no_grad()
+def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s copy of ``x`` on every rank (in place, also returned)."""
+    if world_size() > 1:
+        tdist.broadcast(x, src)
+    return x
+
+
+@torch.no_grad()
+def batch_shuffle(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """MoCo's shuffle-BN, first half: gather ``x`` (B, ...) from all ranks, permute the global
+    batch and hand each rank a slice, so a key's batch-norm statistics come from other images
+    than its query's. The permutation is drawn from ``seed`` (identical on every rank, so no
+    broadcast is needed and a resumed run draws the same one). Identity in one process.
+
+    Returns the local shuffled slice and the index that undoes the permutation.
+    """
+    if world_size() == 1:
+        return x, None
+    gathered = all_gather(x)
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(gathered.shape[0], generator=generator).to(x.device)
+    local = permutation.view(world_size(), -1)[rank()]
+    return gathered[local], torch.argsort(permutation)
+
+
+@torch.no_grad()
+def batch_unshuffle(y: torch.Tensor, unshuffle: torch.Tensor | None) -> torch.Tensor:
+    """Second half of shuffle-BN: put this rank's outputs back in its original sample order."""
+    if unshuffle is None:
+        return y
+    gathered = all_gather(y)
+    return gathered[unshuffle.view(world_size(), -1)[rank()]]
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's picklable ``obj``, in rank order (for small run summaries)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[object] = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out

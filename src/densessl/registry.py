@@ -1,0 +1,47 @@
+"""Name -> builder maps for methods and backbones.
+
+A registry is a plain dict with two guarantees: registering a name twice is an error (two
+modules silently fighting over ``"densecl"`` is a bug), and looking up an unknown name lists
+the names that exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry:
+    """A named collection of builders: ``@REG.register("name")`` then ``REG.get("name")``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise KeyError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return add
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries))
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+
+METHODS = Registry("method")
+BACKBONES = Registry("backbone")
