@@ -1,0 +1,24 @@
+"""Model building blocks: backbones, projection heads, EMA teacher, negative queue, batch norm.
+
+Importing this package registers the backbones in ``densessl.registry.BACKBONES``.
+"""
+
+from densessl.models import backbones, ema, heads, norm, queue  # noqa: F401  (registration)
+from densessl.models.backbones import ResNetBackbone, build_backbone
+from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.heads import DenseHead, MLPHead
+from densessl.models.norm import GlobalBatchNorm1d, GlobalBatchNorm2d, convert_batchnorm
+from densessl.models.queue import NegativeQueue
+
+__all__ = [
+    "DenseHead",
+    "GlobalBatchNorm1d",
+    "GlobalBatchNorm2d",
+    "MLPHead",
+    "NegativeQueue",
+    "ResNetBackbone",
+    "build_backbone",
+    "convert_batchnorm",
+    "ema_update_",
+    "make_teacher",
+]

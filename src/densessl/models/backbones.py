@@ -1,0 +1,116 @@
+"""ResNet backbones that return their feature pyramid (C2..C5) instead of class logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from densessl.registry import BACKBONES
+
+# Output channels of layer1..layer4: basic blocks (R18/34) vs bottlenecks (R50/101, 4x expansion).
+_BASIC_CHANNELS = {"c2": 64, "c3": 128, "c4": 256, "c5": 512}
+_BOTTLENECK_CHANNELS = {"c2": 256, "c3": 512, "c4": 1024, "c5": 2048}
+_ARCHS = {
+    "resnet18": _BASIC_CHANNELS,
+    "resnet34": _BASIC_CHANNELS,
+    "resnet50": _BOTTLENECK_CHANNELS,
+    "resnet101": _BOTTLENECK_CHANNELS,
+}
+_INITS = ("torchvision", "kaiming_fan_in")
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet without ``avgpool``/``fc``, returning C2..C5.
+
+    The torchvision submodules are kept as direct attributes under their own names, so
+    ``state_dict()`` keys are exactly torchvision's minus ``fc.weight``/``fc.bias``: an exported
+    backbone loads into ``torchvision.models.resnet50()`` (``strict=False``) or into detectron2 /
+    mmdet converters without a key map.
+
+    Initialisation: ``init="torchvision"`` (default) keeps torchvision's init (Kaiming-normal,
+    fan_out, on convs). ``init="kaiming_fan_in"`` re-initialises convs with Kaiming-normal fan_in
+    (relu), as the DenseCL/OpenSelfSup reference does. BN is weight 1, bias 0 in both cases.
+
+    Args:
+        arch: torchvision constructor name: "resnet18", "resnet34", "resnet50" or "resnet101".
+        zero_init_residual: zero the last BN of each residual block (the reference uses False).
+        init: "torchvision" or "kaiming_fan_in" (see above).
+
+    Attributes:
+        arch: the torchvision constructor name.
+        out_channels: channels of each output, e.g. ``{"c2": 256, ..., "c5": 2048}`` for R50.
+    """
+
+    def __init__(self, arch: str, zero_init_residual: bool = False, init: str = "torchvision"):
+        super().__init__()
+        if arch not in _ARCHS:
+            raise ValueError(f"unknown ResNet arch {arch!r}; known: {', '.join(_ARCHS)}")
+        if init not in _INITS:
+            raise ValueError(f"unknown init {init!r}; known: {', '.join(_INITS)}")
+        self.arch = arch
+        self.out_channels: dict[str, int] = dict(_ARCHS[arch])
+        # weights=None: random init, nothing is downloaded.
+        net = getattr(torchvision.models, arch)(weights=None, zero_init_residual=False)
+        self.conv1 = net.conv1
+        self.bn1 = net.bn1
+        self.relu = net.relu
+        self.maxpool = net.maxpool
+        self.layer1 = net.layer1
+        self.layer2 = net.layer2
+        self.layer3 = net.layer3
+        self.layer4 = net.layer4
+        if init == "kaiming_fan_in":
+            self._init_convs_fan_in()
+        if zero_init_residual:
+            self._zero_init_last_bn()
+
+    def _init_convs_fan_in(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+
+    def _zero_init_last_bn(self) -> None:
+        # Done after any re-init so it is not overwritten; makes each block start as identity.
+        for module in self.modules():
+            if isinstance(module, torchvision.models.resnet.Bottleneck):
+                nn.init.zeros_(module.bn3.weight)
+            elif isinstance(module, torchvision.models.resnet.BasicBlock):
+                nn.init.zeros_(module.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the stem and the four stages.
+
+        Args:
+            x: (B, 3, H, W) images.
+
+        Returns:
+            ``{"c2": (B, C2, H/4, W/4), "c3": (B, C3, H/8, W/8), "c4": (B, C4, H/16, W/16),
+            "c5": (B, C5, H/32, W/32)}`` (sizes rounded up by the strided convs).
+        """
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return {"c2": c2, "c3": c3, "c4": c4, "c5": c5}
+
+
+def _builder(arch: str) -> Callable[..., ResNetBackbone]:
+    def build(**kwargs) -> ResNetBackbone:
+        return ResNetBackbone(arch, **kwargs)
+
+    build.__name__ = f"build_{arch}"
+    build.__doc__ = f"Build a {arch} backbone; keyword arguments go to ResNetBackbone."
+    return build
+
+
+for _arch in _ARCHS:
+    BACKBONES.register(_arch)(_builder(_arch))
+
+
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    """Build the backbone registered as ``name`` (e.g. "resnet50") with ``kwargs``."""
+    return BACKBONES.get(name)(**kwargs)
