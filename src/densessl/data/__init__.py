@@ -1,0 +1,1 @@
+"""Data layer: image sources, multi-view transforms that keep their geometry, batching."""

@@ -1,0 +1,68 @@
+"""A batch sampler whose position is a pure function of the step, so resume is exact.
+
+Global micro-batch ``g`` (counted from the start of training over all processes) lies in epoch
+``g // batches_per_epoch``; that epoch's order is a permutation drawn from ``(seed, epoch)``; the
+global micro-batch is split into equal contiguous slices, one per process, in rank order. Hence a
+2-process run sees exactly the samples of a 1-process run with the same global batch, and a run
+resumed at step ``s`` continues from micro-batch ``s * accum_steps`` without storing any state.
+Each yielded item is ``(epoch, index)``: the epoch seeds the sample's augmentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from densessl.data.sources import DataError
+
+
+class ResumableBatchSampler:
+    """Infinite stream of this process's share of each global micro-batch.
+
+    Args:
+        dataset_size: number of samples.
+        global_batch: samples per micro-batch over all processes (drop-last epochs).
+        rank, world_size: this process and the number of processes.
+        seed: base seed of the epoch permutations.
+        start_batch: index of the first global micro-batch to produce.
+    """
+
+    def __init__(
+        self,
+        dataset_size: int,
+        global_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start_batch: int = 0,
+    ) -> None:
+        if global_batch % world_size:
+            raise ValueError(f"batch {global_batch} is not divisible by {world_size} processes")
+        if dataset_size < global_batch:
+            raise DataError(
+                f"the dataset has {dataset_size} images, fewer than one batch of {global_batch}; "
+                "lower --batch-size or add images"
+            )
+        self.dataset_size = dataset_size
+        self.global_batch = global_batch
+        self.local_batch = global_batch // world_size
+        self.rank = rank
+        self.seed = seed
+        self.start_batch = start_batch
+        self.batches_per_epoch = dataset_size // global_batch
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.dataset_size, generator=generator)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        g = self.start_batch
+        epoch, order = -1, torch.empty(0, dtype=torch.long)
+        while True:
+            if g // self.batches_per_epoch != epoch:
+                epoch = g // self.batches_per_epoch
+                order = self.epoch_order(epoch)
+            first = (g % self.batches_per_epoch) * self.global_batch + self.rank * self.local_batch
+            yield [(epoch, int(i)) for i in order[first : first + self.local_batch]]
+            g += 1

@@ -1,0 +1,176 @@
+"""Where images come from: a folder of image files, or anything with the same three methods.
+
+Every source yields 8-bit RGB PIL images. Files that cannot be decoded raise
+:class:`UnreadableImage`; the dataset skips them. Mistakes the user must fix (a missing or empty
+folder) raise :class:`DataError`, whose one-line message the CLI prints before exiting with 2.
+
+Conversion rules of :func:`to_rgb`:
+
+* grayscale (``L``, ``1``) is replicated to three channels; ``CMYK``, ``YCbCr`` and the like go
+  through PIL's own conversion;
+* alpha (``RGBA``, ``LA``, palette with transparency) is composited on black, i.e. colour is
+  multiplied by alpha. Encoders store arbitrary colours under fully transparent pixels; the
+  composite depends only on what is visible, so two files that look alike give alike pixels;
+* integer images deeper than 8 bits (``I;16*``, or ``I`` with values in 0..65535) are divided by
+  257 and rounded, which maps 0..65535 exactly onto 0..255 (an 8-bit value ``v`` stored as
+  ``257 v`` comes back as ``v``), so full-range 16-bit files keep their look; float ``F`` images
+  with values in [0, 1] are scaled by 255; anything else is min-max stretched to 0..255.
+* EXIF orientation is applied, so photos are seen upright as viewers show them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class DataError(Exception):
+    """A data problem the user must fix; the message is one line naming the path and the fix."""
+
+
+class UnreadableImage(Exception):
+    """An image file that could not be decoded.
+
+    Attributes:
+        path: the file.
+        reason: what went wrong, in words.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """A finite, indexable collection of RGB images."""
+
+    def __len__(self) -> int: ...
+
+    def load_image(self, i: int) -> Image.Image:
+        """The ``i``-th image as 8-bit RGB; raises :class:`UnreadableImage` if it cannot be."""
+        ...
+
+    def describe(self, i: int) -> str:
+        """A short human-readable name of the ``i``-th image (a path, for files)."""
+        ...
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, hidden files and folders skipped.
+
+    Returns:
+        Paths sorted by their path relative to ``root`` (so the order is the same everywhere).
+    """
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not _is_hidden(d))
+        for name in files:
+            if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(Path(folder) / name)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _composite_on_black(image: Image.Image) -> Image.Image:
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+    rgb = rgba[..., :3] * (rgba[..., 3:] / 255.0)
+    return Image.fromarray(np.round(rgb).astype(np.uint8), mode="RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    values = np.asarray(image).astype(np.float64)
+    integer = image.mode != "F"
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if integer and low >= 0 and high <= 65535:
+        # 16-bit data (PIL opens some 16-bit files as "I" rather than "I;16").
+        scaled = values / 257.0
+    elif not integer and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    elif high > low:
+        scaled = (values - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(values)
+    gray = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), mode="RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a decoded PIL image of any mode to 8-bit RGB (rules in the module docstring)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(image)
+    if mode == "P" and "transparency" in image.info:
+        return _composite_on_black(image)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _composite_on_black(image)
+    return image.convert("RGB")
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """Open, fully decode and convert one file to 8-bit RGB.
+
+    Raises:
+        UnreadableImage: on any failure (missing, empty, truncated, not an image, too large).
+    """
+    try:
+        with Image.open(path) as image:
+            # Decode now: PIL is lazy, and a truncated file only fails when pixels are read.
+            # ImageFile.LOAD_TRUNCATED_IMAGES is left False so such files do fail.
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except Exception as error:  # any decoder failure means "skip this file"
+        reason = str(error) or type(error).__name__
+        raise UnreadableImage(path, f"{type(error).__name__}: {reason}") from error
+
+
+class ImageFolder:
+    """Every image file under a folder (recursive), in sorted path order.
+
+    Args:
+        root: the folder.
+
+    Raises:
+        DataError: the folder is missing, is not a folder, or holds no images.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise DataError(
+                f"data folder not found: {self.root}; pass --data an existing folder of images, "
+                "or leave --data out to train on the built-in synthetic scenes"
+            )
+        if not self.root.is_dir():
+            raise DataError(
+                f"data path is not a folder: {self.root}; pass --data a folder of images "
+                "(searched recursively), not a single file"
+            )
+        self.paths = find_images(self.root)
+        if not self.paths:
+            raise DataError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {self.root}; put images "
+                "there (subfolders are searched) or leave --data out to use the synthetic scenes"
+            )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load_image(self, i: int) -> Image.Image:
+        return read_rgb(self.paths[i])
+
+    def describe(self, i: int) -> str:
+        return str(self.paths[i])

@@ -1,0 +1,232 @@
+"""Multi-view transform whose views remember where they came from.
+
+Every view records its crop box in source pixels and whether it was mirrored, so dense methods
+can match locations between views exactly. Coordinates are continuous: pixel ``i`` covers
+``[i, i + 1)``, so the centre of pixel ``(u, v)`` is ``(u + 0.5, v + 0.5)``. Points are
+``(x, y)``; sizes are ``(height, width)``.
+
+Only the geometric part (crop, resize, flip) is applied here; the photometric parameters are
+drawn here too, from the same generator, but applied in batches by
+:func:`densessl.data.augment.apply_photometric`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from densessl.data.augment import draw_photometric
+
+
+@dataclass(frozen=True)
+class PhotometricSpec:
+    """Probabilities and ranges of the photometric augmentations (see ``augment``)."""
+
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+
+
+# MoCo-v2: ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, blur sigma U(0.1, 2) p=0.5.
+MOCO_V2_PHOTOMETRIC = PhotometricSpec()
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How to make one view: RandomResizedCrop to ``size`` (h, w), flip, photometric recipe."""
+
+    size: int | tuple[int, int]
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    photometric: PhotometricSpec = field(default=MOCO_V2_PHOTOMETRIC)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the view."""
+        return _pair(self.size)
+
+
+def moco_v2_views(size: int) -> list[ViewSpec]:
+    """The two identical MoCo-v2 views: RandomResizedCrop(size, scale=(0.2, 1)), flip 0.5."""
+    spec = ViewSpec(size=size)
+    return [spec, spec]
+
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    """Where a view came from.
+
+    Attributes:
+        crop_box: (x0, y0, x1, y1) of the crop in source pixels (continuous coordinates).
+        flipped: whether the view was mirrored left-right after cropping and resizing.
+        output_size: (height, width) of the view.
+        source_size: (height, width) of the source image.
+    """
+
+    crop_box: tuple[float, float, float, float]
+    flipped: bool
+    output_size: tuple[int, int]
+    source_size: tuple[int, int]
+
+    def _scale(self) -> tuple[float, float]:
+        """Source pixels per view pixel along x and y."""
+        x0, y0, x1, y1 = self.crop_box
+        height, width = self.output_size
+        return (x1 - x0) / width, (y1 - y0) / height
+
+    def view_to_source(self, xy: torch.Tensor) -> torch.Tensor:
+        """Map view points to source points: (..., 2) (x, y) -> (..., 2) (x, y)."""
+        scale_x, scale_y = self._scale()
+        x, y = xy.unbind(-1)
+        if self.flipped:
+            x = self.output_size[1] - x
+        return torch.stack([self.crop_box[0] + x * scale_x, self.crop_box[1] + y * scale_y], -1)
+
+    def source_to_view(self, xy: torch.Tensor) -> torch.Tensor:
+        """Map source points to view points: (..., 2) (x, y) -> (..., 2) (x, y)."""
+        scale_x, scale_y = self._scale()
+        x, y = xy.unbind(-1)
+        x = (x - self.crop_box[0]) / scale_x
+        if self.flipped:
+            x = self.output_size[1] - x
+        return torch.stack([x, (y - self.crop_box[1]) / scale_y], -1)
+
+    def _map_boxes(
+        self, boxes: torch.Tensor, point_map: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        corners = point_map(boxes.reshape(-1, 2, 2))  # (M, 2 corners, 2 coords)
+        # A flip swaps which corner is left, so re-sort x (and y, harmlessly).
+        low = corners.min(dim=1).values
+        high = corners.max(dim=1).values
+        return torch.cat([low, high], dim=-1)
+
+    def box_to_view(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Map source boxes to view boxes: (M, 4) xyxy -> (M, 4) xyxy (not clipped)."""
+        return self._map_boxes(boxes, self.source_to_view)
+
+    def box_to_source(self, boxes: torch.Tensor) -> torch.Tensor:
+        """Map view boxes to source boxes: (M, 4) xyxy -> (M, 4) xyxy."""
+        return self._map_boxes(boxes, self.view_to_source)
+
+
+@dataclass
+class View:
+    """One augmented view.
+
+    Attributes:
+        pixels: (3, h, w) uint8, cropped, resized and possibly flipped (no photometric change).
+        geometry: where the pixels came from.
+        photometric: (P,) float32 parameters for :func:`densessl.data.augment.apply_photometric`.
+    """
+
+    pixels: torch.Tensor
+    geometry: ViewGeometry
+    photometric: torch.Tensor
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    # float32 draws, as torchvision's get_params makes from the global generator.
+    return torch.empty(1).uniform_(low, high, generator=generator).item()
+
+
+def _randint(generator: torch.Generator, high: int) -> int:
+    """Uniform integer in [0, high]."""
+    return int(torch.randint(0, high + 1, size=(1,), generator=generator).item())
+
+
+def sample_crop(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+) -> tuple[int, int, int, int]:
+    """A RandomResizedCrop box, by torchvision's ``get_params`` rule, drawn from ``generator``.
+
+    Up to 10 tries of area fraction U(scale) and log-uniform aspect ratio w/h in ``ratio``; if
+    none fits, the largest central crop whose ratio is clamped into ``ratio``. The arithmetic
+    (float32 draws, rounding) is torchvision's, so a generator seeded like the global one gives
+    the very same boxes.
+
+    Returns:
+        (top, left, crop_height, crop_width) in whole pixels.
+    """
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * _uniform(generator, scale[0], scale[1])
+        log_aspect = _uniform(generator, float(log_ratio[0]), float(log_ratio[1]))
+        aspect = torch.exp(torch.tensor(log_aspect)).item()
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = _randint(generator, height - h)
+            left = _randint(generator, width - w)
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_resize(
+    image: Image.Image, box: tuple[float, float, float, float], size: tuple[int, int]
+) -> torch.Tensor:
+    """Resample ``box`` of an RGB image to ``size`` (h, w), bilinear: -> (3, h, w) uint8.
+
+    PIL maps output pixel centre ``u + 0.5`` to ``x0 + (u + 0.5) * (x1 - x0) / w`` exactly (and
+    antialiases when shrinking), which is the mapping :class:`ViewGeometry` records.
+    """
+    resized = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
+    return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
+
+
+class MultiViewTransform:
+    """Make one view per spec from an image, every random draw from the given generator.
+
+    Args:
+        specs: one :class:`ViewSpec` per view.
+    """
+
+    def __init__(self, specs: Sequence[ViewSpec]) -> None:
+        if not specs:
+            raise ValueError("MultiViewTransform needs at least one ViewSpec")
+        self.specs = list(specs)
+
+    def make_view(self, image: Image.Image, spec: ViewSpec, generator: torch.Generator) -> View:
+        width, height = image.size
+        top, left, h, w = sample_crop(height, width, spec.scale, spec.ratio, generator)
+        flipped = bool(torch.rand(1, generator=generator) < spec.flip_p)
+        photometric = draw_photometric(spec.photometric, generator)
+        box = (float(left), float(top), float(left + w), float(top + h))
+        pixels = crop_resize(image, box, spec.output_size)
+        if flipped:
+            pixels = pixels.flip(-1).contiguous()
+        geometry = ViewGeometry(box, flipped, spec.output_size, (height, width))
+        return View(pixels=pixels, geometry=geometry, photometric=photometric)
+
+    def __call__(self, image: Image.Image, generator: torch.Generator) -> list[View]:
+        """Views of ``image`` (RGB), in spec order."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return [self.make_view(image, spec, generator) for spec in self.specs]
