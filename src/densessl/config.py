@@ -1,0 +1,155 @@
+"""Run configuration: dataclass schema -> method recipe -> YAML file -> command-line overrides.
+
+The schema below holds engine-level settings whose defaults are the MoCo-v2 / DenseCL reference
+recipe; each method adds its own dataclass (``Method.Config``) under ``method`` and may change
+engine defaults through ``Method.recipe``. Unknown keys and wrong types are errors (OmegaConf
+structured configs), and the resolved configuration is saved to ``RUN/config.yaml``.
+
+Precedence, lowest first: schema defaults, the method's recipe, ``--config FILE``, the named
+command-line flags (``--batch-size`` ...), then ``key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(Exception):
+    """A user-facing configuration mistake; the CLI prints it on one line and exits with 2."""
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # folder of images (recursive); None = the built-in synthetic scenes
+    image_size: int = 224  # side of each training view (paper: 224)
+    workers: int = 4  # data-loading processes per training process
+    synthetic_images: int = 2048  # size of the built-in scene set
+    synthetic_size: int = 256  # side of a built-in scene before cropping
+    augment_on: str = "auto"  # photometric augmentation in "worker", on "device", or "auto"
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | lars | adamw
+    base_lr: float = 0.03  # lr for a batch of 256; lr = base_lr * batch_size / 256 (MoCo-v2: 0.03)
+    momentum: float = 0.9  # SGD/LARS momentum
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    weight_decay: float = 1e-4  # MoCo-v2 / DenseCL: 1e-4
+    decay_norm_and_bias: bool = True  # the DenseCL reference decays every parameter
+    lars_eta: float = 0.001  # LARS trust coefficient
+    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0  # linear warm-up; DenseCL uses none
+    warmup_epochs: float = 0.0  # alternative to warmup_steps, converted with steps per epoch
+    min_lr: float = 0.0  # cosine floor
+    clip_grad: float = 0.0  # max global gradient norm; 0 disables (reference: none)
+
+
+@dataclass
+class TrainConfig:
+    method: Any = None  # filled with the chosen method's Config (``name`` plus its parameters)
+    backbone: str = "resnet50"
+    batch_size: int = 256  # global batch per optimizer step, over all processes and accumulation
+    steps: int = 0  # optimizer steps; 0 = derive from epochs
+    epochs: float = 200.0  # used when steps == 0
+    accum_steps: int = 1  # gradient accumulation micro-steps per optimizer step
+    batch_norm: str = "shuffle"  # shuffle (MoCo shuffle-BN on keys) | sync | local
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    seed: int = 0
+    out: str = "runs/latest"
+    log_every: int = 10
+    checkpoint_every: int = 500  # steps between full-state checkpoints (plus one at the end)
+    keep_checkpoints: int = 0  # step-numbered copies kept beside last.pt; 0 keeps only last.pt
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def build_config(
+    method_name: str,
+    config_file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> DictConfig:
+    """Merge the layers described in the module docstring into one validated config."""
+    from densessl.methods import get_method
+
+    method_cls = get_method(method_name)
+    try:
+        cfg = OmegaConf.structured(TrainConfig)
+        cfg.method = OmegaConf.structured(method_cls.Config)
+        cfg.method.name = method_name
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(method_cls.recipe))
+        if config_file is not None:
+            file_cfg = OmegaConf.load(config_file)
+            file_method = file_cfg.get("method")
+            recipe_for = file_method.get("name", method_name) if file_method else method_name
+            if recipe_for != method_name:
+                raise ConfigError(
+                    f"{config_file} is a recipe for {recipe_for!r}, not for {method_name!r}"
+                )
+            cfg = OmegaConf.merge(cfg, file_cfg)
+        if flags:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(_nest(flags)))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {config_file}") from err
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err
+    validate(cfg)
+    return cfg
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"data.path": x} -> {"data": {"path": x}}, skipping None values (flag not given)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    choices = {
+        "batch_norm": ("shuffle", "sync", "local"),
+        "precision": ("auto", "fp32", "bf16", "fp16"),
+        "device": ("auto", "cpu", "cuda"),
+        "optim.name": ("sgd", "lars", "adamw"),
+        "optim.schedule": ("cosine", "constant"),
+        "data.augment_on": ("auto", "worker", "device"),
+    }
+    for key, allowed in choices.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for key in ("batch_size", "accum_steps", "data.image_size", "log_every", "checkpoint_every"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1")
+    if cfg.steps < 0 or (cfg.epochs <= 0 and cfg.steps == 0):
+        raise ConfigError("give a positive number of --steps or --epochs")
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg))
+    tmp.replace(path)
+
+
+def load_saved_config(path: Path) -> DictConfig:
+    """Reload a run's resolved config against the schema of its method."""
+    raw = OmegaConf.load(path)
+    return build_config(raw.method.name, config_file=path)

@@ -1,0 +1,75 @@
+"""Full-state checkpoints, written atomically and loadable with ``weights_only=True``.
+
+A checkpoint holds the method (student, teacher, queues: everything in its state_dict), the
+optimizer, the AMP scaler, the next step to run, the data position and the RNG states. It is
+written to a temporary file in the same folder, flushed to disk, then renamed over the target,
+so a crash mid-write never leaves a half-written ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "densessl-checkpoint-v1"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a densessl checkpoint (tensors and plain containers only)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a densessl training checkpoint")
+    return state
+
+
+def save_training_state(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write ``checkpoints/last.pt`` (and a step-numbered copy when ``keep`` > 0)."""
+    folder = run_dir / "checkpoints"
+    payload = {"format": FORMAT, "step": step, "rng": rng_state(), **payload}
+    last = folder / "last.pt"
+    atomic_save(payload, last)
+    if keep > 0:
+        numbered = folder / f"step_{step:08d}.pt"
+        atomic_save(payload, numbered)
+        old = sorted(folder.glob("step_*.pt"))[:-keep]
+        for p in old:
+            p.unlink(missing_ok=True)
+    return last

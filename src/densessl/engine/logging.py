@@ -1,0 +1,108 @@
+"""Run outputs on the main process: metrics.jsonl, TensorBoard (if installed), progress bar."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger("densessl")
+
+
+def setup_console_logging(is_main: bool) -> None:
+    """INFO messages from the main process only; other ranks report warnings and errors."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s densessl: %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to RUN/metrics.jsonl; mirrors it to TensorBoard.
+
+    On resume, records at or after the resumed step are dropped first, so the file never holds a
+    step twice (the steps after the last checkpoint of a crashed run are re-run).
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        if self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:
+            log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, float | int) and math.isfinite(value):
+                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Progress:
+    """A tqdm bar (steps, ETA, images/s, loss) on the main process; silent elsewhere."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        interactive = sys.stderr.isatty()
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not enabled,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if interactive else 30.0,
+            file=sys.stderr,
+        )
+
+    def update(self, loss: float, images_per_sec: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_sec:.1f}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Throughput:
+    """Images per second over the steps since the last call to :meth:`rate`."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.images = 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        value = self.images / max(now - self.start, 1e-9)
+        self.start, self.images = now, 0
+        return value

@@ -1,0 +1,87 @@
+"""Optimizers: SGD, LARS and AdamW over two parameter groups (decayed / not decayed).
+
+Norm weights and biases are the 1-D parameters; with ``decay_norm_and_bias=False`` they get no
+weight decay and, under LARS, no trust-ratio adaptation (BYOL / SoCo convention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from densessl.config import OptimConfig
+
+
+def parameter_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], decay_norm_and_bias: bool
+) -> list[dict]:
+    decayed, exempt = [], []
+    for _, p in named_params:
+        if not p.requires_grad:
+            continue
+        (exempt if p.ndim <= 1 and not decay_norm_and_bias else decayed).append(p)
+    groups = [{"params": decayed, "apply_decay": True}]
+    if exempt:
+        groups.append({"params": exempt, "apply_decay": False})
+    return groups
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017).
+
+    For a parameter w with gradient g: u = g + wd·w; if the group adapts,
+    u ← u · η·‖w‖/‖u‖ (when both norms are positive); then momentum buffer b ← μ·b + u and
+    w ← w − lr·b. Groups with ``apply_decay=False`` skip both the decay and the adaptation.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+    ) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            adapt = group.get("apply_decay", True)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if adapt:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    w_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+                    trust = torch.where(
+                        (w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, 1.0
+                    )
+                    update = update * trust
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(update).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(
+    named_params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
+) -> torch.optim.Optimizer:
+    """Build the optimizer; learning rates are set every step by the engine's schedule."""
+    groups = parameter_groups(named_params, cfg.decay_norm_and_bias)
+    for g in groups:
+        g["weight_decay"] = cfg.weight_decay if g["apply_decay"] else 0.0
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum)
+    if cfg.name == "lars":
+        return LARS(groups, lr=cfg.base_lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.base_lr, betas=tuple(cfg.betas))
+    raise ValueError(f"unknown optimizer {cfg.name!r}")

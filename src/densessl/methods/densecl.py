@@ -1,0 +1,117 @@
+"""DenseCL: dense contrastive learning, MoCo-v2 plus a pixel-level term.
+
+Paper: Wang et al., "Dense Contrastive Learning for Self-Supervised Visual Pre-Training",
+CVPR 2021, https://arxiv.org/abs/2011.09157. Reference: WXinlong/DenseCL
+(openselfsup/models/densecl.py, necks.py DenseCLNeck), commit b64bbb6.
+
+Objective, with the MoCo-v2 notation of :mod:`densessl.methods.mocov2`:
+
+    L = (1 − λ)·L_q + λ·L_r,   λ = 0.5
+    L_q  the global InfoNCE of MoCo-v2 (queue of K = 65536 global keys)
+    L_r  = (1/S²) Σ_s −log exp(r_s·t_s/τ) / (exp(r_s·t_s/τ) + Σ_{n ∈ queue₂} exp(r_s·n/τ))
+
+r_s is the student's dense projection at location s of the S×S grid (1×1-conv head
+C-C-128, no BN, L2-normalised per location); t_s the teacher's dense projection at the key
+location j*(s) = argmax_j cos(F_q[s], F_k[j]), where F are the backbone C5 features (not the
+projections). The dense negatives are a second queue holding, per image, the L2-normalised
+average of the teacher's dense projection. τ = 0.2 for both terms; the dense CE averages all
+B·S² query locations.
+
+Deviations from the reference:
+- Those of MoCo-v2 (momentum update after the optimizer step; accumulated keys enqueued after the
+  step; selectable SyncBN).
+- Grid size S ≠ C5 size works: the backbone features used for matching are pooled to S×S exactly
+  like the dense head's input (the reference crashes when S differs from the map size,
+  open-mmlab/mmselfsup#713).
+- ``dense_warmup_steps``: λ = 0 for the first N steps, then λ (the reference's optional
+  DenseCLWarmupHook, a hard switch); 0 by default as in the paper's configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densessl import dist
+from densessl.data.batch import Batch
+from densessl.losses import densecl_dense_loss, info_nce
+from densessl.methods.base import LossOutput, MethodContext
+from densessl.methods.mocov2 import MoCoEncoder, MoCoV2, MoCoV2Config
+from densessl.models.heads import DenseHead
+from densessl.models.queue import NegativeQueue
+from densessl.registry import METHODS
+
+
+@dataclass
+class DenseCLConfig(MoCoV2Config):
+    name: str = "densecl"
+    dense_weight: float = 0.5  # λ, weight of the dense term (paper: 0.5)
+    dense_warmup_steps: int = 0  # λ = 0 before this step (reference hook, off by default)
+    grid_size: int = 0  # S, dense grid side; 0 = the C5 map size (paper: 7 at 224 px)
+
+
+class DenseCLEncoder(MoCoEncoder):
+    def __init__(self, backbone: nn.Module, global_head: nn.Module, dense_head: nn.Module) -> None:
+        super().__init__(backbone, global_head)
+        self.dense_head = dense_head
+
+
+def dense_weight_at(step: int, cfg: DenseCLConfig) -> float:
+    """λ at ``step``: the warm-up switch of the reference's DenseCLWarmupHook."""
+    return 0.0 if step < cfg.dense_warmup_steps else cfg.dense_weight
+
+
+@METHODS.register("densecl")
+class DenseCL(MoCoV2):
+    Config = DenseCLConfig
+
+    def __init__(self, cfg: DenseCLConfig, ctx: MethodContext) -> None:
+        super().__init__(cfg, ctx)
+        self.dense_queue = NegativeQueue(cfg.queue_size, cfg.dim)
+
+    def build_encoder(self) -> DenseCLEncoder:
+        base = super().build_encoder()
+        channels = base.backbone.out_channels["c5"]
+        hidden = self.cfg.hidden_dim or channels
+        return DenseCLEncoder(
+            base.backbone, base.global_head, DenseHead(channels, hidden, self.cfg.dim)
+        )
+
+    def encode(self, encoder: DenseCLEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> global (B, D), dense (B, N, D), pooled (B, D) normalised;
+        feat (B, N, C) raw backbone features on the same S×S grid (N = S²)."""
+        c5 = encoder.backbone(images)["c5"]  # (B, C, h, w)
+        global_proj = encoder.global_head(c5.mean(dim=(2, 3)))
+        grid = c5 if not self.cfg.grid_size else F.adaptive_avg_pool2d(c5, self.cfg.grid_size)
+        dense = encoder.dense_head(grid).float()  # (B, D, S, S)
+        return {
+            "global": F.normalize(global_proj.float(), dim=1),
+            "dense": F.normalize(dense.flatten(2).transpose(1, 2), dim=2),  # (B, N, D)
+            "pooled": F.normalize(dense.mean(dim=(2, 3)), dim=1),  # dense-queue entry
+            "feat": grid.float().flatten(2).transpose(1, 2),  # (B, N, C), for matching only
+        }
+
+    def forward(self, batch: Batch, step: int) -> LossOutput:
+        query_view, key_view = batch.views
+        q = self.encode(self.student, query_view)
+        k = self.encode_keys(key_view, step)
+        t = self.cfg.temperature
+        loss_global = info_nce(q["global"], k["global"], self.queue.negatives(), t)
+        loss_dense = densecl_dense_loss(
+            q["dense"], k["dense"], q["feat"].detach(), k["feat"], self.dense_queue.negatives(), t
+        )
+        lam = dense_weight_at(step, self.cfg)
+        # Both terms stay in the graph when λ = 0 so DDP sees every parameter used every step.
+        loss = (1.0 - lam) * loss_global + lam * loss_dense
+        self._pending_keys.append({"global": k["global"], "pooled": k["pooled"]})
+        logs = {"loss_global": loss_global.detach(), "loss_dense": loss_dense.detach()}
+        return LossOutput(loss, logs)
+
+    def enqueue_pending(self) -> None:
+        for keys in self._pending_keys:
+            self.queue.enqueue(dist.all_gather(keys["global"]))
+            self.dense_queue.enqueue(dist.all_gather(keys["pooled"]))
+        self._pending_keys.clear()

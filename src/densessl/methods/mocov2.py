@@ -1,0 +1,126 @@
+"""MoCo-v2: momentum contrast with an MLP head and strong augmentation.
+
+Papers: He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020,
+https://arxiv.org/abs/1911.05722; Chen et al., "Improved Baselines with Momentum Contrastive
+Learning", 2020, https://arxiv.org/abs/2003.04297. Reference: facebookresearch/moco, and the
+MoCo-v2 path of WXinlong/DenseCL (``loss_lambda=0``).
+
+Objective, for a query view q and key view k of the same image:
+
+    q = normalize(g(f(x_q)))            student: backbone f, MLP head g (C-C-128, no BN)
+    k = normalize(g'(f'(x_k)))          teacher (key encoder), no gradient
+    L = -log exp(q·k/τ) / (exp(q·k/τ) + Σ_{n ∈ queue} exp(q·n/τ)),   τ = 0.2
+
+The teacher follows θ' ← m·θ' + (1−m)·θ with m = 0.999; after each step the batch's keys,
+gathered from all processes, replace the oldest entries of a queue of K = 65536.
+
+Deviations from the reference:
+- The momentum update runs after the optimizer step instead of before the next key forward.
+  Both give the key encoder m·θ'_{t−1} + (1−m)·θ_t at step t (the reference's update before the
+  very first key forward is a no-op because θ' = θ at init); ours also updates once after the
+  last step.
+- Under gradient accumulation the keys of all micro-batches are enqueued after the optimizer step,
+  so every micro-batch of a step contrasts against the same queue, as one large batch would.
+- ``batch_norm=sync`` replaces shuffle-BN by synchronised BN on both encoders (selectable); in one
+  process shuffle-BN is the identity and is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densessl import dist
+from densessl.data.batch import Batch
+from densessl.data.views import ViewSpec, moco_v2_views
+from densessl.losses import info_nce
+from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.models import build_backbone
+from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.heads import MLPHead
+from densessl.models.queue import NegativeQueue
+from densessl.registry import METHODS
+
+
+@dataclass
+class MoCoV2Config:
+    name: str = "mocov2"
+    dim: int = 128  # output dimension of the projection head (paper: 128)
+    hidden_dim: int = 0  # hidden width of the head; 0 = backbone channels (2048 for R50)
+    queue_size: int = 65536  # K, negatives kept from earlier batches (paper: 65536)
+    temperature: float = 0.2  # τ (MoCo-v2: 0.2)
+    momentum: float = 0.999  # m, key encoder momentum, constant (paper: 0.999)
+
+
+class MoCoEncoder(nn.Module):
+    """Backbone plus the global MLP head; DenseCL adds a dense head beside it."""
+
+    def __init__(self, backbone: nn.Module, global_head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.global_head = global_head
+
+
+@METHODS.register("mocov2")
+class MoCoV2(Method):
+    Config = MoCoV2Config
+
+    def __init__(self, cfg: MoCoV2Config, ctx: MethodContext) -> None:
+        super().__init__(cfg, ctx)
+        self.student = self.build_encoder()
+        self.teacher = make_teacher(self.student)
+        self.queue = NegativeQueue(cfg.queue_size, cfg.dim)
+        self._pending_keys: list[dict[str, torch.Tensor]] = []
+
+    def build_encoder(self) -> MoCoEncoder:
+        backbone = build_backbone(self.ctx.backbone)
+        channels = backbone.out_channels["c5"]
+        hidden = self.cfg.hidden_dim or channels
+        return MoCoEncoder(backbone, MLPHead(channels, hidden, self.cfg.dim))
+
+    def view_specs(self) -> list[ViewSpec]:
+        return moco_v2_views(self.ctx.image_size)
+
+    def encode(self, encoder: MoCoEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> {"global": (B, D) L2-normalised}."""
+        c5 = encoder.backbone(images)["c5"]  # (B, C, H/32, W/32)
+        return {"global": F.normalize(encoder.global_head(c5.mean(dim=(2, 3))).float(), dim=1)}
+
+    @torch.no_grad()
+    def encode_keys(self, images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Teacher forward, with MoCo's shuffle-BN across processes when selected."""
+        shuffle = self.ctx.batch_norm == "shuffle"
+        if shuffle:
+            images, unshuffle = dist.batch_shuffle(images, seed=self.ctx.seed * 7919 + step)
+        keys = self.encode(self.teacher, images)
+        if shuffle:
+            keys = {name: dist.batch_unshuffle(t, unshuffle) for name, t in keys.items()}
+        return keys
+
+    def forward(self, batch: Batch, step: int) -> LossOutput:
+        query_view, key_view = batch.views
+        q = self.encode(self.student, query_view)
+        k = self.encode_keys(key_view, step)
+        loss = info_nce(q["global"], k["global"], self.queue.negatives(), self.cfg.temperature)
+        self._pending_keys.append({"global": k["global"]})
+        return LossOutput(loss, {"loss_global": loss.detach()})
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        ema_update_(self.teacher, self.student, self.cfg.momentum)
+        self.enqueue_pending()
+
+    def after_step_aborted(self) -> None:
+        self._pending_keys.clear()
+
+    def enqueue_pending(self) -> None:
+        for keys in self._pending_keys:
+            self.queue.enqueue(dist.all_gather(keys["global"]))
+        self._pending_keys.clear()
+
+    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
+        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
+        return {"backbone": encoder.backbone}

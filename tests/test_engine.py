@@ -1,0 +1,88 @@
+"""The training loop end to end on the built-in scenes: logs, resume, divergence, accumulation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from densessl.cli import main
+from densessl.engine.checkpoint import load_checkpoint
+from densessl.methods.densecl import DenseCL
+
+from conftest import tiny_overrides
+
+
+def pretrain(out, steps, *extra, resume=False, method="densecl", **overrides):
+    args = ["pretrain", "--out", str(out)]
+    args += ["--resume"] if resume else ["--method", method]
+    return main(args + tiny_overrides(out, steps=steps, **overrides)[1:] + list(extra))
+
+
+def losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"], r["loss_dense"]) for r in map(json.loads, lines)]
+
+
+def test_run_writes_config_metrics_and_checkpoint(tmp_path):
+    assert pretrain(tmp_path, 2) == 0
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for key in ("loss", "lr", "images_per_sec", "loss_global", "loss_dense"):
+        assert all(key in r for r in records)
+    assert "densecl" in (tmp_path / "config.yaml").read_text()
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and state["data_position"]["micro_batches"] == 2
+    assert {"model", "optimizer", "scaler", "rng"} <= set(state)
+    assert any(k.startswith("teacher.") for k in state["model"])  # EMA teacher
+    assert "queue.keys" in state["model"] and "dense_queue.ptr" in state["model"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    constant = {"optim.schedule": "constant"}
+    assert pretrain(straight, 6, **constant) == 0
+    assert pretrain(split, 3, **constant) == 0
+    assert pretrain(split, 6, resume=True, **constant) == 0
+    assert losses(split) == losses(straight)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(split / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, capsys):
+    assert pretrain(tmp_path, 1) == 0
+    assert pretrain(tmp_path, 1) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_checkpoint(tmp_path, monkeypatch, capsys):
+    original = DenseCL.forward
+
+    def poisoned(self, batch, step):
+        out = original(self, batch, step)
+        if step == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(DenseCL, "forward", poisoned)
+    assert pretrain(tmp_path, 4) == 1
+    err = capsys.readouterr().err
+    assert "nan at step 2" in err and "last.pt" in err
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_gradient_accumulation_enqueues_after_the_step(tmp_path):
+    assert pretrain(tmp_path, 2, accum_steps=2) == 0
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert int(state["model"]["queue.ptr"]) == 16 % 16  # 2 steps x 8 images in a queue of 16
+    assert state["data_position"]["micro_batches"] == 4
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "adamw"])
+def test_other_optimizers_run(tmp_path, optimizer):
+    overrides = {"optim.name": optimizer, "optim.decay_norm_and_bias": False}
+    assert pretrain(tmp_path, 2, method="mocov2", **overrides) == 0

@@ -1,0 +1,150 @@
+"""MoCo-v2 and DenseCL, one step at a time: losses, teacher, queues."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densessl.config import build_config
+from densessl.data.batch import collate_views
+from densessl.data.pretrain import MultiViewDataset
+from densessl.data.synthetic import SyntheticScenes
+from densessl.data.views import MultiViewTransform
+from densessl.engine.setup import augment_batch, build_method
+from densessl.losses import info_nce
+
+from conftest import tiny_overrides
+
+
+def make(method: str, tmp_path, **extra):
+    cfg = build_config(method, overrides=tiny_overrides(tmp_path, **extra))
+    torch.manual_seed(0)
+    return build_method(cfg, steps=3)
+
+
+def make_batch(method, n: int = 4, size: int = 64):
+    dataset = MultiViewDataset(
+        SyntheticScenes(num_images=n, image_size=size), MultiViewTransform(method.view_specs()), 0
+    )
+    return augment_batch(collate_views([dataset[(0, i)] for i in range(n)]))
+
+
+def perturb_student(method) -> None:
+    """Make student and teacher differ, as they do after the first optimizer step."""
+    with torch.no_grad():
+        for p in method.student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def teacher_keys(method, images):
+    """The keys the reference computes: key encoder forward, no gradient, L2-normalised."""
+    teacher = copy.deepcopy(method.teacher)
+    with torch.no_grad():
+        c5 = teacher.backbone(images)["c5"]
+        k = F.normalize(teacher.global_head(c5.mean(dim=(2, 3))), dim=1)
+        dense = teacher.dense_head(c5) if hasattr(teacher, "dense_head") else None
+    pooled = None if dense is None else F.normalize(dense.mean(dim=(2, 3)), dim=1)
+    return k, pooled
+
+
+def test_densecl_with_lambda_zero_is_mocov2(tmp_path):
+    densecl = make("densecl", tmp_path, **{"method.dense_weight": 0.0})
+    moco = make("mocov2", tmp_path)
+    result = moco.load_state_dict(densecl.state_dict(), strict=False)
+    assert result.missing_keys == []  # MoCo-v2 is exactly DenseCL minus the dense parts
+    assert all("dense" in k for k in result.unexpected_keys)
+    perturb_student(densecl)
+    moco.load_state_dict(densecl.state_dict(), strict=False)
+    batch = make_batch(densecl)
+    out_dense, out_moco = densecl(batch, step=0), moco(batch, step=0)
+    assert out_dense.loss.item() == pytest.approx(out_moco.loss.item(), rel=0, abs=1e-6)
+    assert out_dense.loss.item() == pytest.approx(out_dense.logs["loss_global"].item(), abs=1e-7)
+
+
+def test_densecl_loss_is_lambda_mix_of_terms(tmp_path):
+    method = make("densecl", tmp_path, **{"method.dense_weight": 0.3})
+    out = method(make_batch(method), step=0)
+    expected = 0.7 * out.logs["loss_global"] + 0.3 * out.logs["loss_dense"]
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_dense_warmup_switches_lambda(tmp_path):
+    method = make("densecl", tmp_path, **{"method.dense_warmup_steps": 2})
+    batch = make_batch(method)
+    early = method(batch, step=1)
+    late = method(batch, step=2)
+    assert early.loss.item() == pytest.approx(early.logs["loss_global"].item(), abs=1e-6)
+    mix = 0.5 * (late.logs["loss_global"] + late.logs["loss_dense"])
+    assert late.loss.item() == pytest.approx(mix.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mocov2", "densecl"])
+def test_queue_holds_teacher_keys_after_step(name, tmp_path):
+    method = make(name, tmp_path)
+    perturb_student(method)  # so that keys from the student would be detectably wrong
+    batch = make_batch(method)
+    queue_before = method.queue.keys.clone()
+    expected_k, expected_pooled = teacher_keys(method, batch.views[1])
+    method(batch, step=0)
+    method.after_step(0)
+    b = batch.size
+    torch.testing.assert_close(method.queue.keys[:b], expected_k, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(method.queue.keys[b:], queue_before[b:])  # the rest untouched
+    assert int(method.queue.ptr) == b
+    if name == "densecl":
+        torch.testing.assert_close(
+            method.dense_queue.keys[:b], expected_pooled, atol=1e-5, rtol=1e-5
+        )
+        assert int(method.dense_queue.ptr) == b
+
+
+def test_student_keys_would_differ(tmp_path):
+    """Guards the check above: after perturbation the student gives other keys."""
+    method = make("mocov2", tmp_path)
+    perturb_student(method)
+    images = make_batch(method).views[1]
+    k_teacher, _ = teacher_keys(method, images)
+    with torch.no_grad():
+        k_student = method.encode(method.student, images)["global"]
+    assert (k_teacher - k_student).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("momentum,expect", [(1.0, "teacher"), (0.0, "student")])
+def test_momentum_update_semantics(momentum, expect, tmp_path):
+    method = make("densecl", tmp_path, **{"method.momentum": momentum})
+    perturb_student(method)
+    teacher_before = copy.deepcopy(method.teacher.state_dict())
+    method(make_batch(method), step=0)
+    method.after_step(0)
+    pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
+    for (name, t), s in pairs:
+        want = teacher_before[name] if expect == "teacher" else s
+        assert torch.equal(t, want), name
+
+
+def test_only_student_gets_gradients(tmp_path):
+    method = make("densecl", tmp_path)
+    method(make_batch(method), step=0).loss.backward()
+    assert all(p.grad is not None for p in method.student.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in method.teacher.parameters())
+    assert method.queue.keys.grad is None
+
+
+def test_grid_size_other_than_map_size(tmp_path):
+    method = make("densecl", tmp_path, **{"method.grid_size": 2, "data.image_size": 128})
+    out = method(make_batch(method, size=128), step=0)  # C5 is 4x4, the grid 2x2
+    assert torch.isfinite(out.loss)
+
+
+def test_info_nce_matches_loss_on_fresh_queue(tmp_path):
+    """MoCo-v2's loss is the public info_nce of the (student, teacher, queue) triple."""
+    method = make("mocov2", tmp_path)
+    batch = make_batch(method)
+    with torch.no_grad():
+        q = method.encode(method.student, batch.views[0])["global"]
+    k, _ = teacher_keys(method, batch.views[1])
+    expected = info_nce(q, k, method.queue.keys.clone(), 0.2)
+    assert method(batch, step=0).loss.item() == pytest.approx(expected.item(), rel=1e-5)
