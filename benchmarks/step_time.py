@@ -1,0 +1,104 @@
+"""DenseCL vs MoCo-v2 training-step time, measured in one run.
+
+Both methods get the same backbone, batch, image size and queue; steps of the two are
+interleaved in rounds (alternating which goes first) so machine noise hits both alike. A step is
+forward + backward + SGD step + momentum/queue update on a fixed, already augmented batch, so the
+ratio isolates the method's compute (data loading is identical for both).
+
+    python benchmarks/step_time.py --backbone resnet18 --image-size 96 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from densessl.config import build_config
+from densessl.data.batch import collate_views
+from densessl.data.pretrain import MultiViewDataset
+from densessl.data.synthetic import SyntheticScenes
+from densessl.data.views import MultiViewTransform
+from densessl.engine.optim import build_optimizer
+from densessl.engine.setup import augment_batch, build_method
+
+
+def build(method_name: str, args: argparse.Namespace, device: torch.device):
+    overrides = [
+        f"backbone={args.backbone}",
+        f"data.image_size={args.image_size}",
+        f"method.queue_size={args.queue_size}",
+    ]
+    cfg = build_config(method_name, overrides=overrides)
+    torch.manual_seed(0)
+    method = build_method(cfg, steps=1000).to(device)
+    optimizer = build_optimizer(method.named_parameters(), cfg.optim)
+    return method, optimizer
+
+
+def step(method, optimizer, batch, i: int) -> None:
+    method(batch, i).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    method.after_step(i)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--queue-size", type=int, default=65536)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps-per-round", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    runners = {name: build(name, args, device) for name in ("mocov2", "densecl")}
+    views = runners["densecl"][0].view_specs()
+    dataset = MultiViewDataset(
+        SyntheticScenes(num_images=args.batch_size, image_size=int(args.image_size * 1.33)),
+        MultiViewTransform(views),
+        seed=0,
+    )
+    batch = augment_batch(collate_views([dataset[(0, i)] for i in range(args.batch_size)]))
+    batch = batch.to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for method, opt in runners.values():  # warm-up
+        for i in range(2):
+            step(method, opt, batch, i)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for r in range(args.rounds):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
+        for name in order:
+            method, opt = runners[name]
+            sync()
+            start = time.perf_counter()
+            for i in range(args.steps_per_round):
+                step(method, opt, batch, i)
+            sync()
+            times[name].append((time.perf_counter() - start) / args.steps_per_round)
+
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+          f"threads, device {device}, torch {torch.__version__}")  # fmt: skip
+    print(
+        f"setting: {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
+        f"queue {args.queue_size}, {args.rounds} rounds x {args.steps_per_round} steps"
+    )
+    for name, value in median.items():
+        print(f"{name:8s} median step {value * 1000:8.1f} ms")
+    ratio = median["densecl"] / median["mocov2"]
+    print(f"DenseCL / MoCo-v2 step-time ratio: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
