@@ -207,13 +207,15 @@ def test_queue_enqueue_wraps_around():
         queue.enqueue(torch.zeros(6, 2))
 
 
-def test_queue_negatives_is_a_detached_copy():
+def test_queue_negatives_is_detached_and_guarded_against_early_enqueue():
     queue = NegativeQueue(4, 3)
     negatives = queue.negatives()
-    saved = negatives.clone()
-    queue.enqueue(torch.zeros(2, 3))
-    assert torch.equal(negatives, saved)
     assert not negatives.requires_grad
+    q = torch.randn(2, 3, requires_grad=True)
+    loss = (q @ negatives.t()).exp().sum()  # exp saves its output, matmul saves negatives
+    queue.enqueue(torch.zeros(2, 3))  # too early: before backward
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
 
 
 def test_queue_state_dict_round_trip():

