@@ -17,6 +17,7 @@ from densessl.engine.setup import augment_batch, build_method
 from densessl.losses import info_nce
 
 from conftest import tiny_overrides
+from reference.plain_losses import plain_densecl_dense_loss
 
 
 def make(method: str, tmp_path, **extra):
@@ -148,3 +149,24 @@ def test_info_nce_matches_loss_on_fresh_queue(tmp_path):
     k, _ = teacher_keys(method, batch.views[1])
     expected = info_nce(q, k, method.queue.keys.clone(), 0.2)
     assert method(batch, step=0).loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dense_term_matches_on_backbone_features(tmp_path):
+    """The dense term pairs each student location with the teacher location whose C5 feature
+    (not projection) is most similar, with the dense queue as negatives (paper Eq. 2, ref code)."""
+    method = make("densecl", tmp_path, **{"data.image_size": 128})  # C5 is 4x4: 16 locations
+    perturb_student(method)
+    batch = make_batch(method, n=2, size=128)
+    teacher = copy.deepcopy(method.teacher)
+    with torch.no_grad():
+        q_c5 = method.student.backbone(batch.views[0])["c5"]
+        q_dense = F.normalize(method.student.dense_head(q_c5), dim=1)
+        k_c5 = teacher.backbone(batch.views[1])["c5"]
+        k_dense = F.normalize(teacher.dense_head(k_c5), dim=1)
+    as_rows = lambda t: t.flatten(2).transpose(1, 2).double()  # noqa: E731  (B, C, h, w) -> (B, N, C)
+    expected = plain_densecl_dense_loss(
+        as_rows(q_dense), as_rows(k_dense), as_rows(q_c5), as_rows(k_c5),
+        method.dense_queue.keys.double(), 0.2,
+    )  # fmt: skip
+    got = method(batch, step=0).logs["loss_dense"].item()
+    assert got == pytest.approx(float(expected), rel=1e-4)

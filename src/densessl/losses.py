@@ -50,9 +50,9 @@ class _QueueInfoNCE(torch.autograd.Function):
 
     With a 65536-key queue and DenseCL's M = B·S² query rows, the logit matrix dominates the
     loss's cost: 1568 × 65536 floats (392 MiB) per GPU in the paper setting. Forward writes the
-    logits once and exponentiates them in place; backward scales those exponentials into the
-    softmax weights and finishes with one matrix product, so the loss costs little more than its
-    two matrix products (about 2x faster than the concat form on CPU, same values).
+    logits once and exponentiates them in place; backward is one matrix product with those
+    exponentials, so the loss costs little more than its two matrix products (about 2x faster
+    than the concat form on CPU, same values).
     Computed in float32 even under autocast: bf16 logits at τ = 0.2 lose too much.
     """
 
@@ -79,18 +79,18 @@ class _QueueInfoNCE(torch.autograd.Function):
         q_scaled, k, negatives, exp_neg, exp_pos, denominator = ctx.saved_tensors
         with torch.autocast(device_type=q_scaled.device.type, enabled=False):
             scale = grad / q_scaled.shape[0] / denominator  # (M,) d(mean)/d(lse_i) / Z_i
-            # (M, K) softmax over the negatives · grad / M; a new buffer, so that backward can run
-            # twice (retain_graph, gradcheck) on the saved exponentials.
-            weights = exp_neg * scale[:, None]
             d_positive = exp_pos * scale - grad / q_scaled.shape[0]  # (M,) d loss / d(q·k/τ)
+            # The softmax weights are exp_neg scaled per row; a per-row scale commutes with the
+            # matrix products, so no (M, K) temporary is formed and backward can run twice.
             grad_q = grad_k = grad_negatives = None
             if ctx.needs_input_grad[0]:
-                grad_q = (weights @ negatives + d_positive[:, None] * k) / ctx.temperature
-                grad_q = grad_q.to(ctx.input_dtypes[0])
+                grad_q = (scale[:, None] * (exp_neg @ negatives) + d_positive[:, None] * k)
+                grad_q = (grad_q / ctx.temperature).to(ctx.input_dtypes[0])
             if ctx.needs_input_grad[1]:
                 grad_k = (d_positive[:, None] * q_scaled).to(ctx.input_dtypes[1])
             if ctx.needs_input_grad[2]:
-                grad_negatives = (weights.t() @ q_scaled).to(ctx.input_dtypes[2])
+                grad_negatives = exp_neg.t() @ (scale[:, None] * q_scaled)
+                grad_negatives = grad_negatives.to(ctx.input_dtypes[2])
         return grad_q, grad_k, grad_negatives, None
 
 
