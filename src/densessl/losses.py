@@ -57,7 +57,7 @@ class _QueueInfoNCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, negatives, temperature):  # noqa: ANN001
+    def forward(ctx, q, k, negatives, temperature):
         with torch.autocast(device_type=q.device.type, enabled=False):
             dtype = torch.promote_types(q.dtype, torch.float32)
             q_scaled = q.to(dtype) / temperature  # (M, D), folds 1/τ into the small operand
@@ -75,7 +75,7 @@ class _QueueInfoNCE(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001
+    def backward(ctx, grad):
         q_scaled, k, negatives, exp_neg, exp_pos, denominator = ctx.saved_tensors
         with torch.autocast(device_type=q_scaled.device.type, enabled=False):
             scale = grad / q_scaled.shape[0] / denominator  # (M,) d(mean)/d(lse_i) / Z_i
@@ -84,7 +84,7 @@ class _QueueInfoNCE(torch.autograd.Function):
             # matrix products, so no (M, K) temporary is formed and backward can run twice.
             grad_q = grad_k = grad_negatives = None
             if ctx.needs_input_grad[0]:
-                grad_q = (scale[:, None] * (exp_neg @ negatives) + d_positive[:, None] * k)
+                grad_q = scale[:, None] * (exp_neg @ negatives) + d_positive[:, None] * k
                 grad_q = (grad_q / ctx.temperature).to(ctx.input_dtypes[0])
             if ctx.needs_input_grad[1]:
                 grad_k = (d_positive[:, None] * q_scaled).to(ctx.input_dtypes[1])

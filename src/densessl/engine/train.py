@@ -165,7 +165,9 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
                 }
                 record.update({k: dist.all_reduce_mean(v).item() for k, v in logs.items()})
                 metrics.write(record)
-                progress.bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}", refresh=False)
+                progress.bar.set_postfix(
+                    loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}", refresh=False
+                )
             progress.bar.update(1)
             if done % cfg.checkpoint_every == 0 and done < steps:
                 save(done)
