@@ -1,0 +1,107 @@
+"""Write the built-in scenes to disk as a labelled ``folders`` segmentation dataset.
+
+The written folder opens with :func:`densessl.data.labeled.open_segmentation` without a format:
+its ``densessl_dataset.json`` manifest names the layout. The ``val`` split is drawn from
+:func:`densessl.data.labeled.held_out_seed` of ``seed``, so no val scene is a train scene, nor a
+scene that pretraining on the built-in scenes with the same seed has seen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from densessl.data.labeled import IGNORE_INDEX, MANIFEST_NAME, held_out_seed
+from densessl.data.sources import DataError
+from densessl.data.synthetic import SyntheticScenes
+
+SPLITS = ("train", "val")
+
+
+def _check_target(out: Path) -> None:
+    """Refuse to write into a file, or into a folder holding anything an export does not write."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output path is a file: {out}; pass a new or empty folder")
+    ours = {*SPLITS, "classes.txt", MANIFEST_NAME}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    if foreign:
+        raise DataError(
+            f"output folder {out} holds other files ({', '.join(foreign[:3])}); pass a new or "
+            "empty folder so that nothing else gets mixed into the dataset"
+        )
+
+
+def _prepare_split(out: Path, split: str) -> tuple[Path, Path]:
+    """Create ``out/<split>/{images,masks}``, dropping PNGs of an earlier, larger export."""
+    folders = out / split / "images", out / split / "masks"
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.png"):
+            stale.unlink()
+    return folders
+
+
+def write_synthetic_segmentation(
+    out: str | Path, num_images: int = 200, image_size: int = 128, seed: int = 0
+) -> Path:
+    """Render the built-in scenes into ``out`` as a ``folders`` dataset with a manifest.
+
+    Writes ``out/train/{images,masks}/<index>.png`` (``num_images`` scenes of seed ``seed``),
+    ``out/val/...`` (``max(1, num_images // 4)`` held-out scenes), ``out/classes.txt`` and
+    ``out/densessl_dataset.json``. Images are (S, S, 3) RGB PNGs; masks (S, S) 8-bit PNGs whose
+    pixel is the class id (0 = background). An earlier export in ``out`` is replaced.
+
+    Args:
+        out: the dataset folder to create.
+        num_images: number of train scenes.
+        image_size: side ``S`` of every scene in pixels.
+        seed: seed of the train scenes.
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        DataError: ``out`` is a file, or a folder holding files other than an earlier export's.
+    """
+    if num_images < 1 or image_size < 1:
+        raise DataError(
+            f"cannot write {out}: num_images ({num_images}) and image_size ({image_size}) "
+            "must be at least 1"
+        )
+    out = Path(out)
+    _check_target(out)
+    # Removed first and written last, so that an interrupted export is not taken for a dataset.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    val_seed = held_out_seed(seed)
+    counts = {"train": num_images, "val": max(1, num_images // 4)}
+    seeds = {"train": seed, "val": val_seed}
+    digits = max(5, len(str(num_images - 1)))
+    with tqdm(total=sum(counts.values()), desc=f"writing {out}", unit="scene") as bar:
+        for split in SPLITS:
+            image_dir, mask_dir = _prepare_split(out, split)
+            scenes = SyntheticScenes(counts[split], image_size, seeds[split])
+            for i in range(counts[split]):
+                scene = scenes.scene(i)
+                name = f"{i:0{digits}d}.png"
+                Image.fromarray(scene.image, mode="RGB").save(image_dir / name)
+                Image.fromarray(scene.mask.astype(np.uint8), mode="L").save(mask_dir / name)
+                bar.update()
+    class_names = list(SyntheticScenes.class_names)
+    (out / "classes.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    manifest = {
+        "format": "folders",
+        "task": "segmentation",
+        "classes": class_names,
+        "ignore_index": IGNORE_INDEX,
+        "splits": list(SPLITS),
+        "source": "densessl synthetic scenes",
+        "seed": seed,
+        "val_seed": val_seed,
+        "image_size": image_size,
+    }
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out
