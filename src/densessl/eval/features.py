@@ -1,0 +1,415 @@
+"""Dense features of a frozen backbone over a labelled set, computed once and cached.
+
+Preprocessing (:func:`preprocess`): each image is resized, keeping its aspect ratio, so that its
+shorter side is ``image_size`` and both sides are multiples of 32 (each side is rounded to the
+nearest multiple, at least 32); bilinear (antialiased) for the image, nearest for the labels;
+then ImageNet mean/std normalisation of the RGB values. Because every side is a multiple of 32,
+every level's grid divides the image exactly: a feature cell of stride ``s`` covers an ``s x s``
+block of label pixels.
+
+Images of different sizes give grids of different sizes. They are never padded before the
+backbone (each batch is split into groups of one size), so every feature is what the backbone
+gives on that image alone. For storage, grids are zero-padded at the bottom/right to the largest
+one and labels padded with ``ignore_index``; :attr:`DenseFeatures.grid_sizes` records each
+image's own grid, and :meth:`DenseFeatures.groups` / :meth:`DenseFeatures.item` give unpadded
+views. When all images share one size (the common case) there is no padding at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.data.labeled import SegmentationDataset
+
+SIZE_MULTIPLE = 32
+LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
+CACHE_FORMAT = "densessl-features-v1"
+
+T = TypeVar("T")
+
+
+@dataclass
+class DenseFeatures:
+    """Frozen dense features of a labelled set, with the labels at the resized image resolution.
+
+    Attributes:
+        features: (N, C, h, w) float16 on the CPU; the requested levels resized to the finest
+            one's grid and concatenated on channels, in the order given. Zero outside an
+            image's own grid.
+        labels: (N, H, W) uint8 (int64 when a class id or the ignore label exceeds 255), on the
+            CPU, with ``H = stride * h`` and ``W = stride * w``; ``ignore_index`` outside an
+            image's own size.
+        grid_sizes: (N, 2) int64 each image's own (h_i, w_i).
+        stride: label pixels per feature cell along each side.
+        num_classes: number of scored classes.
+        class_names: their names.
+        ignore_index: label of unscored pixels.
+        levels: the backbone outputs used, e.g. ``("c4", "c5")``.
+        image_size: the requested shorter image side.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    grid_sizes: torch.Tensor
+    stride: int
+    num_classes: int
+    class_names: list[str]
+    ignore_index: int
+    levels: tuple[str, ...]
+    image_size: int
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.features.shape[1]
+
+    def item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``i`` unpadded: features (C, h_i, w_i) float16, labels (H_i, W_i)."""
+        h, w = (int(v) for v in self.grid_sizes[i])
+        s = self.stride
+        return self.features[i, :, :h, :w], self.labels[i, : s * h, : s * w]
+
+    def groups(self) -> list[torch.Tensor]:
+        """Indices of the images sharing one grid size, one int64 tensor per size."""
+        by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, (h, w) in enumerate(self.grid_sizes.tolist()):
+            by_size[(h, w)].append(i)
+        return [torch.tensor(v, dtype=torch.int64) for v in by_size.values()]
+
+    def group_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (B, C, h, w) and labels (B, H, W) of images that share one grid size."""
+        h, w = (int(v) for v in self.grid_sizes[indices[0]])
+        s = self.stride
+        return self.features[indices, :, :h, :w], self.labels[indices, : s * h, : s * w]
+
+    def to_state(self) -> dict:
+        """Tensors and plain values only, loadable with ``torch.load(weights_only=True)``."""
+        return {
+            "features": self.features,
+            "labels": self.labels,
+            "grid_sizes": self.grid_sizes,
+            "stride": self.stride,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "ignore_index": self.ignore_index,
+            "levels": list(self.levels),
+            "image_size": self.image_size,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> DenseFeatures:
+        return cls(**{**state, "levels": tuple(state["levels"])})
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it"):
+    """A tqdm bar on stderr, redrawn rarely when stderr is a log file rather than a terminal."""
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        dynamic_ncols=True,
+        mininterval=0.5 if interactive else 30.0,
+        file=sys.stderr,
+    )
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer; the CPU for a stateless module."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
+    """(H, W) with the shorter side ~``image_size``, aspect kept, both multiples of 32."""
+    scale = image_size / min(height, width)
+
+    def side(length: int) -> int:
+        return max(SIZE_MULTIPLE, round(length * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+    return side(height), side(width)
+
+
+def preprocess(
+    image: Image.Image, labels: np.ndarray, image_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize an image and its labels for feature extraction (normalisation comes later).
+
+    Args:
+        image: RGB PIL image of size (W0, H0).
+        labels: (H0, W0) integer class ids or the ignore label.
+        image_size: target shorter side.
+
+    Returns:
+        (3, H, W) uint8 image and (H, W) int64 labels, H and W from :func:`resized_shape`.
+    """
+    if labels.shape != (image.height, image.width):
+        raise ValueError(
+            f"labels {labels.shape} do not match image {(image.height, image.width)} (H, W)"
+        )
+    height, width = resized_shape(image.height, image.width, image_size)
+    resized = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+    # Nearest neighbour at pixel centres (the "nearest-exact" rule), on any integer dtype.
+    rows = ((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64)
+    cols = ((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64)
+    label_map = torch.from_numpy(np.ascontiguousarray(labels[rows][:, cols]).astype(np.int64))
+    return pixels, label_map
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) uint8 RGB -> float32 with ImageNet mean/std, on the input's device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
+
+
+def dense_levels(outputs: dict[str, torch.Tensor], levels: Sequence[str]) -> torch.Tensor:
+    """Concatenate ``levels`` of a backbone's outputs on the finest requested grid.
+
+    Args:
+        outputs: name -> (B, C_l, h_l, w_l) maps.
+        levels: names to use, in channel order.
+
+    Returns:
+        (B, sum C_l, h, w) with (h, w) the largest grid among ``levels`` (bilinear upsampling).
+    """
+    maps = [outputs[name] for name in levels]
+    size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+    resized = [
+        m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear") for m in maps
+    ]
+    return torch.cat(resized, dim=1)
+
+
+def _check_levels(levels: Sequence[str]) -> tuple[str, ...]:
+    levels = tuple(levels)
+    unknown = [name for name in levels if name not in LEVEL_STRIDES]
+    if not levels or unknown:
+        raise ValueError(f"levels must be among {', '.join(LEVEL_STRIDES)}; got {levels}")
+    return levels
+
+
+def _label_dtype(num_classes: int, ignore_index: int) -> torch.dtype:
+    return torch.uint8 if num_classes <= 255 and 0 <= ignore_index <= 255 else torch.int64
+
+
+def _tensor_digest(digest, tensor: torch.Tensor) -> None:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest.update(flat.view(torch.uint8).numpy().tobytes())
+
+
+def cache_key(
+    backbone: nn.Module, dataset: SegmentationDataset, levels: Sequence[str], image_size: int
+) -> str:
+    """A digest of everything the features depend on.
+
+    Covers the backbone's class and weights; the dataset's class, length, class names, ignore
+    label, every item's :meth:`describe`, and the labels of its first item (so two synthetic
+    sets that describe their items alike still differ); the levels and the image size.
+    """
+    digest = hashlib.sha256()
+    digest.update(
+        f"{CACHE_FORMAT}|{type(backbone).__qualname__}|{list(levels)}|{image_size}".encode()
+    )
+    for name, tensor in backbone.state_dict().items():
+        digest.update(name.encode())
+        _tensor_digest(digest, tensor)
+    names = "|".join(dataset.class_names)
+    digest.update(
+        f"{type(dataset).__qualname__}|{len(dataset)}|{names}|{dataset.ignore_index}".encode()
+    )
+    for i in range(len(dataset)):
+        digest.update(dataset.describe(i).encode())
+    if len(dataset):
+        digest.update(np.ascontiguousarray(dataset[0][1]).tobytes())
+    return digest.hexdigest()
+
+
+def _load_cache(path: Path, key: str) -> DenseFeatures | None:
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("key") != key:
+        return None
+    return DenseFeatures.from_state(state["features"])
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    dataset: SegmentationDataset,
+    levels: Sequence[str] = ("c5",),
+    image_size: int = 224,
+    batch_size: int = 16,
+    device: torch.device | str | None = None,
+    cache_path: str | Path | None = None,
+) -> DenseFeatures:
+    """Run a frozen backbone over a labelled set and keep its dense features.
+
+    The backbone is put in eval mode (its previous mode is restored afterwards) and moved to
+    ``device``; features are computed under ``torch.no_grad()`` (not ``inference_mode``, so
+    that probes may train on them).
+
+    Args:
+        backbone: module with ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``).
+        dataset: labelled images (:class:`~densessl.data.labeled.SegmentationDataset`).
+        levels: outputs to use; coarser ones are upsampled to the finest one's grid.
+        image_size: shorter image side after resizing (see the module docstring).
+        batch_size: images per forward pass.
+        device: where the backbone runs; default: where it already is.
+        cache_path: optional file. If it holds features computed with the same backbone
+            weights, dataset, levels and image size (see :func:`cache_key`) they are loaded;
+            otherwise they are computed and written there.
+
+    Returns:
+        The features, labels and class information (:class:`DenseFeatures`), on the CPU.
+    """
+    levels = _check_levels(levels)
+    key = None
+    if cache_path is not None:
+        cache_path = Path(cache_path)
+        key = cache_key(backbone, dataset, levels, image_size)
+        cached = _load_cache(cache_path, key)
+        if cached is not None:
+            return cached
+    device = torch.device(device) if device is not None else module_device(backbone)
+    was_training = backbone.training
+    backbone.eval().to(device)
+    try:
+        per_image = _extract(backbone, dataset, levels, image_size, batch_size, device)
+    finally:
+        backbone.train(was_training)
+    stride = min(LEVEL_STRIDES[name] for name in levels)
+    result = _pack(per_image, dataset, levels, image_size, stride)
+    if cache_path is not None:
+        from densessl.engine.checkpoint import atomic_save
+
+        atomic_save({"key": key, "features": result.to_state()}, cache_path)
+    return result
+
+
+def _extract(
+    backbone: nn.Module,
+    dataset: SegmentationDataset,
+    levels: tuple[str, ...],
+    image_size: int,
+    batch_size: int,
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image: features (C, h, w) float16 and labels (H, W) int64, both on the CPU."""
+    results: list[tuple[torch.Tensor, torch.Tensor]] = []
+    starts = range(0, len(dataset), batch_size)
+    for start in progress(starts, "extracting features", unit="batch"):
+        stop = min(start + batch_size, len(dataset))
+        items = [preprocess(*dataset[i], image_size) for i in range(start, stop)]
+        batch_features: list[torch.Tensor | None] = [None] * len(items)
+        # One forward per image size in the batch: no image is ever padded.
+        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for j, (pixels, _) in enumerate(items):
+            by_size[tuple(pixels.shape)].append(j)
+        for members in by_size.values():
+            pixels = torch.stack([items[j][0] for j in members]).to(device)
+            maps = dense_levels(backbone(normalise(pixels)), levels)
+            maps = maps.to(device="cpu", dtype=torch.float16)
+            for j, feature_map in zip(members, maps, strict=True):
+                batch_features[j] = feature_map
+        for feature_map, (_, labels) in zip(batch_features, items, strict=True):
+            results.append((feature_map, labels))
+    return results
+
+
+def _pack(
+    per_image: list[tuple[torch.Tensor, torch.Tensor]],
+    dataset: SegmentationDataset,
+    levels: tuple[str, ...],
+    image_size: int,
+    stride: int,
+) -> DenseFeatures:
+    if not per_image:
+        raise ValueError("the dataset is empty")
+    grid_sizes = torch.tensor([list(f.shape[-2:]) for f, _ in per_image], dtype=torch.int64)
+    for feature_map, labels in per_image:
+        if tuple(labels.shape) != tuple(stride * s for s in feature_map.shape[-2:]):
+            raise ValueError(
+                f"a {tuple(feature_map.shape[-2:])} grid does not tile {tuple(labels.shape)} "
+                f"labels with stride {stride}: the backbone's strides are not {levels}'s"
+            )
+    h, w = (int(v) for v in grid_sizes.max(0).values)
+    channels = per_image[0][0].shape[0]
+    dtype = _label_dtype(dataset.num_classes, dataset.ignore_index)
+    features = torch.zeros(len(per_image), channels, h, w, dtype=torch.float16)
+    labels = torch.full((len(per_image), stride * h, stride * w), dataset.ignore_index, dtype=dtype)
+    # Pop from the end while copying, so that peak memory stays near one copy of the features.
+    while per_image:
+        i = len(per_image) - 1
+        feature_map, label_map = per_image.pop()
+        fh, fw = feature_map.shape[-2:]
+        features[i, :, :fh, :fw] = feature_map
+        labels[i, : stride * fh, : stride * fw] = label_map.to(dtype)
+    return DenseFeatures(
+        features=features,
+        labels=labels,
+        grid_sizes=grid_sizes,
+        stride=stride,
+        num_classes=dataset.num_classes,
+        class_names=list(dataset.class_names),
+        ignore_index=dataset.ignore_index,
+        levels=levels,
+        image_size=image_size,
+    )
+
+
+def features_of(
+    data: SegmentationDataset | DenseFeatures,
+    backbone: nn.Module,
+    levels: Sequence[str],
+    image_size: int,
+    batch_size: int,
+    device: torch.device | str | None,
+    cache_dir: str | Path | None = None,
+) -> DenseFeatures:
+    """``data`` itself if it already is :class:`DenseFeatures`, else its extracted features.
+
+    With ``cache_dir``, the features are cached there in a file named after :func:`cache_key`,
+    so probes run one after the other on the same backbone and data extract them once.
+    """
+    if isinstance(data, DenseFeatures):
+        return data
+    cache_path = None
+    if cache_dir is not None:
+        key = cache_key(backbone, data, _check_levels(levels), image_size)
+        cache_path = Path(cache_dir) / f"features-{key[:20]}.pt"
+    return extract_features(backbone, data, levels, image_size, batch_size, device, cache_path)
+
+
+def check_compatible(train: DenseFeatures, val: DenseFeatures) -> None:
+    """Raise ValueError unless two feature sets share classes, levels and channels."""
+    if (
+        list(train.class_names) != list(val.class_names)
+        or train.channels != val.channels
+        or train.levels != val.levels
+    ):
+        raise ValueError(
+            "training and validation features differ: "
+            f"classes {train.class_names} vs {val.class_names}, levels {train.levels} vs "
+            f"{val.levels}, channels {train.channels} vs {val.channels}"
+        )

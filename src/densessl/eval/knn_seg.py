@@ -1,0 +1,242 @@
+"""Dense nearest-neighbour segmentation with no training ("Hummingbird"-style retrieval).
+
+Memory: every patch (feature-grid cell) of the training images, its feature L2-normalised, its
+label the class histogram of its ``stride x stride`` label pixels, normalised to sum to 1
+(ignore pixels excluded; patches with no scored pixel dropped). With ``memory_per_image``, each
+image contributes at most that many of its labelled patches, drawn uniformly at random with a
+fixed seed (the open Hummingbird code favours rare classes instead; uniform is simpler and
+unbiased).
+
+Query: each validation patch takes its ``k`` most cosine-similar memory patches; their soft
+labels are averaged with weights ``softmax(similarity / temperature)``; the per-patch class
+scores are reshaped to the grid, upsampled bilinearly to the label resolution and arg-maxed.
+
+The search runs in blocks of about ``chunk_size`` query patches (whole images) x ``chunk_size``
+memory patches, keeping a running top-k, so neither the full similarity matrix nor a float32
+copy of the memory is ever built: it fits in CPU RAM for small sets and runs on a GPU for large
+ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densessl.data.labeled import SegmentationDataset
+from densessl.eval.features import (
+    DenseFeatures,
+    check_compatible,
+    features_of,
+    module_device,
+    progress,
+)
+from densessl.eval.metrics import SegmentationScores, confusion_matrix
+
+DEFAULT_K = 30
+DEFAULT_TEMPERATURE = 0.02
+DEFAULT_CHUNK_SIZE = 4096
+
+
+def patch_label_histograms(
+    labels: torch.Tensor, stride: int, num_classes: int, ignore_index: int
+) -> torch.Tensor:
+    """Class histogram of each ``stride x stride`` cell of a label map.
+
+    Args:
+        labels: (H, W) integer labels, H and W multiples of ``stride``.
+        stride: cell side in pixels.
+        num_classes: K.
+        ignore_index: label not counted.
+
+    Returns:
+        (H/stride * W/stride, K) float32 pixel counts per cell, cells in row-major order.
+    """
+    height, width = labels.shape
+    grid_w = width // stride
+    labels = labels.to(torch.int64)
+    rows = torch.arange(height, device=labels.device) // stride
+    cols = torch.arange(width, device=labels.device) // stride
+    cell = rows[:, None] * grid_w + cols[None, :]
+    scored = labels != ignore_index
+    index = cell[scored] * num_classes + labels[scored]
+    cells = (height // stride) * grid_w
+    counts = torch.bincount(index, minlength=cells * num_classes)
+    return counts.reshape(cells, num_classes).float()
+
+
+def build_memory(
+    data: DenseFeatures, memory_per_image: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The retrieval memory of a training set.
+
+    Args:
+        data: training features (N, C, h, w) and labels (N, H, W).
+        memory_per_image: keep at most this many labelled patches per image (None: all).
+        seed: seed of that subsampling.
+
+    Returns:
+        keys (M, C) float16, L2-normalised; soft labels (M, K) float32, rows summing to 1.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    keys, soft_labels = [], []
+    for i in progress(range(len(data)), "building k-NN memory", unit="img"):
+        features, labels = data.item(i)
+        counts = patch_label_histograms(labels, data.stride, data.num_classes, data.ignore_index)
+        patches = features.flatten(1).T  # (h * w, C), row-major like the histograms
+        keep = torch.nonzero(counts.sum(1) > 0).squeeze(1)
+        if memory_per_image is not None and len(keep) > memory_per_image:
+            keep = keep[torch.randperm(len(keep), generator=generator)[:memory_per_image]]
+        counts = counts[keep]
+        keys.append(F.normalize(patches[keep].float(), dim=1).half())
+        soft_labels.append(counts / counts.sum(1, keepdim=True))
+    return torch.cat(keys), torch.cat(soft_labels)
+
+
+def nearest_neighbours(
+    queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k inner products of each query against all keys, one memory block at a time.
+
+    Args:
+        queries: (Q, C) float32.
+        keys: (M, C) any float dtype, on the queries' device.
+        k: neighbours per query; at most M are returned.
+        chunk_size: keys per block (None: all at once).
+
+    Returns:
+        similarities (Q, k') float32, descending, and indices (Q, k') int64 into ``keys``,
+        with k' = min(k, M).
+    """
+    block = chunk_size or len(keys)
+    best_values = queries.new_empty(len(queries), 0)
+    best_indices = torch.empty(len(queries), 0, dtype=torch.int64, device=queries.device)
+    for start in range(0, len(keys), block):
+        similarities = queries @ keys[start : start + block].float().T
+        values, indices = similarities.topk(min(k, similarities.shape[1]), dim=1)
+        values = torch.cat([best_values, values], dim=1)
+        indices = torch.cat([best_indices, indices + start], dim=1)
+        best_values, order = values.topk(min(k, values.shape[1]), dim=1)
+        best_indices = indices.gather(1, order)
+    return best_values, best_indices
+
+
+def patch_scores(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    soft_labels: torch.Tensor,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+) -> torch.Tensor:
+    """Class scores of query patches from their nearest memory patches.
+
+    Args:
+        queries: (Q, C) features (normalised here).
+        keys: (M, C) L2-normalised memory features, on the device where the search runs.
+        soft_labels: (M, K) memory soft labels, on the same device.
+        k: neighbours per query.
+        temperature: softmax temperature on cosine similarities.
+        chunk_size: memory patches per similarity block (None: one block).
+
+    Returns:
+        (Q, K) float32 scores (weighted label averages, rows summing to 1), on ``keys``' device.
+    """
+    queries = F.normalize(queries.to(keys.device).float(), dim=1)
+    similarities, indices = nearest_neighbours(queries, keys, k, chunk_size)
+    weights = torch.softmax(similarities / temperature, dim=1)
+    return torch.einsum("qk,qkc->qc", weights, soft_labels[indices].float())
+
+
+def query_batches(data: DenseFeatures, chunk_size: int | None) -> list[torch.Tensor]:
+    """Image indices in batches of one grid size and about ``chunk_size`` patches (>= 1 image)."""
+    batches: list[torch.Tensor] = []
+    for group in data.groups():
+        h, w = (int(v) for v in data.grid_sizes[group[0]])
+        per_batch = max(1, chunk_size // (h * w)) if chunk_size else len(group)
+        batches.extend(group.split(per_batch))
+    return batches
+
+
+@torch.no_grad()
+def knn_predict_scores(
+    train: DenseFeatures,
+    val: DenseFeatures,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
+    memory_per_image: int | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> SegmentationScores:
+    """Score ``val`` by dense retrieval from a memory of ``train`` (see the module docstring)."""
+    check_compatible(train, val)
+    keys, soft_labels = build_memory(train, memory_per_image, seed)
+    if len(keys) == 0:
+        raise ValueError("no training patch has a scored pixel: the k-NN memory is empty")
+    keys, soft_labels = keys.to(device), soft_labels.to(device)
+    confusion = torch.zeros(val.num_classes, val.num_classes, dtype=torch.int64, device=device)
+    for indices in progress(query_batches(val, chunk_size), "k-NN search", unit="chunk"):
+        features, labels = val.group_batch(indices)
+        batch, channels, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
+        scores = patch_scores(queries, keys, soft_labels, k, temperature, chunk_size)
+        scores = scores.reshape(batch, h, w, -1).permute(0, 3, 1, 2)
+        # Upsample a few images at a time: (B, K, H, W) floats are large for many classes.
+        for part, part_labels in zip(scores.split(8), labels.split(8), strict=True):
+            part_labels = part_labels.to(device)
+            upsampled = F.interpolate(
+                part, size=part_labels.shape[-2:], mode="bilinear", align_corners=False
+            )
+            pred = upsampled.argmax(1)
+            confusion += confusion_matrix(pred, part_labels, val.num_classes, val.ignore_index)
+    return SegmentationScores.from_confusion(confusion, val.class_names)
+
+
+def knn_seg(
+    backbone: nn.Module,
+    train_set: SegmentationDataset | DenseFeatures,
+    val_set: SegmentationDataset | DenseFeatures,
+    levels: Sequence[str] = ("c5",),
+    image_size: int = 224,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
+    memory_per_image: int | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    batch_size: int = 16,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> SegmentationScores:
+    """Dense k-NN label retrieval from frozen features: mIoU on ``val_set``, no training.
+
+    Args:
+        backbone: frozen feature extractor, ``forward(x)`` -> ``{"c5": (B, C, H/32, W/32), ...}``.
+        train_set: labelled images forming the memory, or their :class:`DenseFeatures` (then
+            ``levels``, ``image_size`` and ``cache_dir`` do not apply to it).
+        val_set: same, scored.
+        levels: backbone outputs concatenated as features.
+        image_size: shorter image side (see :mod:`densessl.eval.features`).
+        k: neighbours per patch (Hummingbird: 30).
+        temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).
+        memory_per_image: at most this many patches per training image (None: all).
+        chunk_size: about this many query patches (whole images, at least one) against this
+            many memory patches per similarity block (None: no chunking); a block holds about
+            ``chunk_size**2`` floats (64 MiB at the default 4096).
+        batch_size: images per forward pass during feature extraction.
+        device: where the backbone and the search run; default: the backbone's device.
+        seed: seed of the memory subsampling.
+        cache_dir: optional folder caching the extracted features between runs.
+
+    Returns:
+        Validation scores at the resized label resolution.
+    """
+    device = torch.device(device) if device is not None else module_device(backbone)
+    train = features_of(train_set, backbone, levels, image_size, batch_size, device, cache_dir)
+    val = features_of(val_set, backbone, levels, image_size, batch_size, device, cache_dir)
+    return knn_predict_scores(
+        train, val, k, temperature, memory_per_image, chunk_size, device, seed
+    )

@@ -1,0 +1,187 @@
+"""One entry point for every kind of backbone weights an evaluation can start from.
+
+Accepted by :func:`load_backbone`:
+
+* ``"random"``: a freshly initialised backbone (seed 0), the baseline every method must beat.
+* a run directory, or a densessl training checkpoint (``format == "densessl-checkpoint-v1"``):
+  the method is rebuilt and its exported network's backbone is returned.
+* an exported torchvision-format state dict: ``.pt`` / ``.pth`` (``torch.load`` with
+  ``weights_only=True``) or ``.safetensors``. Wrapped ``{"state_dict": ...}`` dicts and keys
+  prefixed ``module.`` / ``backbone.`` are accepted; ``fc.*`` is dropped; the rest must match the
+  architecture exactly (strict load). The architecture is inferred from the keys when not given.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from densessl.models.backbones import ResNetBackbone, build_backbone
+
+RANDOM = "random"
+DEFAULT_RANDOM_ARCH = "resnet50"
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
+ACCEPTED = (
+    "accepted: 'random', a run directory, a densessl checkpoint (.pt), or an exported "
+    "torchvision state dict (.pt, .pth, .safetensors)"
+)
+# (uses bottleneck blocks, number of blocks in layer3) -> arch; layer3 is the stage whose depth
+# differs between every pair of supported ResNets.
+_ARCH_BY_BLOCKS = {
+    (False, 2): "resnet18",
+    (False, 6): "resnet34",
+    (True, 6): "resnet50",
+    (True, 23): "resnet101",
+}
+_WRAPPER_PREFIXES = ("module.", "backbone.")
+
+
+class WeightsError(Exception):
+    """Weights that cannot be turned into a backbone; exit code 2 in the CLI."""
+
+
+def load_backbone(
+    weights: str | Path, backbone: str | None = None, network: str | None = None
+) -> ResNetBackbone:
+    """Build a backbone from ``weights``, on the CPU, in eval mode.
+
+    Args:
+        weights: ``"random"``, a run directory, a densessl checkpoint, or an exported state dict
+            (see the module docstring).
+        backbone: architecture name, e.g. ``"resnet50"``. For ``"random"`` it defaults to
+            resnet50; for state dicts it is inferred from the keys when None; for runs it must
+            match the run's backbone if given.
+        network: for runs and checkpoints, ``"online"`` or ``"teacher"`` (default: the network
+            the method's authors released). Ignored otherwise.
+
+    Returns:
+        The backbone (``forward(x)`` -> ``{"c2": ..., "c5": ...}``), parameters still trainable.
+
+    Raises:
+        WeightsError: missing path, unreadable file, or weights that do not fit the architecture.
+    """
+    if str(weights) == RANDOM:
+        return _random_backbone(backbone or DEFAULT_RANDOM_ARCH)
+    path = Path(weights)
+    if not path.exists():
+        raise WeightsError(f"no weights at {path}; {ACCEPTED}")
+    if path.is_dir():
+        return _from_run(path, backbone, network)
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise WeightsError(f"cannot read weights from {path} (unknown suffix); {ACCEPTED}")
+    state = _read_file(path)
+    if isinstance(state, dict) and state.get("format") == _checkpoint_format():
+        return _from_run(path, backbone, network)
+    return _from_state_dict(path, state, backbone)
+
+
+def _checkpoint_format() -> str:
+    from densessl.engine.checkpoint import FORMAT
+
+    return FORMAT
+
+
+def _random_backbone(arch: str) -> ResNetBackbone:
+    # A private RNG stream: the baseline is the same in every process, and the caller's global
+    # RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            model = build_backbone(arch)
+        except (KeyError, ValueError) as err:
+            raise WeightsError(f"cannot build random backbone {arch!r}: {err}") from err
+    return model.eval()
+
+
+def _from_run(path: Path, arch: str | None, network: str | None) -> ResNetBackbone:
+    from densessl.export import ExportError, load_method
+
+    if network not in (None, "online", "teacher"):
+        raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")
+    try:
+        method, _ = load_method(path)
+    except (ExportError, ValueError) as err:
+        raise WeightsError(f"cannot load run {path}: {err}; {ACCEPTED}") from err
+    model = method.exportable(network)["backbone"]
+    if arch is not None and getattr(model, "arch", None) != arch:
+        raise WeightsError(f"{path} holds a {getattr(model, 'arch', '?')}, not a {arch}")
+    return model.cpu().eval()
+
+
+def _read_file(path: Path) -> Any:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:
+            raise WeightsError(
+                f"{path} is a .safetensors file but the 'safetensors' package is not installed "
+                "(pip install safetensors)"
+            ) from err
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as err:
+            raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling and zip errors have no common base class
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(
+            f"cannot read {path} as a torch file ({first_line}); {ACCEPTED}"
+        ) from err
+
+
+def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
+    """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped.
+
+    ``{"state_dict": sd}`` is unwrapped; a ``module.`` prefix (DataParallel / DDP) is stripped;
+    if some keys start with ``backbone.``, only those are kept (a detector or segmenter
+    checkpoint also holds its heads) and the prefix is stripped.
+
+    Raises:
+        WeightsError: when ``state`` is not a mapping from names to tensors.
+    """
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise WeightsError("not a state dict")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError("not a state dict (values must all be tensors)")
+    for prefix in _WRAPPER_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def infer_arch(state: dict[str, torch.Tensor]) -> str:
+    """The ResNet arch of a torchvision-keyed state dict, from its block types and counts."""
+    bottleneck = "layer1.0.conv3.weight" in state
+    layer3_blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer3\.(\d+)\.", k))}
+    arch = _ARCH_BY_BLOCKS.get((bottleneck, len(layer3_blocks)))
+    if arch is None:
+        kind = "bottleneck" if bottleneck else "basic"
+        raise WeightsError(
+            f"unrecognised ResNet: {kind} blocks, {len(layer3_blocks)} blocks in layer3 "
+            f"(supported: {', '.join(_ARCH_BY_BLOCKS.values())}); pass the backbone explicitly"
+        )
+    return arch
+
+
+def _from_state_dict(path: Path, state: Any, arch: str | None) -> ResNetBackbone:
+    try:
+        weights = unwrap_state_dict(state)
+        arch = arch or infer_arch(weights)
+    except WeightsError as err:
+        raise WeightsError(f"{path}: {err}; {ACCEPTED}") from err
+    try:
+        model = build_backbone(arch)
+    except (KeyError, ValueError) as err:
+        raise WeightsError(f"cannot build backbone {arch!r} for {path}: {err}") from err
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        summary = " ".join(str(err).split())[:300]
+        raise WeightsError(f"{path} does not fit {arch}: {summary}") from err
+    return model.eval()
