@@ -45,6 +45,79 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", choices=("online", "teacher"), help="default: the method's")
 
 
+def _data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="write datasets to disk")
+    kinds = p.add_subparsers(dest="data_command", required=True)
+    synthetic = kinds.add_parser(
+        "synthetic", help="write the built-in scenes as a segmentation or COCO detection set"
+    )
+    synthetic.add_argument("--out", required=True)
+    synthetic.add_argument("--format", required=True, choices=("seg", "coco"))
+    synthetic.add_argument("--num-images", type=int, default=200, help="training images")
+    synthetic.add_argument("--image-size", type=int, default=128)
+    synthetic.add_argument("--seed", type=int, default=0)
+
+
+def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="exported file, run directory, or 'random'")
+    p.add_argument("--backbone", help="architecture (inferred from exported weights if omitted)")
+    p.add_argument("--network", choices=("online", "teacher"), help="for run directories")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="frozen-feature probes and detection fine-tuning")
+    kinds = p.add_subparsers(dest="eval_command", required=True)
+    for name, text in (
+        ("linear-seg", "linear per-pixel classifier on frozen features (mIoU)"),
+        ("knn-seg", "dense nearest-neighbour label retrieval, no training (mIoU)"),
+    ):
+        e = kinds.add_parser(name, help=text)
+        _add_weights_arguments(e)
+        e.add_argument("--data", help="labelled folder; default: the built-in scenes")
+        e.add_argument("--format", choices=("camvid", "voc", "ade20k", "cityscapes", "folders"))
+        e.add_argument("--split", default="val", help="split to score (default val)")
+        e.add_argument("--train-split", default="train", help="split the probe learns from")
+        e.add_argument("--levels", default="c5", help="comma-separated feature levels")
+        e.add_argument("--image-size", type=int, default=224, help="shorter image side")
+        e.add_argument("--json", help="also write the scores to this JSON file")
+        if name == "knn-seg":
+            e.add_argument("--k", type=int, default=30)
+            e.add_argument("--temperature", type=float, default=0.02)
+    d = kinds.add_parser("detect", help="fine-tune torchvision Faster/Mask R-CNN, COCO AP")
+    _add_weights_arguments(d)
+    d.add_argument("--data", help="COCO-format folder; default: written built-in scenes")
+    d.add_argument("--model", default="faster_rcnn", choices=("faster_rcnn", "mask_rcnn"))
+    d.add_argument("--iterations", type=int, help="default: 12 epochs (detectron2's 1x)")
+    d.add_argument("--batch-size", type=int, default=2, help="images per step, all processes")
+    d.add_argument("--lr", type=float, help="default: 0.02 x batch / 16")
+    norms = "trunk norms: SyncBN (the SSL protocol), frozen, or per-process BN"
+    d.add_argument("--norm", default="sync", choices=("sync", "frozen", "bn"), help=norms)
+    d.add_argument("--min-size", type=int, default=800, help="short side of the input")
+    d.add_argument("--max-size", type=int, default=1333, help="cap on the long side")
+    d.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    d.add_argument("--json", help="also write the scores to this JSON file")
+
+
+def _viz_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("viz", help="pictures: matches, feature PCA, loss curves")
+    kinds = p.add_subparsers(dest="viz_command", required=True)
+    for name, text in (
+        ("matches", "DenseCL correspondences between two views of one image"),
+        ("pca", "PCA of dense features as RGB"),
+    ):
+        v = kinds.add_parser(name, help=text)
+        _add_weights_arguments(v)
+        v.add_argument("--data", help="image folder; default: the built-in scenes")
+        v.add_argument("--index", type=int, default=0, help="first image to show")
+        v.add_argument("--count", type=int, default=4, help="images (pca)")
+        v.add_argument("--size", type=int, default=224)
+        v.add_argument("--out", required=True, help="PNG file")
+    loss = kinds.add_parser("loss", help="loss curves of one or more runs")
+    loss.add_argument("runs", nargs="+", help="run directories")
+    loss.add_argument("--out", required=True, help="PNG file")
+
+
 def _flags(args: argparse.Namespace) -> dict:
     return {
         "data.path": args.data,
@@ -93,31 +166,122 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from densessl.export import export
 
-    out = export(args.run, args.format, args.out, args.network)
+    result = export(args.run, args.format, args.out, args.network)
+    print(f"wrote {result.path}")
+    print(result.instructions)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.format == "seg":
+        from densessl.data.synthetic_export import write_synthetic_segmentation as write
+    else:
+        from densessl.data.coco import write_synthetic_coco as write
+    out = write(args.out, num_images=args.num_images, image_size=args.image_size, seed=args.seed)
     print(f"wrote {out}")
-    if args.format == "torchvision":
-        print(
-            "load with: model = torchvision.models.<arch>(); "
-            f"model.load_state_dict(torch.load('{out}', weights_only=True), strict=False)"
-            "  # missing: fc.weight, fc.bias"
+    return 0
+
+
+def _device(name: str | None):
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _segmentation_sets(args: argparse.Namespace):
+    from densessl.data.labeled import SyntheticSegmentation, open_segmentation
+
+    if args.data is None:  # held-out built-in scenes: seeds unlike the pretraining default (0)
+        size = args.image_size
+        return SyntheticSegmentation(300, size, seed=101), SyntheticSegmentation(100, size, 102)
+    train = open_segmentation(args.data, args.format, args.train_split)
+    return train, open_segmentation(args.data, args.format, args.split)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from densessl.eval.weights import load_backbone
+
+    backbone = load_backbone(args.weights, args.backbone, args.network)
+    device = _device(args.device)
+    if args.eval_command == "detect":
+        from densessl import dist
+        from densessl.eval.detection import finetune_detector
+
+        if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
+            dist.init(device.type)
+
+        data = args.data
+        if data is None:
+            from densessl.data.coco import write_synthetic_coco
+
+            data = write_synthetic_coco("runs/synthetic_coco", num_images=200, image_size=128)
+        scores = finetune_detector(
+            backbone, data, arch=backbone.arch, model=args.model, iterations=args.iterations,
+            batch_size=args.batch_size, lr=args.lr, norm=args.norm, min_size=args.min_size,
+            max_size=args.max_size, device=device, workers=args.workers,
+        )  # fmt: skip
+    else:
+        train, val = _segmentation_sets(args)
+        levels = tuple(args.levels.split(","))
+        common = dict(levels=levels, image_size=args.image_size, device=device)
+        if args.eval_command == "linear-seg":
+            from densessl.eval.linear_seg import linear_seg
+
+            scores = linear_seg(backbone, train, val, **common)
+        else:
+            from densessl.eval.knn_seg import knn_seg
+
+            scores = knn_seg(backbone, train, val, k=args.k, temperature=args.temperature, **common)
+    print(scores.format_table(f"{args.eval_command}: {args.weights}"))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _viz(args: argparse.Namespace) -> int:
+    from densessl import viz
+
+    if args.viz_command == "loss":
+        runs = {Path(r).name or str(r): Path(r) for r in args.runs}
+        print(f"wrote {viz.plot_loss_curves(runs, Path(args.out))}")
+        return 0
+    from densessl.data.sources import ImageFolder
+    from densessl.data.synthetic import SyntheticScenes
+    from densessl.eval.weights import load_backbone
+
+    backbone = load_backbone(args.weights, args.backbone, args.network).to(_device(args.device))
+    source = ImageFolder(args.data) if args.data else SyntheticScenes(num_images=64, seed=101)
+    if args.viz_command == "matches":
+        stats = viz.plot_correspondences(
+            backbone, source.load_image(args.index), Path(args.out), size=args.size
         )
+        print(f"wrote {args.out}: {stats['match_accuracy']:.0%} of scored matches correct")
+    else:
+        images = [source.load_image((args.index + i) % len(source)) for i in range(args.count)]
+        print(f"wrote {viz.plot_feature_pca(backbone, images, Path(args.out), size=args.size)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="densessl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _pretrain_parser(sub)
-    _export_parser(sub)
+    for add in (_pretrain_parser, _export_parser, _data_parser, _eval_parser, _viz_parser):
+        add(sub)
     args = parser.parse_args(argv)
 
     from densessl.data.sources import DataError
     from densessl.engine.train import TrainingDiverged
+    from densessl.eval.weights import WeightsError
     from densessl.export import ExportError
 
+    commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
+                "viz": _viz}  # fmt: skip
     try:
-        return {"pretrain": _pretrain, "export": _export}[args.command](args)
-    except (ConfigError, DataError, ExportError) as err:
+        return commands[args.command](args)
+    except (ConfigError, DataError, ExportError, WeightsError) as err:
         print(f"densessl: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

@@ -1,29 +1,58 @@
 """Method checkpoint -> downstream weights, with the exact key sets checked on the way out.
 
-``densessl export RUN --format torchvision --out FILE`` writes the backbone as a plain state
-dict that loads into ``torchvision.models.<arch>()`` with missing keys exactly ``fc.weight`` and
-``fc.bias`` and no unexpected keys (it is checked before the file is written). Which network is
-exported by default is the method's choice (``Method.export_network``: the online encoder for
-MoCo-v2 and DenseCL, as their authors released).
+``densessl export RUN --format FORMAT --out FILE [--network online|teacher]`` writes the
+pretrained networks of a run in the layout a downstream library expects, verifies that layout
+before the file is written, and returns the configuration lines that must go with it:
+
+=============  ===================================================================================
+torchvision    plain state dict; loads into ``torchvision.models.<arch>()`` with missing keys
+               exactly ``fc.weight``/``fc.bias``, and into a detection model's ``backbone.body``
+timm           the same file (timm's ResNets use torchvision's names); ``num_classes=0`` models
+               load it with no missing or unexpected key
+detectron2     ``.pkl`` of numpy arrays with ``__author__`` and ``matching_heuristics``, keys
+               renamed to ``stem``/``res2..res5``/``shortcut``/``convN.norm``
+mmdet          ``{"state_dict": {"backbone.*": ...}, "meta": ...}``
+safetensors    the torchvision state dict as ``.safetensors``
+=============  ===================================================================================
+
+Which network is exported by default is the method's choice (``Method.export_network``: the
+online encoder for MoCo-v2 and DenseCL, as their authors released; the teacher for DINO-style
+methods). Every format is RGB input with ImageNet mean/std, the pretraining normalisation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from omegaconf import DictConfig
 
 from densessl.config import build_config
-from densessl.engine.checkpoint import atomic_save, load_checkpoint
+from densessl.engine.checkpoint import load_checkpoint
 from densessl.methods import Method
 
-FORMATS = ("torchvision",)
+__all__ = ["FORMATS", "ExportError", "ExportResult", "export", "load_method", "resolve_checkpoint"]
 
 
 class ExportError(Exception):
-    """A user-facing export problem (missing run, unknown format); exit code 2 in the CLI."""
+    """A user-facing export problem (missing run, unknown format, layout mismatch); exit code 2."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote and how to use it.
+
+    Attributes:
+        path: the written file.
+        instructions: the loading code or config lines for the target library, ready to print.
+        num_tensors: tensors in the file.
+    """
+
+    path: Path
+    instructions: str
+    num_tensors: int
 
 
 def resolve_checkpoint(run: str | Path) -> Path:
@@ -48,27 +77,40 @@ def load_method(run: str | Path) -> tuple[Method, DictConfig]:
     return method.eval(), cfg
 
 
-def torchvision_state_dict(backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's weights under torchvision ResNet names, verified against the real model."""
-    weights = {k: v.detach().clone().cpu() for k, v in backbone.state_dict().items()}
-    reference = getattr(torchvision.models, backbone.arch)()
-    result = reference.load_state_dict(weights, strict=False)
-    if set(result.missing_keys) != {"fc.weight", "fc.bias"} or result.unexpected_keys:
-        raise ExportError(
-            f"backbone does not match torchvision {backbone.arch}: missing "
-            f"{sorted(result.missing_keys)}, unexpected {sorted(result.unexpected_keys)}"
-        )
-    return weights
+def _writers() -> dict[str, Callable[[dict[str, torch.nn.Module], Path], ExportResult]]:
+    from densessl.export import detectron2, mmdet, torchvision_format
+
+    return {
+        "torchvision": torchvision_format.write_torchvision,
+        "timm": torchvision_format.write_timm,
+        "detectron2": detectron2.write,
+        "mmdet": mmdet.write,
+        "safetensors": torchvision_format.write_safetensors,
+    }
 
 
-def export(run: str | Path, fmt: str, out: str | Path, network: str | None = None) -> Path:
+FORMATS = ("torchvision", "timm", "detectron2", "mmdet", "safetensors")
+
+
+def export(run: str | Path, fmt: str, out: str | Path, network: str | None = None) -> ExportResult:
+    """Write the pretrained networks of ``run`` in format ``fmt`` to ``out``.
+
+    Args:
+        run: run directory or densessl checkpoint file.
+        fmt: one of :data:`FORMATS`.
+        out: output file; its folder is created. Written atomically.
+        network: ``"online"`` or ``"teacher"``; None = the method's default.
+
+    Returns:
+        The written path and the instructions for the target library.
+
+    Raises:
+        ExportError: unknown format or network, missing run, or a layout check that failed.
+    """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; available: {', '.join(FORMATS)}")
     if network not in (None, "online", "teacher"):
         raise ExportError(f"--network must be online or teacher, not {network!r}")
     method, _ = load_method(run)
-    backbone = method.exportable(network)["backbone"]
-    weights = torchvision_state_dict(backbone)
-    out = Path(out)
-    atomic_save(weights, out)
-    return out
+    modules = method.exportable(network)
+    return _writers()[fmt](modules, Path(out))

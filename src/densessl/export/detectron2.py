@@ -1,0 +1,95 @@
+"""detectron2 export: a model-zoo ``.pkl`` of numpy arrays under detectron2's ResNet names.
+
+Renaming from torchvision (the rule of detectron2's ``tools/convert-torchvision-to-d2.py``):
+keys outside ``layerN`` get the prefix ``stem.``; ``layer1..4`` -> ``res2..5``;
+``bnK`` -> ``convK.norm``; ``downsample.0`` -> ``shortcut``, ``downsample.1`` ->
+``shortcut.norm``; ``num_batches_tracked`` is dropped (detectron2's norms have none).
+The file holds ``{"model": ..., "__author__": "densessl", "matching_heuristics": True}``, so
+detectron2 matches ``res2.0.conv1.weight`` to ``backbone.bottom_up.res2.0.conv1.weight`` by
+suffix.
+
+torchvision-style weights need four config changes in detectron2, whose defaults assume MSRA's
+Caffe weights (BGR, std 1, stride in the 1x1 conv): RGB mean/std in 0-255 units,
+``INPUT.FORMAT RGB`` and ``RESNETS.STRIDE_IN_1X1 False``; SSL transfer adds SyncBN and
+``FREEZE_AT 0`` (every stage trains, as in the DenseCL and MoCo detection protocols).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.export import ExportResult
+from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
+
+AUTHOR = "densessl"
+_BASIC_BLOCK_ARCHS = ("resnet18", "resnet34")
+
+
+def detectron2_name(key: str) -> str:
+    """torchvision ResNet key -> detectron2 key, e.g. ``layer1.0.bn3.weight`` ->
+    ``res2.0.conv3.norm.weight`` and ``bn1.running_mean`` -> ``stem.conv1.norm.running_mean``."""
+    if not key.startswith("layer"):
+        key = "stem." + key
+    key = re.sub(r"layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", key)
+    key = re.sub(r"\bbn(\d)\b", r"conv\1.norm", key)
+    return key.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+
+
+def detectron2_weights(weights: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Renamed numpy copies of a torchvision ResNet state dict, ``num_batches_tracked`` dropped."""
+    return {
+        detectron2_name(k): v.numpy()
+        for k, v in weights.items()
+        if not k.endswith("num_batches_tracked")
+    }
+
+
+def pixel_statistics() -> tuple[list[float], list[float]]:
+    """ImageNet RGB mean and std in detectron2's 0-255 units."""
+    return [round(255 * m, 3) for m in IMAGENET_MEAN], [round(255 * s, 3) for s in IMAGENET_STD]
+
+
+def config_lines(path: Path, arch: str) -> str:
+    """The detectron2 YAML that must accompany the file (FPN models; see the module docstring)."""
+    mean, std = pixel_statistics()
+    depth = int(arch.removeprefix("resnet"))
+    basic = "\n    RES2_OUT_CHANNELS: 64  # basic blocks" if arch in _BASIC_BLOCK_ARCHS else ""
+    return f"""\
+# detectron2 config (merge into your R-FPN YAML, or pass as KEY VALUE pairs)
+MODEL:
+  WEIGHTS: "{path}"
+  PIXEL_MEAN: {mean}
+  PIXEL_STD: {std}
+  BACKBONE:
+    FREEZE_AT: 0
+  RESNETS:
+    DEPTH: {depth}
+    STRIDE_IN_1X1: False  # torchvision puts the stride in the 3x3 conv{basic}
+    NORM: "SyncBN"
+  FPN:
+    NORM: "SyncBN"
+INPUT:
+  FORMAT: "RGB"
+TEST:
+  PRECISE_BN:
+    ENABLED: True"""
+
+
+def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
+    """Write the backbone as a detectron2 model-zoo pickle; return it and the config lines."""
+    backbone = resnet_backbone(modules)
+    model = detectron2_weights(torchvision_state_dict(backbone))
+    document = {"model": model, "__author__": AUTHOR, "matching_heuristics": True}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with open(partial, "wb") as f:
+        pickle.dump(document, f, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(out)
+    return ExportResult(out, config_lines(out, backbone.arch), len(model))

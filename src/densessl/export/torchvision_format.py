@@ -1,0 +1,107 @@
+"""torchvision, timm and safetensors exports: one state dict in torchvision's ResNet names.
+
+timm's ResNets use exactly torchvision's key names, so one file serves both; the check that
+guards the file loads it into the real torchvision model (missing keys must be exactly
+``fc.weight`` and ``fc.bias``, nothing unexpected) before anything is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.engine.checkpoint import atomic_save
+from densessl.export import ExportError, ExportResult
+
+CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
+
+
+def torchvision_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's weights under torchvision ResNet names, verified against the real model.
+
+    Args:
+        backbone: a densessl ResNet backbone (``.arch`` names the torchvision model).
+
+    Returns:
+        name -> CPU tensor (a copy), every key of ``torchvision.models.<arch>()`` except ``fc.*``.
+    """
+    weights = {k: v.detach().clone().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    reference = getattr(torchvision.models, backbone.arch)()
+    result = reference.load_state_dict(weights, strict=False)
+    if set(result.missing_keys) != CLASSIFIER_KEYS or result.unexpected_keys:
+        raise ExportError(
+            f"backbone does not match torchvision {backbone.arch}: missing "
+            f"{sorted(result.missing_keys)}, unexpected {sorted(result.unexpected_keys)}"
+        )
+    return weights
+
+
+def resnet_backbone(modules: dict[str, nn.Module]) -> nn.Module:
+    """The exported backbone, if it has a torchvision ResNet layout (``.arch`` names it)."""
+    backbone = modules["backbone"]
+    if not hasattr(backbone, "arch") or not hasattr(torchvision.models, backbone.arch):
+        raise ExportError(f"no torchvision layout for a {type(backbone).__name__} backbone")
+    return backbone
+
+
+def _normalisation_line() -> str:
+    return f"inputs: RGB in [0, 1], normalised with mean {IMAGENET_MEAN} and std {IMAGENET_STD}"
+
+
+def write_torchvision(modules: dict[str, nn.Module], out: Path) -> ExportResult:
+    """Backbone state dict for ``torchvision.models.<arch>`` and detection models' trunks."""
+    backbone = resnet_backbone(modules)
+    weights = torchvision_state_dict(backbone)
+    atomic_save(weights, out)
+    arch = backbone.arch
+    instructions = f"""\
+# classification / feature extraction (missing keys: exactly fc.weight, fc.bias)
+model = torchvision.models.{arch}()
+model.load_state_dict(torch.load("{out}", weights_only=True), strict=False)
+# detection: the trunk of a torchvision R-FPN detector (no key missing or unexpected)
+detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+    weights=None, weights_backbone=None, num_classes=N)  # weights_backbone=None: no download
+detector.backbone.body.load_state_dict(torch.load("{out}", weights_only=True))
+# (for {arch}: resnet_fpn_backbone(backbone_name="{arch}", weights=None) + FasterRCNN(...))
+# {_normalisation_line()}"""
+    return ExportResult(out, instructions, len(weights))
+
+
+def write_timm(modules: dict[str, nn.Module], out: Path) -> ExportResult:
+    """The torchvision state dict, for ``timm.create_model(<arch>)`` (identical ResNet names)."""
+    backbone = resnet_backbone(modules)
+    weights = torchvision_state_dict(backbone)
+    atomic_save(weights, out)
+    instructions = f"""\
+# timm ResNets share torchvision's key names; num_classes=0 drops the classifier
+model = timm.create_model("{backbone.arch}", pretrained=True, num_classes=0,
+                          pretrained_cfg_overlay=dict(file="{out}"))
+# or: timm.create_model("{backbone.arch}", num_classes=0).load_state_dict(
+#         torch.load("{out}", weights_only=True))
+# {_normalisation_line()}"""
+    return ExportResult(out, instructions, len(weights))
+
+
+def write_safetensors(modules: dict[str, nn.Module], out: Path) -> ExportResult:
+    """The torchvision state dict as a ``.safetensors`` file (no pickle at all)."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError as err:  # a dependency, but keep the message useful if it is missing
+        raise ExportError("the safetensors format needs `pip install safetensors`") from err
+    backbone = resnet_backbone(modules)
+    weights = torchvision_state_dict(backbone)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    save_file(weights, str(partial), metadata={"format": "pt", "arch": backbone.arch})
+    partial.replace(out)
+    instructions = f"""\
+# torchvision names, like --format torchvision (missing keys: exactly fc.weight, fc.bias)
+from safetensors.torch import load_file
+model = torchvision.models.{backbone.arch}()
+model.load_state_dict(load_file("{out}"), strict=False)
+# {_normalisation_line()}"""
+    return ExportResult(out, instructions, len(weights))
