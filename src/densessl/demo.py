@@ -52,7 +52,8 @@ def probe(weights: str, train_set, val_set) -> dict[str, dict]:
 
 def shapes_iou(probe_scores: dict) -> float:
     """Mean IoU of the object classes only (background left out): whether a probe finds shapes."""
-    values = [v for k, v in probe_scores["per_class_iou"].items() if k != "background" and v is not None]
+    per_class = probe_scores["per_class_iou"]
+    values = [v for k, v in per_class.items() if k != "background" and v is not None]
     return sum(values) / len(values) if values else 0.0
 
 
