@@ -1,0 +1,125 @@
+"""Real-data transfer: pretrain from scratch on CamVid's training images, probe on its labels.
+
+Each method pretrains a backbone from random init on the CamVid training images (labels unused)
+with the same fixed budget; the frozen backbones (and a random-init baseline) are then scored
+with the linear segmentation probe and the dense k-NN retrieval, both fitted on the training
+labels and scored on the validation split (11 classes, void ignored).
+
+    python benchmarks/camvid_transfer.py --data ../shared/data/camvid --steps 300
+    python benchmarks/camvid_transfer.py --data ../shared/data/camvid --steps 300 \
+        --methods dino:vit_tiny_patch16,selfpatch:vit_tiny_patch16
+
+A method may name its backbone after a colon (default ``--backbone``); every backbone used gets
+a random-init row. Runs already in ``--out`` are reused, so rows can be added later; the JSON
+file accumulates the rows of every invocation.
+
+Reduced settings, the same for every method of a family: the queue is kept below one epoch of
+keys (367 images; a longer queue would hold older keys of the query's own image as negatives);
+DINO-style methods use 2 global crops at ``--image-size`` and 2 local crops at half that size,
+with 4096-way heads instead of 65536.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from densessl.config import build_config
+from densessl.data.labeled import open_segmentation
+from densessl.engine.train import train
+from densessl.eval.knn_seg import knn_seg
+from densessl.eval.linear_seg import linear_seg
+from densessl.eval.weights import load_backbone
+
+
+def pretrain_overrides(args, method: str, backbone: str, run_dir: Path) -> list[str]:
+    """The shared budget plus each family's reduced settings (see the module docstring)."""
+    overrides = [
+        f"out={run_dir}", f"backbone={backbone}", f"steps={args.steps}",
+        f"batch_size={args.batch_size}", f"data.path={Path(args.data) / 'train'}",
+        f"data.image_size={args.image_size}", f"data.workers={args.workers}", "log_every=10",
+    ]  # fmt: skip
+    if method in ("densecl", "mocov2"):
+        overrides.append(f"method.queue_size={args.queue_size}")
+    if method in ("dino", "selfpatch"):
+        overrides += ["method.local_crops=2", f"method.local_crop_size={args.image_size // 2}",
+                      "method.out_dim=4096"]  # fmt: skip
+    return overrides
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", required=True, help="CamVid folder (train/, trainannot/, val/...)"
+    )
+    parser.add_argument("--methods", default="densecl,mocov2")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=128, help="pretraining view side")
+    parser.add_argument("--queue-size", type=int, default=256)
+    parser.add_argument("--probe-size", type=int, default=224, help="probe image shorter side")
+    parser.add_argument("--levels", default=None, help="default: c4,c5 for ResNets, patch")
+    parser.add_argument("--out", default="runs/camvid")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    requested_levels = tuple(args.levels.split(",")) if args.levels else None
+    train_set = open_segmentation(args.data, "camvid", "train")
+    val_set = open_segmentation(args.data, "camvid", "val")
+    results = out / "camvid_transfer.json"
+    rows: dict[str, dict] = json.loads(results.read_text()) if results.exists() else {}
+    candidates = []
+    for entry in filter(None, args.methods.split(",")):
+        method, _, backbone = entry.partition(":")
+        candidates.append((method, backbone or args.backbone))
+    for backbone in dict.fromkeys(b for _, b in candidates):
+        candidates.append(("random", backbone))
+    for method, backbone in candidates:
+        name = f"{method} ({backbone})"
+        run_dir = None if method == "random" else out / f"{method}_{backbone}"
+        start = time.perf_counter()
+        if run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
+            overrides = pretrain_overrides(args, method, backbone, run_dir)
+            train(build_config(method, overrides=overrides))
+        pretrain_seconds = time.perf_counter() - start
+        weights = str(run_dir) if run_dir else "random"
+        model = load_backbone(weights, backbone)
+        levels = requested_levels or (("c4", "c5") if backbone.startswith("resnet") else None)
+        common = dict(levels=levels, image_size=args.probe_size)
+        linear = linear_seg(model, train_set, val_set, **common)
+        knn = knn_seg(model, train_set, val_set, **common)
+        rows[name] = {
+            "linear": linear.to_dict(),
+            "knn": knn.to_dict(),
+            "pretrain_minutes": round(pretrain_seconds / 60, 1) if run_dir else 0.0,
+            "steps": args.steps if run_dir else 0,
+            "levels": "+".join(levels or model.default_levels),
+        }
+        print(f"{name}: linear {linear.miou:.1f} mIoU, k-NN {knn.miou:.1f} mIoU", flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "camvid_transfer.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(
+        f"\nmachine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}; {args.steps} steps x batch {args.batch_size} at "
+        f"{args.image_size} px, queue {args.queue_size}; probes at {args.probe_size} px"
+    )
+    print("| pretraining (backbone) | steps | probe features | linear mIoU | linear pixel acc. | "
+          "k-NN mIoU | k-NN pixel acc. | pretraining time |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        lin, knn = r["linear"], r["knn"]
+        print(f"| {name} | {r['steps']} | {r['levels']} | {lin['miou']:.1f} | "
+              f"{lin['pixel_accuracy']:.1f} | {knn['miou']:.1f} | {knn['pixel_accuracy']:.1f} | "
+              f"{r['pretrain_minutes']} min |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
