@@ -20,10 +20,15 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
         "scenes. Under torchrun it trains on all processes. Extra key=value arguments override "
         "any config entry, e.g. optim.base_lr=0.3 method.queue_size=16384.",
     )
-    p.add_argument("--method", help="densecl | mocov2 (taken from the run when resuming)")
+    p.add_argument(
+        "--method",
+        help="densecl | mocov2 | byol | soco | dino | selfpatch (taken from the run when resuming)",
+    )
     p.add_argument("--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml")
     p.add_argument("--data", help="folder of images, searched recursively")
-    p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50 | resnet101")
+    p.add_argument(
+        "--backbone", help="resnet18 | resnet50 | ... | vit_small_patch16 | vit_base_patch8 | ..."
+    )
     p.add_argument("--image-size", type=int, help="side of each training view in pixels")
     p.add_argument("--batch-size", type=int, help="global batch over all processes")
     length = p.add_mutually_exclusive_group()
@@ -58,6 +63,22 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--seed", type=int, default=0)
 
 
+def _proposals_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "proposals",
+        help="selective-search boxes for SoCo on every image of a folder (resumable)",
+        description="Run selective search and SoCo's box filter on every image under --data, in "
+        "parallel, into a pickle-free .npz. Interrupted runs continue where they stopped when "
+        "the same command is run again.",
+    )
+    p.add_argument("--data", required=True, help="folder of images, searched recursively")
+    p.add_argument("--out", required=True, help="output file, e.g. proposals.npz")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument(
+        "--max-side", type=int, default=256, help="longer side of the searched copy (0: full size)"
+    )
+
+
 def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="exported file, run directory, or 'random'")
     p.add_argument("--backbone", help="architecture (inferred from exported weights if omitted)")
@@ -78,7 +99,9 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--format", choices=("camvid", "voc", "ade20k", "cityscapes", "folders"))
         e.add_argument("--split", default="val", help="split to score (default val)")
         e.add_argument("--train-split", default="train", help="split the probe learns from")
-        e.add_argument("--levels", default="c5", help="comma-separated feature levels")
+        e.add_argument(
+            "--levels", help="comma-separated feature levels (default: c5, or patch for a ViT)"
+        )
         e.add_argument("--image-size", type=int, default=224, help="shorter image side")
         e.add_argument("--json", help="also write the scores to this JSON file")
         if name == "knn-seg":
@@ -182,6 +205,19 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proposals(args: argparse.Namespace) -> int:
+    from densessl.data.proposal_store import generate_proposals
+    from densessl.data.sources import ImageFolder
+
+    source = ImageFolder(args.data)
+    result = generate_proposals(source, args.out, args.workers, args.max_side or None)
+    print(
+        f"wrote {result.path}: {len(source) - result.skipped} images, {result.skipped} "
+        f"unreadable skipped ({result.computed} searched now, {result.reused} done before)"
+    )
+    return 0
+
+
 def _device(name: str | None):
     import torch
 
@@ -224,7 +260,7 @@ def _eval(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         train, val = _segmentation_sets(args)
-        levels = tuple(args.levels.split(","))
+        levels = tuple(args.levels.split(",")) if args.levels else None
         common = dict(levels=levels, image_size=args.image_size, device=device)
         if args.eval_command == "linear-seg":
             from densessl.eval.linear_seg import linear_seg
@@ -270,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_pretrain_parser, _export_parser, _data_parser, _eval_parser, _viz_parser):
         add(sub)
+    _proposals_parser(sub)
     args = parser.parse_args(argv)
 
     from densessl.data.sources import DataError
@@ -278,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     from densessl.export import ExportError
 
     commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
-                "viz": _viz}  # fmt: skip
+                "viz": _viz, "proposals": _proposals}  # fmt: skip
     try:
         return commands[args.command](args)
     except (ConfigError, DataError, ExportError, WeightsError) as err:

@@ -1,0 +1,236 @@
+"""SoCo's object proposals: selective search, the reference filter with its fall-backs, levels.
+
+SoCo (Wei et al., NeurIPS 2021, https://arxiv.org/abs/2106.02637) pairs RoI features of the same
+selective-search box seen in different views. This module holds the per-image pieces:
+
+* :func:`filter_boxes`: the reference's ``ratio3size0308post`` rules and fall-backs;
+* :func:`assign_levels`: which FPN level (P2..P5) pools a box, by its size in view pixels;
+* :func:`selective_search`: OpenCV-contrib's compiled selective search on a down-scaled copy of the
+  image, boxes scaled back to the original pixels; :func:`image_proposals` = search + filter.
+
+Generating, storing and loading the boxes of a whole dataset lives in
+:mod:`densessl.data.proposal_store`.
+
+Box convention: ``(M, 4)`` ``x1, y1, x2, y2`` in continuous pixel coordinates, so a box covering
+pixel columns ``a..b`` is ``x1 = a, x2 = b + 1`` and its width is ``x2 - x1``. The reference stores
+``(x, y, w, h)`` with ``w = max_x - min_x`` (one less than the pixel extent) and loads it as the
+inclusive box ``x2 = x + w - 1``, whose width is again ``w``; so the rules below apply to the same
+number the reference tests, ``x2 - x1`` here. Deviation: our boxes come from OpenCV, whose width is
+the full pixel extent, i.e. one pixel wider than the reference's box of the same region.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+# SoCo's "ratio3size0308" strategy [hologerry/SoCo selective_search/filters.py].
+MIN_SIDE = 32  # pixels of the original image, both sides
+MAX_ASPECT = 3.0  # w / h in [1/3, 3]
+SIZE_RANGE = (0.3, 0.8)  # sqrt(box area) / sqrt(image area)
+LEVEL_THRESHOLDS = (48, 96, 192, 224)  # upper bounds of sqrt(w h) for P2, P3, P4, P5
+
+# Selective search settings: the reference's single strategy (colour + texture + size + fill
+# similarity summed) with its Felzenszwalb parameters (scale 300, sigma 0.9, min_size 100 px at
+# full resolution), on an image whose longer side is at most SEARCH_MAX_SIDE pixels. 256 was
+# chosen by measurement on CamVid (benchmarks/proposals_speed.py): 4x faster than full
+# resolution for a few points of recall of the reference's boxes; 192 loses about 10 more.
+SEARCH_K = 300
+SEARCH_SIGMA = 0.9
+SEARCH_MIN_SIZE = 100
+SEARCH_MAX_SIDE = 256
+
+
+def _is_torch(x: Any) -> bool:
+    # Checked by module name so this file never imports torch (pool workers stay light).
+    return type(x).__module__.startswith("torch")
+
+
+def _to_numpy(boxes: Any) -> np.ndarray:
+    array = boxes.detach().cpu().numpy() if _is_torch(boxes) else np.asarray(boxes)
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (M, 4), got {tuple(array.shape)}")
+    return array
+
+
+def _side_rule(w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    return (w >= MIN_SIDE) & (h >= MIN_SIDE)
+
+
+def _aspect_rule(w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    # A box with h = 0 fails the side rule first in the reference (its `and` short-circuits);
+    # here its ratio is set to 0, which fails this rule too, instead of dividing by zero.
+    ratio = np.divide(w, h, out=np.zeros_like(w), where=h > 0)
+    return (ratio >= 1.0 / MAX_ASPECT) & (ratio <= MAX_ASPECT)
+
+
+def _size_rule(w: np.ndarray, h: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    # sqrt of each side of the fraction separately, as the reference does, so that boundary
+    # cases (e.g. a 60x60 box in a 200x200 image, exactly 0.3) round the same way.
+    relative = np.sqrt(np.clip(w * h, 0, None)) / math.sqrt(image_size[0] * image_size[1])
+    return (SIZE_RANGE[0] <= relative) & (relative <= SIZE_RANGE[1])
+
+
+def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
+    """Keep the proposals SoCo trains on, with the reference's fall-backs.
+
+    Rules, with ``w = x2 - x1``, ``h = y2 - y1`` and ``(H, W) = image_size``, tried in order
+    until one keeps at least one box [hologerry/SoCo: ``selective_search/filters.py``,
+    ``filter_ss_proposals_json.py``, ``filter_ss_proposals_json_post_no_prop.py``,
+    ``contrast/data/dataset.py``]:
+
+    1. ``w >= 32 and h >= 32 and 1/3 <= w/h <= 3 and 0.3 <= sqrt(w h) / sqrt(W H) <= 0.8``;
+    2. otherwise ``w >= 32 and h >= 32 and 1/3 <= w/h <= 3`` (the size rule dropped);
+    3. otherwise ``w >= 32 and h >= 32`` (the aspect rule dropped too);
+    4. otherwise the whole image, ``[[0, 0, W, H]]`` (the reference's training loader inserts
+       ``[0, 0, W - 1, H - 1]`` inclusive, the same pixels).
+
+    All bounds are inclusive. Boxes keep their input order and duplicates are kept, as in the
+    reference's JSON.
+
+    Args:
+        boxes: (M, 4) xyxy pixel boxes, numpy array or torch tensor (M may be 0).
+        image_size: (H, W) of the image the boxes belong to, in pixels.
+
+    Returns:
+        (K, 4) kept boxes, K >= 1, of the same kind, dtype (and device) as ``boxes``.
+    """
+    array = _to_numpy(boxes)
+    w = (array[:, 2] - array[:, 0]).astype(np.float64)
+    h = (array[:, 3] - array[:, 1]).astype(np.float64)
+    side = _side_rule(w, h)
+    aspect = side & _aspect_rule(w, h)
+    for keep in (aspect & _size_rule(w, h, image_size), aspect, side):
+        if keep.any():
+            if _is_torch(boxes):
+                import torch
+
+                return boxes[torch.from_numpy(keep).to(boxes.device)]
+            return array[keep]
+    height, width = image_size
+    whole = np.array([[0, 0, width, height]], dtype=array.dtype)
+    if _is_torch(boxes):
+        import torch
+
+        return torch.as_tensor(whole, device=boxes.device)
+    return whole
+
+
+def assign_levels(boxes: Any, thresholds: tuple[float, ...] = LEVEL_THRESHOLDS) -> Any:
+    """FPN level of each box: the first ``i`` with ``sqrt(w h) <= thresholds[i]``.
+
+    With the default thresholds: ``s <= 48`` -> 0 (P2), ``48 < s <= 96`` -> 1 (P3),
+    ``96 < s <= 192`` -> 2 (P4), ``192 < s <= 224`` -> 3 (P5), where ``s = sqrt(w h)`` in the
+    pixels of the resized view [hologerry/SoCo ``assign_bboxs_to_feature_map``, ``--aware_range
+    48 96 192 224``]. A box larger than the last threshold gets **-1**: the reference assigns it
+    to no level, so it takes part in no positive pair. Inside a 224-pixel view a clipped box is
+    at most 224, so -1 only appears for boxes that were not clipped to such a view; callers must
+    mask it, never use it as an index (``feats[-1]`` would silently pick P5).
+
+    Deviation: the reference first truncates the resized inclusive box to integers and measures
+    ``w = x2 - x1 + 1``; on continuous coordinates the same width is ``x2 - x1``, without the
+    truncation, so a box within a pixel of a threshold may land one level apart.
+
+    Args:
+        boxes: (M, 4) xyxy boxes in view pixels, numpy array or torch tensor.
+        thresholds: increasing upper bounds of ``sqrt(w h)`` per level.
+
+    Returns:
+        (M,) int64 level indices in ``0 .. len(thresholds) - 1``, or -1; numpy or torch like
+        ``boxes`` (same device).
+    """
+    array = _to_numpy(boxes).astype(np.float64)
+    size = np.sqrt(np.clip((array[:, 2] - array[:, 0]) * (array[:, 3] - array[:, 1]), 0, None))
+    bounds = np.asarray(thresholds, dtype=np.float64)
+    # searchsorted(side="left") gives the first i with size <= bounds[i]: the `<=` of the reference.
+    levels = np.searchsorted(bounds, size, side="left").astype(np.int64)
+    levels[levels == len(bounds)] = -1
+    if _is_torch(boxes):
+        import torch
+
+        return torch.from_numpy(levels).to(boxes.device)
+    return levels
+
+
+def search_scale(image_size: tuple[int, int], max_side: int | None = SEARCH_MAX_SIDE) -> float:
+    """Factor (<= 1) that brings the longer side of ``image_size`` down to ``max_side``."""
+    if max_side is None:
+        return 1.0
+    return min(1.0, max_side / max(image_size))
+
+
+def selective_search(
+    image: Image.Image | np.ndarray, max_side: int | None = SEARCH_MAX_SIDE
+) -> np.ndarray:
+    """All selective-search boxes of an image (unfiltered), via OpenCV-contrib.
+
+    The image is shrunk (area interpolation) so its longer side is at most ``max_side`` (``None``:
+    full resolution); Felzenszwalb's ``min_size`` shrinks with the area so it stays 100
+    full-resolution pixels (Felzenszwalb's ``k`` is kept: scaling it too measured no better).
+    Only boxes of at least 0.3 x the image scale survive the filter, and those are mostly found on
+    the small image at a fraction of the cost (figures: benchmarks/proposals_speed.py). OpenCV's
+    own duplicate removal applies; the output is sorted so it does not depend on OpenCV's
+    randomised ranking.
+
+    Args:
+        image: RGB PIL image or (H, W, 3) uint8 array.
+        max_side: longer side of the searched copy in pixels.
+
+    Returns:
+        (M, 4) float32 xyxy boxes in the original image's pixels.
+    """
+    import cv2
+
+    # One thread per search: parallelism comes from the process pool, over images.
+    cv2.setNumThreads(1)
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    height, width = rgb.shape[:2]
+    scale = search_scale((height, width), max_side)
+    small = rgb
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    seg = cv2.ximgproc.segmentation
+    search = seg.createSelectiveSearchSegmentation()
+    # Segment the RGB pixels, as the reference does (skimage's felzenszwalb on RGB). OpenCV's
+    # own single strategy segments HSV instead; on CamVid that recovered 66% of the reference's
+    # filtered boxes at full resolution against 78% for RGB. Channel order does not matter here.
+    search.addImage(np.ascontiguousarray(small))
+    min_size = max(1, round(SEARCH_MIN_SIZE * scale * scale))
+    search.addGraphSegmentation(seg.createGraphSegmentation(SEARCH_SIGMA, SEARCH_K, min_size))
+    search.addStrategy(
+        seg.createSelectiveSearchSegmentationStrategyMultiple(
+            seg.createSelectiveSearchSegmentationStrategyColor(),
+            seg.createSelectiveSearchSegmentationStrategyFill(),
+            seg.createSelectiveSearchSegmentationStrategyTexture(),
+            seg.createSelectiveSearchSegmentationStrategySize(),
+        )
+    )
+    rects = np.asarray(search.process(), dtype=np.float64).reshape(-1, 4)  # x, y, w, h
+    sx, sy = width / small.shape[1], height / small.shape[0]
+    boxes = np.stack(
+        [
+            rects[:, 0] * sx,
+            rects[:, 1] * sy,
+            np.minimum((rects[:, 0] + rects[:, 2]) * sx, width),
+            np.minimum((rects[:, 1] + rects[:, 3]) * sy, height),
+        ],
+        axis=1,
+    )
+    order = np.lexsort(boxes.T[::-1])
+    return boxes[order].astype(np.float32)
+
+
+def image_proposals(
+    image: Image.Image | np.ndarray, max_side: int | None = SEARCH_MAX_SIDE
+) -> np.ndarray:
+    """Selective search then :func:`filter_boxes`: the boxes SoCo keeps for one image.
+
+    Returns:
+        (K, 4) float32 xyxy boxes in the image's pixels, K >= 1.
+    """
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    return filter_boxes(selective_search(rgb, max_side), rgb.shape[:2])
