@@ -1,11 +1,14 @@
-"""DenseCL vs MoCo-v2 training-step time, measured in one run.
+"""A dense method's training-step time beside its image-level base, measured in one run.
 
-Both methods get the same backbone, batch, image size and queue; steps of the two are
-interleaved in rounds (alternating which goes first) so machine noise hits both alike. A step is
-forward + backward + SGD step + momentum/queue update on a fixed, already augmented batch, so the
-ratio isolates the method's compute (data loading is identical for both).
+Both methods get the same backbone, batch, image size and crops (and queue, for the MoCo
+family); steps of the two are interleaved in rounds (alternating which goes first) so machine
+noise hits both alike. A step is forward + backward + optimizer step + EMA/queue/centre update on
+a fixed, already augmented batch, so the ratio isolates the method's compute (data loading is
+identical for both).
 
     python benchmarks/step_time.py --backbone resnet18 --image-size 96 --batch-size 32
+    python benchmarks/step_time.py --pair dino,selfpatch --backbone vit_tiny_patch16 \
+        --image-size 128 --local-crops 2 --local-crop-size 64 --batch-size 16
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from densessl.engine.setup import augment_batch, build_method
 
 
 def build(method_name: str, args: argparse.Namespace, device: torch.device):
-    overrides = [
-        f"backbone={args.backbone}",
-        f"data.image_size={args.image_size}",
-        f"method.queue_size={args.queue_size}",
-    ]
+    overrides = [f"backbone={args.backbone}", f"data.image_size={args.image_size}"]
+    if method_name in ("mocov2", "densecl"):
+        overrides.append(f"method.queue_size={args.queue_size}")
+    else:  # DINO family: multi-crop
+        overrides += [
+            f"method.local_crops={args.local_crops}",
+            f"method.local_crop_size={args.local_crop_size}",
+        ]
     cfg = build_config(method_name, overrides=overrides)
     torch.manual_seed(0)
     method = build_method(cfg, steps=1000).to(device)
@@ -48,18 +54,22 @@ def step(method, optimizer, batch, i: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", default="mocov2,densecl", help="base,dense method names")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--queue-size", type=int, default=65536)
+    parser.add_argument("--local-crops", type=int, default=8, help="DINO family")
+    parser.add_argument("--local-crop-size", type=int, default=96, help="DINO family")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    runners = {name: build(name, args, device) for name in ("mocov2", "densecl")}
-    views = runners["densecl"][0].view_specs()
+    base, dense = args.pair.split(",")
+    runners = {name: build(name, args, device) for name in (base, dense)}
+    views = runners[dense][0].view_specs()
     dataset = MultiViewDataset(
         SyntheticScenes(num_images=args.batch_size, image_size=int(args.image_size * 1.33)),
         MultiViewTransform(views),
@@ -90,14 +100,19 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
           f"threads, device {device}, torch {torch.__version__}")  # fmt: skip
+    crops = (
+        f"queue {args.queue_size}"
+        if base == "mocov2"
+        else f"{args.local_crops} local crops at {args.local_crop_size} px"
+    )
     print(
-        f"setting: {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
-        f"queue {args.queue_size}, {args.rounds} rounds x {args.steps_per_round} steps"
+        f"setting: {args.backbone}, {args.image_size} px, batch {args.batch_size}, {crops}, "
+        f"{args.rounds} rounds x {args.steps_per_round} steps"
     )
     for name, value in median.items():
-        print(f"{name:8s} median step {value * 1000:8.1f} ms")
-    ratio = median["densecl"] / median["mocov2"]
-    print(f"DenseCL / MoCo-v2 step-time ratio: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)")
+        print(f"{name:9s} median step {value * 1000:8.1f} ms")
+    ratio = median[dense] / median[base]
+    print(f"{dense} / {base} step-time ratio: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# DENSESSL_TEST_THREADS=1 keeps a test run from fighting a benchmark for the two CI cores.
+torch.set_num_threads(int(os.environ.get("DENSESSL_TEST_THREADS", "2")))
 
 
 def tiny_overrides(out, steps: int = 3, **extra) -> list[str]:
@@ -27,6 +30,56 @@ def tiny_overrides(out, steps: int = 3, **extra) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_vit_overrides(out, method: str = "dino", steps: int = 2, **extra) -> list[str]:
+    """A DINO/SelfPatch run for a unit test: 2-block ViT (width 48, patch 8), 48 px global and
+    24 px local views (6x6 and 3x3 token grids), 2 local views, batch 4, 64/32-way heads."""
+    values = {
+        "out": str(out),
+        "backbone": "vit_test_patch8",
+        "batch_size": 4,
+        "steps": steps,
+        "data.image_size": 48,
+        "data.synthetic_images": 16,
+        "data.synthetic_size": 64,
+        "data.workers": 0,
+        "method.local_crops": 2,
+        "method.local_crop_size": 24,
+        "method.out_dim": 64,
+        "method.hidden_dim": 32,
+        "method.bottleneck_dim": 16,
+        "log_every": 1,
+        "checkpoint_every": 1000,
+    }
+    if method == "selfpatch":
+        values["method.patch_out_dim"] = 32
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_vit_method(method: str, out, steps: int = 10, epoch_steps: int = 4, **extra):
+    """A DINO/SelfPatch method built like the engine does, from :func:`tiny_vit_overrides`."""
+    from densessl.config import build_config
+    from densessl.engine.setup import build_method
+
+    cfg = build_config(method, overrides=tiny_vit_overrides(out, method, **extra))
+    torch.manual_seed(0)
+    return build_method(cfg, steps=steps, epoch_steps=epoch_steps)
+
+
+def augmented_batch(method, n: int = 4):
+    """The method's views of ``n`` built-in scenes, collated and augmented like a train step."""
+    from densessl.data.batch import collate_views
+    from densessl.data.pretrain import MultiViewDataset
+    from densessl.data.synthetic import SyntheticScenes
+    from densessl.data.views import MultiViewTransform
+    from densessl.engine.setup import augment_batch
+
+    dataset = MultiViewDataset(
+        SyntheticScenes(num_images=n, image_size=64), MultiViewTransform(method.view_specs()), 0
+    )
+    return augment_batch(collate_views([dataset[(0, i)] for i in range(n)]))
 
 
 @pytest.fixture

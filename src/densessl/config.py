@@ -46,7 +46,9 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warm-up; DenseCL uses none
     warmup_epochs: float = 0.0  # alternative to warmup_steps, converted with steps per epoch
     min_lr: float = 0.0  # cosine floor
-    clip_grad: float = 0.0  # max global gradient norm; 0 disables (reference: none)
+    clip_grad: float = 0.0  # max gradient norm; 0 disables (reference: none)
+    clip_mode: str = "global"  # global: one norm over all grads | per_param: each tensor (DINO)
+    weight_decay_end: float | None = None  # cosine weight decay to this value; None = constant
 
 
 @dataclass
@@ -129,6 +131,7 @@ def validate(cfg: DictConfig) -> None:
         "device": ("auto", "cpu", "cuda"),
         "optim.name": ("sgd", "lars", "adamw"),
         "optim.schedule": ("cosine", "constant"),
+        "optim.clip_mode": ("global", "per_param"),
         "data.augment_on": ("auto", "worker", "device"),
     }
     for key, allowed in choices.items():

@@ -1,4 +1,4 @@
-"""Contrastive losses, as pure functions of tensors (no modules, no state, no collectives).
+"""Self-supervised losses, as pure functions of tensors (no modules, no state, no collectives).
 
 Every function takes already-gathered tensors: gathering keys across processes and keeping the
 negative queue are the caller's business, so these can be tested against plain-loop references
@@ -170,3 +170,181 @@ def densecl_dense_loss(
         negatives,
         temperature,
     )
+
+
+def dino_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> torch.Tensor:
+    """DINO's self-distillation cross-entropy, with the teacher centred and sharpened.
+
+    With q = softmax((teacher - center) / teacher_temp) and log p = log_softmax(student /
+    student_temp), both over the K outputs of each row::
+
+        loss = 1/B Σ_b Σ_k −q[b, k] · log p[b, k]
+
+    No gradient reaches the teacher or the centre. Computed in float32 at least (a 0.04
+    temperature in bf16 loses most of the distribution).
+
+    Args:
+        student_logits: (B, K).
+        teacher_logits: (B, K), same rows (another view of the same images, or the same view).
+        center: (K,) or (1, K), the running mean of teacher logits.
+        student_temp: τ_s (DINO: 0.1).
+        teacher_temp: τ_t (DINO: 0.04 -> 0.07, SelfPatch: 0.04).
+
+    Returns:
+        Scalar tensor: the mean over the B rows.
+
+    Example:
+        >>> s, t = torch.randn(8, 64), torch.randn(8, 64)
+        >>> loss = dino_loss(s, t, torch.zeros(64), 0.1, 0.04)
+    """
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    target = F.softmax((teacher_logits.detach().to(dtype) - center.to(dtype)) / teacher_temp, -1)
+    log_prob = F.log_softmax(student_logits.to(dtype) / student_temp, dim=-1)
+    return -(target * log_prob).sum(dim=-1).mean()
+
+
+BORDERS = ("wrap", "clamp")
+_NEIGHBOUR_TABLES: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def neighbour_table(grid: tuple[int, int], border: str) -> torch.Tensor:
+    """The 3x3-window neighbours of every cell of an (h, w) grid, the cell itself excluded.
+
+    Cells are numbered row-major (``i = r * w + c``). Column j of row i is the cell at offset
+    ``(dr, dc)``, offsets in the order (-1,-1), (-1,0), (-1,1), (0,-1), (0,1), (1,-1), (1,0),
+    (1,1). ``border="wrap"`` takes offsets modulo the grid (the grid is a torus, as in the
+    SelfPatch code); ``"clamp"`` marks offsets outside the grid with -1. A neighbour reached twice
+    (wrap on a side shorter than 3) or equal to the cell itself is also -1, so every row lists
+    distinct other cells.
+
+    Returns:
+        (h*w, 8) int64 on the CPU (cached per grid and border; do not modify).
+    """
+    h, w = (int(v) for v in grid)
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {', '.join(BORDERS)}, not {border!r}")
+    key = (h, w, border)
+    if key not in _NEIGHBOUR_TABLES:
+        offsets = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
+        table = torch.full((h * w, len(offsets)), -1, dtype=torch.int64)
+        for r in range(h):
+            for c in range(w):
+                seen = {r * w + c}
+                for j, (dr, dc) in enumerate(offsets):
+                    rr, cc = r + dr, c + dc
+                    if border == "wrap":
+                        rr, cc = rr % h, cc % w
+                    elif not (0 <= rr < h and 0 <= cc < w):
+                        continue
+                    if rr * w + cc not in seen:
+                        seen.add(rr * w + cc)
+                        table[r * w + c, j] = rr * w + cc
+        _NEIGHBOUR_TABLES[key] = table
+    return _NEIGHBOUR_TABLES[key]
+
+
+@torch.no_grad()
+def selfpatch_neighbors(
+    tokens: torch.Tensor, grid: tuple[int, int], k: int = 4, border: str = "wrap"
+) -> torch.Tensor:
+    """For each patch, its k most similar neighbours in the 3x3 window (itself excluded).
+
+    Similarity is the cosine between the patch's token and each candidate's token (SelfPatch
+    uses the teacher's last-block tokens). Candidates come from :func:`neighbour_table`; with
+    ``border="clamp"`` a border patch has fewer than 8 (3 in a corner), and the top-k is taken
+    over those. Where fewer than k candidates exist the remaining slots hold -1.
+
+    Args:
+        tokens: (B, N, D) patch tokens, N = h*w in row-major order.
+        grid: (h, w).
+        k: neighbours to keep (SelfPatch: 4), 1 <= k <= 8.
+        border: "wrap" or "clamp" (see :func:`neighbour_table`).
+
+    Returns:
+        (B, N, k) int64 indices into N, most similar first; -1 marks an empty slot.
+
+    Example:
+        >>> tokens = torch.randn(2, 14 * 14, 384)
+        >>> selfpatch_neighbors(tokens, (14, 14), k=4, border="wrap").shape
+        torch.Size([2, 196, 4])
+    """
+    batch, n, _ = tokens.shape
+    if n != grid[0] * grid[1]:
+        raise ValueError(f"{n} tokens do not fill a {grid[0]}x{grid[1]} grid")
+    if not 1 <= k <= 8:
+        raise ValueError(f"k must be between 1 and 8, not {k}")
+    table = neighbour_table(grid, border).to(tokens.device)  # (N, 8)
+    unit = F.normalize(tokens.float(), dim=-1)
+    # All pairwise cosines then a gather: B·N² values instead of B·N·8·D gathered features.
+    similarity = torch.bmm(unit, unit.transpose(1, 2))  # (B, N, N)
+    candidates = similarity.gather(2, table.clamp(min=0).expand(batch, n, -1))  # (B, N, 8)
+    candidates = candidates.masked_fill(table < 0, float("-inf"))
+    best, slot = candidates.topk(k, dim=2)  # (B, N, k), most similar first
+    index = table.expand(batch, n, -1).gather(2, slot)
+    return index.masked_fill(best == float("-inf"), -1)
+
+
+def byol_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BYOL's normalised mean squared error, the mean of 2 − 2·cos over the rows.
+
+    For each row i, with p̂ = p/‖p‖ and ẑ = z/‖z‖::
+
+        loss_i = ‖p̂_i − ẑ_i‖² = 2 − 2·⟨p̂_i, ẑ_i⟩
+
+    Both inputs are L2-normalised here; no gradient reaches ``target``. Computed in float32 at
+    least.
+
+    Args:
+        pred: (M, D) online predictions.
+        target: (M, D) target projections of the other view (same row order).
+
+    Returns:
+        Scalar tensor: the mean of loss_i over the M rows, in [0, 4].
+
+    Example:
+        >>> p, z = torch.randn(8, 256), torch.randn(8, 256)
+        >>> loss = byol_loss(p, z) + byol_loss(z, p)  # BYOL's symmetric loss, roles swapped
+    """
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    p = F.normalize(pred.to(dtype), dim=-1)
+    z = F.normalize(target.detach().to(dtype), dim=-1)
+    return (2 - 2 * (p * z).sum(dim=-1)).mean()
+
+
+def box_pair_loss(
+    pred: torch.Tensor, target: torch.Tensor, pred_ids: torch.Tensor, target_ids: torch.Tensor
+) -> torch.Tensor:
+    """SoCo's object-level loss: −2 × the mean cosine over matched boxes, averaged per image.
+
+    Box slot i of one view and slot j of the other match when they hold the same proposal
+    (``pred_ids[n, i] == target_ids[n, j]``); padding duplicates a proposal, so one slot can match
+    several. With C[n, i, j] the match indicator::
+
+        loss = −2 · 1/N Σ_n [ Σ_ij C[n,i,j]·⟨p̂_ni, ẑ_nj⟩ / (Σ_ij C[n,i,j] + 1e−6) ]
+
+    which is the reference's ``regression_loss_bboxs_aware`` restricted to each box's assigned
+    pyramid level (other (box, level) slots never match there). Without duplicates it equals
+    ``byol_loss(p, z) − 2`` over the matched rows.
+
+    Args:
+        pred: (N, K, D) online predictions of the K box slots of each image.
+        target: (N, K, D) target projections of the other view's K slots (no gradient).
+        pred_ids: (N, K) integer proposal id of every prediction slot.
+        target_ids: (N, K) integer proposal id of every target slot.
+
+    Returns:
+        Scalar tensor in [−2, 2].
+    """
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    p = F.normalize(pred.to(dtype), dim=-1)
+    z = F.normalize(target.detach().to(dtype), dim=-1)
+    similarity = torch.bmm(p, z.transpose(1, 2))  # (N, K, K)
+    matches = (pred_ids[:, :, None] == target_ids[:, None, :]).to(dtype)  # (N, K, K)
+    per_image = (similarity * matches).sum(dim=(1, 2)) / (matches.sum(dim=(1, 2)) + 1e-6)
+    return -2 * per_image.mean()

@@ -24,6 +24,9 @@ class Batch:
         photometric: (B, V, P) float32, the drawn photometric parameters of every view
             (see :mod:`densessl.data.augment`).
         index: (B,) long, dataset index of each sample.
+        extras: per-sample tensors a transform added (SoCo: ``"boxes"`` (B, P, 2, K, 4),
+            ``"box_ids"`` (B, P, 2, K), ``"cutout"`` (B, V, K, 4); see
+            :mod:`densessl.data.box_views`), each stacked along the batch dimension.
         skipped: files the data workers could not read while building this batch.
         augmented: whether photometric augmentation has been applied to ``views``.
     """
@@ -34,6 +37,7 @@ class Batch:
     source_sizes: torch.Tensor
     photometric: torch.Tensor
     index: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     augmented: bool = False
 
@@ -51,6 +55,7 @@ class Batch:
             source_sizes=move(self.source_sizes),
             photometric=move(self.photometric),
             index=move(self.index),
+            extras={name: move(t) for name, t in self.extras.items()},
         )
 
     def pin_memory(self) -> Batch:
@@ -72,6 +77,10 @@ def collate_views(samples: list[dict[str, Any]]) -> Batch:
     photometric = torch.stack([torch.stack([v.photometric for v in s["views"]]) for s in samples])
     index = torch.tensor([s["index"] for s in samples])
     skipped = [path for s in samples for path in s["skipped"]]
+    extras = {
+        name: torch.stack([s["extras"][name] for s in samples])
+        for name in samples[0].get("extras", {})
+    }
     return Batch(
         views=views,
         crop_boxes=crop_boxes.float(),
@@ -79,5 +88,6 @@ def collate_views(samples: list[dict[str, Any]]) -> Batch:
         source_sizes=source_sizes.long(),
         photometric=photometric.float(),
         index=index.long(),
+        extras=extras,
         skipped=skipped,
     )

@@ -7,13 +7,14 @@ the same views whatever the number of data workers or training processes, and af
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from densessl.data.sources import DataError, ImageSource, UnreadableImage
-from densessl.data.views import MultiViewTransform
+from densessl.data.views import ViewsWithExtras
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -31,14 +32,25 @@ class MultiViewDataset:
 
     Args:
         source: where images come from.
-        transform: makes the views.
+        transform: makes the views: ``transform(image, generator)`` returns a list of views, or
+            a :class:`ViewsWithExtras`; with ``proposals`` it is called as ``transform(image,
+            generator, boxes)``.
         seed: run seed.
+        proposals: ``proposals(i)`` -> (M, 4) xyxy source-pixel boxes of image ``i`` (SoCo's
+            object proposals), or None when the transform needs none.
     """
 
-    def __init__(self, source: ImageSource, transform: MultiViewTransform, seed: int) -> None:
+    def __init__(
+        self,
+        source: ImageSource,
+        transform: Callable[..., Any],
+        seed: int,
+        proposals: Callable[[int], Any] | None = None,
+    ) -> None:
         self.source = source
         self.transform = transform
         self.seed = seed
+        self.proposals = proposals
         self._warned: set[str] = set()
 
     def __len__(self) -> int:
@@ -57,14 +69,21 @@ class MultiViewDataset:
         skipped: list[str] = []
         size = len(self.source)
         for offset in range(size):
+            position = (index + offset) % size
             try:
-                image = self.source.load_image((index + offset) % size)
+                image = self.source.load_image(position)
             except UnreadableImage as error:
                 self._warn_once(error)
                 skipped.append(error.path)
                 continue
-            views = self.transform(image, generator)
-            return {"views": views, "index": index, "skipped": skipped}
+            if self.proposals is None:
+                result = self.transform(image, generator)
+            else:  # the boxes of the image actually read, not of a skipped one
+                result = self.transform(image, generator, self.proposals(position))
+            views, extras = result, {}
+            if isinstance(result, ViewsWithExtras):
+                views, extras = result.views, result.extras
+            return {"views": views, "extras": extras, "index": index, "skipped": skipped}
         raise DataError(
             f"none of the {size} images could be read (first: {self.source.describe(0)}); "
             "check that the files are valid images"

@@ -68,6 +68,42 @@ def moco_v2_views(size: int) -> list[ViewSpec]:
     return [spec, spec]
 
 
+# DINO (BYOL's recipe, DataAugmentationDINO): jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2;
+# blur p=1.0 on the first global crop, p=0.1 plus solarize p=0.2 on the second, p=0.5 on local ones.
+DINO_GLOBAL1_PHOTOMETRIC = PhotometricSpec(saturation=0.2, blur_p=1.0)
+DINO_GLOBAL2_PHOTOMETRIC = PhotometricSpec(saturation=0.2, blur_p=0.1, solarize_p=0.2)
+DINO_LOCAL_PHOTOMETRIC = PhotometricSpec(saturation=0.2, blur_p=0.5)
+
+
+def multi_crop_views(
+    global_size: int | tuple[int, int],
+    local_size: int | tuple[int, int],
+    local_crops: int,
+    global_scale: tuple[float, float],
+    local_scale: tuple[float, float],
+) -> list[ViewSpec]:
+    """DINO's multi-crop: two global views (different photometric recipes), then
+    ``local_crops`` small views, each a RandomResizedCrop with its own scale range and a flip."""
+    first = ViewSpec(global_size, tuple(global_scale), photometric=DINO_GLOBAL1_PHOTOMETRIC)
+    second = ViewSpec(global_size, tuple(global_scale), photometric=DINO_GLOBAL2_PHOTOMETRIC)
+    local = ViewSpec(local_size, tuple(local_scale), photometric=DINO_LOCAL_PHOTOMETRIC)
+    return [first, second] + [local] * local_crops
+
+
+# BYOL's asymmetric recipe (Grill et al. 2020, Table 6), also SoCo's: jitter (0.4, 0.4, 0.2, 0.1)
+# p=0.8, grayscale p=0.2; blur p=1.0 on the first view; blur p=0.1 and solarize p=0.2 on the other.
+BYOL_VIEW1_PHOTOMETRIC = PhotometricSpec(saturation=0.2, blur_p=1.0)
+BYOL_VIEW2_PHOTOMETRIC = PhotometricSpec(saturation=0.2, blur_p=0.1, solarize_p=0.2)
+
+
+def byol_views(size: int, scale: tuple[float, float] = (0.08, 1.0)) -> list[ViewSpec]:
+    """BYOL's two views: RandomResizedCrop(size, scale), flip 0.5, the asymmetric colour recipe."""
+    return [
+        ViewSpec(size, tuple(scale), photometric=BYOL_VIEW1_PHOTOMETRIC),
+        ViewSpec(size, tuple(scale), photometric=BYOL_VIEW2_PHOTOMETRIC),
+    ]
+
+
 @dataclass(frozen=True)
 class ViewGeometry:
     """Where a view came from.
@@ -138,6 +174,20 @@ class View:
     pixels: torch.Tensor
     geometry: ViewGeometry
     photometric: torch.Tensor
+
+
+@dataclass
+class ViewsWithExtras:
+    """A transform's output when views come with per-sample tensors (e.g. SoCo's boxes).
+
+    Attributes:
+        views: the views, in order.
+        extras: name -> tensor of the same shape for every sample; collated into
+            :attr:`densessl.data.batch.Batch.extras` by stacking along a new first dimension.
+    """
+
+    views: list[View]
+    extras: dict[str, torch.Tensor]
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:

@@ -71,6 +71,17 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+@torch.no_grad()
+def clip_each_parameter_(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
+    """DINO's clipping: scale each parameter's gradient to norm at most ``max_norm`` on its own
+    (``g *= max_norm / (‖g‖ + 1e-6)`` when that factor is below 1), not one global norm."""
+    for p in parameters:
+        if p.grad is None:
+            continue
+        scale = max_norm / (torch.linalg.vector_norm(p.grad) + 1e-6)
+        p.grad.mul_(scale.clamp(max=1.0))
+
+
 def build_optimizer(
     named_params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
 ) -> torch.optim.Optimizer:

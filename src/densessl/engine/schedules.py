@@ -17,6 +17,12 @@ def warmup_cosine(
     return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def weight_decay(step: int, total_steps: int, start: float, end: float | None) -> float:
+    """DINO's weight-decay schedule: cosine from ``start`` to ``end`` over the whole run, no
+    warm-up; constant ``start`` when ``end`` is None."""
+    return start if end is None else warmup_cosine(step, total_steps, start, end)
+
+
 def learning_rate(
     step: int,
     total_steps: int,

@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 from densessl import dist
 from densessl.data.augment import apply_photometric
 from densessl.data.batch import Batch, collate_views
+from densessl.data.box_views import apply_box_cutout
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
 from densessl.data.synthetic import SyntheticScenes
-from densessl.data.views import MultiViewTransform
 from densessl.methods import Method, MethodContext, get_method
 
 
@@ -65,7 +65,7 @@ def micro_batch(cfg: DictConfig) -> int:
     return cfg.batch_size // (world * cfg.accum_steps)
 
 
-def build_method(cfg: DictConfig, steps: int) -> Method:
+def build_method(cfg: DictConfig, steps: int, epoch_steps: int = 0) -> Method:
     method_cls = get_method(cfg.method.name)
     method_cfg = OmegaConf.to_object(cfg.method)
     ctx = MethodContext(
@@ -74,16 +74,58 @@ def build_method(cfg: DictConfig, steps: int) -> Method:
         image_size=cfg.data.image_size,
         batch_norm=cfg.batch_norm,
         seed=cfg.seed,
+        steps_per_epoch=epoch_steps,
     )
     return method_cls(method_cfg, ctx)
 
 
 def augment_batch(batch: Batch) -> Batch:
-    """Apply each view's drawn photometric parameters (batched; CPU or GPU)."""
+    """Apply each view's drawn photometric parameters (batched; CPU or GPU), then any drawn
+    cutout rectangles (``extras["cutout"]``, SoCo), which zero normalised pixels."""
     if batch.augmented:
         return batch
     views = [apply_photometric(v, batch.photometric[:, i]) for i, v in enumerate(batch.views)]
+    if "cutout" in batch.extras:
+        cutout = batch.extras["cutout"]  # (B, V, K, 4)
+        views = [apply_box_cutout(v, cutout[:, i]) for i, v in enumerate(views)]
     return replace(batch, views=views, augmented=True)
+
+
+class ProposalList:
+    """``lookup(i)`` -> (M, 4) xyxy source-pixel proposals of image ``i``, from a list aligned
+    with the source (picklable, for data workers)."""
+
+    def __init__(self, boxes: list) -> None:
+        self.boxes = boxes
+
+    def __call__(self, i: int):
+        return self.boxes[i]
+
+
+class SceneBoxes:
+    """The built-in scenes' own instance boxes as proposals: annotations, so not SoCo's
+    unsupervised setting; for tests that need known boxes without selective search."""
+
+    def __init__(self, scenes: SyntheticScenes) -> None:
+        self.scenes = scenes
+
+    def __call__(self, i: int):
+        return self.scenes.scene(i).boxes  # (M, 4) float32 xyxy source pixels
+
+
+def proposal_lookup(cfg: DictConfig, source: ImageSource) -> ProposalList:
+    """SoCo's selective-search proposals of every image, generated when missing and cached
+    (beside an image folder, or in the run folder; see :mod:`densessl.data.proposal_store`).
+    The main process generates them while the others wait, then every process loads the file."""
+    from densessl.data.proposal_store import proposals_for_source
+
+    workers = max(1, int(cfg.data.workers))
+    if dist.is_main():
+        boxes = proposals_for_source(source, cfg.out, workers=workers, progress=True)
+    dist.barrier()
+    if not dist.is_main():
+        boxes = proposals_for_source(source, cfg.out, workers=workers, progress=False)
+    return ProposalList(boxes)
 
 
 def _collate(samples: list, augment_in_worker: bool) -> Batch:
@@ -102,7 +144,8 @@ def build_loader(
     device: torch.device,
     start_micro_batch: int,
 ) -> DataLoader:
-    dataset = MultiViewDataset(source, MultiViewTransform(method.view_specs()), seed=cfg.seed)
+    proposals = proposal_lookup(cfg, source) if method.needs_proposals else None
+    dataset = MultiViewDataset(source, method.make_transform(), cfg.seed, proposals)
     global_micro = micro_batch(cfg) * dist.world_size()
     sampler = ResumableBatchSampler(
         len(dataset), global_micro, dist.rank(), dist.world_size(), cfg.seed, start_micro_batch

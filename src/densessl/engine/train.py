@@ -18,8 +18,8 @@ from densessl import dist
 from densessl.config import save_config
 from densessl.engine import checkpoint as ckpt
 from densessl.engine.logging import MetricsWriter, Progress, Throughput, log, setup_console_logging
-from densessl.engine.optim import build_optimizer
-from densessl.engine.schedules import learning_rate
+from densessl.engine.optim import build_optimizer, clip_each_parameter_
+from densessl.engine.schedules import learning_rate, weight_decay
 from densessl.engine.setup import (
     augment_batch,
     build_loader,
@@ -67,7 +67,7 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
     )
     peak_lr = cfg.optim.base_lr * cfg.batch_size / 256  # linear scaling rule
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    method = build_method(cfg, steps)
+    method = build_method(cfg, steps, steps_per_epoch(cfg, len(source)))
     if cfg.batch_norm == "sync" and dist.world_size() > 1:
         method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
     method.to(device)
@@ -128,8 +128,11 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
     try:
         for step in range(start_step, steps):
             lr = learning_rate(step, steps, peak_lr, cfg.optim.schedule, warmup, cfg.optim.min_lr)
+            wd = weight_decay(step, steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+                if group["apply_decay"]:
+                    group["weight_decay"] = wd
             loss, logs = _accumulate(
                 model, method, batches, step, cfg, device, autocast_dtype, scaler, skipped
             )
@@ -146,7 +149,12 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
                 )
             if cfg.optim.clip_grad > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.clip_grad)
+                if cfg.optim.clip_mode == "per_param":
+                    clip_each_parameter_(method.parameters(), cfg.optim.clip_grad)
+                else:
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.clip_grad)
+            for p in method.frozen_parameters(step):
+                p.grad = None
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -163,6 +171,8 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
                     "lr": lr,
                     "images_per_sec": rate,
                 }
+                if cfg.optim.weight_decay_end is not None:
+                    record["weight_decay"] = wd
                 record.update({k: dist.all_reduce_mean(v).item() for k, v in logs.items()})
                 metrics.write(record)
                 progress.bar.set_postfix(

@@ -36,7 +36,8 @@ from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.labeled import SegmentationDataset
 
 SIZE_MULTIPLE = 32
-LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
+LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}  # ResNet outputs
+DEFAULT_LEVELS = ("c5",)
 CACHE_FORMAT = "densessl-features-v1"
 
 T = TypeVar("T")
@@ -200,11 +201,20 @@ def dense_levels(outputs: dict[str, torch.Tensor], levels: Sequence[str]) -> tor
     return torch.cat(resized, dim=1)
 
 
-def _check_levels(levels: Sequence[str]) -> tuple[str, ...]:
-    levels = tuple(levels)
-    unknown = [name for name in levels if name not in LEVEL_STRIDES]
+def level_strides(backbone: nn.Module) -> dict[str, int]:
+    """Input pixels per cell of each dense output: the backbone's own ``level_strides`` (a ViT
+    declares ``{"patch": p}``), else ResNet's :data:`LEVEL_STRIDES`."""
+    return dict(getattr(backbone, "level_strides", LEVEL_STRIDES))
+
+
+def resolve_levels(backbone: nn.Module, levels: Sequence[str] | None) -> tuple[str, ...]:
+    """``levels``, or the backbone's ``default_levels`` (c5 for ResNets, patch for ViTs), checked
+    against the outputs whose stride is known."""
+    strides = level_strides(backbone)
+    levels = tuple(levels) if levels else tuple(getattr(backbone, "default_levels", DEFAULT_LEVELS))
+    unknown = [name for name in levels if name not in strides]
     if not levels or unknown:
-        raise ValueError(f"levels must be among {', '.join(LEVEL_STRIDES)}; got {levels}")
+        raise ValueError(f"levels must be among {', '.join(strides)}; got {levels}")
     return levels
 
 
@@ -257,7 +267,7 @@ def _load_cache(path: Path, key: str) -> DenseFeatures | None:
 def extract_features(
     backbone: nn.Module,
     dataset: SegmentationDataset,
-    levels: Sequence[str] = ("c5",),
+    levels: Sequence[str] | None = None,
     image_size: int = 224,
     batch_size: int = 16,
     device: torch.device | str | None = None,
@@ -270,9 +280,11 @@ def extract_features(
     that probes may train on them).
 
     Args:
-        backbone: module with ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``).
+        backbone: module with ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``),
+            or a ViT -> ``{"patch": (B, D, H/p, W/p), ...}`` (its ``level_strides`` name p).
         dataset: labelled images (:class:`~densessl.data.labeled.SegmentationDataset`).
-        levels: outputs to use; coarser ones are upsampled to the finest one's grid.
+        levels: outputs to use; coarser ones are upsampled to the finest one's grid. None: the
+            backbone's default (c5, or patch for a ViT).
         image_size: shorter image side after resizing (see the module docstring).
         batch_size: images per forward pass.
         device: where the backbone runs; default: where it already is.
@@ -283,7 +295,7 @@ def extract_features(
     Returns:
         The features, labels and class information (:class:`DenseFeatures`), on the CPU.
     """
-    levels = _check_levels(levels)
+    levels = resolve_levels(backbone, levels)
     key = None
     if cache_path is not None:
         cache_path = Path(cache_path)
@@ -298,7 +310,7 @@ def extract_features(
         per_image = _extract(backbone, dataset, levels, image_size, batch_size, device)
     finally:
         backbone.train(was_training)
-    stride = min(LEVEL_STRIDES[name] for name in levels)
+    stride = min(level_strides(backbone)[name] for name in levels)
     result = _pack(per_image, dataset, levels, image_size, stride)
     if cache_path is not None:
         from densessl.engine.checkpoint import atomic_save
@@ -381,7 +393,7 @@ def _pack(
 def features_of(
     data: SegmentationDataset | DenseFeatures,
     backbone: nn.Module,
-    levels: Sequence[str],
+    levels: Sequence[str] | None,
     image_size: int,
     batch_size: int,
     device: torch.device | str | None,
@@ -396,7 +408,7 @@ def features_of(
         return data
     cache_path = None
     if cache_dir is not None:
-        key = cache_key(backbone, data, _check_levels(levels), image_size)
+        key = cache_key(backbone, data, resolve_levels(backbone, levels), image_size)
         cache_path = Path(cache_dir) / f"features-{key[:20]}.pt"
     return extract_features(backbone, data, levels, image_size, batch_size, device, cache_path)
 

@@ -200,7 +200,7 @@ def knn_seg(
     backbone: nn.Module,
     train_set: SegmentationDataset | DenseFeatures,
     val_set: SegmentationDataset | DenseFeatures,
-    levels: Sequence[str] = ("c5",),
+    levels: Sequence[str] | None = None,
     image_size: int = 224,
     k: int = DEFAULT_K,
     temperature: float = DEFAULT_TEMPERATURE,
@@ -218,7 +218,8 @@ def knn_seg(
         train_set: labelled images forming the memory, or their :class:`DenseFeatures` (then
             ``levels``, ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, scored.
-        levels: backbone outputs concatenated as features.
+        levels: backbone outputs concatenated as features; None = the backbone's default
+            (c5 for ResNets, the patch grid for ViTs).
         image_size: shorter image side (see :mod:`densessl.eval.features`).
         k: neighbours per patch (Hummingbird: 30).
         temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).

@@ -131,7 +131,7 @@ def linear_seg(
     backbone: nn.Module,
     train_set: SegmentationDataset | DenseFeatures,
     val_set: SegmentationDataset | DenseFeatures,
-    levels: Sequence[str] = ("c5",),
+    levels: Sequence[str] | None = None,
     image_size: int = 224,
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -148,7 +148,8 @@ def linear_seg(
         train_set: labelled images, or their :class:`DenseFeatures` (then ``levels``,
             ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, for scoring; must share the training set's classes.
-        levels: backbone outputs concatenated as features.
+        levels: backbone outputs concatenated as features; None = the backbone's default
+            (c5 for ResNets, the patch grid for ViTs).
         image_size: shorter image side (see :mod:`densessl.eval.features`).
         epochs, batch_size, lr, weight_decay: probe training (see the module docstring).
         device: where the backbone and the probe run; default: the backbone's device.

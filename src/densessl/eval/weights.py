@@ -9,6 +9,11 @@ Accepted by :func:`load_backbone`:
   ``weights_only=True``) or ``.safetensors``. Wrapped ``{"state_dict": ...}`` dicts and keys
   prefixed ``module.`` / ``backbone.`` are accepted; ``fc.*`` is dropped; the rest must match the
   architecture exactly (strict load). The architecture is inferred from the keys when not given.
+* an exported timm ViT state dict (``densessl export --format timm`` of a DINO or SelfPatch
+  run): recognised by its ``patch_embed.proj.weight``. Width, patch size and depth come from the
+  shapes, class token, final norm and position-table size from the keys; the head count is
+  not stored in the weights, so it is the registered architecture's (pass ``backbone`` to pick
+  one explicitly).
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from densessl.models.backbones import ResNetBackbone, build_backbone
+from densessl.models.backbones import build_backbone
+from densessl.models.vit import VIT_SPECS
 
 RANDOM = "random"
 DEFAULT_RANDOM_ARCH = "resnet50"
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
 ACCEPTED = (
     "accepted: 'random', a run directory, a densessl checkpoint (.pt), or an exported "
-    "torchvision state dict (.pt, .pth, .safetensors)"
+    "torchvision state dict (.pt, .pth, .safetensors) or timm ViT state dict (.pt)"
 )
 # (uses bottleneck blocks, number of blocks in layer3) -> arch; layer3 is the stage whose depth
 # differs between every pair of supported ResNets.
@@ -45,7 +52,7 @@ class WeightsError(Exception):
 
 def load_backbone(
     weights: str | Path, backbone: str | None = None, network: str | None = None
-) -> ResNetBackbone:
+) -> nn.Module:
     """Build a backbone from ``weights``, on the CPU, in eval mode.
 
     Args:
@@ -84,7 +91,7 @@ def _checkpoint_format() -> str:
     return FORMAT
 
 
-def _random_backbone(arch: str) -> ResNetBackbone:
+def _random_backbone(arch: str) -> nn.Module:
     # A private RNG stream: the baseline is the same in every process, and the caller's global
     # RNG state is left as it was.
     with torch.random.fork_rng(devices=[]):
@@ -96,7 +103,7 @@ def _random_backbone(arch: str) -> ResNetBackbone:
     return model.eval()
 
 
-def _from_run(path: Path, arch: str | None, network: str | None) -> ResNetBackbone:
+def _from_run(path: Path, arch: str | None, network: str | None) -> nn.Module:
     from densessl.export import ExportError, load_method
 
     if network not in (None, "online", "teacher"):
@@ -169,14 +176,35 @@ def infer_arch(state: dict[str, torch.Tensor]) -> str:
     return arch
 
 
-def _from_state_dict(path: Path, state: Any, arch: str | None) -> ResNetBackbone:
+def infer_vit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
+    """The registered ViT arch of a timm-keyed state dict and its constructor options."""
+    dim, _, patch, _ = state["patch_embed.proj.weight"].shape
+    depth = len({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))})
+    names = [n for n, (p, d, dp, _) in VIT_SPECS.items() if (p, d, dp) == (patch, dim, depth)]
+    if not names:
+        raise WeightsError(
+            f"unrecognised ViT: width {dim}, patch {patch}, depth {depth} "
+            f"(supported: {', '.join(VIT_SPECS)})"
+        )
+    class_token = "cls_token" in state
+    cells = state["pos_embed"].shape[1] - int(class_token)
+    options = dict(class_token=class_token, final_norm="norm.weight" in state,
+                   img_size=round(cells**0.5) * patch)  # fmt: skip
+    return names[0], options
+
+
+def _from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Module:
+    options: dict[str, Any] = {}
     try:
         weights = unwrap_state_dict(state)
+        if "patch_embed.proj.weight" in weights:
+            inferred, options = infer_vit(weights)
+            arch = arch or inferred
         arch = arch or infer_arch(weights)
     except WeightsError as err:
         raise WeightsError(f"{path}: {err}; {ACCEPTED}") from err
     try:
-        model = build_backbone(arch)
+        model = build_backbone(arch, **options)
     except (KeyError, ValueError) as err:
         raise WeightsError(f"cannot build backbone {arch!r} for {path}: {err}") from err
     try:

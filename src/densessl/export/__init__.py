@@ -7,11 +7,17 @@ before the file is written, and returns the configuration lines that must go wit
 =============  ===================================================================================
 torchvision    plain state dict; loads into ``torchvision.models.<arch>()`` with missing keys
                exactly ``fc.weight``/``fc.bias``, and into a detection model's ``backbone.body``
+torchvision_   backbone + FPN + box head (methods that pretrain them: SoCo) under the names of
+detection      torchvision's ``fasterrcnn/maskrcnn_resnet50_fpn_v2``; only the RPN, the predictors
+               and the mask branch are missing when loaded
 timm           the same file (timm's ResNets use torchvision's names); ``num_classes=0`` models
-               load it with no missing or unexpected key
+               load it with no missing or unexpected key. ViTs: timm ``VisionTransformer``
+               weights, every key matched, with the constructor arguments printed
 detectron2     ``.pkl`` of numpy arrays with ``__author__`` and ``matching_heuristics``, keys
-               renamed to ``stem``/``res2..res5``/``shortcut``/``convN.norm``
-mmdet          ``{"state_dict": {"backbone.*": ...}, "meta": ...}``
+               renamed to ``stem``/``res2..res5``/``shortcut``/``convN.norm``; plus
+               ``fpn_lateral/output{2..5}`` and ``box_head.conv{1..4}``/``fc1`` when pretrained
+mmdet          ``{"state_dict": {"backbone.*": ...}, "meta": ...}``; plus ``neck.*`` and
+               ``roi_head.bbox_head.*`` when pretrained
 safetensors    the torchvision state dict as ``.safetensors``
 =============  ===================================================================================
 
@@ -78,10 +84,11 @@ def load_method(run: str | Path) -> tuple[Method, DictConfig]:
 
 
 def _writers() -> dict[str, Callable[[dict[str, torch.nn.Module], Path], ExportResult]]:
-    from densessl.export import detectron2, mmdet, torchvision_format
+    from densessl.export import detectron2, mmdet, torchvision_detection, torchvision_format
 
     return {
         "torchvision": torchvision_format.write_torchvision,
+        "torchvision_detection": torchvision_detection.write_torchvision_detection,
         "timm": torchvision_format.write_timm,
         "detectron2": detectron2.write,
         "mmdet": mmdet.write,
@@ -89,7 +96,7 @@ def _writers() -> dict[str, Callable[[dict[str, torch.nn.Module], Path], ExportR
     }
 
 
-FORMATS = ("torchvision", "timm", "detectron2", "mmdet", "safetensors")
+FORMATS = ("torchvision", "torchvision_detection", "timm", "detectron2", "mmdet", "safetensors")
 
 
 def export(run: str | Path, fmt: str, out: str | Path, network: str | None = None) -> ExportResult:

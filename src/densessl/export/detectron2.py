@@ -8,6 +8,11 @@ The file holds ``{"model": ..., "__author__": "densessl", "matching_heuristics":
 detectron2 matches ``res2.0.conv1.weight`` to ``backbone.bottom_up.res2.0.conv1.weight`` by
 suffix.
 
+A run that pretrained an FPN and a box head (SoCo) adds them under detectron2's FPN and
+``FastRCNNConvFCHead`` names (``fpn_lateral{2..5}``, ``fpn_output{2..5}``, ``box_head.conv{1..4}``,
+``box_head.fc1``, norms as ``.norm``; see :mod:`densessl.export.detection_heads`), matched by
+suffix like the trunk, and the config lines add the 4conv1fc head with SyncBN.
+
 torchvision-style weights need four config changes in detectron2, whose defaults assume MSRA's
 Caffe weights (BGR, std 1, stride in the 1x1 conv): RGB mean/std in 0-255 units,
 ``INPUT.FORMAT RGB`` and ``RESNETS.STRIDE_IN_1X1 False``; SSL transfer adds SyncBN and
@@ -26,6 +31,7 @@ from torch import nn
 
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.export import ExportResult
+from densessl.export.detection_heads import detectron2_names, has_detection_heads, head_weights
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
 
 AUTHOR = "densessl"
@@ -56,9 +62,16 @@ def pixel_statistics() -> tuple[list[float], list[float]]:
     return [round(255 * m, 3) for m in IMAGENET_MEAN], [round(255 * s, 3) for s in IMAGENET_STD]
 
 
-def config_lines(path: Path, arch: str) -> str:
-    """The detectron2 YAML that must accompany the file (FPN models; see the module docstring)."""
+def config_lines(path: Path, arch: str, box_head: bool = False) -> str:
+    """The detectron2 YAML that must accompany the file (FPN models; see the module docstring);
+    ``box_head`` adds the pretrained 4conv1fc head's settings."""
     mean, std = pixel_statistics()
+    head = ""
+    if box_head:  # the pretrained 4conv1fc head
+        head = (
+            '\n  ROI_BOX_HEAD:\n    NAME: "FastRCNNConvFCHead"\n    NUM_CONV: 4\n    NUM_FC: 1'
+            '\n    NORM: "SyncBN"'
+        )
     depth = int(arch.removeprefix("resnet"))
     basic = "\n    RES2_OUT_CHANNELS: 64  # basic blocks" if arch in _BASIC_BLOCK_ARCHS else ""
     return f"""\
@@ -74,7 +87,7 @@ MODEL:
     STRIDE_IN_1X1: False  # torchvision puts the stride in the 3x3 conv{basic}
     NORM: "SyncBN"
   FPN:
-    NORM: "SyncBN"
+    NORM: "SyncBN"{head}
 INPUT:
   FORMAT: "RGB"
 TEST:
@@ -86,10 +99,13 @@ def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """Write the backbone as a detectron2 model-zoo pickle; return it and the config lines."""
     backbone = resnet_backbone(modules)
     model = detectron2_weights(torchvision_state_dict(backbone))
+    heads = has_detection_heads(modules)
+    if heads:
+        model.update({k: v.numpy() for k, v in detectron2_names(head_weights(modules)).items()})
     document = {"model": model, "__author__": AUTHOR, "matching_heuristics": True}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     with open(partial, "wb") as f:
         pickle.dump(document, f, protocol=pickle.HIGHEST_PROTOCOL)
     partial.replace(out)
-    return ExportResult(out, config_lines(out, backbone.arch), len(model))
+    return ExportResult(out, config_lines(out, backbone.arch, heads), len(model))

@@ -6,6 +6,11 @@ torchvision, so the backbone keys only gain the ``backbone.`` prefix. The printe
 them with ``init_cfg=dict(type="Pretrained", prefix="backbone.")`` and sets what SSL transfer
 needs: SyncBN everywhere, no frozen stage, BN statistics updated (``norm_eval=False``), and the
 RGB ImageNet normalisation of pretraining.
+
+A run that pretrained an FPN and a box head (SoCo) adds ``neck.lateral_convs/fpn_convs.{i}``
+and ``roi_head.bbox_head.shared_convs.{k}`` / ``shared_fcs.0`` (``.conv``/``.bn``; see
+:mod:`densessl.export.detection_heads`), the layout of SoCo's mmdet converter; those load with
+``load_from`` into a model whose neck has BN and whose box head is ``Shared4Conv1FCBBoxHead``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import nn
 
 from densessl.engine.checkpoint import atomic_save
 from densessl.export import ExportResult
+from densessl.export.detection_heads import has_detection_heads, head_weights, mmdet_names
 from densessl.export.detectron2 import pixel_statistics
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
 
@@ -23,9 +29,16 @@ PREFIX = "backbone."
 _FPN_IN_CHANNELS = {"resnet18": [64, 128, 256, 512], "resnet34": [64, 128, 256, 512]}
 
 
-def config_lines(path: Path, arch: str) -> str:
-    """The mmdet (3.x) config fragment that goes with the file."""
+def config_lines(path: Path, arch: str, heads: bool = False) -> str:
+    """The mmdet (3.x) config fragment that goes with the file; ``heads`` adds the pretrained
+    neck and box head (loaded with ``load_from``)."""
     mean, std = pixel_statistics()
+    ending = ")"
+    if heads:  # the pretrained 4conv1fc head, and the whole checkpoint loaded into the detector
+        ending = f"""\
+    roi_head=dict(bbox_head=dict(type="Shared4Conv1FCBBoxHead", norm_cfg=norm_cfg)),
+)
+load_from = "{path}"  # backbone, neck and box head"""
     depth = int(arch.removeprefix("resnet"))
     neck = ""
     if arch in _FPN_IN_CHANNELS:
@@ -40,7 +53,7 @@ model = dict(
         init_cfg=dict(type="Pretrained", checkpoint="{path}", prefix="backbone."),
     ),
     neck=dict({neck}norm_cfg=norm_cfg),
-)"""
+{ending}"""
 
 
 def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
@@ -48,6 +61,9 @@ def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     backbone = resnet_backbone(modules)
     weights = torchvision_state_dict(backbone)
     state_dict = {PREFIX + k: v for k, v in weights.items()}
+    heads = has_detection_heads(modules)
+    if heads:
+        state_dict.update(mmdet_names(head_weights(modules)))
     meta = {"author": "densessl", "arch": backbone.arch, "layout": "torchvision ResNet names"}
     atomic_save({"state_dict": state_dict, "meta": meta}, out)
-    return ExportResult(out, config_lines(out, backbone.arch), len(state_dict))
+    return ExportResult(out, config_lines(out, backbone.arch, heads), len(state_dict))

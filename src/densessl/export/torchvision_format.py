@@ -2,7 +2,8 @@
 
 timm's ResNets use exactly torchvision's key names, so one file serves both; the check that
 guards the file loads it into the real torchvision model (missing keys must be exactly
-``fc.weight`` and ``fc.bias``, nothing unexpected) before anything is written.
+``fc.weight`` and ``fc.bias``, nothing unexpected) before anything is written. ViT backbones
+go to timm only, through :mod:`densessl.export.timm_vit`.
 """
 
 from __future__ import annotations
@@ -44,8 +45,15 @@ def resnet_backbone(modules: dict[str, nn.Module]) -> nn.Module:
     """The exported backbone, if it has a torchvision ResNet layout (``.arch`` names it)."""
     backbone = modules["backbone"]
     if not hasattr(backbone, "arch") or not hasattr(torchvision.models, backbone.arch):
-        raise ExportError(f"no torchvision layout for a {type(backbone).__name__} backbone")
+        hint = " (ViT backbones export with --format timm)" if _is_vit(backbone) else ""
+        raise ExportError(f"no torchvision layout for a {type(backbone).__name__} backbone{hint}")
     return backbone
+
+
+def _is_vit(backbone: nn.Module) -> bool:
+    from densessl.models.vit import ViTBackbone
+
+    return isinstance(backbone, ViTBackbone)
 
 
 def _normalisation_line() -> str:
@@ -72,7 +80,12 @@ detector.backbone.body.load_state_dict(torch.load("{out}", weights_only=True))
 
 
 def write_timm(modules: dict[str, nn.Module], out: Path) -> ExportResult:
-    """The torchvision state dict, for ``timm.create_model(<arch>)`` (identical ResNet names)."""
+    """ViTs: timm ``VisionTransformer`` weights (see :mod:`densessl.export.timm_vit`). ResNets:
+    the torchvision state dict, for ``timm.create_model(<arch>)`` (identical names)."""
+    if _is_vit(modules["backbone"]):
+        from densessl.export.timm_vit import write_timm_vit
+
+        return write_timm_vit(modules["backbone"], out)
     backbone = resnet_backbone(modules)
     weights = torchvision_state_dict(backbone)
     atomic_save(weights, out)

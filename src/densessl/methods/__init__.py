@@ -1,6 +1,7 @@
 """Pretraining methods, registered by name in :data:`densessl.registry.METHODS`."""
 
-from densessl.methods import densecl, mocov2  # noqa: F401  (registration)
+# Imported for their registration side effect.
+from densessl.methods import byol, densecl, dino, mocov2, selfpatch, soco  # noqa: F401
 from densessl.methods.base import LossOutput, Method, MethodContext
 from densessl.registry import METHODS
 

@@ -1,14 +1,15 @@
-"""Model building blocks: backbones, projection heads, EMA teacher, negative queue, batch norm.
+"""Model building blocks: backbones (ResNet, ViT), heads, EMA teacher, negative queue, batch norm.
 
 Importing this package registers the backbones in ``densessl.registry.BACKBONES``.
 """
 
-from densessl.models import backbones, ema, heads, norm, queue  # noqa: F401  (registration)
+from densessl.models import backbones, ema, heads, norm, queue, vit  # noqa: F401  (registration)
 from densessl.models.backbones import ResNetBackbone, build_backbone
 from densessl.models.ema import ema_update_, make_teacher
 from densessl.models.heads import DenseHead, MLPHead
 from densessl.models.norm import GlobalBatchNorm1d, GlobalBatchNorm2d, convert_batchnorm
 from densessl.models.queue import NegativeQueue
+from densessl.models.vit import ViTBackbone
 
 __all__ = [
     "DenseHead",
@@ -17,6 +18,7 @@ __all__ = [
     "MLPHead",
     "NegativeQueue",
     "ResNetBackbone",
+    "ViTBackbone",
     "build_backbone",
     "convert_batchnorm",
     "ema_update_",

@@ -1,8 +1,11 @@
-"""Projection heads: a vector MLP (global) and a 1x1-conv MLP (dense)."""
+"""Projection heads: a vector MLP (global), a 1x1-conv MLP (dense) and DINO's head."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -11,16 +14,25 @@ class MLPHead(nn.Module):
 
     Linear weights get Kaiming-normal (fan_in, relu) and zero bias, as the DenseCL reference's
     ``init_linear='kaiming'``. ``batch_norm=True`` inserts a BatchNorm1d after the hidden Linear
-    (BYOL-style projectors); the reference MoCo-v2/DenseCL heads have none.
+    (BYOL-style projectors); the reference MoCo-v2/DenseCL heads have none. ``kaiming_init=False``
+    keeps PyTorch's default Linear init (BYOL / SoCo projectors and predictors).
 
     Args:
         in_dim: input features C.
         hidden_dim: hidden width.
         out_dim: output features D.
         batch_norm: add BatchNorm1d after the hidden Linear.
+        kaiming_init: re-initialise the Linears as described above.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        batch_norm: bool = False,
+        kaiming_init: bool = True,
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
         if batch_norm:
@@ -28,7 +40,7 @@ class MLPHead(nn.Module):
         layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
         self.mlp = nn.Sequential(*layers)
         for module in self.mlp:
-            if isinstance(module, nn.Linear):
+            if kaiming_init and isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
@@ -75,3 +87,70 @@ class DenseHead(nn.Module):
             (B, out_dim, H, W), not normalised.
         """
         return self.mlp(x)
+
+
+class WeightNormLinear(nn.Module):
+    """Bias-free linear layer with weight normalisation: row i is ``g_i · v_i / ‖v_i‖``.
+
+    DINO's last layer. The gain ``g`` starts at 1; ``learn_gain=False`` (DINO's
+    ``norm_last_layer=True``) keeps it at 1, so every output is a cosine times ‖x‖, which the
+    DINO authors found stabilises training.
+
+    Args:
+        in_dim: input features.
+        out_dim: output features K.
+        learn_gain: train the per-row gain g.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, learn_gain: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))  # v, the direction
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
+        self.gain = nn.Parameter(torch.ones(out_dim, 1), requires_grad=learn_gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) -> (..., out_dim)."""
+        return F.linear(x, self.gain * F.normalize(self.weight, dim=1))
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head: 3-layer MLP, L2-normalised bottleneck, weight-normalised layer.
+
+    ``Linear(in, hidden) GELU Linear(hidden, hidden) GELU Linear(hidden, bottleneck)``, then
+    ``normalize``, then :class:`WeightNormLinear` (bottleneck -> K). The MLP's Linear weights are
+    truncated-normal (std 0.02) with zero bias, as in the reference. No BatchNorm (the ViT
+    setting). Applied to the last dimension, so (B, D) and (B, N, D) inputs both work.
+
+    Args:
+        in_dim: input features D.
+        out_dim: output logits K (DINO: 65536; SelfPatch's patch head: 4096).
+        hidden_dim: MLP width (2048).
+        bottleneck_dim: width before the last layer (256).
+        norm_last_layer: keep the last layer's gain fixed at 1 (DINO's default True).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        norm_last_layer: bool = True,
+    ):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, bottleneck_dim),
+        )
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, not norm_last_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) -> (..., out_dim) logits."""
+        return self.last_layer(F.normalize(self.mlp(x), dim=-1))

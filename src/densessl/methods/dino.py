@@ -1,0 +1,241 @@
+"""DINO: self-distillation with no labels, on Vision Transformers.
+
+Paper: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
+https://arxiv.org/abs/2104.14294. Reference: facebookresearch/dino (main_dino.py, DINOLoss,
+vision_transformer.py DINOHead, utils.py), commit 7c446df.
+
+Letters: B images, V = 2 + M views (2 global, M local), D embed width, K head outputs.
+
+Objective. Student g_s and teacher g_t are a ViT (its [CLS] token) plus :class:`DINOHead`::
+
+    P_t(x) = softmax((g_t(x) − c) / τ_t)          centring c, sharpening τ_t
+    log P_s(x) = log_softmax(g_s(x) / τ_s)         τ_s = 0.1
+    L = 1/|pairs| Σ_{a ∈ global} Σ_{b ≠ a, b ∈ all views} mean_batch CE(P_t(x_a), P_s(x_b))
+
+with 2·(V − 1) pairs. After every step c ← 0.9·c + 0.1·mean of the teacher's logits (2 global
+views, batch of all processes), and θ_t ← m·θ_t + (1 − m)·θ_s with m following a cosine from
+0.996 to 1. τ_t warms up linearly 0.04 -> 0.07 over 30 epochs (paper). Training recipe (engine):
+AdamW, lr 5e-4 × batch/256 after 10 warm-up epochs then cosine to 1e-6, weight decay cosine
+0.04 -> 0.4 (not on biases and norms), each parameter's gradient clipped to norm 3, the head's
+last layer frozen during the first epoch, stochastic depth 0.1 on the student only.
+
+Deviations from the reference:
+- τ_t warms up per step (linear over ``warmup_teacher_temp_epochs`` epochs, reaching τ_t at
+  the end of the warm-up) instead of per epoch (the reference's ``np.linspace`` reaches it at
+  the start of the last warm-up epoch).
+- Views are made by :mod:`densessl.data.views` (bilinear RandomResizedCrop, batched photometric
+  ops) instead of torchvision PIL transforms (bicubic crops, PIL blur/solarize).
+- The centre and the EMA teacher are updated in :meth:`after_step`, after the optimizer step,
+  with the means of every micro-batch of the step (identical without gradient accumulation).
+- Weight normalisation of the last layer is written out (``g · v/‖v‖``, g fixed at 1 when
+  ``norm_last_layer``) instead of ``nn.utils.weight_norm``; same function and gradients.
+- The position-embedding table is laid out for ``data.image_size`` (224 in the paper) and
+  resampled by timm (bicubic, explicit output size) for other crop sizes, instead of DINO's
+  ``scale_factor`` interpolation with the +0.1 offset (same sizes, slightly different values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from densessl import dist
+from densessl.config import ConfigError
+from densessl.data.batch import Batch
+from densessl.data.views import ViewSpec, multi_crop_views
+from densessl.engine.schedules import warmup_cosine
+from densessl.losses import dino_loss
+from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.models import build_backbone
+from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.heads import DINOHead
+from densessl.models.vit import ViTBackbone, disable_drop_path_
+from densessl.registry import METHODS
+
+# Engine settings DINO's paper changes (ViT-S/16, 100 epochs, 8 GPUs x 64 images).
+DINO_OPTIM = {
+    "name": "adamw",
+    "base_lr": 5e-4,  # per 256 images, linear scaling rule
+    "weight_decay": 0.04,
+    "weight_decay_end": 0.4,  # cosine
+    "decay_norm_and_bias": False,  # biases and 1-D parameters are not decayed
+    "warmup_epochs": 10,
+    "min_lr": 1e-6,
+    "clip_grad": 3.0,
+    "clip_mode": "per_param",
+}
+
+
+@dataclass
+class DINOConfig:
+    name: str = "dino"
+    out_dim: int = 65536  # K, head outputs (paper: 65536)
+    hidden_dim: int = 2048  # head MLP width (paper: 2048)
+    bottleneck_dim: int = 256  # width before the weight-normalised layer (paper: 256)
+    norm_last_layer: bool = True  # last-layer gain fixed at 1 (code default True)
+    student_temp: float = 0.1  # τ_s (paper: 0.1)
+    teacher_temp: float = 0.07  # τ_t after warm-up (paper: 0.07; code default 0.04)
+    warmup_teacher_temp: float = 0.04  # τ_t at step 0 (paper: 0.04)
+    warmup_teacher_temp_epochs: float = 30.0  # linear τ_t warm-up (paper: 30; code default 0)
+    center_momentum: float = 0.9  # EMA of the centre (paper: 0.9)
+    momentum: float = 0.996  # teacher EMA at step 0, cosine to 1 (paper: 0.996)
+    local_crops: int = 8  # M small views (paper: 8 by default, 10 for released ViT-S/16)
+    local_crop_size: int = 96  # side of a local view (paper: 96 with 224 global views)
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)  # area range (code default)
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)  # area range (code default)
+    freeze_last_layer_epochs: float = 1.0  # no update of the head's last layer (paper: 1)
+    drop_path_rate: float = 0.1  # student stochastic depth (paper: 0.1); teacher: 0
+
+
+class DINOEncoder(nn.Module):
+    """ViT backbone plus the projection head applied to its [CLS] token."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+
+def same_size_runs(views: list[torch.Tensor]) -> list[list[int]]:
+    """Consecutive views of one size, grouped so each group is one backbone pass
+    (DINO's MultiCropWrapper): [[0, 1], [2, ..., V-1]] for 2 global + M local views."""
+    runs: list[list[int]] = []
+    for i, view in enumerate(views):
+        if runs and views[runs[-1][0]].shape[-2:] == view.shape[-2:]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def cross_view_loss(
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
+    """DINO's multi-crop loss: mean of :func:`dino_loss` over every (teacher view a, student
+    view b ≠ a) pair; ``teacher`` holds the first len(teacher) views (the global ones).
+
+    Args:
+        student: V tensors (B, K).
+        teacher: T ≤ V tensors (B, K), for views 0..T-1.
+        center: (1, K).
+    """
+    terms = [
+        dino_loss(s, t, center, student_temp, teacher_temp)
+        for a, t in enumerate(teacher)
+        for b, s in enumerate(student)
+        if a != b
+    ]
+    return torch.stack(terms).mean()
+
+
+@METHODS.register("dino")
+class DINO(Method):
+    Config = DINOConfig
+    recipe: ClassVar[dict[str, Any]] = {
+        "backbone": "vit_small_patch16",
+        "batch_size": 512,
+        "epochs": 100,
+        "optim": DINO_OPTIM,
+    }
+    export_network = "teacher"  # the DINO authors release (and evaluate) the teacher
+
+    def __init__(self, cfg: DINOConfig, ctx: MethodContext) -> None:
+        super().__init__(cfg, ctx)
+        self.student = self.build_encoder()
+        self.teacher = disable_drop_path_(make_teacher(self.student))
+        self.register_buffer("center", torch.zeros(1, cfg.out_dim))
+        self._pending_centers: list[torch.Tensor] = []
+
+    def build_vit(self, class_token: bool = True, final_norm: bool = True) -> ViTBackbone:
+        """The student's ViT, its position-embedding table laid out for the global crops."""
+        name = self.ctx.backbone
+        if not name.startswith("vit_"):
+            raise ConfigError(f"{self.cfg.name} needs a ViT backbone (vit_*), not {name}")
+        return build_backbone(
+            name,
+            class_token=class_token,
+            final_norm=final_norm,
+            img_size=self.ctx.image_size,
+            drop_path_rate=self.cfg.drop_path_rate,
+        )
+
+    def head(self, in_dim: int, out_dim: int) -> DINOHead:
+        c = self.cfg
+        return DINOHead(in_dim, out_dim, c.hidden_dim, c.bottleneck_dim, c.norm_last_layer)
+
+    def build_encoder(self) -> nn.Module:
+        backbone = self.build_vit()
+        return DINOEncoder(backbone, self.head(backbone.embed_dim, self.cfg.out_dim))
+
+    def view_specs(self) -> list[ViewSpec]:
+        c = self.cfg
+        return multi_crop_views(self.ctx.image_size, c.local_crop_size, c.local_crops,
+                                c.global_crop_scale, c.local_crop_scale)  # fmt: skip
+
+    def teacher_temp_at(self, step: int) -> float:
+        """τ_t: linear from ``warmup_teacher_temp`` to ``teacher_temp``, then constant."""
+        c = self.cfg
+        warmup = round(c.warmup_teacher_temp_epochs * self.ctx.steps_per_epoch)
+        if step >= warmup:
+            return c.teacher_temp
+        return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * step / warmup
+
+    def momentum_at(self, step: int) -> float:
+        """Teacher EMA momentum: cosine from ``momentum`` at step 0 to 1 at the last step."""
+        return warmup_cosine(step, self.ctx.total_steps, self.cfg.momentum, 1.0)
+
+    def image_logits(self, encoder: DINOEncoder, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """V views (B, 3, H_v, W_v) -> V logits (B, K), one backbone pass per view size."""
+        logits: list[torch.Tensor] = []
+        for run in same_size_runs(views):
+            cls = encoder.backbone(torch.cat([views[i] for i in run]))["cls"]  # (len·B, D)
+            logits += encoder.head(cls).float().chunk(len(run))
+        return logits
+
+    def forward(self, batch: Batch, step: int) -> LossOutput:
+        views = batch.views
+        with torch.no_grad():
+            teacher = self.image_logits(self.teacher, views[:2])  # 2 x (B, K)
+        student = self.image_logits(self.student, views)  # V x (B, K)
+        temp = self.teacher_temp_at(step)
+        loss = cross_view_loss(student, teacher, self.center, self.cfg.student_temp, temp)
+        self._pending_centers.append(torch.cat(teacher).mean(dim=0, keepdim=True))  # (1, K)
+        return LossOutput(
+            loss, {"loss_image": loss.detach(), "teacher_temp": loss.new_tensor(temp)}
+        )
+
+    @staticmethod
+    def update_center_(center: torch.Tensor, pending: list[torch.Tensor], momentum: float) -> None:
+        """center ← m·center + (1 − m)·mean of the pending per-micro-batch means (all ranks).
+        Every micro-batch and rank has the same size, so the mean of means is the batch mean."""
+        if pending:
+            batch_mean = dist.all_reduce_mean(torch.cat(pending).mean(dim=0, keepdim=True))
+            center.mul_(momentum).add_(batch_mean, alpha=1.0 - momentum)
+        pending.clear()
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        ema_update_(self.teacher, self.student, self.momentum_at(step))
+        self.update_center_(self.center, self._pending_centers, self.cfg.center_momentum)
+
+    def after_step_aborted(self) -> None:
+        self._pending_centers.clear()
+
+    def last_layers(self) -> list[nn.Module]:
+        return [self.student.head.last_layer]
+
+    def frozen_parameters(self, step: int) -> list[nn.Parameter]:
+        if step >= round(self.cfg.freeze_last_layer_epochs * self.ctx.steps_per_epoch):
+            return []
+        return [p for layer in self.last_layers() for p in layer.parameters() if p.requires_grad]
+
+    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
+        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
+        return {"backbone": encoder.backbone}

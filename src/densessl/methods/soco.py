@@ -1,0 +1,265 @@
+"""SoCo: object-level BYOL on proposal boxes, pretraining backbone, FPN and box head together.
+
+Paper: Wei et al., "Aligning Pretraining for Detection via Object-Level Contrastive Learning",
+NeurIPS 2021, https://arxiv.org/abs/2106.02637. Reference: hologerry/SoCo @ 2be1229
+(contrast/models/SoCo_FPN.py, fpn.py, fast_rcnn_conv_fc_head.py, mlps.py; contrast/data/
+dataset.py ImageFolderImageAsymBboxAwareMultiJitter1Cutout, bboxs_utils.py, transform.py).
+
+Letters: N images, K box slots per view pair (4), D projection width (256), L = 4 levels.
+
+Views and boxes (:mod:`densessl.data.box_views`): V1 the whole image at 224, V2 a crop (area
+0.5-1) at 224, V3 an independent crop at 112; K proposals overlapping both views of each pair
+(V1, V2), (V1, V3), jittered in V1, clipped to each view, padded by duplication. The paper's text
+describes V3 as V2 down-sampled to 112; the released code (followed here) crops it
+independently. SoCo* (``star: true``): V3 at 192 and V4 = V2's window at 112, pair (V1, V4)
+reusing (V1, V2)'s boxes.
+
+Network (online θ; the target ξ is an EMA copy of all but the predictor)::
+
+    P2..P5 = FPN(ResNet(v))                                   256 channels, BN
+    level(box) = 0..3 by sqrt(w·h) in view pixels: ≤48, ≤96, ≤192, else (P2..P5)
+    r = RoIAlign_7x7(P_level(box), box)                       aligned, on the assigned level
+    e = fc1024(4 × conv3x3-256-BN-ReLU(r))                    4conv1fc box head
+    z = projector(e) (1024-4096-256),  q = predictor(z) (256-4096-256)
+
+Loss, for a pair (a, b) with ids matching box slots (:func:`densessl.losses.box_pair_loss`)::
+
+    L(a→b) = −2 · mean_n [ Σ_ij C[n,i,j]·cos(q_ni^a, z_nj^b) / (Σ_ij C[n,i,j] + 1e−6) ]
+    L = L(1→2) + L(2→1) + L(1→3) + L(3→1)    (+ L(1→4) + L(4→1) for SoCo*)
+
+Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2. Recipe (engine): LARS, lr 1.0 × batch/256,
+weight decay 1e-5, norms and biases excluded, 10 warm-up epochs, cosine to 1e-6; batch 2048,
+100 epochs, SyncBN. The online network (backbone + FPN + box head) is exported, as the
+reference's converters do.
+
+Deviations from the reference:
+- RoIAlign runs on each box's assigned level only (``roi_levels: assigned``, 1/4 of the RoI and
+  head compute). The pooled features and the loss's matched pairs are the same as the
+  reference's pool-every-level-and-mask, but the BN layers of the head, projector and predictor
+  then normalise over the N·K assigned RoIs of a box set, not separately per level over all N·K
+  boxes pooled at that level; ``roi_levels: all`` reproduces the reference exactly (per-level
+  head passes over every box; the outputs of unassigned levels are then dropped).
+- Boxes are continuous pixel coordinates (pixel i spans [i, i + 1)); the reference uses
+  inclusive integer corners (x2 = x1 + w − 1) and truncates view boxes to integers before the
+  level assignment, so a box's size can differ by a pixel and its level near a threshold.
+- When no proposal overlaps both views after the retries, the shared crop window is the pair's
+  one box (the reference falls back to each whole view, with an id that may collide).
+- Box-aware cutout squares are drawn in continuous view pixels (centre uniform in the box) and
+  zero the pixels whose centres fall inside; the reference rounds to integer corners.
+- SoCo*'s V4 is V2's crop window resampled from the source image to 112 px (antialiased), not
+  the 224-px V2 image resized.
+- Momentum update after the optimizer step (see :mod:`densessl.methods.byol`), same values.
+- The lr warm-up is the engine's linear ramp from lr/warmup_steps, not the reference's ramp from
+  lr/100; cosine floor 1e-6 as the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from densessl.data.batch import Batch
+from densessl.data.box_views import BoxViewsSpec, BoxViewsTransform
+from densessl.losses import box_pair_loss
+from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.byol import byol_mlp, byol_momentum
+from densessl.models import build_backbone
+from densessl.models.box_head import ConvFCBoxHead, roi_align_assigned, roi_align_levels
+from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.fpn import FPN, LEVELS
+from densessl.registry import METHODS
+
+# Engine settings of SoCo's released scripts (tools/SoCo_FPN_100ep.sh, 16 GPUs x 128 images).
+SOCO_OPTIM = {
+    "name": "lars",
+    "base_lr": 1.0,  # per 256 images: 8.0 at 2048
+    "weight_decay": 1e-5,
+    "decay_norm_and_bias": False,  # 1-D parameters: no decay, no LARS adaptation
+    "warmup_epochs": 10,
+    "min_lr": 1e-6,
+}
+
+
+@dataclass
+class SoCoConfig:
+    name: str = "soco"
+    dim: int = 256  # projection / prediction width (code: 256)
+    hidden_dim: int = 4096  # projector and predictor hidden width (code: 4096)
+    fpn_channels: int = 256  # FPN output channels (code: 256)
+    head_channels: int = 256  # channels of the 4 head convs (code: 256)
+    head_fc_dim: int = 1024  # box head output (code: 1024)
+    roi_size: int = 7  # RoIAlign output side (code: 7)
+    momentum: float = 0.99  # τ_base, cosine to 1 (code: 0.99)
+    boxes_per_pair: int = 4  # K (code: select_k = padding_k = 4)
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # V2/V3 area range (code: --crop 0.5)
+    small_view_size: int = 0  # V3 side (SoCo*: V4 side); 0 = image_size // 2 (112 at 224)
+    star: bool = False  # SoCo*: V3 at star_view_size plus V4 = V2 resized to small_view_size
+    star_view_size: int = 0  # SoCo*'s V3 side; 0 = image_size · 6/7 (192 at 224)
+    jitter_p: float = 0.5  # box jitter probability, V1 only (code: 0.5)
+    jitter_ratio: float = 0.1  # jitter range (code: 0.1; parser default 0.2)
+    cutout_p: float = 0.5  # box-aware cutout per box in V2/V3 (100-ep script: 0.5; 400-ep: off)
+    cutout_scale: tuple[float, float] = (0.1, 0.3)  # cutout area / box area (code: 0.1-0.3)
+    max_tries: int = 5  # crop redraws while too few shared proposals (code: 5)
+    level_thresholds: tuple[float, ...] = (48.0, 96.0, 192.0, 224.0)  # sqrt(wh) -> P2..P5
+    roi_levels: str = "assigned"  # assigned | all (the reference's per-level passes, 4x cost)
+
+
+class DetectionEncoder(nn.Module):
+    """Backbone, FPN, box head and projector: what the target network copies.
+
+    Attributes:
+        backbone, fpn, box_head: the parts that transfer to Mask R-CNN.
+        projector: box-head features -> D.
+    """
+
+    def __init__(self, backbone: nn.Module, fpn: FPN, box_head: ConvFCBoxHead, projector):
+        super().__init__()
+        self.backbone = backbone
+        self.fpn = fpn
+        self.box_head = box_head
+        self.projector = projector
+
+    def pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, H, W) -> [P2, P3, P4, P5]."""
+        return self.fpn(self.backbone(images))
+
+    def embed(self, rois: torch.Tensor) -> torch.Tensor:
+        """(R, C, S, S) pooled regions -> (R, D) projections (not normalised)."""
+        return self.projector(self.box_head(rois))
+
+
+def assign_pyramid_levels(boxes: torch.Tensor, thresholds: tuple[float, ...]) -> torch.Tensor:
+    """(R, 4) view-pixel boxes -> (R,) level 0..3 (P2..P5), or -1 for a box larger than the last
+    threshold (the reference assigns it nowhere: it joins no positive pair)."""
+    from densessl.data.proposals import assign_levels  # the proposal stage owns the rule
+
+    return assign_levels(boxes.detach(), thresholds=tuple(thresholds)).long()
+
+
+def unmatched_where(ids: torch.Tensor, unassigned: torch.Tensor, sentinel: int) -> torch.Tensor:
+    """Proposal ids with the slots of unassigned boxes replaced by ``sentinel``, a negative value
+    distinct per side of a pair, so those slots match nothing (the reference's −1/−2/−3)."""
+    return torch.where(unassigned, torch.full_like(ids, sentinel), ids)
+
+
+@METHODS.register("soco")
+class SoCo(Method):
+    Config = SoCoConfig
+    recipe: ClassVar[dict[str, Any]] = {
+        "backbone": "resnet50",
+        "batch_size": 2048,
+        "epochs": 100,
+        "batch_norm": "sync",
+        "optim": SOCO_OPTIM,
+    }
+    export_network = "online"  # the reference's converters take the online network
+    needs_proposals = True
+
+    def __init__(self, cfg: SoCoConfig, ctx: MethodContext) -> None:
+        super().__init__(cfg, ctx)
+        if cfg.roi_levels not in ("assigned", "all"):
+            raise ValueError(f"roi_levels must be 'assigned' or 'all', not {cfg.roi_levels!r}")
+        backbone = build_backbone(ctx.backbone)
+        fpn = FPN([backbone.out_channels[name] for name in LEVELS], cfg.fpn_channels)
+        head = ConvFCBoxHead(cfg.fpn_channels, cfg.head_channels, cfg.head_fc_dim, cfg.roi_size)
+        projector = byol_mlp(cfg.head_fc_dim, cfg.hidden_dim, cfg.dim)
+        self.student = DetectionEncoder(backbone, fpn, head, projector)
+        self.predictor = byol_mlp(cfg.dim, cfg.hidden_dim, cfg.dim)
+        self.teacher = make_teacher(self.student)
+
+    def box_views_spec(self) -> BoxViewsSpec:
+        c, size = self.cfg, self.ctx.image_size
+        small = c.small_view_size or size // 2
+        star = c.star_view_size or round(size * 6 / 7)
+        return BoxViewsSpec(
+            size=size,
+            small_size=star if c.star else small,
+            extra_size=small if c.star else 0,
+            crop_scale=tuple(c.crop_scale),
+            boxes_per_pair=c.boxes_per_pair,
+            max_tries=c.max_tries,
+            jitter_p=c.jitter_p,
+            jitter_ratio=c.jitter_ratio,
+            cutout_p=c.cutout_p,
+            cutout_scale=tuple(c.cutout_scale),
+        )
+
+    def make_transform(self) -> BoxViewsTransform:
+        return BoxViewsTransform(self.box_views_spec())
+
+    def momentum_at(self, step: int) -> float:
+        return byol_momentum(step, self.ctx.total_steps, self.cfg.momentum)
+
+    def box_embeddings(
+        self, encoder: DetectionEncoder, pyramid: list[torch.Tensor], boxes: torch.Tensor,
+        view_size: tuple[int, int], predict: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Embed one box set.
+
+        Args:
+            encoder: student or teacher.
+            pyramid: that network's [P2..P5] of the view.
+            boxes: (N, K, 4) view-pixel boxes.
+            view_size: (height, width) of the view.
+            predict: apply the predictor (online branch).
+
+        Returns:
+            (N, K, D), each box embedded from its assigned level, and (N, K) bool, True where a
+            box has no level (its embedding is a placeholder from P2, excluded from the loss).
+        """
+        n, k = boxes.shape[:2]
+        flat = boxes.reshape(n * k, 4)
+        image_index = torch.arange(n, device=boxes.device).repeat_interleave(k)
+        level = assign_pyramid_levels(flat, self.cfg.level_thresholds)  # (N·K,), -1 = none
+        unassigned = level < 0
+        level = level.clamp(min=0)
+
+        def head(rois: torch.Tensor) -> torch.Tensor:
+            z = encoder.embed(rois)
+            return self.predictor(z) if predict else z
+
+        size = self.cfg.roi_size
+        if self.cfg.roi_levels == "assigned":
+            out = head(roi_align_assigned(pyramid, flat, image_index, level, view_size, size))
+        else:  # the reference: every box through every level, one head pass per level
+            pooled = roi_align_levels(pyramid, flat, image_index, view_size, size)  # (L, R, ...)
+            per_level = torch.stack([head(rois) for rois in pooled])  # (L, R, D)
+            out = per_level[level, torch.arange(n * k, device=boxes.device)]
+        return out.reshape(n, k, -1), unassigned.reshape(n, k)
+
+    def forward(self, batch: Batch, step: int) -> LossOutput:
+        views = batch.views
+        boxes, ids = batch.extras["boxes"], batch.extras["box_ids"]  # (N, P, 2, K, 4), (N, P, 2, K)
+        sizes = [tuple(v.shape[-2:]) for v in views]
+        student = [self.student.pyramid(v) for v in views]
+        with torch.no_grad():
+            teacher = [self.teacher.pyramid(v) for v in views]
+        logs: dict[str, torch.Tensor] = {}
+        loss = views[0].new_zeros((), dtype=torch.float32)
+        for p, (a, b) in enumerate(self.box_views_spec().pairs):
+            first, second = boxes[:, p, 0], boxes[:, p, 1]  # (N, K, 4) in Va, Vb pixels
+            q_a, none_a = self.box_embeddings(self.student, student[a], first, sizes[a], True)
+            q_b, none_b = self.box_embeddings(self.student, student[b], second, sizes[b], True)
+            with torch.no_grad():
+                z_a, _ = self.box_embeddings(self.teacher, teacher[a], first, sizes[a], False)
+                z_b, _ = self.box_embeddings(self.teacher, teacher[b], second, sizes[b], False)
+            ids_a = unmatched_where(ids[:, p, 0], none_a, -1)
+            ids_b = unmatched_where(ids[:, p, 1], none_b, -2)
+            pair = box_pair_loss(q_a, z_b, ids_a, ids_b) + box_pair_loss(q_b, z_a, ids_b, ids_a)
+            logs[f"loss_v1v{b + 1}"] = pair.detach()
+            loss = loss + pair
+        # A level no box was assigned to would get no gradient at all; DDP needs every parameter
+        # in the graph. Its gradient is zero, as in the reference, whose masked levels are pooled.
+        untouched = sum(level.float().mean() for pyramid in student for level in pyramid)
+        return LossOutput(loss + 0.0 * untouched, logs)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        ema_update_(self.teacher, self.student, self.momentum_at(step + 1))
+
+    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
+        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
+        return {"backbone": encoder.backbone, "fpn": encoder.fpn, "box_head": encoder.box_head}

@@ -1,0 +1,107 @@
+"""Class attention (CaiT): a learnable query token reads a set of tokens; the set is not updated.
+
+SelfPatch uses one :class:`TokenAggregator` (two blocks and a LayerNorm) twice: to summarise all
+patches of a view into its image-level token, and to summarise each patch's selected neighbours
+into that patch's target. Letters: M sets, L tokens per set, D width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ClassAttentionBlock(nn.Module):
+    """One pre-norm block that updates only the query token.
+
+    ``u = LN1([query; tokens])``; multi-head attention with the query from ``u[0]`` and keys and
+    values from all of ``u`` (so the query also attends to itself); ``query += proj(attn)``;
+    ``query += MLP(LN2(query))``. No LayerScale, dropout or drop-path (SelfPatch's settings).
+
+    Args:
+        dim: token width D.
+        num_heads: attention heads (D must be divisible by it).
+        mlp_ratio: MLP hidden width as a multiple of D.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, L, D) -> (M, heads, L, D / heads)."""
+        m, length, dim = x.shape
+        return x.reshape(m, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self, query: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Update the query token from a set of tokens.
+
+        Args:
+            query: (M, 1, D) query tokens.
+            tokens: (M, L, D) the sets to read.
+            valid: optional (M, L) bool; False entries are ignored (masked out of the softmax).
+                The query itself is always attended to, so a row is never fully masked.
+
+        Returns:
+            (M, 1, D) updated query tokens.
+        """
+        m, _, dim = query.shape
+        u = self.norm1(torch.cat([query, tokens], dim=1))  # (M, 1 + L, D)
+        mask = None
+        if valid is not None:
+            keep_query = torch.ones_like(valid[:, :1])
+            mask = torch.cat([keep_query, valid], dim=1)[:, None, None, :]  # (M, 1, 1, 1 + L)
+        attended = F.scaled_dot_product_attention(
+            self._heads(self.q(u[:, :1])), self._heads(self.k(u)), self._heads(self.v(u)), mask
+        )  # (M, heads, 1, D / heads)
+        query = query + self.proj(attended.transpose(1, 2).reshape(m, 1, dim))
+        return query + self.mlp(self.norm2(query))
+
+
+class TokenAggregator(nn.Module):
+    """A learnable query token, two class-attention blocks and a final LayerNorm.
+
+    Args:
+        dim: token width D.
+        num_heads: attention heads (SelfPatch uses the backbone's).
+        depth: number of class-attention blocks (SelfPatch: 2).
+    """
+
+    def __init__(self, dim: int, num_heads: int, depth: int = 2) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(ClassAttentionBlock(dim, num_heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        nn.init.trunc_normal_(self.query, std=0.02)
+        for module in self.blocks.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def summarise(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """One normalised summary token per set.
+
+        Args:
+            tokens: (M, L, D).
+            valid: optional (M, L) bool mask of the tokens to read.
+
+        Returns:
+            (M, D), after the final LayerNorm.
+        """
+        query = self.query.expand(tokens.shape[0], -1, -1)
+        for block in self.blocks:
+            query = block(query, tokens, valid)
+        return self.norm(query[:, 0])

@@ -1,0 +1,145 @@
+"""Vision Transformer backbones (timm's ``VisionTransformer``) returning the patch-token grid.
+
+The backbone *is* a timm ``VisionTransformer`` (a subclass that only changes ``forward``), so its
+``state_dict()`` keys are timm's: an exported backbone loads into
+``timm.models.vision_transformer.VisionTransformer(**backbone.timm_kwargs)`` with no missing or
+unexpected key. Position embeddings are resampled (timm's ``dynamic_img_size``, bicubic) for
+any input size, square or not, so global and local crops of any size share one table.
+
+Letters: B images, D embedding width, p patch size, (h, w) = (H // p, W // p) the token grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from timm.layers import DropPath
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from densessl.registry import BACKBONES
+
+# name -> (patch size, embed dim, depth, heads). DINO/DeiT widths; the "test" ones keep unit
+# tests within seconds on a CPU (timm keeps ``test_vit`` models for the same reason).
+VIT_SPECS: dict[str, tuple[int, int, int, int]] = {
+    "vit_test_patch8": (8, 48, 2, 3),
+    "vit_test_patch16": (16, 48, 2, 3),
+    "vit_tiny_patch16": (16, 192, 12, 3),
+    "vit_tiny_patch8": (8, 192, 12, 3),
+    "vit_small_patch16": (16, 384, 12, 6),
+    "vit_small_patch8": (8, 384, 12, 6),
+    "vit_base_patch16": (16, 768, 12, 12),
+    "vit_base_patch8": (8, 768, 12, 12),
+}
+
+
+def vit_timm_kwargs(
+    arch: str, class_token: bool = True, final_norm: bool = True, img_size: int = 224
+) -> dict[str, Any]:
+    """The ``VisionTransformer`` arguments that rebuild a densessl ViT backbone in timm.
+
+    ``num_classes=0`` (no classifier), ``fc_norm=False`` (the final norm, when kept, is ``norm``
+    applied to every token, as in DINO), ``dynamic_img_size=True`` (any input size).
+    """
+    if arch not in VIT_SPECS:
+        raise ValueError(f"unknown ViT arch {arch!r}; known: {', '.join(VIT_SPECS)}")
+    patch, dim, depth, heads = VIT_SPECS[arch]
+    return dict(
+        img_size=img_size,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        class_token=class_token,
+        global_pool="token" if class_token else "avg",
+        final_norm=final_norm,
+        fc_norm=False,
+        num_classes=0,
+        dynamic_img_size=True,
+    )
+
+
+class ViTBackbone(VisionTransformer):
+    """A timm ViT (random init, nothing downloaded) whose forward returns the token grid.
+
+    Args:
+        arch: a key of :data:`VIT_SPECS`, e.g. "vit_small_patch16".
+        class_token: keep the [CLS] token (DINO) or not (SelfPatch).
+        final_norm: apply the final LayerNorm to every token (DINO) or not (SelfPatch).
+        img_size: side of the input the position-embedding table is laid out for; other
+            sizes are served by resampling it.
+        drop_path_rate: stochastic depth, linearly increasing over the blocks.
+
+    Attributes:
+        arch: the registered name.
+        timm_kwargs: the ``VisionTransformer`` arguments that rebuild this model in timm.
+        out_channels: {"patch": D} (and {"cls": D} with a class token).
+        level_strides: {"patch": p}, input pixels per grid cell (read by the dense probes).
+        default_levels: ("patch",), the output the dense probes use by default.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        class_token: bool = True,
+        final_norm: bool = True,
+        img_size: int = 224,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        kwargs = vit_timm_kwargs(arch, class_token, final_norm, img_size)
+        super().__init__(**kwargs, drop_path_rate=drop_path_rate)
+        self.arch = arch
+        self.timm_kwargs = kwargs
+        self.patch_size = int(kwargs["patch_size"])
+        self.out_channels = {"patch": self.embed_dim}
+        if class_token:
+            self.out_channels["cls"] = self.embed_dim
+        self.level_strides = {"patch": self.patch_size}
+        self.default_levels = ("patch",)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        """Run the transformer.
+
+        Args:
+            x: (B, 3, H, W) images; any size (a remainder smaller than a patch is dropped).
+
+        Returns:
+            ``{"patch": (B, D, h, w)}`` last-block patch tokens (after the final norm when the
+            model has one) laid out as a map, plus ``"cls": (B, D)`` when there is a class token.
+        """
+        batch = x.shape[0]
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self.forward_features(x)  # (B, prefix + h*w, D)
+        patches = tokens[:, self.num_prefix_tokens :]  # (B, h*w, D), row-major over the grid
+        out = {"patch": patches.transpose(1, 2).reshape(batch, self.embed_dim, h, w)}
+        if self.has_class_token:
+            out["cls"] = tokens[:, 0]
+        return out
+
+
+def patch_tokens(grid: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) token map -> (B, h*w, D) tokens, row-major (a view, no copy)."""
+    return grid.flatten(2).transpose(1, 2)
+
+
+def disable_drop_path_(module: nn.Module) -> nn.Module:
+    """Turn off stochastic depth in place (DINO's teacher is built with drop_path_rate 0)."""
+    for m in module.modules():
+        if isinstance(m, DropPath):
+            m.drop_prob = 0.0
+    return module
+
+
+def _builder(arch: str) -> Callable[..., ViTBackbone]:
+    def build(**kwargs) -> ViTBackbone:
+        return ViTBackbone(arch, **kwargs)
+
+    build.__name__ = f"build_{arch}"
+    build.__doc__ = f"Build a {arch} backbone; keyword arguments go to ViTBackbone."
+    return build
+
+
+for _arch in VIT_SPECS:
+    BACKBONES.register(_arch)(_builder(_arch))

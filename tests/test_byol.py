@@ -1,0 +1,125 @@
+"""BYOL: the loss against its closed form, one training step, and the EMA-only target."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densessl.config import build_config
+from densessl.engine.setup import build_method
+from densessl.losses import byol_loss
+
+from conftest import augmented_batch
+
+
+def tiny_byol(tmp_path, steps: int = 10, **extra):
+    values = {
+        "out": str(tmp_path),
+        "backbone": "resnet18",
+        "batch_size": 4,
+        "data.image_size": 64,
+        "method.hidden_dim": 32,
+        "method.dim": 16,
+    }
+    values.update(extra)
+    cfg = build_config("byol", overrides=[f"{k}={v}" for k, v in values.items()])
+    torch.manual_seed(0)
+    return build_method(cfg, steps=steps)
+
+
+# ---------------------------------------------------------------- byol_loss
+
+
+def plain_byol_loss(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Row by row: ‖p/‖p‖ − z/‖z‖‖², averaged."""
+    total = 0.0
+    for p, z in zip(pred.tolist(), target.tolist(), strict=True):
+        norm_p = math.sqrt(sum(v * v for v in p))
+        norm_z = math.sqrt(sum(v * v for v in z))
+        total += sum((a / norm_p - b / norm_z) ** 2 for a, b in zip(p, z, strict=True))
+    return total / len(pred)
+
+
+@pytest.mark.parametrize("rows,dim", [(1, 3), (7, 16)])
+def test_byol_loss_matches_plain_loop(rows, dim):
+    generator = torch.Generator().manual_seed(rows * dim)
+    pred = torch.randn(rows, dim, generator=generator, dtype=torch.float64)
+    target = 3.0 * torch.randn(rows, dim, generator=generator, dtype=torch.float64)
+    assert byol_loss(pred, target).item() == pytest.approx(plain_byol_loss(pred, target), rel=1e-12)
+
+
+def test_byol_loss_closed_forms():
+    e = torch.eye(3, dtype=torch.float64)
+    assert byol_loss(e, 5 * e).item() == pytest.approx(0.0, abs=1e-12)  # same direction
+    assert byol_loss(e, -e).item() == pytest.approx(4.0)  # opposite
+    assert byol_loss(e, e.roll(1, dims=0)).item() == pytest.approx(2.0)  # orthogonal
+
+
+def test_byol_loss_sends_no_gradient_to_the_target():
+    pred = torch.randn(4, 8, requires_grad=True)
+    target = torch.randn(4, 8, requires_grad=True)
+    byol_loss(pred, target).backward()
+    assert pred.grad is not None and target.grad is None
+
+
+# ---------------------------------------------------------------- the method
+
+
+def test_one_step_loss_is_the_symmetric_byol_loss(tmp_path):
+    method = tiny_byol(tmp_path)
+    batch = augmented_batch(method)
+    first, second = batch.views
+    out = method(batch, step=0)
+    # Recomputed from the parts, in training mode as in the step (BN batch statistics).
+    student, predictor, teacher = (copy.deepcopy(m) for m in (method.student, method.predictor,
+                                                              method.teacher))  # fmt: skip
+    with torch.no_grad():
+        p1, p2 = predictor(student(first)), predictor(student(second))
+        z1, z2 = teacher(first), teacher(second)
+    expected = plain_byol_loss(p1, z2) + plain_byol_loss(p2, z1)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    out.loss.backward()
+    assert all(p.grad is not None for p in method.student.parameters())
+    assert all(p.grad is not None for p in method.predictor.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
+
+
+def test_target_only_moves_by_ema(tmp_path):
+    steps = 10
+    method = tiny_byol(tmp_path, steps=steps)
+    before = copy.deepcopy(method.teacher.state_dict())
+    method(augmented_batch(method), step=3).loss.backward()
+    torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
+    for name, value in method.teacher.named_parameters():  # the optimizer never touches it
+        assert torch.equal(value, before[name]), name
+    method.after_step(3)
+    # τ after step 3 is the value for step 4 (the target used next): 1 − (1 − τ₀)(cos(π·4/K)+1)/2
+    tau = 1 - (1 - 0.996) * (math.cos(math.pi * 4 / steps) + 1) / 2
+    assert method.momentum_at(4) == pytest.approx(tau)
+    pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
+    for (name, t), s in pairs:
+        torch.testing.assert_close(t, tau * before[name] + (1 - tau) * s.detach())
+
+
+def test_momentum_schedule_end_points(tmp_path):
+    method = tiny_byol(tmp_path, steps=8, **{"method.momentum": 0.99})
+    assert method.momentum_at(0) == pytest.approx(0.99)
+    assert method.momentum_at(8) == pytest.approx(1.0)
+
+
+def test_recipe_is_the_papers(tmp_path):
+    cfg = build_config("byol", overrides=[f"out={tmp_path}"])
+    assert cfg.optim.name == "lars" and cfg.optim.base_lr == 0.2
+    assert cfg.optim.weight_decay == 1.5e-6 and cfg.optim.decay_norm_and_bias is False
+    assert cfg.optim.warmup_epochs == 10 and cfg.method.momentum == 0.996
+
+
+def test_projector_and_predictor_shapes(tmp_path):
+    method = tiny_byol(tmp_path)
+    z = method.student(torch.randn(2, 3, 64, 64))
+    assert z.shape == (2, 16) and method.predictor(z).shape == (2, 16)
+    assert F.normalize(z, dim=1).isfinite().all()
