@@ -9,6 +9,13 @@ identical for both).
     python benchmarks/step_time.py --backbone resnet18 --image-size 96 --batch-size 32
     python benchmarks/step_time.py --pair dino,selfpatch --backbone vit_tiny_patch16 \
         --image-size 128 --local-crops 2 --local-crop-size 64 --batch-size 16
+    python benchmarks/step_time.py --pair byol,soco --backbone resnet50 --image-size 224 \
+        --batch-size 8
+
+BYOL vs SoCo: SoCo's views are its own (V1 224, V2 224, V3 112 at the paper's size, with
+``--image-size`` setting V1/V2) and BYOL gets its two views at ``--image-size``; the scenes'
+instance boxes stand in for selective-search proposals (the step does not depend on which
+boxes they are).
 """
 
 from __future__ import annotations
@@ -24,16 +31,15 @@ from densessl.config import build_config
 from densessl.data.batch import collate_views
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
-from densessl.data.views import MultiViewTransform
 from densessl.engine.optim import build_optimizer
-from densessl.engine.setup import augment_batch, build_method
+from densessl.engine.setup import SceneBoxes, augment_batch, build_method
 
 
 def build(method_name: str, args: argparse.Namespace, device: torch.device):
     overrides = [f"backbone={args.backbone}", f"data.image_size={args.image_size}"]
     if method_name in ("mocov2", "densecl"):
         overrides.append(f"method.queue_size={args.queue_size}")
-    else:  # DINO family: multi-crop
+    elif method_name in ("dino", "selfpatch"):  # multi-crop
         overrides += [
             f"method.local_crops={args.local_crops}",
             f"method.local_crop_size={args.local_crop_size}",
@@ -69,22 +75,26 @@ def main() -> None:
 
     base, dense = args.pair.split(",")
     runners = {name: build(name, args, device) for name in (base, dense)}
-    views = runners[dense][0].view_specs()
-    dataset = MultiViewDataset(
-        SyntheticScenes(num_images=args.batch_size, image_size=int(args.image_size * 1.33)),
-        MultiViewTransform(views),
-        seed=0,
-    )
+    dense_method = runners[dense][0]
+    scenes = SyntheticScenes(num_images=args.batch_size, image_size=int(args.image_size * 1.33))
+    proposals = SceneBoxes(scenes) if dense_method.needs_proposals else None
+    dataset = MultiViewDataset(scenes, dense_method.make_transform(), seed=0, proposals=proposals)
     batch = augment_batch(collate_views([dataset[(0, i)] for i in range(args.batch_size)]))
     batch = batch.to(device)
+    base_batch = batch
+    if dense_method.needs_proposals:  # the base method gets its own two plain views
+        base_views = MultiViewDataset(scenes, runners[base][0].make_transform(), seed=0)
+        samples = [base_views[(0, i)] for i in range(args.batch_size)]
+        base_batch = augment_batch(collate_views(samples)).to(device)
+    batches = {base: base_batch, dense: batch}
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for method, opt in runners.values():  # warm-up
+    for name, (method, opt) in runners.items():  # warm-up
         for i in range(2):
-            step(method, opt, batch, i)
+            step(method, opt, batches[name], i)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(args.rounds):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
@@ -93,18 +103,17 @@ def main() -> None:
             sync()
             start = time.perf_counter()
             for i in range(args.steps_per_round):
-                step(method, opt, batch, i)
+                step(method, opt, batches[name], i)
             sync()
             times[name].append((time.perf_counter() - start) / args.steps_per_round)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
           f"threads, device {device}, torch {torch.__version__}")  # fmt: skip
-    crops = (
-        f"queue {args.queue_size}"
-        if base == "mocov2"
-        else f"{args.local_crops} local crops at {args.local_crop_size} px"
-    )
+    crops = {
+        "mocov2": f"queue {args.queue_size}",
+        "dino": f"{args.local_crops} local crops at {args.local_crop_size} px",
+    }.get(base, "each method's own views")
     print(
         f"setting: {args.backbone}, {args.image_size} px, batch {args.batch_size}, {crops}, "
         f"{args.rounds} rounds x {args.steps_per_round} steps"
