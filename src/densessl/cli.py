@@ -116,6 +116,11 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--lr", type=float, help="default: 0.02 x batch / 16")
     norms = "trunk norms: SyncBN (the SSL protocol), frozen, or per-process BN"
     d.add_argument("--norm", default="sync", choices=("sync", "frozen", "bn"), help=norms)
+    d.add_argument(
+        "--heads", default="auto", choices=("auto", "v1", "v2"),
+        help="torchvision head layout: v2 (BN FPN, 4conv1fc box head) starts from a pretrained "
+        "FPN/box head (SoCo); auto = v2 when --weights has them, else v1",
+    )  # fmt: skip
     d.add_argument("--min-size", type=int, default=800, help="short side of the input")
     d.add_argument("--max-size", type=int, default=1333, help="cap on the long side")
     d.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -239,12 +244,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     from densessl.eval.weights import load_backbone
 
-    backbone = load_backbone(args.weights, args.backbone, args.network)
     device = _device(args.device)
     if args.eval_command == "detect":
         from densessl import dist
         from densessl.eval.detection import finetune_detector
+        from densessl.eval.detection_weights import load_detection_weights
 
+        backbone, heads = load_detection_weights(args.weights, args.backbone, args.network)
+        if heads and args.heads == "v1":  # v1 has no BN in its FPN: the weights do not fit
+            print(f"--heads v1: the {len(heads)} pretrained FPN/box-head tensors are not used")
+            heads = {}
         if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
             dist.init(device.type)
 
@@ -256,9 +265,11 @@ def _eval(args: argparse.Namespace) -> int:
         scores = finetune_detector(
             backbone, data, arch=backbone.arch, model=args.model, iterations=args.iterations,
             batch_size=args.batch_size, lr=args.lr, norm=args.norm, min_size=args.min_size,
-            max_size=args.max_size, device=device, workers=args.workers,
+            max_size=args.max_size, device=device, workers=args.workers, extra_state=heads,
+            heads=args.heads,
         )  # fmt: skip
     else:
+        backbone = load_backbone(args.weights, args.backbone, args.network)
         train, val = _segmentation_sets(args)
         levels = tuple(args.levels.split(",")) if args.levels else None
         common = dict(levels=levels, image_size=args.image_size, device=device)

@@ -1,10 +1,22 @@
 """Detection transfer: fine-tune torchvision Faster / Mask R-CNN R-FPN from a backbone, COCO AP.
 
-The detector is torchvision's (v1 heads: 2-fc box head, 4-conv mask head, no norm outside the
-trunk) with an FPN over the ResNet trunk, all five trunk stages trainable (``FREEZE_AT: 0`` of
-the DenseCL protocol). The trunk is loaded from a :class:`ResNetBackbone` (its keys are
-torchvision's, so they map one to one onto ``model.backbone.body``); the FPN and heads start
-random unless ``extra_state`` supplies them.
+The detector is torchvision's with an FPN over the ResNet trunk, all five trunk stages
+trainable (``FREEZE_AT: 0`` of the DenseCL protocol). The trunk is loaded from a
+:class:`ResNetBackbone` (its keys are torchvision's, so they map one to one onto
+``model.backbone.body``); the FPN and heads start random unless ``extra_state`` supplies them.
+
+Two head layouts (``heads``):
+
+* "v1" (``fasterrcnn_resnet50_fpn``): FPN without norm, 1-conv RPN head, 2-fc box head, 4-conv
+  mask head; no norm outside the trunk.
+* "v2" (``fasterrcnn_resnet50_fpn_v2`` / ``maskrcnn_resnet50_fpn_v2``, rebuilt here for any
+  ResNet depth): FPN with BN, 2-conv RPN head, 4conv1fc box head with BN, mask head with BN. It is
+  the layout SoCo pretrains, so its FPN and box head can start from those weights
+  (:mod:`densessl.eval.detection_weights` reads them under these names).
+* "auto" (:func:`finetune_detector`'s default): v2 when ``extra_state`` holds v2 FPN/box-head
+  weights, else v1, so a plain backbone is fine-tuned exactly as before. The v2 widths (FPN
+  channels, box-head convs and fc) follow the pretrained weights; torchvision's 256 / 4x256 /
+  1024 when there are none.
 
 Recipe (detectron2's 1x, scaled to any dataset and batch): SGD, momentum 0.9, weight decay 1e-4
 (none on norm parameters), lr ``0.02 * batch / 16``, linear warm-up from 0.001x, lr x0.1 at 2/3
@@ -19,7 +31,9 @@ Trunk norms (``norm``): "frozen" = ``FrozenBatchNorm2d`` with the pretrained sta
 the identity); "bn" = trainable ``BatchNorm2d`` over each process's batch; "sync" = "bn" made
 synchronised when a process group is initialised (``torch.nn.SyncBatchNorm`` on NCCL, densessl's
 CPU-capable :class:`~densessl.models.norm.GlobalBatchNorm2d` on gloo), else plain "bn". The
-DenseCL protocol uses SyncBN also in the FPN and heads; torchvision's v1 heads have no norm.
+DenseCL protocol uses SyncBN also in the FPN and heads; torchvision's v1 heads have no norm, and
+the v2 ones are trainable BN, synchronised whenever a process group is initialised, whatever the
+trunk's ``norm``.
 
 Several processes: when a process group is initialised (the caller runs ``dist.init``, as the
 CLI does under torchrun), every rank must call :func:`finetune_detector`; the model is wrapped in
@@ -35,6 +49,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,12 +59,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as tdist
+import torchvision
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 from tqdm import tqdm
 
@@ -64,6 +85,7 @@ log = logging.getLogger("densessl")
 
 MODELS = ("faster_rcnn", "mask_rcnn")
 NORMS = ("frozen", "sync", "bn")
+HEADS = ("auto", "v1", "v2")
 DEFAULT_ARCH = "resnet18"
 # detectron2 1x: 90k iterations at batch 16, lr 0.02, steps at 60k and 80k, 1000 warm-up steps.
 EPOCHS_1X = 12
@@ -77,6 +99,15 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 MASK_THRESHOLD = 0.5  # on Mask R-CNN's per-pixel probabilities, as torchvision's references
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+# torchvision's default anchors (its _default_anchorgen): one size per FPN level P2..P6.
+ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
+ANCHOR_RATIOS = (0.5, 1.0, 2.0)
+MASK_HEAD_CONVS = [256] * 4  # maskrcnn_resnet50_fpn_v2's mask head; never pretrained here
+# Keys only a v2 detector has: a BN inside the FPN blocks, or the box head's Sequential (v1's
+# box head is TwoMLPHead, keys fc6/fc7).
+_V2_KEY = re.compile(r"backbone\.fpn\.(inner|layer)_blocks\.\d+\.1\.|roi_heads\.box_head\.\d+\.")
+_V2_BOX_CONV = re.compile(r"roi_heads\.box_head\.(\d+)\.0\.weight")  # (out, in, 3, 3)
+_V2_BOX_FC = re.compile(r"roi_heads\.box_head\.\d+\.weight")  # (fc_dim, channels * 7 * 7)
 
 
 @dataclass
@@ -88,6 +119,7 @@ class DetectionScores:
         mask_ap, mask_ap50, mask_ap75: the same for masks; None for Faster R-CNN.
         iterations: training iterations run.
         extra_keys_used: ``extra_state`` keys loaded into the detector.
+        heads: the detector's head layout, "v1" or "v2".
     """
 
     box_ap: float
@@ -98,6 +130,7 @@ class DetectionScores:
     mask_ap75: float | None = None
     iterations: int = 0
     extra_keys_used: list[str] = field(default_factory=list)
+    heads: str = "v1"
 
     def to_dict(self) -> dict:
         """JSON-safe scores rounded to 4 decimals; NaN becomes None (null)."""
@@ -117,7 +150,46 @@ class DetectionScores:
         for kind, values in kinds:
             lines.append(f"{kind:<6}" + " ".join(f"{v:>8.2f}" for v in values))
         lines += [rule, f"after {self.iterations} iterations"]
+        lines.append(f"{self.heads} heads, {len(self.extra_keys_used)} pretrained tensors loaded")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class HeadWidths:
+    """Widths of a v2 detector's FPN and box head; the defaults are torchvision's.
+
+    Attributes:
+        fpn: channels of every pyramid level (also the RPN head's and the RoI features').
+        box_convs: output channels of the box head's 3x3 convs, in order.
+        box_fc: features out of the box head's fc (the box predictor's input).
+    """
+
+    fpn: int = 256
+    box_convs: tuple[int, ...] = (256, 256, 256, 256)
+    box_fc: int = 1024
+
+    @classmethod
+    def of(cls, state: dict[str, torch.Tensor]) -> HeadWidths:
+        """The widths of v2 FPN / box-head weights (torchvision names); defaults for absent parts.
+
+        A SoCo run may pretrain narrower parts than torchvision's (the tests use 16 channels),
+        so the detector is sized to the weights rather than the weights refused.
+        """
+        default = cls()
+        lateral = state.get("backbone.fpn.inner_blocks.0.0.weight")  # (fpn, C2, 1, 1)
+        convs = sorted((int(m[1]), v.shape[0]) for k, v in state.items()
+                       if (m := _V2_BOX_CONV.fullmatch(k)))  # fmt: skip
+        fcs = [v.shape[0] for k, v in state.items() if _V2_BOX_FC.fullmatch(k)]
+        return cls(
+            fpn=default.fpn if lateral is None else lateral.shape[0],
+            box_convs=tuple(c for _, c in convs) or default.box_convs,
+            box_fc=fcs[0] if fcs else default.box_fc,
+        )
+
+
+def has_v2_heads(state: dict[str, torch.Tensor]) -> bool:
+    """Whether torchvision-named weights hold a v2 FPN (with BN) or v2 box head."""
+    return any(_V2_KEY.match(k) for k in state)
 
 
 def _resolve_arch(backbone: ResNetBackbone | None, arch: str | None) -> str:
@@ -149,6 +221,39 @@ def _synchronise(detector: nn.Module) -> nn.Module:
     return convert_batchnorm(detector, mode)
 
 
+def _v2_parts(
+    arch: str, trunk_norm: type[nn.Module], num_classes: int, model: str, widths: HeadWidths
+) -> tuple[BackboneWithFPN, dict[str, Any]]:
+    """torchvision's ``*_resnet50_fpn_v2`` layout for any ResNet: its builders hard-code
+    resnet50, so their steps are repeated here (BN passed to the FPN itself, 2-conv RPN head,
+    4conv1fc box head and mask head with BN), with the widths of the pretrained parts.
+
+    Returns:
+        The trunk + FPN, and the keyword arguments of ``FasterRCNN`` / ``MaskRCNN`` for the rest.
+    """
+    trunk = getattr(torchvision.models, arch)(weights=None, norm_layer=trunk_norm)
+    # C2..C5 widths as torchvision's _resnet_fpn_extractor computes them (64..512 for R18).
+    in_channels = [trunk.inplanes // 8 * 2**i for i in range(4)]
+    stages = {f"layer{i + 1}": str(i) for i in range(4)}
+    fpn = BackboneWithFPN(
+        trunk, stages, in_channels, widths.fpn, LastLevelMaxPool(), norm_layer=nn.BatchNorm2d
+    )
+    anchors = AnchorGenerator(ANCHOR_SIZES, (ANCHOR_RATIOS,) * len(ANCHOR_SIZES))
+    parts: dict[str, Any] = {
+        "num_classes": None,  # the predictors below carry it, sized to the pretrained fc
+        "rpn_anchor_generator": anchors,
+        "rpn_head": RPNHead(widths.fpn, anchors.num_anchors_per_location()[0], conv_depth=2),
+        "box_head": FastRCNNConvFCHead(
+            (widths.fpn, 7, 7), list(widths.box_convs), [widths.box_fc], norm_layer=nn.BatchNorm2d
+        ),
+        "box_predictor": FastRCNNPredictor(widths.box_fc, num_classes),
+    }
+    if model == "mask_rcnn":
+        parts["mask_head"] = MaskRCNNHeads(widths.fpn, MASK_HEAD_CONVS, 1, nn.BatchNorm2d)
+        parts["mask_predictor"] = MaskRCNNPredictor(MASK_HEAD_CONVS[-1], 256, num_classes)
+    return fpn, parts
+
+
 def build_detector(
     backbone: ResNetBackbone | None,
     num_classes: int,
@@ -158,6 +263,8 @@ def build_detector(
     min_size: int | Sequence[int] = 800,
     max_size: int = 1333,
     detector_options: dict[str, Any] | None = None,
+    heads: str = "v1",
+    widths: HeadWidths | None = None,
 ) -> GeneralizedRCNN:
     """A torchvision R-FPN detector whose trunk holds ``backbone``'s weights.
 
@@ -166,12 +273,14 @@ def build_detector(
         num_classes: classes including the background (``CocoDetection.num_classes``).
         arch: torchvision ResNet name; defaults to ``backbone.arch`` (resnet18 without one).
         model: "faster_rcnn" or "mask_rcnn".
-        norm: "frozen", "bn" or "sync" (see the module docstring).
+        norm: "frozen", "bn" or "sync" trunk norms (see the module docstring).
         min_size: short side of the resized input; several values = a random one per batch in
             training, the last one at test time.
         max_size: cap on the long side of the resized input.
         detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``
             (e.g. ``box_detections_per_img``, ``rpn_post_nms_top_n_test``).
+        heads: "v1" or "v2" layout of the FPN and heads (see the module docstring).
+        widths: v2 FPN / box-head widths; None = torchvision's. Ignored for v1.
 
     Returns:
         The detector on the CPU, in training mode.
@@ -180,24 +289,37 @@ def build_detector(
         raise ValueError(f"unknown detector {model!r}; known: {', '.join(MODELS)}")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+    if heads not in ("v1", "v2"):
+        raise ValueError(f"unknown head layout {heads!r}; known: v1, v2")
     arch = _resolve_arch(backbone, arch)
     norm_layer = FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
-    fpn = resnet_fpn_backbone(
-        backbone_name=arch, weights=None, norm_layer=norm_layer, trainable_layers=5
-    )
+    if heads == "v1":
+        fpn = resnet_fpn_backbone(
+            backbone_name=arch, weights=None, norm_layer=norm_layer, trainable_layers=5
+        )
+        parts: dict[str, Any] = {"num_classes": num_classes}
+    else:
+        fpn, parts = _v2_parts(arch, norm_layer, num_classes, model, widths or HeadWidths())
     if backbone is not None:
         _load_trunk(fpn.body, backbone)
     detector_class = MaskRCNN if model == "mask_rcnn" else FasterRCNN
     detector = detector_class(
         fpn,
-        num_classes=num_classes,
         min_size=min_size if isinstance(min_size, int) else tuple(min_size),
         max_size=max_size,
         image_mean=list(IMAGENET_MEAN),
         image_std=list(IMAGENET_STD),
+        **parts,
         **(detector_options or {}),
     )
-    return _synchronise(detector) if norm == "sync" else detector
+    if norm == "sync":
+        return _synchronise(detector)
+    if heads == "v2":
+        # The protocol's SyncBN in the FPN and heads, whatever the trunk does (frozen or
+        # per-process BN). Neither part is itself a BN, so they are converted in place.
+        _synchronise(detector.backbone.fpn)
+        _synchronise(detector.roi_heads)
+    return detector
 
 
 def load_extra_state(detector: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -459,6 +581,7 @@ def finetune_detector(
     extra_state: dict[str, torch.Tensor] | None = None,
     workers: int = 4,
     detector_options: dict[str, Any] | None = None,
+    heads: str = "auto",
 ) -> DetectionScores:
     """Fine-tune a Faster / Mask R-CNN R-FPN from ``backbone`` on a COCO-format dataset.
 
@@ -483,6 +606,8 @@ def finetune_detector(
         workers: data-loading processes per training process.
         detector_options: more torchvision detector arguments (see :func:`build_detector`);
             torchvision's defaults when None (1000 test proposals, 100 detections per image).
+        heads: "v1", "v2", or "auto" = v2 exactly when ``extra_state`` holds v2 FPN / box-head
+            weights (the v2 widths then follow them).
 
     Returns:
         The val scores, the same on every rank.
@@ -490,6 +615,11 @@ def finetune_detector(
     Raises:
         DataError: missing dataset, or a split without boxes.
     """
+    if heads not in HEADS:
+        raise ValueError(f"unknown head layout {heads!r}; known: {', '.join(HEADS)}")
+    extra_state = extra_state or {}
+    if heads == "auto":
+        heads = "v2" if has_v2_heads(extra_state) else "v1"
     world = dist.world_size()
     if batch_size < 1 or batch_size % world:
         raise ValueError(f"batch_size {batch_size} must be a positive multiple of {world} ranks")
@@ -500,12 +630,13 @@ def finetune_detector(
         iterations = math.ceil(EPOCHS_1X * usable / batch_size)
     lr = LR_PER_IMAGE * batch_size if lr is None else lr
     torch.manual_seed(seed)  # FPN / head init and torchvision's multi-scale choice
+    widths = HeadWidths.of(extra_state) if heads == "v2" else None
     detector = build_detector(
-        backbone, train.num_classes, arch, model, norm, min_size, max_size, detector_options
-    )
+        backbone, train.num_classes, arch, model, norm, min_size, max_size, detector_options,
+        heads, widths,
+    )  # fmt: skip
     used = load_extra_state(detector, extra_state) if extra_state else []
-    if used:
-        log.info("extra_state: loaded %d keys into the detector", len(used))
+    log.info("%s heads; extra_state: loaded %d keys into the detector", heads, len(used))
     detector.to(device)
     _train(detector, train, iterations, batch_size, lr, device, seed, workers)
     box_results, mask_results = _predict(detector, val, batch_size // world, device, workers)
@@ -513,5 +644,7 @@ def finetune_detector(
     if dist.is_main():
         box = coco_ap(val, box_results, "bbox")
         mask = coco_ap(val, mask_results, "segm") if model == "mask_rcnn" else (None,) * 3
-        scores = DetectionScores(*box, *mask, iterations=iterations, extra_keys_used=used)
+        scores = DetectionScores(
+            *box, *mask, iterations=iterations, extra_keys_used=used, heads=heads
+        )
     return dist.all_gather_objects(scores)[0]

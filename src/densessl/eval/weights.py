@@ -79,13 +79,14 @@ def load_backbone(
         return _from_run(path, backbone, network)
     if path.suffix not in STATE_DICT_SUFFIXES:
         raise WeightsError(f"cannot read weights from {path} (unknown suffix); {ACCEPTED}")
-    state = _read_file(path)
-    if isinstance(state, dict) and state.get("format") == _checkpoint_format():
+    state = read_weights_file(path)
+    if isinstance(state, dict) and state.get("format") == checkpoint_format():
         return _from_run(path, backbone, network)
-    return _from_state_dict(path, state, backbone)
+    return backbone_from_state_dict(path, state, backbone)
 
 
-def _checkpoint_format() -> str:
+def checkpoint_format() -> str:
+    """The ``format`` tag of densessl training checkpoints (imported late: no engine import)."""
     from densessl.engine.checkpoint import FORMAT
 
     return FORMAT
@@ -118,7 +119,9 @@ def _from_run(path: Path, arch: str | None, network: str | None) -> nn.Module:
     return model.cpu().eval()
 
 
-def _read_file(path: Path) -> Any:
+def read_weights_file(path: Path) -> Any:
+    """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file;
+    WeightsError with a one-line reason when it cannot be read."""
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -193,7 +196,9 @@ def infer_vit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     return names[0], options
 
 
-def _from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Module:
+def backbone_from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Module:
+    """A backbone built for ``state`` (arch inferred when None) and strictly loaded from it;
+    ``path`` only names the source in error messages."""
     options: dict[str, Any] = {}
     try:
         weights = unwrap_state_dict(state)

@@ -1,0 +1,111 @@
+"""What ``densessl eval detect --weights`` starts from: the trunk, plus a pretrained FPN and box
+head when the source has them.
+
+:func:`load_detection_weights` takes everything :func:`densessl.eval.weights.load_backbone` takes
+and also returns the FPN / box-head weights under torchvision v2 detector names
+(``backbone.fpn.*``, ``roi_heads.box_head.*``; see :mod:`densessl.export.detection_heads`):
+
+* a run directory or densessl checkpoint of a method whose ``exportable()`` holds an ``fpn``
+  and a ``box_head`` (SoCo): the same tensors ``densessl export --format
+  torchvision_detection`` writes, of the chosen network (the method's default when None);
+* a file written by that export: its ``backbone.body.*`` keys are the trunk, its
+  ``backbone.fpn.*`` / ``roi_heads.box_head.*`` keys the heads;
+* anything else (MoCo-v2 / DenseCL runs, torchvision exports, "random"): the backbone alone and
+  no heads, as before.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# The private helpers are load_backbone's own steps (reading a file, recognising a checkpoint,
+# building a trunk from torchvision keys); reusing them keeps both loaders' errors identical.
+from densessl.eval.weights import (
+    ACCEPTED,
+    RANDOM,
+    STATE_DICT_SUFFIXES,
+    WeightsError,
+    backbone_from_state_dict,
+    checkpoint_format,
+    load_backbone,
+    read_weights_file,
+)
+
+TRUNK_PREFIX = "backbone.body."
+HEAD_PREFIXES = ("backbone.fpn.", "roi_heads.box_head.")
+
+
+def load_detection_weights(
+    weights: str | Path, backbone: str | None = None, network: str | None = None
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The backbone and the pretrained FPN / box head of ``weights``, on the CPU.
+
+    Args:
+        weights: as for :func:`~densessl.eval.weights.load_backbone`, or a
+            ``torchvision_detection`` export.
+        backbone: architecture name; checked against (or inferred from) the weights.
+        network: for runs and checkpoints, "online" or "teacher"; None = the method's default.
+
+    Returns:
+        ``(backbone, heads)``: the backbone in eval mode, and ``{torchvision v2 name: tensor}``
+        for the FPN and box head, empty when the source pretrained none.
+
+    Raises:
+        WeightsError: as ``load_backbone``.
+    """
+    path = Path(str(weights))
+    if str(weights) != RANDOM and path.is_dir():
+        return _from_run(path, backbone, network)
+    if str(weights) == RANDOM or not path.is_file() or path.suffix not in STATE_DICT_SUFFIXES:
+        # Nothing to add here: load_backbone's random backbone, or its error message.
+        return load_backbone(weights, backbone, network), {}
+    state = read_weights_file(path)
+    if isinstance(state, dict) and state.get("format") == checkpoint_format():
+        return _from_run(path, backbone, network)
+    heads = _head_keys(state)
+    if not heads:
+        return backbone_from_state_dict(path, state, backbone), heads
+    # A torchvision_detection export: the trunk under the detector's names.
+    trunk = {k.removeprefix(TRUNK_PREFIX): v for k, v in state.items()
+             if k.startswith(TRUNK_PREFIX)}  # fmt: skip
+    if not trunk:
+        raise WeightsError(f"{path} holds an FPN / box head but no {TRUNK_PREFIX}* trunk")
+    return backbone_from_state_dict(path, trunk, backbone), heads
+
+
+def _head_keys(state: object) -> dict[str, torch.Tensor]:
+    """The FPN / box-head entries of a detector-layout state dict; {} for anything else."""
+    if not isinstance(state, dict):
+        return {}
+    return {
+        k: v
+        for k, v in state.items()
+        if isinstance(k, str) and k.startswith(HEAD_PREFIXES) and isinstance(v, torch.Tensor)
+    }
+
+
+def _from_run(
+    path: Path, arch: str | None, network: str | None
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    from densessl.export import ExportError, load_method
+    from densessl.export.detection_heads import (
+        has_detection_heads,
+        head_weights,
+        torchvision_names,
+    )
+
+    if network not in (None, "online", "teacher"):
+        raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")
+    try:
+        method, _ = load_method(path)  # once: the trunk and the heads come from the same network
+    except (ExportError, ValueError) as err:
+        raise WeightsError(f"cannot load run {path}: {err}; {ACCEPTED}") from err
+    modules = method.exportable(network)
+    model = modules["backbone"]
+    if arch is not None and getattr(model, "arch", None) != arch:
+        raise WeightsError(f"{path} holds a {getattr(model, 'arch', '?')}, not a {arch}")
+    heads = torchvision_names(head_weights(modules)) if has_detection_heads(modules) else {}
+    return model.cpu().eval(), heads
