@@ -88,13 +88,29 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(differentiable_all_gather(x.contiguous()))
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """y = sum over ranks of x. Every rank's x reaches every rank's y, so dL/dx on a rank is the
+    sum over ranks of dL/dy: the backward is the same all-reduce. (Written out because
+    ``torch.distributed.nn.functional.all_reduce`` is deprecated in favour of a private API.)"""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        tdist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        tdist.all_reduce(grad)
+        return grad
+
+
 def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Sum of ``x`` over ranks, differentiable (used by synchronised batch norm)."""
     if world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
-
-    return differentiable_all_reduce(x)
+    return _AllReduceSum.apply(x.contiguous())
 
 
 @torch.no_grad()
