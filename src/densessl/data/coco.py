@@ -27,11 +27,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from tqdm import tqdm
 
-from densessl.data.labeled import MANIFEST_NAME, held_out_seed
+from densessl.data.labeled import MANIFEST_NAME
 from densessl.data.sources import DataError, to_rgb
 from densessl.data.synthetic import SyntheticScenes
+from densessl.data.synthetic_export import SPLITS, begin_scene_export
 
-SPLITS = ("train", "val")
 ANNOTATIONS_NAME = "annotations.json"
 
 
@@ -223,19 +223,6 @@ def _scene_annotations(scene, image_id: int, first_id: int) -> list[dict]:
     return annotations
 
 
-def _check_target(out: Path) -> None:
-    """Refuse a file, or a folder holding anything a COCO export does not write."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output path is a file: {out}; pass a new or empty folder")
-    ours = {*SPLITS, MANIFEST_NAME}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
-    if foreign:
-        raise DataError(
-            f"output folder {out} holds other files ({', '.join(foreign[:3])}); pass a new or "
-            "empty folder so that nothing else gets mixed into the dataset"
-        )
-
-
 def _write_split(
     scenes: SyntheticScenes, split_dir: Path, digits: int, bar: tqdm
 ) -> tuple[int, int]:
@@ -292,18 +279,8 @@ def write_synthetic_coco(
     Raises:
         DataError: bad sizes, ``out`` is a file, or a folder holding other files.
     """
-    if num_images < 1 or image_size < 1:
-        raise DataError(
-            f"cannot write {out}: num_images ({num_images}) and image_size ({image_size}) "
-            "must be at least 1"
-        )
-    out = Path(out)
-    _check_target(out)
-    # Removed first and written last, so that an interrupted export is not taken for a dataset.
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    seeds = {"train": seed, "val": held_out_seed(seed)}
-    counts = {"train": num_images, "val": max(1, num_images // 4)}
-    digits = max(5, len(str(num_images - 1)))
+    plan = begin_scene_export(out, num_images, image_size, seed, set())
+    out, counts, seeds, digits = plan.out, plan.counts, plan.seeds, plan.digits
     written = {}
     with tqdm(total=sum(counts.values()), desc=f"writing {out}", unit="scene") as bar:
         for split in SPLITS:

@@ -9,6 +9,7 @@ scene that pretraining on the built-in scenes with the same seed has seen.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,50 @@ from densessl.data.synthetic import SyntheticScenes
 SPLITS = ("train", "val")
 
 
-def _check_target(out: Path) -> None:
-    """Refuse to write into a file, or into a folder holding anything an export does not write."""
+@dataclass(frozen=True)
+class SceneSplits:
+    """What a synthetic export writes: scenes per split, their seeds, file-name digits."""
+
+    out: Path
+    counts: dict[str, int]
+    seeds: dict[str, int]
+    digits: int
+
+
+def begin_scene_export(
+    out: str | Path, num_images: int, image_size: int, seed: int, own_names: set[str]
+) -> SceneSplits:
+    """Check the arguments and the target folder, and plan the train / held-out val splits.
+
+    The folder must be new, empty, or hold only ``own_names`` (what an earlier export of the same
+    kind wrote). Its manifest is removed first (and written last by the caller), so that an
+    interrupted export is not taken for a dataset.
+
+    Raises:
+        DataError: bad sizes, ``out`` is a file, or a folder holding other files.
+    """
+    if num_images < 1 or image_size < 1:
+        raise DataError(
+            f"cannot write {out}: num_images ({num_images}) and image_size ({image_size}) "
+            "must be at least 1"
+        )
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"output path is a file: {out}; pass a new or empty folder")
-    ours = {*SPLITS, "classes.txt", MANIFEST_NAME}
+    ours = {*SPLITS, MANIFEST_NAME, *own_names}
     foreign = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
     if foreign:
         raise DataError(
             f"output folder {out} holds other files ({', '.join(foreign[:3])}); pass a new or "
             "empty folder so that nothing else gets mixed into the dataset"
         )
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    return SceneSplits(
+        out=out,
+        counts={"train": num_images, "val": max(1, num_images // 4)},
+        seeds={"train": seed, "val": held_out_seed(seed)},
+        digits=max(5, len(str(num_images - 1))),
+    )
 
 
 def _prepare_split(out: Path, split: str) -> tuple[Path, Path]:
@@ -67,19 +101,8 @@ def write_synthetic_segmentation(
     Raises:
         DataError: ``out`` is a file, or a folder holding files other than an earlier export's.
     """
-    if num_images < 1 or image_size < 1:
-        raise DataError(
-            f"cannot write {out}: num_images ({num_images}) and image_size ({image_size}) "
-            "must be at least 1"
-        )
-    out = Path(out)
-    _check_target(out)
-    # Removed first and written last, so that an interrupted export is not taken for a dataset.
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    val_seed = held_out_seed(seed)
-    counts = {"train": num_images, "val": max(1, num_images // 4)}
-    seeds = {"train": seed, "val": val_seed}
-    digits = max(5, len(str(num_images - 1)))
+    plan = begin_scene_export(out, num_images, image_size, seed, {"classes.txt"})
+    out, counts, seeds, digits = plan.out, plan.counts, plan.seeds, plan.digits
     with tqdm(total=sum(counts.values()), desc=f"writing {out}", unit="scene") as bar:
         for split in SPLITS:
             image_dir, mask_dir = _prepare_split(out, split)
@@ -100,7 +123,7 @@ def write_synthetic_segmentation(
         "splits": list(SPLITS),
         "source": "densessl synthetic scenes",
         "seed": seed,
-        "val_seed": val_seed,
+        "val_seed": seeds["val"],
         "image_size": image_size,
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -50,7 +50,6 @@ import io
 import logging
 import math
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,12 +71,12 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
-from tqdm import tqdm
 
 from densessl import dist
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.coco import CocoDetection, open_coco
 from densessl.data.sources import DataError
+from densessl.eval.features import progress
 from densessl.models.backbones import ResNetBackbone
 from densessl.models.norm import convert_batchnorm
 
@@ -407,19 +406,6 @@ def _flip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     return image.flip(-1), target
 
 
-def _progress(total: int, desc: str, unit: str) -> tqdm:
-    interactive = sys.stderr.isatty()
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        disable=not dist.is_main(),
-        dynamic_ncols=True,
-        mininterval=0.5 if interactive else 30.0,
-        file=sys.stderr,
-    )
-
-
 def _loader(dataset, batch_sampler, workers: int, device: torch.device):
     return torch.utils.data.DataLoader(
         dataset,
@@ -450,7 +436,7 @@ def _train(
         model = nn.parallel.DistributedDataParallel(detector, device_ids=ids)
     optimizer = torch.optim.SGD(_parameter_groups(detector), lr=lr, momentum=MOMENTUM)
     model.train()
-    bar = _progress(iterations, "detection fine-tune", "it")
+    bar = progress(None, "detection fine-tune", iterations, "it")
     loader = _loader(dataset, batches, workers, device)
     for iteration, (images, targets) in zip(range(iterations), loader, strict=False):
         for group in optimizer.param_groups:
@@ -511,7 +497,7 @@ def _predict(
     mine = list(range(rank, len(dataset), world))
     batches = [mine[k : k + batch_size] for k in range(0, len(mine), batch_size)]
     box_results, mask_results = [], []
-    bar = _progress(len(mine), "detection eval", "img")
+    bar = progress(None, "detection eval", len(mine), "img")
     for images, targets in _loader(dataset, batches, workers, device):
         outputs = detector([x.to(device, non_blocking=True) for x in images])
         for output, target in zip(outputs, targets, strict=True):

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# The private helpers are load_backbone's own steps (reading a file, recognising a checkpoint,
-# building a trunk from torchvision keys); reusing them keeps both loaders' errors identical.
+# load_backbone's own steps (reading a file, recognising a checkpoint, building a trunk from
+# torchvision keys, rebuilding a run); reusing them keeps both loaders' errors identical.
 from densessl.eval.weights import (
-    ACCEPTED,
     RANDOM,
     STATE_DICT_SUFFIXES,
     WeightsError,
@@ -32,6 +31,7 @@ from densessl.eval.weights import (
     checkpoint_format,
     load_backbone,
     read_weights_file,
+    run_modules,
 )
 
 TRUNK_PREFIX = "backbone.body."
@@ -64,7 +64,7 @@ def load_detection_weights(
         return load_backbone(weights, backbone, network), {}
     state = read_weights_file(path)
     if isinstance(state, dict) and state.get("format") == checkpoint_format():
-        return _from_run(path, backbone, network)
+        return _from_run(path, backbone, network, state)
     heads = _head_keys(state)
     if not heads:
         return backbone_from_state_dict(path, state, backbone), heads
@@ -88,24 +88,15 @@ def _head_keys(state: object) -> dict[str, torch.Tensor]:
 
 
 def _from_run(
-    path: Path, arch: str | None, network: str | None
+    path: Path, arch: str | None, network: str | None, state: dict | None = None
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    from densessl.export import ExportError, load_method
     from densessl.export.detection_heads import (
         has_detection_heads,
         head_weights,
         torchvision_names,
     )
 
-    if network not in (None, "online", "teacher"):
-        raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")
-    try:
-        method, _ = load_method(path)  # once: the trunk and the heads come from the same network
-    except (ExportError, ValueError) as err:
-        raise WeightsError(f"cannot load run {path}: {err}; {ACCEPTED}") from err
-    modules = method.exportable(network)
-    model = modules["backbone"]
-    if arch is not None and getattr(model, "arch", None) != arch:
-        raise WeightsError(f"{path} holds a {getattr(model, 'arch', '?')}, not a {arch}")
+    # One load: the trunk and the heads come from the same network.
+    modules = run_modules(path, arch, network, state)
     heads = torchvision_names(head_weights(modules)) if has_detection_heads(modules) else {}
-    return model.cpu().eval(), heads
+    return modules["backbone"].cpu().eval(), heads

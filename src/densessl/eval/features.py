@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from densessl import dist
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.labeled import SegmentationDataset
 
@@ -118,14 +119,16 @@ class DenseFeatures:
         return cls(**{**state, "levels": tuple(state["levels"])})
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it"):
-    """A tqdm bar on stderr, redrawn rarely when stderr is a log file rather than a terminal."""
+def progress(iterable: Iterable[T] | None, desc: str, total: int | None = None, unit: str = "it"):
+    """A tqdm bar on stderr, redrawn rarely when stderr is a log file rather than a terminal,
+    shown by the main process only. ``iterable=None`` gives a bar advanced with ``update()``."""
     interactive = sys.stderr.isatty()
     return tqdm(
         iterable,
         desc=desc,
         total=total,
         unit=unit,
+        disable=not dist.is_main(),
         dynamic_ncols=True,
         mininterval=0.5 if interactive else 30.0,
         file=sys.stderr,
@@ -272,6 +275,8 @@ def extract_features(
     batch_size: int = 16,
     device: torch.device | str | None = None,
     cache_path: str | Path | None = None,
+    *,
+    _known_key: str | None = None,
 ) -> DenseFeatures:
     """Run a frozen backbone over a labelled set and keep its dense features.
 
@@ -299,7 +304,12 @@ def extract_features(
     key = None
     if cache_path is not None:
         cache_path = Path(cache_path)
-        key = cache_key(backbone, dataset, levels, image_size)
+        # features_of has hashed the weights already to name the file; hash them only once.
+        key = (
+            _known_key
+            if _known_key is not None
+            else cache_key(backbone, dataset, levels, image_size)
+        )
         cached = _load_cache(cache_path, key)
         if cached is not None:
             return cached
@@ -406,11 +416,13 @@ def features_of(
     """
     if isinstance(data, DenseFeatures):
         return data
-    cache_path = None
+    cache_path, key = None, None
     if cache_dir is not None:
         key = cache_key(backbone, data, resolve_levels(backbone, levels), image_size)
         cache_path = Path(cache_dir) / f"features-{key[:20]}.pt"
-    return extract_features(backbone, data, levels, image_size, batch_size, device, cache_path)
+    return extract_features(
+        backbone, data, levels, image_size, batch_size, device, cache_path, _known_key=key
+    )
 
 
 def check_compatible(train: DenseFeatures, val: DenseFeatures) -> None:

@@ -81,7 +81,7 @@ def load_backbone(
         raise WeightsError(f"cannot read weights from {path} (unknown suffix); {ACCEPTED}")
     state = read_weights_file(path)
     if isinstance(state, dict) and state.get("format") == checkpoint_format():
-        return _from_run(path, backbone, network)
+        return _from_run(path, backbone, network, state)
     return backbone_from_state_dict(path, state, backbone)
 
 
@@ -104,19 +104,30 @@ def _random_backbone(arch: str) -> nn.Module:
     return model.eval()
 
 
-def _from_run(path: Path, arch: str | None, network: str | None) -> nn.Module:
-    from densessl.export import ExportError, load_method
+def run_modules(
+    path: Path, arch: str | None, network: str | None, state: dict | None = None
+) -> dict[str, nn.Module]:
+    """The exportable modules of a run directory or checkpoint (``Method.exportable``), checked
+    against ``arch``; ``state`` is the checkpoint when the caller has already read it."""
+    from densessl.export import ExportError, load_method, method_from_checkpoint
 
     if network not in (None, "online", "teacher"):
         raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")
     try:
-        method, _ = load_method(path)
+        method, _ = method_from_checkpoint(state) if state is not None else load_method(path)
     except (ExportError, ValueError) as err:
         raise WeightsError(f"cannot load run {path}: {err}; {ACCEPTED}") from err
-    model = method.exportable(network)["backbone"]
+    modules = method.exportable(network)
+    model = modules["backbone"]
     if arch is not None and getattr(model, "arch", None) != arch:
         raise WeightsError(f"{path} holds a {getattr(model, 'arch', '?')}, not a {arch}")
-    return model.cpu().eval()
+    return modules
+
+
+def _from_run(
+    path: Path, arch: str | None, network: str | None, state: dict | None = None
+) -> nn.Module:
+    return run_modules(path, arch, network, state)["backbone"].cpu().eval()
 
 
 def read_weights_file(path: Path) -> Any:

@@ -39,7 +39,15 @@ from densessl.config import build_config
 from densessl.engine.checkpoint import load_checkpoint
 from densessl.methods import Method
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "export", "load_method", "resolve_checkpoint"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "ExportResult",
+    "export",
+    "load_method",
+    "method_from_checkpoint",
+    "resolve_checkpoint",
+]
 
 
 class ExportError(Exception):
@@ -72,9 +80,13 @@ def resolve_checkpoint(run: str | Path) -> Path:
 
 def load_method(run: str | Path) -> tuple[Method, DictConfig]:
     """Rebuild the method of a run on the CPU and load its trained weights."""
+    return method_from_checkpoint(load_checkpoint(resolve_checkpoint(run)))
+
+
+def method_from_checkpoint(state: dict) -> tuple[Method, DictConfig]:
+    """Rebuild a method from a loaded densessl checkpoint (its config and weights), on the CPU."""
     from densessl.engine.setup import build_method
 
-    state = load_checkpoint(resolve_checkpoint(run))
     saved = state["config"]
     cfg = build_config(saved["method"]["name"], overrides=None)
     cfg.merge_with(saved)

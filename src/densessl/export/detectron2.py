@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.engine.checkpoint import atomic_write
 from densessl.export import ExportResult
 from densessl.export.detection_heads import detectron2_names, has_detection_heads, head_weights
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
@@ -103,9 +104,5 @@ def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     if heads:
         model.update({k: v.numpy() for k, v in detectron2_names(head_weights(modules)).items()})
     document = {"model": model, "__author__": AUTHOR, "matching_heuristics": True}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with open(partial, "wb") as f:
-        pickle.dump(document, f, protocol=pickle.HIGHEST_PROTOCOL)
-    partial.replace(out)
+    atomic_write(out, lambda f: pickle.dump(document, f, protocol=pickle.HIGHEST_PROTOCOL))
     return ExportResult(out, config_lines(out, backbone.arch, heads), len(model))

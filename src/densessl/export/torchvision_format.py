@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from densessl.engine.checkpoint import atomic_save
+from densessl.engine.checkpoint import atomic_save, atomic_write
 from densessl.export import ExportError, ExportResult
 
 CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
@@ -102,15 +102,13 @@ model = timm.create_model("{backbone.arch}", pretrained=True, num_classes=0,
 def write_safetensors(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """The torchvision state dict as a ``.safetensors`` file (no pickle at all)."""
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError as err:  # a dependency, but keep the message useful if it is missing
         raise ExportError("the safetensors format needs `pip install safetensors`") from err
     backbone = resnet_backbone(modules)
     weights = torchvision_state_dict(backbone)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    save_file(weights, str(partial), metadata={"format": "pt", "arch": backbone.arch})
-    partial.replace(out)
+    metadata = {"format": "pt", "arch": backbone.arch}
+    atomic_write(out, lambda f: f.write(save(weights, metadata=metadata)))
     instructions = f"""\
 # torchvision names, like --format torchvision (missing keys: exactly fc.weight, fc.bias)
 from safetensors.torch import load_file

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 
 import torch
 import torchvision
@@ -98,17 +98,9 @@ class ResNetBackbone(nn.Module):
         return {"c2": c2, "c3": c3, "c4": c4, "c5": c5}
 
 
-def _builder(arch: str) -> Callable[..., ResNetBackbone]:
-    def build(**kwargs) -> ResNetBackbone:
-        return ResNetBackbone(arch, **kwargs)
-
-    build.__name__ = f"build_{arch}"
-    build.__doc__ = f"Build a {arch} backbone; keyword arguments go to ResNetBackbone."
-    return build
-
-
 for _arch in _ARCHS:
-    BACKBONES.register(_arch)(_builder(_arch))
+    # The class itself, bound to its arch name: build_backbone(name, **kwargs) -> ResNetBackbone.
+    BACKBONES.register(_arch)(partial(ResNetBackbone, _arch))
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:

@@ -11,7 +11,7 @@ Letters: B images, D embedding width, p patch size, (h, w) = (H // p, W // p) th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -132,14 +132,6 @@ def disable_drop_path_(module: nn.Module) -> nn.Module:
     return module
 
 
-def _builder(arch: str) -> Callable[..., ViTBackbone]:
-    def build(**kwargs) -> ViTBackbone:
-        return ViTBackbone(arch, **kwargs)
-
-    build.__name__ = f"build_{arch}"
-    build.__doc__ = f"Build a {arch} backbone; keyword arguments go to ViTBackbone."
-    return build
-
-
 for _arch in VIT_SPECS:
-    BACKBONES.register(_arch)(_builder(_arch))
+    # The class itself, bound to its arch name: build_backbone(name, **kwargs) -> ViTBackbone.
+    BACKBONES.register(_arch)(partial(ViTBackbone, _arch))
