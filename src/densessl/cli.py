@@ -22,7 +22,8 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        help="densecl | mocov2 | byol | soco | dino | selfpatch (taken from the run when resuming)",
+        help="densecl | mocov2 | byol | soco | mcl | dino | selfpatch "
+        "(taken from the run when resuming)",
     )
     p.add_argument("--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml")
     p.add_argument("--data", help="folder of images, searched recursively")

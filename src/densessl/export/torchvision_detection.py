@@ -1,10 +1,11 @@
 """torchvision detector export: backbone + FPN + box head in the ``*_resnet50_fpn_v2`` layout.
 
 torchvision's v2 Faster/Mask R-CNN (``fasterrcnn_resnet50_fpn_v2``, ``maskrcnn_resnet50_fpn_v2``)
-has BN in its FPN and a 4conv1fc box head with BN, the modules SoCo pretrains. The file is one
-state dict under the detector's own names (``backbone.body.*``, ``backbone.fpn.*``,
-``roi_heads.box_head.*``; see :mod:`densessl.export.detection_heads`); it loads with
-``strict=False`` and exactly the RPN and predictor keys (plus the mask branch) missing.
+has BN in its FPN and a 4conv1fc box head with BN, the modules SoCo pretrains (MCL: all but the
+head's fc, which then stays at the detector's init). The file is one state dict under the
+detector's own names (``backbone.body.*``, ``backbone.fpn.*``, ``roi_heads.box_head.*``; see
+:mod:`densessl.export.detection_heads`); it loads with ``strict=False`` and exactly the RPN and
+predictor keys (plus the mask branch, and the box head's fc for MCL) missing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from densessl.export.detection_heads import has_detection_heads, head_weights, t
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
 
 STAGES = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+DEFAULT_ROI, DEFAULT_FC_DIM = 7, 1024  # torchvision's v2 box head, when no fc was pretrained
 
 
 class _DetectorLayout(nn.Module):
@@ -39,10 +41,12 @@ class _DetectorLayout(nn.Module):
             trunk, STAGES, in_channels, fpn.out_channels, LastLevelMaxPool(), nn.BatchNorm2d
         )
         convs = [conv.conv.out_channels for conv in box_head.convs]
-        roi = round((box_head.fc.in_features / convs[-1]) ** 0.5)
+        fc = getattr(box_head, "fc", None)  # MCL pretrains the convs only
+        roi = round((fc.in_features / convs[-1]) ** 0.5) if fc is not None else DEFAULT_ROI
+        fc_dim = fc.out_features if fc is not None else DEFAULT_FC_DIM
         self.roi_heads = nn.Module()
         self.roi_heads.box_head = FastRCNNConvFCHead(
-            (fpn.out_channels, roi, roi), convs, [box_head.fc.out_features], nn.BatchNorm2d
+            (fpn.out_channels, roi, roi), convs, [fc_dim], nn.BatchNorm2d
         )
 
 
@@ -55,16 +59,25 @@ def detector_state_dict(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor
     if not has_detection_heads(modules):
         raise ExportError(
             "this run pretrained only a backbone; --format torchvision_detection needs an FPN "
-            "and a box head (SoCo). Use --format torchvision for the backbone"
+            "and a box head (SoCo, MCL). Use --format torchvision for the backbone"
         )
     backbone = resnet_backbone(modules)
     weights = {f"backbone.body.{k}": v for k, v in torchvision_state_dict(backbone).items()}
     weights.update(torchvision_names(head_weights(modules)))
     reference = _DetectorLayout(backbone.arch, modules["fpn"], modules["box_head"])
     try:
-        reference.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
+        outcome = reference.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a shape differs
         raise ExportError(f"FPN/box head do not match torchvision's layout: {err}") from err
+    # Only the box head's fc may stay unfilled, and only when the run pretrained none (MCL).
+    fc_index = len(modules["box_head"].convs) + 1
+    allowed = () if hasattr(modules["box_head"], "fc") else (f"roi_heads.box_head.{fc_index}.",)
+    missing = [k for k in outcome.missing_keys if not k.startswith(allowed)]
+    if missing or outcome.unexpected_keys:
+        raise ExportError(
+            f"FPN/box head do not match torchvision's layout: missing {missing[:5]}, "
+            f"unexpected {outcome.unexpected_keys[:5]}"
+        )
     return weights
 
 
@@ -72,12 +85,14 @@ def write_torchvision_detection(modules: dict[str, nn.Module], out: Path) -> Exp
     """Write the detector-layout state dict; return it and the loading code."""
     weights = detector_state_dict(modules)
     atomic_save(weights, out)
+    fc_key = f"roi_heads.box_head.{len(modules['box_head'].convs) + 1}.*"
+    fc_note = "" if hasattr(modules["box_head"], "fc") else f" and {fc_key} (no fc pretrained)"
     instructions = f"""\
 # torchvision Faster/Mask R-CNN v2 (BN in the FPN, 4conv1fc box head with BN)
 model = torchvision.models.detection.maskrcnn_resnet50_fpn_v2(  # or fasterrcnn_resnet50_fpn_v2
     weights=None, weights_backbone=None, num_classes=N)  # weights_backbone=None: no download
 result = model.load_state_dict(torch.load("{out}", weights_only=True), strict=False)
-# missing: only rpn.head.*, roi_heads.box_predictor.* (and roi_heads.mask_head.*,
+# missing: only rpn.head.*, roi_heads.box_predictor.*{fc_note} (and roi_heads.mask_head.*,
 # roi_heads.mask_predictor.* for Mask R-CNN); unexpected: none. ResNet-50 only for the v2
 # builders; other depths: BackboneWithFPN + FastRCNNConvFCHead(norm_layer=BatchNorm2d).
 # inputs: RGB, ImageNet mean/std (torchvision's detectors normalise internally with these)"""

@@ -1,7 +1,7 @@
 """Pretraining methods, registered by name in :data:`densessl.registry.METHODS`."""
 
 # Imported for their registration side effect.
-from densessl.methods import byol, densecl, dino, mocov2, selfpatch, soco  # noqa: F401
+from densessl.methods import byol, densecl, dino, mcl, mocov2, selfpatch, soco  # noqa: F401
 from densessl.methods.base import LossOutput, Method, MethodContext
 from densessl.registry import METHODS
 

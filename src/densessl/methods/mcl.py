@@ -1,0 +1,279 @@
+"""MCL: multi-level contrastive learning on image montages, pretraining backbone, FPN and head.
+
+Paper: Guo et al., "Multi-Level Contrastive Learning for Dense Prediction Task", 2023,
+https://arxiv.org/abs/2304.02010. Reference: GuoQiushan/MCL @ 1912aa9 (openselfsup/models/
+mcl.py, necks.py ``DetConvGpNonLinearHead``, heads/latent_pred_head.py
+``LatentMultiPredictContrastHead``, configs/selfsup/MCL/MCL.py).
+
+Letters: B images per process, G processes, N = B·G, L levels (4), D embedding width (256),
+S view side, s = S/32 window side (7 at 224).
+
+Views and montages (:mod:`densessl.data.montage`): 2L views per image, RandomResizedCrop(S,
+area 0.2-1) with BYOL's asymmetric colour recipe: views 0..L-1 (branch q) blur p 1, views
+L..2L-1 (branch k) blur p 0.1 and solarize p 0.2. In each branch, level i takes its own view,
+shrinks it by 2^i (nearest) and tiles the batch into 2^i x 2^i montages of side S
+(``mcl_level``: level 0 the view itself, each image once at levels 1-2 and twice at level 3).
+
+Network (online θ; the target ξ is an EMA copy of all but the predictors)::
+
+    P2..P5 = FPN(ResNet(x))            every level's inputs of a branch in one pass, BN
+    u = WindowHead(cut_windows(P(5-i), 2^i))      one s x s window per montage cell
+        WindowHead = 4 x [conv3x3-256, BN, ReLU] -> mean -> 256-2048(BN, ReLU)-256 -> BN (no affine)
+    p = Pred_i(u)                      one predictor per level: 256-2048(BN, ReLU)-256
+    z = normalise(WindowHead_ξ(P5_ξ(full view)))   the target: level 0 of the other branch
+
+Loss (:func:`densessl.losses.mcl_cell_loss`), targets gathered from all processes, a cell's
+label its source image's global index (local index + B·rank)::
+
+    L = Σ_i w_i · [ 2T·CE_T(q cells at level i, Z_k) + 2T·CE_T(k cells at level i, Z_q) ]
+    w = (1/2, 1/4, 1/8, 1/8), T = 1
+
+Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2 (BYOL's rule). Recipe (engine): LARS,
+lr 1.0 × batch/256, weight decay 1e-5, norms and biases excluded from decay and adaptation,
+10 warm-up epochs then cosine to lr 1e-4, gradient norm clipped at 500; batch 4096, 100 epochs,
+SyncBN. The online backbone, FPN and the head's 4 convs are exported (the reference's detectron2
+converter does the same; the box head's fc is not pretrained).
+
+Deviations from the reference:
+- The target network embeds only the full views (the reference also runs it on every montage
+  and discards the output). Its batch-norm statistics (the target runs in training mode, as the
+  reference's) are then taken over the B full views instead of over all the branch's images.
+- ``head_inputs: cells`` (default) runs the online head on each level's own cells only. The
+  reference runs the head on every pyramid level of every image of the branch and keeps the
+  level's slice, so its head BN statistics at level i also cover windows of the other levels'
+  inputs; ``head_inputs: all`` reproduces that (about 2x the head compute at 224 px, most of it
+  on P2). The two give identical outputs with BN on running statistics (tested).
+- Montage placement draws from torch's global generator (saved with every checkpoint, so a
+  resumed run draws the same), like the reference's ``randperm``; ``antialias: true`` replaces
+  nearest down-sampling with anti-aliased bilinear.
+- The lr warm-up is the engine's linear ramp from lr/warmup_steps, not mmcv's from 1e-4·lr;
+  all 1-D parameters are excluded from decay and LARS (the reference's name pattern misses the
+  BN layers named by index, e.g. ``downsample.1`` and the MLPs' BatchNorm1d). No fp16.
+- Views are the engine's (bilinear crops, batched photometric ops, blur radius ceil(3σ)).
+- FPN convs are Xavier-uniform as the reference's ``init_weights``; the ResNet keeps
+  torchvision's init; predictors are N(0, 0.01) with zero bias, as the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densessl import dist
+from densessl.data.batch import Batch
+from densessl.data.montage import mcl_level
+from densessl.data.views import ViewSpec, byol_views
+from densessl.losses import mcl_cell_loss
+from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.byol import byol_momentum
+from densessl.models import build_backbone
+from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.fpn import FPN, LEVELS
+from densessl.models.heads import MLPHead
+from densessl.models.window_head import WindowHead, cut_windows
+from densessl.registry import METHODS
+
+# Engine settings of the released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images).
+MCL_OPTIM = {
+    "name": "lars",
+    "base_lr": 1.0,  # per 256 images: 16 at 4096
+    "weight_decay": 1e-5,
+    "decay_norm_and_bias": False,
+    "warmup_epochs": 10,  # 3127 iterations of 312.8 per epoch
+    "min_lr": 1e-4,
+    "clip_grad": 500.0,
+}
+HEAD_INPUTS = ("cells", "all")
+STRIDE = 32  # of P5: the window side is the view side over this
+
+
+@dataclass
+class MCLConfig:
+    name: str = "mcl"
+    dim: int = 256  # D, embedding and prediction width (code: 256)
+    hidden_dim: int = 2048  # head-MLP and predictor hidden width (code: 2048)
+    fpn_channels: int = 256  # FPN output channels (code: 256)
+    head_channels: int = 256  # channels of the head's convs (code: the FPN's 256)
+    head_convs: int = 4  # convs in the window head (code: stacked_convs=4)
+    levels: int = 4  # montage levels 0..levels-1 (code: 4; the paper's figure draws 3)
+    level_weights: tuple[float, ...] = (0.5, 0.25, 0.125, 0.125)  # w_i (code)
+    temperature: float = 1.0  # T (code: 1.0)
+    momentum: float = 0.99  # τ_base, cosine to 1 (code: base_momentum 0.99)
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range (code)
+    antialias: bool = False  # anti-aliased down-sampling instead of the reference's nearest
+    head_inputs: str = "cells"  # cells | all (the reference's head over every level, see above)
+
+
+class PyramidEncoder(nn.Module):
+    """Backbone, FPN and window head: what the target network copies.
+
+    Attributes:
+        backbone, fpn: the parts that transfer to Mask R-CNN, with ``head.tower``.
+        head: the :class:`WindowHead`.
+    """
+
+    def __init__(self, backbone: nn.Module, fpn: FPN, head: WindowHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fpn = fpn
+        self.head = head
+
+    def pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(M, 3, S, S) -> [P2, P3, P4, P5], each (M, C, S/4 .. S/32)."""
+        return self.fpn(self.backbone(images))
+
+    def embed_views(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) full views -> (B, D): the head on the whole P5 map (one window)."""
+        return self.head(self.pyramid(images)[-1])
+
+
+def predictor(dim: int, hidden_dim: int) -> MLPHead:
+    """One level's predictor: Linear BN ReLU Linear, N(0, 0.01) weights and zero bias (the
+    reference's ``init_linear='normal'``)."""
+    head = MLPHead(dim, hidden_dim, dim, batch_norm=True, kaiming_init=False)
+    for module in head.mlp:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+    return head
+
+
+def cross_branch_loss(
+    predictions: list[torch.Tensor],
+    sources: list[torch.Tensor],
+    targets: torch.Tensor,
+    weights: tuple[float, ...],
+    temperature: float,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One branch's cells against the other branch's full-view targets of all processes.
+
+    Args:
+        predictions: per level, (n_i, D) predictions of the level's cells.
+        sources: per level, the cells' local source indices (any shape with n_i elements, in the
+            order of the predictions).
+        targets: (B, D) this process's L2-normalised targets; gathered here (no gradient).
+        weights: w_i per level.
+        temperature: T.
+
+    Returns:
+        The weighted sum over levels (scalar) and the unweighted loss of each level.
+    """
+    every_target = dist.all_gather(targets)  # (N, D), rank order
+    offset = dist.rank() * targets.shape[0]  # equal B on every process
+    per_level = [
+        mcl_cell_loss(p, every_target, s.reshape(-1) + offset, temperature)
+        for p, s in zip(predictions, sources, strict=True)
+    ]
+    total = sum(w * loss for w, loss in zip(weights, per_level, strict=False))
+    return total, per_level
+
+
+@METHODS.register("mcl")
+class MCL(Method):
+    Config = MCLConfig
+    recipe: ClassVar[dict[str, Any]] = {
+        "backbone": "resnet50",
+        "batch_size": 4096,
+        "epochs": 100,
+        "batch_norm": "sync",
+        "optim": MCL_OPTIM,
+    }
+    export_network = "online"  # the reference's converter takes encoder_q
+
+    def __init__(self, cfg: MCLConfig, ctx: MethodContext) -> None:
+        from densessl.config import ConfigError  # config imports the method registry
+
+        if cfg.head_inputs not in HEAD_INPUTS:
+            raise ConfigError(f"method.head_inputs must be one of {', '.join(HEAD_INPUTS)}")
+        if not 1 <= cfg.levels <= len(LEVELS) or len(cfg.level_weights) < cfg.levels:
+            raise ConfigError(
+                f"method.levels must be 1..{len(LEVELS)} with a weight each in "
+                f"method.level_weights, got {cfg.levels} and {list(cfg.level_weights)}"
+            )
+        if ctx.image_size % STRIDE:
+            raise ConfigError(
+                f"MCL needs data.image_size divisible by {STRIDE} (every montage cell must cover "
+                f"whole P5..P2 windows), got {ctx.image_size}; use e.g. "
+                f"{max(STRIDE, round(ctx.image_size / STRIDE) * STRIDE)}"
+            )
+        super().__init__(cfg, ctx)
+        backbone = build_backbone(ctx.backbone)
+        fpn = FPN([backbone.out_channels[name] for name in LEVELS], cfg.fpn_channels)
+        for module in fpn.modules():  # the reference calls the FPN's Xavier init_weights
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+        head = WindowHead(cfg.fpn_channels, cfg.head_channels, cfg.hidden_dim, cfg.dim,
+                          cfg.head_convs)  # fmt: skip
+        self.student = PyramidEncoder(backbone, fpn, head)
+        self.predictors = nn.ModuleList(
+            predictor(cfg.dim, cfg.hidden_dim) for _ in range(cfg.levels)
+        )
+        self.teacher = make_teacher(self.student)
+
+    def view_specs(self) -> list[ViewSpec]:
+        first, second = byol_views(self.ctx.image_size, self.cfg.crop_scale)
+        return [first] * self.cfg.levels + [second] * self.cfg.levels
+
+    def momentum_at(self, step: int) -> float:
+        return byol_momentum(step, self.ctx.total_steps, self.cfg.momentum)
+
+    def branch_predictions(
+        self, views: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Montage one branch's views, encode them in one pass, predict every cell.
+
+        Args:
+            views: L views (B, 3, S, S); view i feeds level i.
+
+        Returns:
+            per level: predictions (n_i, D), sources (M_i, 2^i, 2^i) local image indices in
+            the predictions' order, and the pyramid levels' outputs (for the DDP guard).
+        """
+        built = [mcl_level(v, i, antialias=self.cfg.antialias) for i, v in enumerate(views)]
+        inputs, sources = zip(*built, strict=True)
+        counts = [x.shape[0] for x in inputs]
+        pyramid = self.student.pyramid(torch.cat(inputs))  # one BN batch, as the reference
+        predictions, start = [], 0
+        for level, count in enumerate(counts):
+            grid, feature = 2**level, pyramid[len(LEVELS) - 1 - level]  # P(5 - level)
+            if self.cfg.head_inputs == "all":  # the head over every image, then the slice
+                every = self.student.head(cut_windows(feature, grid))
+                cells = every.view(feature.shape[0], grid * grid, -1)[start : start + count]
+                embedded = cells.reshape(count * grid * grid, -1)
+            else:
+                embedded = self.student.head(cut_windows(feature[start : start + count], grid))
+            predictions.append(self.predictors[level](embedded))
+            start += count
+        return predictions, list(sources), pyramid
+
+    def forward(self, batch: Batch, step: int) -> LossOutput:
+        levels = self.cfg.levels
+        first, second = batch.views[:levels], batch.views[levels : 2 * levels]
+        pred_q, sources_q, pyramid_q = self.branch_predictions(first)
+        pred_k, sources_k, pyramid_k = self.branch_predictions(second)
+        with torch.no_grad():  # the target embeds the full views only (level 0 of each branch)
+            z_q = F.normalize(self.teacher.embed_views(first[0]).float(), dim=1)
+            z_k = F.normalize(self.teacher.embed_views(second[0]).float(), dim=1)
+        weights, temperature = tuple(self.cfg.level_weights), self.cfg.temperature
+        loss_q, levels_q = cross_branch_loss(pred_q, sources_q, z_k, weights, temperature)
+        loss_k, levels_k = cross_branch_loss(pred_k, sources_k, z_q, weights, temperature)
+        logs = {
+            f"loss_level{i}": (a + b).detach()
+            for i, (a, b) in enumerate(zip(levels_q, levels_k, strict=True))
+        }
+        # With fewer than 4 levels some pyramid outputs feed nothing; DDP needs every parameter
+        # in the graph, so they join with a zero weight (their gradient is zero, as it would be).
+        untouched = sum(level.float().mean() for level in (*pyramid_q, *pyramid_k))
+        return LossOutput(loss_q + loss_k + 0.0 * untouched, logs)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        ema_update_(self.teacher, self.student, self.momentum_at(step + 1))
+
+    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
+        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
+        return {"backbone": encoder.backbone, "fpn": encoder.fpn, "box_head": encoder.head.tower}

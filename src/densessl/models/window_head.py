@@ -1,0 +1,113 @@
+"""MCL's window head: a pyramid level cut into the windows of a montage's cells, embedded each.
+
+Guo et al. (2023), reference GuoQiushan/MCL ``DetConvGpNonLinearHead``. Level i of MCL reads
+P(5 - i) of montages whose cells are the images shrunk by 2**i: at that stride every cell covers
+the same ``s x s`` patch of the map (s = view side / 32, 7 at 224 px), so the map is cut into a
+``2**i x 2**i`` grid of non-overlapping windows, one per cell, before the head's convs. The convs
+therefore see no context across cells (the backbone and FPN do).
+
+Letters: M maps, C channels, g cells per side, s window side, R = M·g² windows, D output width.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from densessl.models.fpn import ConvNorm
+
+
+def cut_windows(features: torch.Tensor, grid: int) -> torch.Tensor:
+    """Cut each map into a ``grid x grid`` array of equal windows, in row-major cell order.
+
+    Args:
+        features: (M, C, H, W) with H and W divisible by ``grid``.
+        grid: windows per side, g.
+
+    Returns:
+        (M·g², C, H/g, W/g): window ``m·g² + r·g + c`` is
+        ``features[m, :, r·h:(r+1)·h, c·w:(c+1)·w]``, the order of
+        :func:`densessl.data.montage.make_montage`'s ``sources[m, r, c]``.
+    """
+    maps, channels, height, width = features.shape
+    if height % grid or width % grid:
+        raise ValueError(f"a {height}x{width} map does not split into {grid}x{grid} windows")
+    h, w = height // grid, width // grid
+    windows = features.reshape(maps, channels, grid, h, grid, w).permute(0, 2, 4, 1, 3, 5)
+    return windows.reshape(maps * grid * grid, channels, h, w)
+
+
+class BoxHeadConvs(nn.Module):
+    """The 3x3 conv tower of a detector's 4conv1fc box head, without its fc.
+
+    MCL pretrains these convs but no fc; exported alone they fill a Mask R-CNN box head's convs
+    (:mod:`densessl.export.detection_heads`) and leave its fc to the detector's init.
+
+    Attributes:
+        convs: ``num_convs`` :class:`ConvNorm` (3x3 conv, BN, ReLU), as ``ConvFCBoxHead.convs``.
+    """
+
+    def __init__(self, in_channels: int = 256, conv_channels: int = 256, num_convs: int = 4):
+        super().__init__()
+        widths = [in_channels] + [conv_channels] * num_convs
+        self.convs = nn.Sequential(
+            *(ConvNorm(a, b, 3, relu=True) for a, b in itertools.pairwise(widths))
+        )
+        for module in self.modules():  # mmcv ConvModule's init, as the reference's head convs
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(R, C, s, s) -> (R, conv_channels, s, s)."""
+        return self.convs(windows)
+
+
+class WindowHead(nn.Module):
+    """Per window: 4 x [3x3 conv, BN, ReLU] -> average pool -> Linear, BN, ReLU, Linear, BN.
+
+    The last BN has no affine parameters (the reference's ``last_bn``); Linears are Kaiming-normal
+    (fan_in, relu) with zero bias, as the reference's ``init_linear='kaiming'``.
+
+    Args:
+        in_channels: FPN channels (256).
+        conv_channels: channels of the convs (256; the reference keeps the FPN width).
+        hidden_dim: MLP hidden width (2048).
+        out_dim: embedding width D (256).
+        num_convs: conv layers (4).
+
+    Attributes:
+        tower: the :class:`BoxHeadConvs` (exported as the box head's convs).
+        projector: the MLP.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 256,
+        conv_channels: int = 256,
+        hidden_dim: int = 2048,
+        out_dim: int = 256,
+        num_convs: int = 4,
+    ):
+        super().__init__()
+        self.tower = BoxHeadConvs(in_channels, conv_channels, num_convs)
+        self.projector = nn.Sequential(
+            nn.Linear(conv_channels, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+            nn.BatchNorm1d(out_dim, affine=False),
+        )
+        for module in self.projector:
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def pool(self, windows: torch.Tensor) -> torch.Tensor:
+        """(R, C, s, s) windows -> (R, conv_channels): the conv tower, then the window mean."""
+        return self.tower(windows).mean(dim=(2, 3))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(R, C, s, s) windows -> (R, D) embeddings (not normalised)."""
+        return self.projector(self.pool(windows))
