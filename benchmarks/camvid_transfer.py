@@ -11,7 +11,9 @@ labels and scored on the validation split (11 classes, void ignored).
 
 A method may name its backbone after a colon (default ``--backbone``); every backbone used gets
 a random-init row. Runs already in ``--out`` are reused, so rows can be added later; the JSON
-file accumulates the rows of every invocation.
+file accumulates the rows of every invocation and is rewritten after each row, so several
+invocations may run side by side. ``--set KEY=VALUE`` adds a config override to every method of
+the invocation and ``--tag`` names the variant (e.g. ``--set method.border=clamp --tag clamp``).
 
 Reduced settings, the same for every method of a family: the queue is kept below one epoch of
 keys (367 images; a longer queue would hold older keys of the query's own image as negatives);
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -37,6 +40,16 @@ from densessl.eval.linear_seg import linear_seg
 from densessl.eval.weights import load_backbone
 
 
+def save_row(results: Path, name: str, row: dict) -> None:
+    """Merge one row into the JSON file, re-reading it so parallel invocations keep theirs."""
+    rows = json.loads(results.read_text()) if results.exists() else {}
+    rows[name] = row
+    results.parent.mkdir(parents=True, exist_ok=True)
+    scratch = results.with_suffix(f".{os.getpid()}.tmp")
+    scratch.write_text(json.dumps(rows, indent=2) + "\n")
+    scratch.replace(results)
+
+
 def pretrain_overrides(args, method: str, backbone: str, run_dir: Path) -> list[str]:
     """The shared budget plus each family's reduced settings (see the module docstring)."""
     overrides = [
@@ -49,7 +62,7 @@ def pretrain_overrides(args, method: str, backbone: str, run_dir: Path) -> list[
     if method in ("dino", "selfpatch"):
         overrides += ["method.local_crops=2", f"method.local_crop_size={args.image_size // 2}",
                       "method.out_dim=4096"]  # fmt: skip
-    return overrides
+    return overrides + list(args.set)
 
 
 def main() -> None:
@@ -67,6 +80,8 @@ def main() -> None:
     parser.add_argument("--levels", default=None, help="default: c4,c5 for ResNets, patch")
     parser.add_argument("--out", default="runs/camvid")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], help="extra override KEY=VALUE")
+    parser.add_argument("--tag", default="", help="names the variant in rows and run folders")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -74,16 +89,20 @@ def main() -> None:
     train_set = open_segmentation(args.data, "camvid", "train")
     val_set = open_segmentation(args.data, "camvid", "val")
     results = out / "camvid_transfer.json"
-    rows: dict[str, dict] = json.loads(results.read_text()) if results.exists() else {}
     candidates = []
     for entry in filter(None, args.methods.split(",")):
         method, _, backbone = entry.partition(":")
         candidates.append((method, backbone or args.backbone))
-    for backbone in dict.fromkeys(b for _, b in candidates):
-        candidates.append(("random", backbone))
+    if not args.tag:  # a tagged variant compares against the untagged random rows
+        for backbone in dict.fromkeys(b for _, b in candidates):
+            candidates.append(("random", backbone))
+    suffix = f", {args.tag}" if args.tag else ""
     for method, backbone in candidates:
-        name = f"{method} ({backbone})"
-        run_dir = None if method == "random" else out / f"{method}_{backbone}"
+        name = f"{method} ({backbone}{suffix})"
+        folder = f"{method}_{backbone}" + (f"_{args.tag}" if args.tag else "")
+        run_dir = None if method == "random" else out / folder
+        if run_dir is None and results.exists() and name in json.loads(results.read_text()):
+            continue  # a random-init row does not change between invocations
         start = time.perf_counter()
         if run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
             overrides = pretrain_overrides(args, method, backbone, run_dir)
@@ -95,17 +114,18 @@ def main() -> None:
         common = dict(levels=levels, image_size=args.probe_size)
         linear = linear_seg(model, train_set, val_set, **common)
         knn = knn_seg(model, train_set, val_set, **common)
-        rows[name] = {
+        row = {
             "linear": linear.to_dict(),
             "knn": knn.to_dict(),
             "pretrain_minutes": round(pretrain_seconds / 60, 1) if run_dir else 0.0,
             "steps": args.steps if run_dir else 0,
             "levels": "+".join(levels or model.default_levels),
+            "overrides": list(args.set),
         }
+        save_row(results, name, row)
         print(f"{name}: linear {linear.miou:.1f} mIoU, k-NN {knn.miou:.1f} mIoU", flush=True)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "camvid_transfer.json").write_text(json.dumps(rows, indent=2) + "\n")
+    rows = json.loads(results.read_text())
     print(
         f"\nmachine: {platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}; {args.steps} steps x batch {args.batch_size} at "
