@@ -94,3 +94,43 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a process group's rendezvous."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_target_moves_only_by_ema(method, batch, step: int, tau_base: float, total_steps: int):
+    """One optimizer step must leave a BYOL-style target untouched; ``after_step(step)`` must
+    then move it to τ·ξ + (1 − τ)·θ with τ = 1 − (1 − τ_base)·(cos(π·(step + 1)/K) + 1)/2, the
+    value for the next step (the target that step uses)."""
+    import copy
+    import math
+
+    before = copy.deepcopy(method.teacher.state_dict())
+    method(batch, step=step).loss.backward()
+    torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
+    for name, value in method.teacher.named_parameters():  # the optimizer never touches it
+        assert torch.equal(value, before[name]), name
+    method.after_step(step)
+    tau = 1 - (1 - tau_base) * (math.cos(math.pi * (step + 1) / total_steps) + 1) / 2
+    assert method.momentum_at(step + 1) == pytest.approx(tau)
+    pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
+    for (name, t), s in pairs:
+        torch.testing.assert_close(t, tau * before[name] + (1 - tau) * s.detach())
+
+
+def write_scene_folder(folder, num_images: int, image_size: int, seed: int):
+    """A plain folder of built-in scene PNGs (``scene_{i}.png``), as a user's image folder."""
+    from densessl.data.synthetic import SyntheticScenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = SyntheticScenes(num_images=num_images, image_size=image_size, seed=seed)
+    for i in range(num_images):
+        scenes.load_image(i).save(folder / f"scene_{i}.png")
+    return folder

@@ -13,7 +13,7 @@ from densessl.config import build_config
 from densessl.engine.setup import build_method
 from densessl.losses import byol_loss
 
-from conftest import augmented_batch
+from conftest import assert_target_moves_only_by_ema, augmented_batch
 
 
 def tiny_byol(tmp_path, steps: int = 10, **extra):
@@ -89,20 +89,8 @@ def test_one_step_loss_is_the_symmetric_byol_loss(tmp_path):
 
 
 def test_target_only_moves_by_ema(tmp_path):
-    steps = 10
-    method = tiny_byol(tmp_path, steps=steps)
-    before = copy.deepcopy(method.teacher.state_dict())
-    method(augmented_batch(method), step=3).loss.backward()
-    torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
-    for name, value in method.teacher.named_parameters():  # the optimizer never touches it
-        assert torch.equal(value, before[name]), name
-    method.after_step(3)
-    # τ after step 3 is the value for step 4 (the target used next): 1 − (1 − τ₀)(cos(π·4/K)+1)/2
-    tau = 1 - (1 - 0.996) * (math.cos(math.pi * 4 / steps) + 1) / 2
-    assert method.momentum_at(4) == pytest.approx(tau)
-    pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
-    for (name, t), s in pairs:
-        torch.testing.assert_close(t, tau * before[name] + (1 - tau) * s.detach())
+    method = tiny_byol(tmp_path, steps=10)
+    assert_target_moves_only_by_ema(method, augmented_batch(method), 3, 0.996, 10)
 
 
 def test_momentum_schedule_end_points(tmp_path):

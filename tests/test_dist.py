@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,15 +12,9 @@ import torch
 
 from densessl.engine.checkpoint import load_checkpoint
 
-from conftest import tiny_overrides
+from conftest import free_port, tiny_overrides
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(out, processes: int) -> None:

@@ -3,11 +3,9 @@ two processes, one training step, the EMA target, the CLI run and its exports.""
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -28,6 +26,8 @@ from densessl.export.torchvision_detection import write_torchvision_detection
 from densessl.losses import mcl_cell_loss
 from densessl.methods.mcl import cross_branch_loss
 from densessl.models.window_head import WindowHead, cut_windows
+
+from conftest import assert_target_moves_only_by_ema, free_port, write_scene_folder
 
 TINY = {
     "backbone": "resnet18",
@@ -114,12 +114,6 @@ def _gather_worker(rank: int, port: int, out_dir: str) -> None:
         tdist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.dist
 def test_two_processes_give_the_loss_of_the_concatenated_batch(tmp_path):
     """Each rank holds B = 3 images: its cells, its sources (local indices) and its targets.
@@ -132,7 +126,7 @@ def test_two_processes_give_the_loss_of_the_concatenated_batch(tmp_path):
     sources = [torch.randint(0, batch, (2 * n,), generator=generator) for n in (3, 4, 8)]
     targets = F.normalize(torch.randn(2 * batch, dim, generator=generator, dtype=torch.float64))
     torch.save((preds, sources, targets), tmp_path / "inputs.pt")
-    mp.spawn(_gather_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_gather_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
     whole = [p.clone().requires_grad_() for p in preds]
@@ -219,15 +213,7 @@ def test_one_step_on_cpu(tmp_path):
 
 def test_target_only_moves_by_ema(tmp_path):
     method = tiny_mcl(tmp_path, steps=10)
-    before = copy.deepcopy(method.teacher.state_dict())
-    method(mcl_batch(method), step=0).loss.backward()
-    torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
-    assert all(torch.equal(t, before[n]) for n, t in method.teacher.named_parameters())
-    method.after_step(0)
-    tau = 1 - (1 - 0.99) * (math.cos(math.pi * 1 / 10) + 1) / 2
-    pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
-    for (name, t), s in pairs:
-        torch.testing.assert_close(t, tau * before[name] + (1 - tau) * s.detach())
+    assert_target_moves_only_by_ema(method, mcl_batch(method), 0, 0.99, 10)
 
 
 def test_cells_only_head_equals_the_reference_head_over_all_levels_in_eval_mode(tmp_path):
@@ -289,11 +275,7 @@ def test_pretrain_mcl_on_builtin_scenes(mcl_run):
 
 
 def test_pretrain_mcl_on_an_image_folder(tmp_path):
-    data = tmp_path / "images"
-    data.mkdir()
-    scenes = SyntheticScenes(num_images=4, image_size=80, seed=5)
-    for i in range(4):
-        scenes.load_image(i).save(data / f"img{i}.png")
+    data = write_scene_folder(tmp_path / "images", 4, 80, seed=5)
     out = tmp_path / "run"
     args = ["pretrain", "--method", "mcl", "--data", str(data), *overrides(out, steps=1)]
     assert main(args) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -24,6 +23,8 @@ from densessl.models import (
     make_teacher,
 )
 from densessl.registry import BACKBONES
+
+from conftest import free_port
 
 # ---------------------------------------------------------------- backbones
 
@@ -313,12 +314,6 @@ def _global_bn_worker(rank: int, port: int, out_dir: str) -> None:
         tdist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.dist
 def test_global_batch_norm_two_processes_equal_full_batch(tmp_path):
     # Two ranks each holding half the batch must reproduce BatchNorm2d on the whole batch:
@@ -327,7 +322,7 @@ def test_global_batch_norm_two_processes_equal_full_batch(tmp_path):
     x = torch.randn(4, 3, 5, 5, dtype=torch.float64) * 2 + 1
     upstream = torch.randn(4, 3, 5, 5, dtype=torch.float64)
     torch.save((x, upstream, plain.state_dict()), tmp_path / "inputs.pt")
-    mp.spawn(_global_bn_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_global_bn_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
 
     x_full = x.clone().requires_grad_()
     y_full = plain(x_full)

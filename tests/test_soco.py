@@ -3,8 +3,6 @@ one training step, the EMA target, the CLI run and its exports."""
 
 from __future__ import annotations
 
-import copy
-import math
 import pickle
 
 import numpy as np
@@ -29,6 +27,8 @@ from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.setup import SceneBoxes, augment_batch, build_method
 from densessl.losses import box_pair_loss, byol_loss
+
+from conftest import assert_target_moves_only_by_ema, write_scene_folder
 
 TINY = {
     "backbone": "resnet18",
@@ -236,15 +236,7 @@ def test_one_step_on_cpu(tmp_path):
 
 def test_target_only_moves_by_ema(tmp_path):
     method = tiny_soco(tmp_path, steps=10)
-    before = copy.deepcopy(method.teacher.state_dict())
-    method(soco_batch(method), step=0).loss.backward()
-    torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
-    assert all(torch.equal(t, before[n]) for n, t in method.teacher.named_parameters())
-    method.after_step(0)
-    tau = 1 - (1 - 0.99) * (math.cos(math.pi * 1 / 10) + 1) / 2
-    pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
-    for (name, t), s in pairs:
-        torch.testing.assert_close(t, tau * before[name] + (1 - tau) * s.detach())
+    assert_target_moves_only_by_ema(method, soco_batch(method), 0, 0.99, 10)
 
 
 def test_assigned_level_pooling_gives_the_reference_loss_in_eval_mode(tmp_path):
@@ -288,11 +280,7 @@ def test_pretrain_soco_on_builtin_scenes(soco_run):
 
 
 def test_pretrain_soco_on_an_image_folder(tmp_path):
-    data = tmp_path / "images"
-    data.mkdir()
-    scenes = SyntheticScenes(num_images=4, image_size=80, seed=5)
-    for i in range(4):
-        scenes.load_image(i).save(data / f"img{i}.png")
+    data = write_scene_folder(tmp_path / "images", 4, 80, seed=5)
     out = tmp_path / "run"
     args = ["pretrain", "--method", "soco", "--data", str(data), *overrides(out, steps=1)]
     assert main(args) == 0

@@ -11,7 +11,6 @@ from timm.models.vision_transformer import VisionTransformer
 
 from densessl.cli import main
 from densessl.config import load_saved_config
-from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.setup import build_method
 from densessl.eval.features import extract_features
@@ -20,7 +19,7 @@ from densessl.export.timm_vit import write_timm_vit
 from densessl.models import build_backbone
 from densessl.models.vit import VIT_SPECS, ViTBackbone
 
-from conftest import tiny_vit_method, tiny_vit_overrides
+from conftest import tiny_vit_method, tiny_vit_overrides, write_scene_folder
 
 
 def perturbed(module: torch.nn.Module) -> torch.nn.Module:
@@ -105,10 +104,7 @@ def test_dense_features_of_a_vit_use_the_patch_grid():
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    scenes = SyntheticScenes(num_images=8, image_size=72, seed=3)
-    for i in range(len(scenes)):
-        scenes.load_image(i).save(folder / f"scene_{i}.png")
+    folder = write_scene_folder(tmp_path_factory.mktemp("images"), 8, 72, seed=3)
     Image.new("RGB", (90, 60), "white").save(folder / "wide.jpg")  # not square
     return folder
 
