@@ -11,11 +11,13 @@ identical for both).
         --image-size 128 --local-crops 2 --local-crop-size 64 --batch-size 16
     python benchmarks/step_time.py --pair byol,soco --backbone resnet50 --image-size 224 \
         --batch-size 8
+    python benchmarks/step_time.py --pair byol,mcl --backbone resnet18 --image-size 224 \
+        --batch-size 8
 
 BYOL vs SoCo: SoCo's views are its own (V1 224, V2 224, V3 112 at the paper's size, with
 ``--image-size`` setting V1/V2) and BYOL gets its two views at ``--image-size``; the scenes'
 instance boxes stand in for selective-search proposals (the step does not depend on which
-boxes they are).
+boxes they are). BYOL vs MCL: MCL's eight views (four per branch, levels 0-3) at ``--image-size``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 import torch
 
 from densessl.config import build_config
-from densessl.data.batch import collate_views
+from densessl.data.batch import Batch, collate_views
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.optim import build_optimizer
@@ -75,18 +77,17 @@ def main() -> None:
 
     base, dense = args.pair.split(",")
     runners = {name: build(name, args, device) for name in (base, dense)}
-    dense_method = runners[dense][0]
     scenes = SyntheticScenes(num_images=args.batch_size, image_size=int(args.image_size * 1.33))
-    proposals = SceneBoxes(scenes) if dense_method.needs_proposals else None
-    dataset = MultiViewDataset(scenes, dense_method.make_transform(), seed=0, proposals=proposals)
-    batch = augment_batch(collate_views([dataset[(0, i)] for i in range(args.batch_size)]))
-    batch = batch.to(device)
-    base_batch = batch
-    if dense_method.needs_proposals:  # the base method gets its own two plain views
-        base_views = MultiViewDataset(scenes, runners[base][0].make_transform(), seed=0)
-        samples = [base_views[(0, i)] for i in range(args.batch_size)]
-        base_batch = augment_batch(collate_views(samples)).to(device)
-    batches = {base: base_batch, dense: batch}
+
+    def batch_for(method) -> Batch:
+        """The method's own views of the same scenes (seed 0): two for MoCo/BYOL, SoCo's boxed
+        views, MCL's eight, DINO's multi-crop."""
+        proposals = SceneBoxes(scenes) if method.needs_proposals else None
+        dataset = MultiViewDataset(scenes, method.make_transform(), seed=0, proposals=proposals)
+        samples = [dataset[(0, i)] for i in range(args.batch_size)]
+        return augment_batch(collate_views(samples)).to(device)
+
+    batches = {name: batch_for(method) for name, (method, _) in runners.items()}
 
     def sync() -> None:
         if device.type == "cuda":
