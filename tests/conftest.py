@@ -134,3 +134,44 @@ def write_scene_folder(folder, num_images: int, image_size: int, seed: int):
     for i in range(num_images):
         scenes.load_image(i).save(folder / f"scene_{i}.png")
     return folder
+
+
+# A SoCo / MCL run small enough for a unit test: ResNet-18 at 64 px, 16-channel FPN and head convs.
+TINY_FPN_RUN = {
+    "backbone": "resnet18",
+    "batch_size": 4,
+    "data.image_size": 64,
+    "data.synthetic_images": 8,
+    "data.synthetic_size": 80,
+    "data.workers": 0,
+    "method.hidden_dim": 32,
+    "method.dim": 16,
+    "method.fpn_channels": 16,
+    "method.head_channels": 16,
+    "log_every": 1,
+    "checkpoint_every": 1000,
+}
+
+
+def v2_detector_states(weights: dict, also_missing: tuple[str, ...] = ()) -> list[dict]:
+    """Load a ``torchvision_detection`` export into torchvision's ``fasterrcnn_resnet50_fpn_v2``
+    and ``maskrcnn_resnet50_fpn_v2`` (nothing downloaded); assert that exactly the RPN head, the
+    predictors, the mask branch and the ``also_missing`` prefixes stay unfilled and nothing is
+    unexpected. Returns both models' state dicts, to compare tensors."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2, maskrcnn_resnet50_fpn_v2
+
+    mask_branch = ("roi_heads.mask_head.", "roi_heads.mask_predictor.")
+    states = []
+    for build, extra in ((fasterrcnn_resnet50_fpn_v2, ()), (maskrcnn_resnet50_fpn_v2, mask_branch)):
+        model = build(weights=None, weights_backbone=None, num_classes=3)
+        # BN fills an absent num_batches_tracked itself, so torch never reports it missing.
+        expected_missing = {
+            k for k in model.state_dict()
+            if k.startswith(("rpn.head.", "roi_heads.box_predictor.", *extra, *also_missing))
+            and not k.endswith("num_batches_tracked")
+        }  # fmt: skip
+        outcome = model.load_state_dict(weights, strict=False)
+        assert set(outcome.missing_keys) == expected_missing
+        assert outcome.unexpected_keys == []
+        states.append(model.state_dict())
+    return states

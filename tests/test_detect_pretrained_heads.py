@@ -15,26 +15,15 @@ from densessl.engine.checkpoint import load_checkpoint
 from densessl.eval.detection import HeadWidths, build_detector, has_v2_heads, load_extra_state
 from densessl.eval.detection_weights import HEAD_PREFIXES, load_detection_weights
 
-from conftest import tiny_overrides
+from conftest import TINY_FPN_RUN, tiny_overrides
 
 SIZE = 64
 # test_soco's tiny SoCo: ResNet-18 at 64 px, 16-channel FPN and head convs, fc 32.
 SOCO = {
-    "backbone": "resnet18",
-    "batch_size": 4,
+    **TINY_FPN_RUN,
     "steps": 2,
-    "data.image_size": 64,
-    "data.synthetic_images": 8,
-    "data.synthetic_size": 80,
-    "data.workers": 0,
-    "method.hidden_dim": 32,
-    "method.dim": 16,
-    "method.fpn_channels": 16,
-    "method.head_channels": 16,
     "method.head_fc_dim": 32,
     "method.level_thresholds": "[12,24,48,64]",
-    "log_every": 1,
-    "checkpoint_every": 1000,
 }
 TINY_WIDTHS = HeadWidths(fpn=16, box_convs=(16,) * 4, box_fc=32)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.ops import FeaturePyramidNetwork
 
@@ -14,6 +13,8 @@ from densessl.export.torchvision_detection import write_torchvision_detection
 from densessl.models.backbones import build_backbone
 from densessl.models.box_head import ConvFCBoxHead, roi_align_assigned, roi_align_levels
 from densessl.models.fpn import FPN
+
+from conftest import v2_detector_states
 
 IN_CHANNELS = [8, 16, 32, 64]
 
@@ -134,27 +135,14 @@ def test_detector_export_loads_into_torchvision_v2_models(tmp_path):
     modules = soco_r50_modules()
     result = write_torchvision_detection(modules, tmp_path / "detector.pt")
     weights = torch.load(result.path, weights_only=True)
-    for build, extra in ((fasterrcnn_resnet50_fpn_v2, ()),
-                         (maskrcnn_resnet50_fpn_v2, ("roi_heads.mask_head.",
-                                                     "roi_heads.mask_predictor."))):  # fmt: skip
-        model = build(weights=None, weights_backbone=None, num_classes=3)  # nothing downloaded
-        # BN fills an absent num_batches_tracked itself, so torch never reports it missing.
-        expected_missing = {
-            k for k in model.state_dict()
-            if k.startswith(("rpn.head.", "roi_heads.box_predictor.", *extra))
-            and not k.endswith("num_batches_tracked")
-        }  # fmt: skip
-        outcome = model.load_state_dict(weights, strict=False)
-        assert set(outcome.missing_keys) == expected_missing
-        assert outcome.unexpected_keys == []
-        state = model.state_dict()
-        pairs = {
-            "backbone.body.layer4.2.bn3.running_var": modules["backbone"].layer4[2].bn3.running_var,
-            "backbone.fpn.inner_blocks.3.0.weight": modules["fpn"].lateral_convs[3].conv.weight,
-            "backbone.fpn.layer_blocks.0.1.bias": modules["fpn"].output_convs[0].norm.bias,
-            "roi_heads.box_head.2.0.weight": modules["box_head"].convs[2].conv.weight,
-            "roi_heads.box_head.3.1.weight": modules["box_head"].convs[3].norm.weight,
-            "roi_heads.box_head.5.weight": modules["box_head"].fc.weight,
-        }
+    pairs = {
+        "backbone.body.layer4.2.bn3.running_var": modules["backbone"].layer4[2].bn3.running_var,
+        "backbone.fpn.inner_blocks.3.0.weight": modules["fpn"].lateral_convs[3].conv.weight,
+        "backbone.fpn.layer_blocks.0.1.bias": modules["fpn"].output_convs[0].norm.bias,
+        "roi_heads.box_head.2.0.weight": modules["box_head"].convs[2].conv.weight,
+        "roi_heads.box_head.3.1.weight": modules["box_head"].convs[3].norm.weight,
+        "roi_heads.box_head.5.weight": modules["box_head"].fc.weight,
+    }
+    for state in v2_detector_states(weights):
         for key, value in pairs.items():
             assert torch.equal(state[key], value), key

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2, maskrcnn_resnet50_fpn_v2
 
 from densessl.cli import main
 from densessl.config import ConfigError, build_config
@@ -27,22 +26,15 @@ from densessl.losses import mcl_cell_loss
 from densessl.methods.mcl import cross_branch_loss
 from densessl.models.window_head import WindowHead, cut_windows
 
-from conftest import assert_target_moves_only_by_ema, free_port, write_scene_folder
+from conftest import (
+    TINY_FPN_RUN,
+    assert_target_moves_only_by_ema,
+    free_port,
+    v2_detector_states,
+    write_scene_folder,
+)
 
-TINY = {
-    "backbone": "resnet18",
-    "batch_size": 4,
-    "data.image_size": 64,
-    "data.synthetic_images": 8,
-    "data.synthetic_size": 80,
-    "data.workers": 0,
-    "method.hidden_dim": 32,
-    "method.dim": 16,
-    "method.fpn_channels": 16,
-    "method.head_channels": 16,
-    "log_every": 1,
-    "checkpoint_every": 1000,
-}
+TINY = TINY_FPN_RUN
 
 
 def overrides(out, **extra) -> list[str]:
@@ -321,21 +313,8 @@ def test_torchvision_export_loads_into_v2_detectors_with_only_the_fc_left(tmp_pa
     result = write_torchvision_detection(modules, tmp_path / "detector.pt")
     assert "roi_heads.box_head.5.* (no fc pretrained)" in result.instructions
     weights = torch.load(result.path, weights_only=True)
-    for build, extra in ((fasterrcnn_resnet50_fpn_v2, ()),
-                         (maskrcnn_resnet50_fpn_v2, ("roi_heads.mask_head.",
-                                                     "roi_heads.mask_predictor."))):  # fmt: skip
-        model = build(weights=None, weights_backbone=None, num_classes=3)  # nothing downloaded
-        expected_missing = {
-            k for k in model.state_dict()
-            if k.startswith(("rpn.head.", "roi_heads.box_predictor.", "roi_heads.box_head.5.",
-                             *extra))
-            and not k.endswith("num_batches_tracked")
-        }  # fmt: skip
-        outcome = model.load_state_dict(weights, strict=False)
-        assert set(outcome.missing_keys) == expected_missing
-        assert outcome.unexpected_keys == []
-        state = model.state_dict()
-        tower = modules["box_head"].convs
+    tower = modules["box_head"].convs
+    for state in v2_detector_states(weights, also_missing=("roi_heads.box_head.5.",)):
         assert torch.equal(state["roi_heads.box_head.3.0.weight"], tower[3].conv.weight)
         assert torch.equal(state["backbone.fpn.layer_blocks.2.1.running_var"],
                            modules["fpn"].output_convs[2].norm.running_var)  # fmt: skip

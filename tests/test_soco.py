@@ -28,23 +28,12 @@ from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.setup import SceneBoxes, augment_batch, build_method
 from densessl.losses import box_pair_loss, byol_loss
 
-from conftest import assert_target_moves_only_by_ema, write_scene_folder
+from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, write_scene_folder
 
 TINY = {
-    "backbone": "resnet18",
-    "batch_size": 4,
-    "data.image_size": 64,
-    "data.synthetic_images": 8,
-    "data.synthetic_size": 80,
-    "data.workers": 0,
-    "method.hidden_dim": 32,
-    "method.dim": 16,
-    "method.fpn_channels": 16,
-    "method.head_channels": 16,
+    **TINY_FPN_RUN,
     "method.head_fc_dim": 32,
     "method.level_thresholds": "[12,24,48,64]",  # the 48/96/192/224 rule scaled to 64-px views
-    "log_every": 1,
-    "checkpoint_every": 1000,
 }
 
 
