@@ -1,0 +1,108 @@
+"""The golden record: fixed-seed CPU runs of every registered method, pinned to 1e-6.
+
+Each method pretrains for ``STEPS`` optimizer steps on the built-in scenes at tiny sizes through
+the public entry point (``build_config`` + ``train``). The record keeps every step's loss and a
+checksum of the final state (sum, absolute sum and sum of squares over every floating tensor of
+the method's state dict, so renaming a module does not change it, but changing a value does).
+
+A change that alters training results on purpose regenerates the record, in its own commit that
+says why::
+
+    python tests/golden/record.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+RECORD = Path(__file__).with_name("record.json")
+STEPS = 10
+
+_CNN = {
+    "backbone": "resnet18",
+    "batch_size": 4,
+    "data.image_size": 64,
+    "data.synthetic_images": 8,
+    "data.synthetic_size": 80,
+}
+_FPN = {**_CNN, "method.dim": 16, "method.hidden_dim": 32, "method.fpn_channels": 16,
+        "method.head_channels": 16}  # fmt: skip
+_VIT = {
+    "backbone": "vit_test_patch8",
+    "batch_size": 4,
+    "data.image_size": 48,
+    "data.synthetic_images": 8,
+    "data.synthetic_size": 64,
+    "method.local_crops": 2,
+    "method.local_crop_size": 24,
+    "method.out_dim": 64,
+    "method.hidden_dim": 32,
+    "method.bottleneck_dim": 16,
+}
+# Each method's tiny run. Epochs are a couple of steps long, so epoch-based schedules (warm-up,
+# DINO's teacher temperature and last-layer freeze) all change inside the 10 steps.
+RUNS: dict[str, dict] = {
+    "mocov2": {**_CNN, "method.queue_size": 16, "method.dim": 16, "method.hidden_dim": 32},
+    "densecl": {**_CNN, "method.queue_size": 16, "method.dim": 16, "method.hidden_dim": 32},
+    "byol": {**_CNN, "method.dim": 16, "method.hidden_dim": 32},
+    "soco": {**_FPN, "method.head_fc_dim": 32},
+    "mcl": _FPN,
+    "dino": {**_VIT, "method.warmup_teacher_temp_epochs": 2, "method.freeze_last_layer_epochs": 1},
+    "selfpatch": {**_VIT, "method.patch_out_dim": 32},
+}
+_COMMON = {"steps": STEPS, "seed": 0, "device": "cpu", "data.workers": 0, "log_every": 1,
+           "checkpoint_every": 1000}  # fmt: skip
+
+
+def run_method(name: str, out: Path) -> dict:
+    """Train ``name`` for STEPS steps; return its per-step losses and final-state checksum."""
+    from densessl.config import build_config
+    from densessl.engine.checkpoint import load_checkpoint
+    from densessl.engine.train import train
+
+    overrides = {**RUNS[name], **_COMMON, "out": str(out)}
+    if name in ("byol", "soco", "mcl", "dino", "selfpatch"):  # warm-up inside the run
+        overrides.setdefault("optim.warmup_steps", 3)
+    cfg = build_config(name, overrides=[f"{k}={v}" for k, v in overrides.items()])
+    train(cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    state = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
+    floats = [t.double() for t in state.values() if t.is_floating_point()]
+    return {
+        "losses": [r["loss"] for r in records],
+        "sum": sum(float(t.sum()) for t in floats),
+        "abs_sum": sum(float(t.abs().sum()) for t in floats),
+        "sq_sum": sum(float((t * t).sum()) for t in floats),
+        "numel": sum(t.numel() for t in floats),
+    }
+
+
+def run_all(names=None) -> dict:
+    torch.set_num_threads(2)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names or RUNS:
+            out[name] = run_method(name, Path(tmp) / name)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="overwrite record.json")
+    args = parser.parse_args(argv)
+    record = run_all()
+    text = json.dumps(record, indent=1) + "\n"
+    if args.write:
+        RECORD.write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
