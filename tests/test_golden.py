@@ -14,7 +14,7 @@ import pytest
 from densessl.registry import METHODS
 
 sys.path.insert(0, str(Path(__file__).with_name("golden")))
-from record import RECORD, RUNS, run_method  # noqa: E402
+from record import RECORD, RUNS, run_method
 
 EXPECTED = json.loads(RECORD.read_text())
 
