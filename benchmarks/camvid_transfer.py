@@ -38,6 +38,7 @@ from densessl.engine.train import train
 from densessl.eval.knn_seg import knn_seg
 from densessl.eval.linear_seg import linear_seg
 from densessl.eval.weights import load_backbone
+from densessl.methods import get_method
 
 
 def save_row(results: Path, name: str, row: dict) -> None:
@@ -106,7 +107,7 @@ def main() -> None:
         start = time.perf_counter()
         if run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
             overrides = pretrain_overrides(args, method, backbone, run_dir)
-            train(build_config(method, overrides=overrides))
+            train(build_config(get_method(method), overrides=overrides))
         pretrain_seconds = time.perf_counter() - start
         weights = str(run_dir) if run_dir else "random"
         model = load_backbone(weights, backbone)

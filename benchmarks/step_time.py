@@ -35,6 +35,7 @@ from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.optim import build_optimizer
 from densessl.engine.setup import SceneBoxes, augment_batch, build_method
+from densessl.methods import get_method
 
 
 def build(method_name: str, args: argparse.Namespace, device: torch.device):
@@ -46,7 +47,7 @@ def build(method_name: str, args: argparse.Namespace, device: torch.device):
             f"method.local_crops={args.local_crops}",
             f"method.local_crop_size={args.local_crop_size}",
         ]
-    cfg = build_config(method_name, overrides=overrides)
+    cfg = build_config(get_method(method_name), overrides=overrides)
     torch.manual_seed(0)
     method = build_method(cfg, steps=1000).to(device)
     optimizer = build_optimizer(method.named_parameters(), cfg.optim)

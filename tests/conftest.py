@@ -62,8 +62,9 @@ def tiny_vit_method(method: str, out, steps: int = 10, epoch_steps: int = 4, **e
     """A DINO/SelfPatch method built like the engine does, from :func:`tiny_vit_overrides`."""
     from densessl.config import build_config
     from densessl.engine.setup import build_method
+    from densessl.methods import get_method
 
-    cfg = build_config(method, overrides=tiny_vit_overrides(out, method, **extra))
+    cfg = build_config(get_method(method), overrides=tiny_vit_overrides(out, method, **extra))
     torch.manual_seed(0)
     return build_method(cfg, steps=steps, epoch_steps=epoch_steps)
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from densessl.config import build_config
 from densessl.engine.setup import build_method
 from densessl.losses import byol_loss
+from densessl.methods import get_method
 
 from conftest import assert_target_moves_only_by_ema, augmented_batch
 
@@ -26,7 +27,7 @@ def tiny_byol(tmp_path, steps: int = 10, **extra):
         "method.dim": 16,
     }
     values.update(extra)
-    cfg = build_config("byol", overrides=[f"{k}={v}" for k, v in values.items()])
+    cfg = build_config(get_method("byol"), overrides=[f"{k}={v}" for k, v in values.items()])
     torch.manual_seed(0)
     return build_method(cfg, steps=steps)
 
@@ -100,7 +101,7 @@ def test_momentum_schedule_end_points(tmp_path):
 
 
 def test_recipe_is_the_papers(tmp_path):
-    cfg = build_config("byol", overrides=[f"out={tmp_path}"])
+    cfg = build_config(get_method("byol"), overrides=[f"out={tmp_path}"])
     assert cfg.optim.name == "lars" and cfg.optim.base_lr == 0.2
     assert cfg.optim.weight_decay == 1.5e-6 and cfg.optim.decay_norm_and_bias is False
     assert cfg.optim.warmup_epochs == 10 and cfg.method.momentum == 0.996

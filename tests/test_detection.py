@@ -12,8 +12,8 @@ from pycocotools import mask as mask_utils
 
 from densessl.data.coco import CocoDetection, open_coco, write_synthetic_coco
 from densessl.data.labeled import held_out_seed
-from densessl.data.sources import DataError
 from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import DataError
 from densessl.eval.detection import (
     DetectionScores,
     build_detector,

@@ -146,7 +146,7 @@ def test_weight_decay_schedule_and_per_parameter_clipping():
 
 
 def test_dino_refuses_a_resnet(tmp_path):
-    from densessl.config import ConfigError
+    from densessl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="ViT"):
         make("dino", tmp_path, backbone="resnet18")

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from densessl.cli import main
-from densessl.config import ConfigError, build_config
+from densessl.config import build_config
 from densessl.engine.checkpoint import load_checkpoint
+from densessl.errors import ConfigError
+from densessl.methods import get_method
 from densessl.methods.densecl import DenseCL
 
 from conftest import tiny_overrides
@@ -97,10 +99,10 @@ def test_other_optimizers_run(tmp_path, optimizer):
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.yaml")))
 def test_shipped_recipes_load(recipe):
     method = recipe.split("_")[0]
-    cfg = build_config(method, RECIPES / recipe)
+    cfg = build_config(get_method(method), RECIPES / recipe)
     assert cfg.method.name == method
 
 
 def test_recipe_for_another_method_is_refused():
     with pytest.raises(ConfigError, match="densecl"):
-        build_config("mocov2", RECIPES / "densecl_r50_in1k_200ep.yaml")
+        build_config(get_method("mocov2"), RECIPES / "densecl_r50_in1k_200ep.yaml")

@@ -16,11 +16,12 @@ from torch import nn
 
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import WeightsError
 from densessl.eval.features import extract_features, preprocess, resized_shape
 from densessl.eval.knn_seg import knn_predict_scores, knn_seg
 from densessl.eval.linear_seg import linear_seg
 from densessl.eval.metrics import SegmentationScores, confusion_matrix
-from densessl.eval.weights import WeightsError, load_backbone
+from densessl.eval.weights import load_backbone
 
 IGNORE = 255
 PALETTE = np.array(

@@ -22,9 +22,9 @@ from densessl.data.labeled import (
     held_out_seed,
     open_segmentation,
 )
-from densessl.data.sources import DataError
 from densessl.data.synthetic import SyntheticScenes
 from densessl.data.synthetic_export import write_synthetic_segmentation
+from densessl.errors import DataError
 
 HEIGHT, WIDTH = 16, 24
 

@@ -14,15 +14,17 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from densessl.cli import main
-from densessl.config import ConfigError, build_config
+from densessl.config import build_config
 from densessl.data.batch import collate_views
 from densessl.data.montage import mcl_level
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.setup import augment_batch, build_method
+from densessl.errors import ConfigError
 from densessl.export.torchvision_detection import write_torchvision_detection
 from densessl.losses import mcl_cell_loss
+from densessl.methods import get_method
 from densessl.methods.mcl import cross_branch_loss
 from densessl.models.window_head import WindowHead, cut_windows
 
@@ -43,7 +45,7 @@ def overrides(out, **extra) -> list[str]:
 
 
 def tiny_mcl(tmp_path, steps: int = 10, **extra):
-    cfg = build_config("mcl", overrides=overrides(tmp_path, **extra))
+    cfg = build_config(get_method("mcl"), overrides=overrides(tmp_path, **extra))
     torch.manual_seed(0)
     return build_method(cfg, steps=steps)
 
@@ -226,7 +228,7 @@ def test_cells_only_head_equals_the_reference_head_over_all_levels_in_eval_mode(
 
 
 def test_recipe_follows_the_released_config(tmp_path):
-    cfg = build_config("mcl", overrides=[f"out={tmp_path}"])
+    cfg = build_config(get_method("mcl"), overrides=[f"out={tmp_path}"])
     assert cfg.optim.name == "lars" and cfg.optim.base_lr == 1.0 and cfg.optim.weight_decay == 1e-5
     assert cfg.optim.warmup_epochs == 10 and cfg.optim.min_lr == 1e-4
     assert cfg.optim.clip_grad == 500.0 and cfg.optim.decay_norm_and_bias is False
@@ -306,7 +308,7 @@ def test_torchvision_export_loads_into_v2_detectors_with_only_the_fc_left(tmp_pa
     """MCL at the paper's widths (ResNet-50, FPN 256, head convs 256): every backbone, FPN and
     head-conv key of torchvision's v2 detectors is filled; the fc stays at its init."""
     sizes = ["backbone=resnet50", "data.image_size=224", "method.hidden_dim=32"]
-    cfg = build_config("mcl", overrides=[f"out={tmp_path}", *sizes])
+    cfg = build_config(get_method("mcl"), overrides=[f"out={tmp_path}", *sizes])
     torch.manual_seed(0)
     method = build_method(cfg, steps=1)
     modules = method.exportable()

@@ -15,13 +15,14 @@ from densessl.data.synthetic import SyntheticScenes
 from densessl.data.views import MultiViewTransform
 from densessl.engine.setup import augment_batch, build_method
 from densessl.losses import info_nce
+from densessl.methods import get_method
 
 from conftest import tiny_overrides
 from reference.plain_losses import plain_densecl_dense_loss
 
 
 def make(method: str, tmp_path, **extra):
-    cfg = build_config(method, overrides=tiny_overrides(tmp_path, **extra))
+    cfg = build_config(get_method(method), overrides=tiny_overrides(tmp_path, **extra))
     torch.manual_seed(0)
     return build_method(cfg, steps=3)
 

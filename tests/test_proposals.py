@@ -17,8 +17,9 @@ from densessl.data.proposal_store import (
     proposals_for_source,
 )
 from densessl.data.proposals import assign_levels, filter_boxes, image_proposals
-from densessl.data.sources import DataError, ImageFolder
+from densessl.data.sources import ImageFolder
 from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import DataError
 
 
 def test_filter_rules_with_inclusive_bounds():

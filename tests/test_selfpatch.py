@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from densessl.config import ConfigError
+from densessl.errors import ConfigError
 from densessl.losses import dino_loss, neighbour_table, selfpatch_neighbors
 from densessl.models.vit import patch_tokens
 

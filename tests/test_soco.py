@@ -27,6 +27,7 @@ from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.setup import SceneBoxes, augment_batch, build_method
 from densessl.losses import box_pair_loss, byol_loss
+from densessl.methods import get_method
 
 from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, write_scene_folder
 
@@ -43,7 +44,7 @@ def overrides(out, **extra) -> list[str]:
 
 
 def tiny_soco(tmp_path, steps: int = 10, **extra):
-    cfg = build_config("soco", overrides=overrides(tmp_path, **extra))
+    cfg = build_config(get_method("soco"), overrides=overrides(tmp_path, **extra))
     torch.manual_seed(0)
     return build_method(cfg, steps=steps)
 
@@ -243,7 +244,7 @@ def test_assigned_level_pooling_gives_the_reference_loss_in_eval_mode(tmp_path):
 
 
 def test_recipe_and_views_follow_the_reference_scripts(tmp_path):
-    cfg = build_config("soco", overrides=[f"out={tmp_path}"])
+    cfg = build_config(get_method("soco"), overrides=[f"out={tmp_path}"])
     assert cfg.optim.name == "lars" and cfg.optim.base_lr == 1.0 and cfg.optim.weight_decay == 1e-5
     assert cfg.optim.decay_norm_and_bias is False and cfg.optim.warmup_epochs == 10
     assert cfg.batch_size == 2048 and cfg.method.momentum == 0.99

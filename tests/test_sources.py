@@ -11,9 +11,10 @@ import torch
 from PIL import Image, ImageFile
 
 from densessl.data.pretrain import MultiViewDataset, sample_seed
-from densessl.data.sources import DataError, ImageFolder, ImageSource, UnreadableImage, read_rgb
+from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage, read_rgb
 from densessl.data.synthetic import SyntheticScenes
 from densessl.data.views import MultiViewTransform, ViewSpec
+from densessl.errors import DataError
 
 
 def gradient_rgb(height: int = 32, width: int = 48) -> np.ndarray:

@@ -9,7 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from densessl.config import ConfigError, build_config, load_saved_config
+from densessl.config import build_config, load_saved_config
+from densessl.errors import ConfigError, TrainingDiverged, UserError
+from densessl.methods import get_method
 
 
 def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
@@ -177,12 +179,12 @@ def _pretrain(args: argparse.Namespace) -> int:
         previous = load_saved_config(saved)
         if args.method and args.method != previous.method.name:
             raise ConfigError(f"{args.out} is a {previous.method.name} run, not {args.method}")
-        cfg = build_config(previous.method.name, saved, flags, args.overrides)
+        cfg = build_config(get_method(previous.method.name), saved, flags, args.overrides)
     else:
         if not args.method:
             raise ConfigError("choose a method: --method densecl (or mocov2)")
         flags["out"] = args.out or f"runs/{args.method}"
-        cfg = build_config(args.method, args.config, flags, args.overrides)
+        cfg = build_config(get_method(args.method), args.config, flags, args.overrides)
         checkpoint = Path(cfg.out) / "checkpoints" / "last.pt"
         if checkpoint.exists():
             raise ConfigError(
@@ -321,16 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     _proposals_parser(sub)
     args = parser.parse_args(argv)
 
-    from densessl.data.sources import DataError
-    from densessl.engine.train import TrainingDiverged
-    from densessl.eval.weights import WeightsError
-    from densessl.export import ExportError
-
     commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
                 "viz": _viz, "proposals": _proposals}  # fmt: skip
     try:
         return commands[args.command](args)
-    except (ConfigError, DataError, ExportError, WeightsError) as err:
+    except UserError as err:
         print(f"densessl: error: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

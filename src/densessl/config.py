@@ -18,9 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(Exception):
-    """A user-facing configuration mistake; the CLI prints it on one line and exits with 2."""
+from densessl.errors import ConfigError
+from densessl.registry import METHODS
 
 
 @dataclass
@@ -72,29 +71,61 @@ class TrainConfig:
 
 
 def build_config(
-    method_name: str,
+    method_cls: type,
     config_file: str | Path | None = None,
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
 ) -> DictConfig:
-    """Merge the layers described in the module docstring into one validated config."""
-    from densessl.methods import get_method
+    """Merge the layers described in the module docstring into one validated run config.
 
-    method_cls = get_method(method_name)
+    Args:
+        method_cls: the method's class; its ``Config`` dataclass fills ``method``.
+    """
+    method_name = method_cls.Config.name
     try:
         cfg = OmegaConf.structured(TrainConfig)
         cfg.method = OmegaConf.structured(method_cls.Config)
-        cfg.method.name = method_name
         cfg = OmegaConf.merge(cfg, OmegaConf.create(method_cls.recipe))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err
+    if config_file is not None:
+        file_method = _load_yaml(config_file).get("method")
+        recipe_for = file_method.get("name", method_name) if file_method else method_name
+        if recipe_for != method_name:
+            raise ConfigError(
+                f"{config_file} is a recipe for {recipe_for!r}, not for {method_name!r}"
+            )
+    cfg = merge_layers(cfg, config_file, flags, overrides)
+    validate(cfg)
+    return cfg
+
+
+def build_options(
+    schema: type,
+    config_file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> DictConfig:
+    """Any options dataclass (evaluation, detection ...) through the same layers as a run:
+    its defaults, then a YAML file, the named flags and ``key=value`` overrides."""
+    try:
+        base = OmegaConf.structured(schema)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err
+    return merge_layers(base, config_file, flags, overrides)
+
+
+def merge_layers(
+    cfg: DictConfig,
+    config_file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> DictConfig:
+    """``cfg`` <- YAML file <- named flags (``{"data.path": x}``; None = not given) <-
+    ``key=value`` overrides. Unknown keys and wrong types raise a one-line ConfigError."""
+    try:
         if config_file is not None:
-            file_cfg = OmegaConf.load(config_file)
-            file_method = file_cfg.get("method")
-            recipe_for = file_method.get("name", method_name) if file_method else method_name
-            if recipe_for != method_name:
-                raise ConfigError(
-                    f"{config_file} is a recipe for {recipe_for!r}, not for {method_name!r}"
-                )
-            cfg = OmegaConf.merge(cfg, file_cfg)
+            cfg = OmegaConf.merge(cfg, _load_yaml(config_file))
         if flags:
             cfg = OmegaConf.merge(cfg, OmegaConf.create(_nest(flags)))
         if overrides:
@@ -102,12 +133,18 @@ def build_config(
             if bad:
                 raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    except FileNotFoundError as err:
-        raise ConfigError(f"config file not found: {config_file}") from err
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err
-    validate(cfg)
     return cfg
+
+
+def _load_yaml(path: str | Path) -> DictConfig:
+    if not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:  # yaml's errors span several lines; keep the first
+        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from err
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -154,5 +191,5 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 
 def load_saved_config(path: Path) -> DictConfig:
     """Reload a run's resolved config against the schema of its method."""
-    raw = OmegaConf.load(path)
-    return build_config(raw.method.name, config_file=path)
+    raw = _load_yaml(path)
+    return build_config(METHODS.get(raw.method.name), config_file=path)

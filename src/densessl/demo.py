@@ -27,6 +27,7 @@ from densessl.eval.knn_seg import knn_seg
 from densessl.eval.linear_seg import linear_seg
 from densessl.eval.weights import load_backbone
 from densessl.export import export
+from densessl.methods import get_method
 from densessl.viz import plot_correspondences, plot_feature_pca, plot_loss_curves
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "densecl_r18_synthetic_demo.yaml"
@@ -37,7 +38,7 @@ PROBE_LEVELS = ("c4", "c5")
 def pretrain(method: str, run_dir: Path, steps: int | None) -> Path:
     """The demo recipe names no method, so DenseCL and MoCo-v2 share every setting."""
     overrides = [f"out={run_dir}"] + ([f"steps={steps}"] if steps else [])
-    train(build_config(method, RECIPE, overrides=overrides))
+    train(build_config(get_method(method), RECIPE, overrides=overrides))
     return run_dir
 
 

@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from densessl.errors import ConfigError
+
 T = TypeVar("T")
+
+
+class UnknownName(ConfigError, KeyError):
+    """A name no entry of the registry has (a KeyError too, for dict-like callers)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Registry:
@@ -34,7 +43,7 @@ class Registry:
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries))
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownName(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

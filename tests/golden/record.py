@@ -65,11 +65,12 @@ def run_method(name: str, out: Path) -> dict:
     from densessl.config import build_config
     from densessl.engine.checkpoint import load_checkpoint
     from densessl.engine.train import train
+    from densessl.methods import get_method
 
     overrides = {**RUNS[name], **_COMMON, "out": str(out)}
     if name in ("byol", "soco", "mcl", "dino", "selfpatch"):  # warm-up inside the run
         overrides.setdefault("optim.warmup_steps", 3)
-    cfg = build_config(name, overrides=[f"{k}={v}" for k, v in overrides.items()])
+    cfg = build_config(get_method(name), overrides=[f"{k}={v}" for k, v in overrides.items()])
     train(cfg)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     state = load_checkpoint(out / "checkpoints" / "last.pt")["model"]

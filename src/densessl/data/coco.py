@@ -28,9 +28,10 @@ from pycocotools.coco import COCO
 from tqdm import tqdm
 
 from densessl.data.labeled import MANIFEST_NAME
-from densessl.data.sources import DataError, to_rgb
+from densessl.data.sources import to_rgb
 from densessl.data.synthetic import SyntheticScenes
 from densessl.data.synthetic_export import SPLITS, begin_scene_export
+from densessl.errors import DataError
 
 ANNOTATIONS_NAME = "annotations.json"
 

@@ -34,8 +34,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, ImageOps
 
-from densessl.data.sources import DataError, find_images, to_rgb
+from densessl.data.sources import find_images, to_rgb
 from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import DataError
 
 IGNORE_INDEX = 255
 LAYOUTS = ("camvid", "voc", "ade20k", "cityscapes", "folders")

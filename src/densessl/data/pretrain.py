@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from densessl.data.sources import DataError, ImageSource, UnreadableImage
+from densessl.data.sources import ImageSource, UnreadableImage
 from densessl.data.views import ViewsWithExtras
+from densessl.errors import DataError
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from densessl.data.proposals import SEARCH_MAX_SIDE, image_proposals
-from densessl.data.sources import DataError, ImageFolder, ImageSource, UnreadableImage
+from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage
+from densessl.errors import DataError
 
 FORMAT = "densessl-proposals"
 VERSION = 1

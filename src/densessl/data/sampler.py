@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from densessl.data.sources import DataError
+from densessl.errors import DataError
 
 
 class ResumableBatchSampler:

@@ -27,11 +27,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, ImageOps
 
+from densessl.errors import DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class DataError(Exception):
-    """A data problem the user must fix; the message is one line naming the path and the fix."""
 
 
 class UnreadableImage(Exception):

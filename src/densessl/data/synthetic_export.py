@@ -17,8 +17,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from densessl.data.labeled import IGNORE_INDEX, MANIFEST_NAME, held_out_seed
-from densessl.data.sources import DataError
 from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import DataError
 
 SPLITS = ("train", "val")
 

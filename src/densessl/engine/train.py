@@ -30,12 +30,9 @@ from densessl.engine.setup import (
     steps_per_epoch,
     total_steps,
 )
+from densessl.errors import TrainingDiverged
 from densessl.methods import Method
 from densessl.models.norm import convert_batchnorm
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the state before the bad step is in last.pt."""
 
 
 @dataclass

@@ -75,7 +75,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from densessl import dist
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.coco import CocoDetection, open_coco
-from densessl.data.sources import DataError
+from densessl.errors import DataError
 from densessl.eval.features import progress
 from densessl.models.backbones import ResNetBackbone
 from densessl.models.norm import convert_batchnorm

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from densessl.errors import WeightsError
 from densessl.models.backbones import build_backbone
 from densessl.models.vit import VIT_SPECS
 
@@ -44,10 +45,6 @@ _ARCH_BY_BLOCKS = {
     (True, 23): "resnet101",
 }
 _WRAPPER_PREFIXES = ("module.", "backbone.")
-
-
-class WeightsError(Exception):
-    """Weights that cannot be turned into a backbone; exit code 2 in the CLI."""
 
 
 def load_backbone(
@@ -109,7 +106,8 @@ def run_modules(
 ) -> dict[str, nn.Module]:
     """The exportable modules of a run directory or checkpoint (``Method.exportable``), checked
     against ``arch``; ``state`` is the checkpoint when the caller has already read it."""
-    from densessl.export import ExportError, load_method, method_from_checkpoint
+    from densessl.errors import ExportError
+    from densessl.export import load_method, method_from_checkpoint
 
     if network not in (None, "online", "teacher"):
         raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")

@@ -37,7 +37,8 @@ from omegaconf import DictConfig
 
 from densessl.config import build_config
 from densessl.engine.checkpoint import load_checkpoint
-from densessl.methods import Method
+from densessl.errors import ExportError
+from densessl.methods import Method, get_method
 
 __all__ = [
     "FORMATS",
@@ -48,10 +49,6 @@ __all__ = [
     "method_from_checkpoint",
     "resolve_checkpoint",
 ]
-
-
-class ExportError(Exception):
-    """A user-facing export problem (missing run, unknown format, layout mismatch); exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def method_from_checkpoint(state: dict) -> tuple[Method, DictConfig]:
     from densessl.engine.setup import build_method
 
     saved = state["config"]
-    cfg = build_config(saved["method"]["name"], overrides=None)
+    cfg = build_config(get_method(saved["method"]["name"]), overrides=None)
     cfg.merge_with(saved)
     method = build_method(cfg, steps=max(1, int(cfg.steps)))
     method.load_state_dict(state["model"])

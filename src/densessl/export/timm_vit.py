@@ -15,7 +15,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save
-from densessl.export import ExportError, ExportResult
+from densessl.errors import ExportError
+from densessl.export import ExportResult
 from densessl.models.vit import ViTBackbone
 
 # densessl name -> timm registry name with the same architecture (class-token variant).

@@ -20,7 +20,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from densessl.engine.checkpoint import atomic_save
-from densessl.export import ExportError, ExportResult
+from densessl.errors import ExportError
+from densessl.export import ExportResult
 from densessl.export.detection_heads import has_detection_heads, head_weights, torchvision_names
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
 

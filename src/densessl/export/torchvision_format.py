@@ -16,7 +16,8 @@ from torch import nn
 
 from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save, atomic_write
-from densessl.export import ExportError, ExportResult
+from densessl.errors import ExportError
+from densessl.export import ExportResult
 
 CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
 

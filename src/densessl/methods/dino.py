@@ -43,10 +43,10 @@ import torch
 from torch import nn
 
 from densessl import dist
-from densessl.config import ConfigError
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, multi_crop_views
 from densessl.engine.schedules import warmup_cosine
+from densessl.errors import ConfigError
 from densessl.losses import dino_loss
 from densessl.methods.base import LossOutput, Method, MethodContext
 from densessl.models import build_backbone

@@ -185,7 +185,7 @@ class MCL(Method):
     export_network = "online"  # the reference's converter takes encoder_q
 
     def __init__(self, cfg: MCLConfig, ctx: MethodContext) -> None:
-        from densessl.config import ConfigError  # config imports the method registry
+        from densessl.errors import ConfigError
 
         if cfg.head_inputs not in HEAD_INPUTS:
             raise ConfigError(f"method.head_inputs must be one of {', '.join(HEAD_INPUTS)}")

@@ -107,7 +107,7 @@ class SelfPatch(DINO):
 
     def __init__(self, cfg: SelfPatchConfig, ctx: MethodContext) -> None:
         if cfg.border not in BORDERS:
-            from densessl.config import ConfigError
+            from densessl.errors import ConfigError
 
             raise ConfigError(f"method.border must be one of {', '.join(BORDERS)}")
         super().__init__(cfg, ctx)
