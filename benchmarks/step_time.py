@@ -31,11 +31,15 @@ import torch
 
 from densessl.config import build_config
 from densessl.data.batch import Batch, collate_views
+from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
+from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.optim import build_optimizer
-from densessl.engine.setup import SceneBoxes, augment_batch, build_method
+from densessl.engine.setup import build_method
+from densessl.engine.step import step_state
 from densessl.methods import get_method
+from densessl.schedules import RunLength
 
 
 def build(method_name: str, args: argparse.Namespace, device: torch.device):
@@ -49,16 +53,20 @@ def build(method_name: str, args: argparse.Namespace, device: torch.device):
         ]
     cfg = build_config(get_method(method_name), overrides=overrides)
     torch.manual_seed(0)
-    method = build_method(cfg, steps=1000).to(device)
+    method = build_method(cfg).to(device)
     optimizer = build_optimizer(method.named_parameters(), cfg.optim)
     return method, optimizer
 
 
+RUN = RunLength(total_steps=1000, steps_per_epoch=100)
+
+
 def step(method, optimizer, batch, i: int) -> None:
-    method(batch, i).loss.backward()
+    state = step_state(i, method.schedules(), RUN)
+    method(batch, state).loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    method.after_step(i)
+    method.after_step(state)
 
 
 def main() -> None:

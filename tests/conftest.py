@@ -58,24 +58,33 @@ def tiny_vit_overrides(out, method: str = "dino", steps: int = 2, **extra) -> li
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def tiny_vit_method(method: str, out, steps: int = 10, epoch_steps: int = 4, **extra):
-    """A DINO/SelfPatch method built like the engine does, from :func:`tiny_vit_overrides`."""
+def state_at(method, step: int, total_steps: int = 10, steps_per_epoch: int = 4):
+    """The StepState the engine passes ``method`` at ``step`` of a run of that length."""
+    from densessl.engine.step import step_state
+    from densessl.schedules import RunLength
+
+    return step_state(step, method.schedules(), RunLength(total_steps, steps_per_epoch))
+
+
+def tiny_vit_method(method: str, out, **extra):
+    """A DINO/SelfPatch method built like the engine does, from :func:`tiny_vit_overrides`;
+    :func:`state_at`'s default run (10 steps of 4 per epoch) is its schedule."""
     from densessl.config import build_config
     from densessl.engine.setup import build_method
     from densessl.methods import get_method
 
     cfg = build_config(get_method(method), overrides=tiny_vit_overrides(out, method, **extra))
     torch.manual_seed(0)
-    return build_method(cfg, steps=steps, epoch_steps=epoch_steps)
+    return build_method(cfg)
 
 
 def augmented_batch(method, n: int = 4):
     """The method's views of ``n`` built-in scenes, collated and augmented like a train step."""
     from densessl.data.batch import collate_views
+    from densessl.data.batch_augment import augment_batch
     from densessl.data.pretrain import MultiViewDataset
     from densessl.data.synthetic import SyntheticScenes
     from densessl.data.views import MultiViewTransform
-    from densessl.engine.setup import augment_batch
 
     dataset = MultiViewDataset(
         SyntheticScenes(num_images=n, image_size=64), MultiViewTransform(method.view_specs()), 0
@@ -107,20 +116,21 @@ def free_port() -> int:
 
 
 def assert_target_moves_only_by_ema(method, batch, step: int, tau_base: float, total_steps: int):
-    """One optimizer step must leave a BYOL-style target untouched; ``after_step(step)`` must
-    then move it to τ·ξ + (1 − τ)·θ with τ = 1 − (1 − τ_base)·(cos(π·(step + 1)/K) + 1)/2, the
+    """One optimizer step must leave a BYOL-style target untouched; ``after_step`` must then
+    move it to τ·ξ + (1 − τ)·θ with τ = 1 − (1 − τ_base)·(cos(π·(step + 1)/K) + 1)/2, the
     value for the next step (the target that step uses)."""
     import copy
     import math
 
     before = copy.deepcopy(method.teacher.state_dict())
-    method(batch, step=step).loss.backward()
+    state = state_at(method, step, total_steps)
+    method(batch, state).loss.backward()
     torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1).step()
     for name, value in method.teacher.named_parameters():  # the optimizer never touches it
         assert torch.equal(value, before[name]), name
-    method.after_step(step)
+    method.after_step(state)
     tau = 1 - (1 - tau_base) * (math.cos(math.pi * (step + 1) / total_steps) + 1) / 2
-    assert method.momentum_at(step + 1) == pytest.approx(tau)
+    assert state.teacher_momentum == pytest.approx(tau)
     pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
     for (name, t), s in pairs:
         torch.testing.assert_close(t, tau * before[name] + (1 - tau) * s.detach())

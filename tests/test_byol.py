@@ -13,8 +13,9 @@ from densessl.config import build_config
 from densessl.engine.setup import build_method
 from densessl.losses import byol_loss
 from densessl.methods import get_method
+from densessl.schedules import RunLength
 
-from conftest import assert_target_moves_only_by_ema, augmented_batch
+from conftest import assert_target_moves_only_by_ema, augmented_batch, state_at
 
 
 def tiny_byol(tmp_path, steps: int = 10, **extra):
@@ -29,7 +30,7 @@ def tiny_byol(tmp_path, steps: int = 10, **extra):
     values.update(extra)
     cfg = build_config(get_method("byol"), overrides=[f"{k}={v}" for k, v in values.items()])
     torch.manual_seed(0)
-    return build_method(cfg, steps=steps)
+    return build_method(cfg)
 
 
 # ---------------------------------------------------------------- byol_loss
@@ -74,13 +75,17 @@ def test_one_step_loss_is_the_symmetric_byol_loss(tmp_path):
     method = tiny_byol(tmp_path)
     batch = augmented_batch(method)
     first, second = batch.views
-    out = method(batch, step=0)
+    out = method(batch, state_at(method, 0))
     # Recomputed from the parts, in training mode as in the step (BN batch statistics).
     student, predictor, teacher = (copy.deepcopy(m) for m in (method.student, method.predictor,
                                                               method.teacher))  # fmt: skip
+
+    def project(encoder, images):  # backbone, global average pool, projector
+        return encoder.projector(encoder.backbone(images)["c5"].mean(dim=(2, 3)))
+
     with torch.no_grad():
-        p1, p2 = predictor(student(first)), predictor(student(second))
-        z1, z2 = teacher(first), teacher(second)
+        p1, p2 = predictor(project(student, first)), predictor(project(student, second))
+        z1, z2 = project(teacher, first), project(teacher, second)
     expected = plain_byol_loss(p1, z2) + plain_byol_loss(p2, z1)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     out.loss.backward()
@@ -96,8 +101,9 @@ def test_target_only_moves_by_ema(tmp_path):
 
 def test_momentum_schedule_end_points(tmp_path):
     method = tiny_byol(tmp_path, steps=8, **{"method.momentum": 0.99})
-    assert method.momentum_at(0) == pytest.approx(0.99)
-    assert method.momentum_at(8) == pytest.approx(1.0)
+    momentum = method.schedules()["teacher_momentum"]  # read one step ahead
+    assert momentum.at(-1, RunLength(8, 1)) == pytest.approx(0.99)
+    assert momentum.at(7, RunLength(8, 1)) == pytest.approx(1.0)
 
 
 def test_recipe_is_the_papers(tmp_path):
@@ -109,6 +115,6 @@ def test_recipe_is_the_papers(tmp_path):
 
 def test_projector_and_predictor_shapes(tmp_path):
     method = tiny_byol(tmp_path)
-    z = method.student(torch.randn(2, 3, 64, 64))
+    z = method.project(method.student, torch.randn(2, 3, 64, 64))
     assert z.shape == (2, 16) and method.predictor(z).shape == (2, 16)
     assert F.normalize(z, dim=1).isfinite().all()

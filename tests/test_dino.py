@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from densessl.engine.optim import clip_each_parameter_
-from densessl.engine.schedules import weight_decay
 from densessl.losses import dino_loss
 from densessl.methods.dino import cross_view_loss, same_size_runs
+from densessl.schedules import Constant, Cosine, RunLength
 
-from conftest import augmented_batch, tiny_vit_method
+from conftest import augmented_batch, state_at, tiny_vit_method
 from reference.plain_dino import plain_dino_loss, plain_multicrop_loss
 
 make, make_batch = tiny_vit_method, augmented_batch
@@ -70,7 +70,7 @@ def test_step_updates_only_the_student_and_teacher_follows_by_ema(tmp_path):
     method = make("dino", tmp_path)
     assert all(not p.requires_grad for p in method.teacher.parameters())
     teacher_before = [p.detach().clone() for p in method.teacher.parameters()]
-    out = method(make_batch(method), step=0)
+    out = method(make_batch(method), state_at(method, 0))
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert all(p.grad is None for p in method.teacher.parameters())
@@ -83,9 +83,9 @@ def test_step_updates_only_the_student_and_teacher_follows_by_ema(tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(teacher_before, method.teacher.parameters(), strict=True)
     )
-    m = method.momentum_at(0)
+    m = state_at(method, 0).teacher_momentum
     assert m == pytest.approx(0.996)
-    method.after_step(0)
+    method.after_step(state_at(method, 0))
     for old, new, s in zip(
         teacher_before, method.teacher.parameters(), method.student.parameters(), strict=True
     ):
@@ -98,11 +98,11 @@ def test_teacher_is_used_on_global_views_and_centre_follows_its_mean(tmp_path):
         for p in method.student.parameters():
             p.add_(0.05 * torch.randn_like(p))
     batch = make_batch(method)
-    method(batch, step=0)
+    method(batch, state_at(method, 0))
     with torch.no_grad():  # the teacher's logits, computed here view by view
         logits = [method.teacher.head(method.teacher.backbone(v)["cls"]) for v in batch.views[:2]]
     expected = 0.1 * torch.cat(logits).mean(dim=0, keepdim=True)  # 0.9 · 0 + 0.1 · mean
-    method.after_step(0)
+    method.after_step(state_at(method, 0))
     torch.testing.assert_close(method.center, expected, rtol=1e-4, atol=1e-6)
 
 
@@ -115,7 +115,7 @@ def test_loss_uses_centre_and_scheduled_temperature(tmp_path):
     with torch.no_grad():
         teacher = method.image_logits(method.teacher, batch.views[:2])
         student = method.image_logits(method.student, batch.views)
-        out = method(batch, step=2)
+        out = method(batch, state_at(method, 2))
     temp = 0.04 + (0.07 - 0.04) * 2 / 4  # half-way through a 4-step warm-up epoch
     assert out.logs["teacher_temp"].item() == pytest.approx(temp)
     expected = plain_multicrop_loss(student, teacher, method.center, 0.1, temp)
@@ -123,21 +123,23 @@ def test_loss_uses_centre_and_scheduled_temperature(tmp_path):
 
 
 def test_schedules_momentum_temperature_and_frozen_last_layer(tmp_path):
-    method = make("dino", tmp_path, steps=10, epoch_steps=4)
-    assert method.momentum_at(10) == pytest.approx(1.0)
-    assert method.momentum_at(5) == pytest.approx(1 - 0.004 * 0.5)
-    assert method.teacher_temp_at(0) == pytest.approx(0.04)
-    assert method.teacher_temp_at(10**6) == pytest.approx(0.07)
-    frozen = method.frozen_parameters(3)  # the gain is fixed (norm_last_layer), never trained
+    method = make("dino", tmp_path)  # state_at: a 10-step run, 4 steps per epoch
+    assert state_at(method, 10).teacher_momentum == pytest.approx(1.0)
+    assert state_at(method, 5).teacher_momentum == pytest.approx(1 - 0.004 * 0.5)
+    assert state_at(method, 0).teacher_temp == pytest.approx(0.04)
+    assert state_at(method, 10**6).teacher_temp == pytest.approx(0.07)
+    # The gain is fixed (norm_last_layer), never trained.
+    frozen = method.frozen_parameters(state_at(method, 3))
     assert [id(p) for p in frozen] == [id(method.student.head.last_layer.weight)]
-    assert method.frozen_parameters(4) == []
+    assert method.frozen_parameters(state_at(method, 4)) == []
 
 
 def test_weight_decay_schedule_and_per_parameter_clipping():
-    assert weight_decay(0, 100, 0.04, 0.4) == pytest.approx(0.04)
-    assert weight_decay(100, 100, 0.04, 0.4) == pytest.approx(0.4)
-    assert weight_decay(50, 100, 0.04, 0.4) == pytest.approx(0.22)
-    assert weight_decay(50, 100, 1e-4, None) == 1e-4
+    run = RunLength(100, 10)
+    assert Cosine(0.04, 0.4).at(0, run) == pytest.approx(0.04)
+    assert Cosine(0.04, 0.4).at(100, run) == pytest.approx(0.4)
+    assert Cosine(0.04, 0.4).at(50, run) == pytest.approx(0.22)
+    assert Constant(1e-4).at(50, run) == 1e-4
     small, large = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
     small.grad, large.grad = torch.tensor([0.3, 0.0, 0.4]), torch.full((2, 2), 5.0)
     clip_each_parameter_([small, large, torch.nn.Parameter(torch.zeros(1))], 3.0)

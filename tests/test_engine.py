@@ -68,9 +68,9 @@ def test_refuses_to_overwrite_a_run(tmp_path, capsys):
 def test_nan_loss_stops_with_checkpoint(tmp_path, monkeypatch, capsys):
     original = DenseCL.forward
 
-    def poisoned(self, batch, step):
-        out = original(self, batch, step)
-        if step == 2:
+    def poisoned(self, batch, state):
+        out = original(self, batch, state)
+        if state.step == 2:
             out.loss = out.loss * float("nan")
         return out
 

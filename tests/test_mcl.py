@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from densessl.cli import main
 from densessl.config import build_config
 from densessl.data.batch import collate_views
+from densessl.data.batch_augment import augment_batch
 from densessl.data.montage import mcl_level
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.checkpoint import load_checkpoint
-from densessl.engine.setup import augment_batch, build_method
+from densessl.engine.setup import build_method
 from densessl.errors import ConfigError
 from densessl.export.torchvision_detection import write_torchvision_detection
 from densessl.losses import mcl_cell_loss
@@ -32,6 +33,7 @@ from conftest import (
     TINY_FPN_RUN,
     assert_target_moves_only_by_ema,
     free_port,
+    state_at,
     v2_detector_states,
     write_scene_folder,
 )
@@ -47,7 +49,7 @@ def overrides(out, **extra) -> list[str]:
 def tiny_mcl(tmp_path, steps: int = 10, **extra):
     cfg = build_config(get_method("mcl"), overrides=overrides(tmp_path, **extra))
     torch.manual_seed(0)
-    return build_method(cfg, steps=steps)
+    return build_method(cfg)
 
 
 def mcl_batch(method, n: int = 8):
@@ -192,7 +194,7 @@ def test_one_step_on_cpu(tmp_path):
     assert len(batch.views) == 8 and batch.views[0].shape == (8, 3, 64, 64)
     seen = []
     method.student.head.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
-    out = method(batch, step=0)
+    out = method(batch, state_at(method, 0))
     # Level i reads P(5 - i) of its montages: every window is one 64/32 = 2-pixel cell of it.
     # Online cells per branch: 8, 2·4, 1·16, 1·64 (ceil(2·8/64) montages at level 3).
     assert [tuple(s) for s in seen] == [(n, 16, 2, 2) for n in (8, 8, 16, 64) * 2]
@@ -310,7 +312,7 @@ def test_torchvision_export_loads_into_v2_detectors_with_only_the_fc_left(tmp_pa
     sizes = ["backbone=resnet50", "data.image_size=224", "method.hidden_dim=32"]
     cfg = build_config(get_method("mcl"), overrides=[f"out={tmp_path}", *sizes])
     torch.manual_seed(0)
-    method = build_method(cfg, steps=1)
+    method = build_method(cfg)
     modules = method.exportable()
     result = write_torchvision_detection(modules, tmp_path / "detector.pt")
     assert "roi_heads.box_head.5.* (no fc pretrained)" in result.instructions

@@ -10,21 +10,22 @@ import torch.nn.functional as F
 
 from densessl.config import build_config
 from densessl.data.batch import collate_views
+from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.data.views import MultiViewTransform
-from densessl.engine.setup import augment_batch, build_method
+from densessl.engine.setup import build_method
 from densessl.losses import info_nce
 from densessl.methods import get_method
 
-from conftest import tiny_overrides
+from conftest import state_at, tiny_overrides
 from reference.plain_losses import plain_densecl_dense_loss
 
 
 def make(method: str, tmp_path, **extra):
     cfg = build_config(get_method(method), overrides=tiny_overrides(tmp_path, **extra))
     torch.manual_seed(0)
-    return build_method(cfg, steps=3)
+    return build_method(cfg)
 
 
 def make_batch(method, n: int = 4, size: int = 64):
@@ -61,14 +62,14 @@ def test_densecl_with_lambda_zero_is_mocov2(tmp_path):
     perturb_student(densecl)
     moco.load_state_dict(densecl.state_dict(), strict=False)
     batch = make_batch(densecl)
-    out_dense, out_moco = densecl(batch, step=0), moco(batch, step=0)
+    out_dense, out_moco = densecl(batch, state_at(densecl, 0)), moco(batch, state_at(moco, 0))
     assert out_dense.loss.item() == pytest.approx(out_moco.loss.item(), rel=0, abs=1e-6)
     assert out_dense.loss.item() == pytest.approx(out_dense.logs["loss_global"].item(), abs=1e-7)
 
 
 def test_densecl_loss_is_lambda_mix_of_terms(tmp_path):
     method = make("densecl", tmp_path, **{"method.dense_weight": 0.3})
-    out = method(make_batch(method), step=0)
+    out = method(make_batch(method), state_at(method, 0))
     expected = 0.7 * out.logs["loss_global"] + 0.3 * out.logs["loss_dense"]
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -76,8 +77,8 @@ def test_densecl_loss_is_lambda_mix_of_terms(tmp_path):
 def test_dense_warmup_switches_lambda(tmp_path):
     method = make("densecl", tmp_path, **{"method.dense_warmup_steps": 2})
     batch = make_batch(method)
-    early = method(batch, step=1)
-    late = method(batch, step=2)
+    early = method(batch, state_at(method, 1))
+    late = method(batch, state_at(method, 2))
     assert early.loss.item() == pytest.approx(early.logs["loss_global"].item(), abs=1e-6)
     mix = 0.5 * (late.logs["loss_global"] + late.logs["loss_dense"])
     assert late.loss.item() == pytest.approx(mix.item(), rel=1e-6)
@@ -90,8 +91,8 @@ def test_queue_holds_teacher_keys_after_step(name, tmp_path):
     batch = make_batch(method)
     queue_before = method.queue.keys.clone()
     expected_k, expected_pooled = teacher_keys(method, batch.views[1])
-    method(batch, step=0)
-    method.after_step(0)
+    method(batch, state_at(method, 0))
+    method.after_step(state_at(method, 0))
     b = batch.size
     torch.testing.assert_close(method.queue.keys[:b], expected_k, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(method.queue.keys[b:], queue_before[b:])  # the rest untouched
@@ -119,8 +120,8 @@ def test_momentum_update_semantics(momentum, expect, tmp_path):
     method = make("densecl", tmp_path, **{"method.momentum": momentum})
     perturb_student(method)
     teacher_before = copy.deepcopy(method.teacher.state_dict())
-    method(make_batch(method), step=0)
-    method.after_step(0)
+    method(make_batch(method), state_at(method, 0))
+    method.after_step(state_at(method, 0))
     pairs = zip(method.teacher.named_parameters(), method.student.parameters(), strict=True)
     for (name, t), s in pairs:
         want = teacher_before[name] if expect == "teacher" else s
@@ -129,7 +130,7 @@ def test_momentum_update_semantics(momentum, expect, tmp_path):
 
 def test_only_student_gets_gradients(tmp_path):
     method = make("densecl", tmp_path)
-    method(make_batch(method), step=0).loss.backward()
+    method(make_batch(method), state_at(method, 0)).loss.backward()
     assert all(p.grad is not None for p in method.student.parameters())
     assert all(not p.requires_grad and p.grad is None for p in method.teacher.parameters())
     assert method.queue.keys.grad is None
@@ -137,7 +138,7 @@ def test_only_student_gets_gradients(tmp_path):
 
 def test_grid_size_other_than_map_size(tmp_path):
     method = make("densecl", tmp_path, **{"method.grid_size": 2, "data.image_size": 128})
-    out = method(make_batch(method, size=128), step=0)  # C5 is 4x4, the grid 2x2
+    out = method(make_batch(method, size=128), state_at(method, 0))  # C5 is 4x4, the grid 2x2
     assert torch.isfinite(out.loss)
 
 
@@ -149,7 +150,9 @@ def test_info_nce_matches_loss_on_fresh_queue(tmp_path):
         q = method.encode(method.student, batch.views[0])["global"]
     k, _ = teacher_keys(method, batch.views[1])
     expected = info_nce(q, k, method.queue.keys.clone(), 0.2)
-    assert method(batch, step=0).loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert method(batch, state_at(method, 0)).loss.item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
 
 
 def test_dense_term_matches_on_backbone_features(tmp_path):
@@ -169,5 +172,5 @@ def test_dense_term_matches_on_backbone_features(tmp_path):
         as_rows(q_dense), as_rows(k_dense), as_rows(q_c5), as_rows(k_c5),
         method.dense_queue.keys.double(), 0.2,
     )  # fmt: skip
-    got = method(batch, step=0).logs["loss_dense"].item()
+    got = method(batch, state_at(method, 0)).logs["loss_dense"].item()
     assert got == pytest.approx(float(expected), rel=1e-4)

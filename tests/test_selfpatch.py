@@ -10,6 +10,7 @@ from densessl.losses import dino_loss, neighbour_table, selfpatch_neighbors
 from densessl.models.vit import patch_tokens
 
 from conftest import augmented_batch as make_batch
+from conftest import state_at
 from conftest import tiny_vit_method as make
 from reference.plain_dino import plain_multicrop_loss, plain_selfpatch_neighbors, plain_window
 
@@ -95,7 +96,7 @@ def test_loss_is_image_loss_plus_weighted_patch_loss(tmp_path):
     with torch.no_grad():
         t_images, t_patches = method.teacher_outputs(batch.views)
         s_images, s_patches = method.student_outputs(batch.views)
-        out = method(batch, step=0)
+        out = method(batch, state_at(method, 0))
     temp = 0.04
     image = plain_multicrop_loss(s_images, t_images[:2], method.center, 0.1, temp)
     patch = sum(
@@ -118,8 +119,8 @@ def test_centres_follow_teacher_means_over_all_views(tmp_path):
     method = make("selfpatch", tmp_path)
     batch = make_batch(method)
     images, patches = method.teacher_outputs(batch.views)
-    method(batch, step=0)
-    method.after_step(0)
+    method(batch, state_at(method, 0))
+    method.after_step(state_at(method, 0))
     expected = 0.1 * torch.cat(images).mean(0, keepdim=True)  # all 4 views, not only global
     torch.testing.assert_close(method.center, expected, rtol=1e-4, atol=1e-6)
     pooled = torch.cat([p.flatten(0, 1) for p in patches])  # 2·B·36 + 2·B·9 patch rows
@@ -131,14 +132,14 @@ def test_centres_follow_teacher_means_over_all_views(tmp_path):
 def test_one_step_trains_student_only(tmp_path, border):
     method = make("selfpatch", tmp_path, **{"method.border": border})
     assert all(not p.requires_grad for p in method.teacher.parameters())
-    out = method(make_batch(method), step=0)
+    out = method(make_batch(method), state_at(method, 0))
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert all(p.grad is None for p in method.teacher.parameters())
     student = method.student
     for module in (student.backbone, student.aggregator, student.head.mlp, student.patch_head.mlp):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
-    frozen = {id(p) for p in method.frozen_parameters(0)}
+    frozen = {id(p) for p in method.frozen_parameters(state_at(method, 0))}
     assert frozen == {id(student.head.last_layer.weight), id(student.patch_head.last_layer.weight)}
 
 

@@ -14,22 +14,23 @@ from PIL import Image
 from densessl.cli import main
 from densessl.config import build_config
 from densessl.data.batch import collate_views
+from densessl.data.batch_augment import apply_box_cutout, augment_batch
 from densessl.data.box_views import (
     BoxViewsSpec,
     BoxViewsTransform,
-    apply_box_cutout,
     clip_boxes,
     jitter_boxes,
     overlapping,
 )
 from densessl.data.pretrain import MultiViewDataset
+from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.checkpoint import load_checkpoint
-from densessl.engine.setup import SceneBoxes, augment_batch, build_method
+from densessl.engine.setup import build_method
 from densessl.losses import box_pair_loss, byol_loss
 from densessl.methods import get_method
 
-from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, write_scene_folder
+from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, state_at, write_scene_folder
 
 TINY = {
     **TINY_FPN_RUN,
@@ -46,7 +47,7 @@ def overrides(out, **extra) -> list[str]:
 def tiny_soco(tmp_path, steps: int = 10, **extra):
     cfg = build_config(get_method("soco"), overrides=overrides(tmp_path, **extra))
     torch.manual_seed(0)
-    return build_method(cfg, steps=steps)
+    return build_method(cfg)
 
 
 def soco_batch(method, n: int = 4):
@@ -215,7 +216,7 @@ def test_one_step_on_cpu(tmp_path):
     batch = soco_batch(method)
     assert [v.shape[-1] for v in batch.views] == [64, 64, 32]
     assert batch.extras["boxes"].shape == (4, 2, 2, 4, 4)
-    out = method(batch, step=0)
+    out = method(batch, state_at(method, 0))
     assert torch.isfinite(out.loss) and -8.0 <= out.loss.item() <= 8.0
     assert set(out.logs) == {"loss_v1v2", "loss_v1v3"}
     out.loss.backward()

@@ -1,12 +1,12 @@
-"""Run configuration: dataclass schema -> method recipe -> YAML file -> command-line overrides.
+"""Run configuration: dataclass defaults -> YAML recipe -> named flags -> key=value overrides.
 
-The schema below holds engine-level settings whose defaults are the MoCo-v2 / DenseCL reference
-recipe; each method adds its own dataclass (``Method.Config``) under ``method`` and may change
-engine defaults through ``Method.recipe``. Unknown keys and wrong types are errors (OmegaConf
-structured configs), and the resolved configuration is saved to ``RUN/config.yaml``.
-
-Precedence, lowest first: schema defaults, the method's recipe, ``--config FILE``, the named
-command-line flags (``--batch-size`` ...), then ``key=value`` overrides.
+Each recipe is written once. The defaults are a method's paper recipe: :class:`TrainConfig`
+holds the engine settings with the MoCo-v2 / DenseCL reference values; a method whose paper
+trains otherwise subclasses it as ``Method.Run`` with its own defaults (BYOL's LARS, DINO's
+AdamW ...), and its ``Method.Config`` dataclass fills ``method``. A YAML recipe in ``configs/``
+states only its differences from those defaults; named command-line flags are shorthand for
+``key=value`` overrides. Unknown keys and wrong types are one-line errors (OmegaConf structured
+configs), and the resolved configuration is saved to ``RUN/config.yaml``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,16 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
+@dataclass
+class LARSConfig(OptimConfig):
+    """LARS as BYOL, SoCo and MCL train with it: no decay and no adaptation of 1-D parameters,
+    10 warm-up epochs (learning rate and weight decay differ by method)."""
+
+    name: str = "lars"
+    decay_norm_and_bias: bool = False
+    warmup_epochs: float = 10.0
+
+
 def build_config(
     method_cls: type,
     config_file: str | Path | None = None,
@@ -79,13 +89,14 @@ def build_config(
     """Merge the layers described in the module docstring into one validated run config.
 
     Args:
-        method_cls: the method's class; its ``Config`` dataclass fills ``method``.
+        method_cls: the method's class: its ``Run`` dataclass (a :class:`TrainConfig` whose
+            defaults are the paper's engine settings) is the schema, and its ``Config``
+            dataclass fills ``method``.
     """
     method_name = method_cls.Config.name
     try:
-        cfg = OmegaConf.structured(TrainConfig)
+        cfg = OmegaConf.structured(method_cls.Run)
         cfg.method = OmegaConf.structured(method_cls.Config)
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(method_cls.recipe))
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err
     if config_file is not None:

@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from densessl.data.views import PhotometricSpec
 
 P_JITTER = 0
 P_BRIGHTNESS = 1
@@ -66,6 +63,21 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 def _uniform(u: float, low: float, high: float) -> float:
     return low + (high - low) * u
+
+
+@dataclass(frozen=True)
+class PhotometricSpec:
+    """Probabilities and ranges of the photometric augmentations (see ``augment``)."""
+
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
 
 
 def draw_photometric(spec: PhotometricSpec, generator: torch.Generator) -> torch.Tensor:

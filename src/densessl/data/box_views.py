@@ -24,7 +24,7 @@ and, for each view pair (V1, Vb), K box slots in both views' pixel coordinates:
 SoCo*'s pair (V1, V4) reuses pair (V1, V2)'s slots. Optional box-aware cutout (SoCo's 100-epoch
 recipe): in every non-V1 view, each box slot with probability ``cutout_p`` gets a square of area
 U(cutout_scale) × box area, centred at a uniform point of the box, set to zero after
-normalisation (:func:`apply_box_cutout`, run by the engine after the photometric ops).
+normalisation (:func:`densessl.data.batch_augment.apply_box_cutout`, run after the photometric ops).
 
 Extras of a sample (P pairs, V views, K slots): ``"boxes"`` (P, 2, K, 4) float32 view pixels,
 ``[p, 0]`` in V1 and ``[p, 1]`` in the pair's other view; ``"box_ids"`` (P, 2, K) int64 proposal
@@ -154,26 +154,6 @@ def cutout_rects(
     rects = torch.stack([cx - half, cy - half, cx + half, cy + half], dim=1)
     rects = clip_boxes(rects, (0.0, 0.0, float(view_size[1]), float(view_size[0])))
     return torch.where(apply[:, None], rects, torch.zeros_like(rects)).float()
-
-
-def apply_box_cutout(images: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
-    """Zero every pixel whose centre lies in one of its image's rectangles.
-
-    Args:
-        images: (B, C, H, W) normalised views (zero = the mean colour, as the reference).
-        rects: (B, K, 4) xyxy view-pixel rectangles; all-zero rows cut nothing.
-
-    Returns:
-        (B, C, H, W), a new tensor.
-    """
-    height, width = images.shape[-2:]
-    xs = torch.arange(width, device=images.device, dtype=rects.dtype) + 0.5
-    ys = torch.arange(height, device=images.device, dtype=rects.dtype) + 0.5
-    r = rects[:, :, :, None]  # (B, K, 4, 1)
-    inside_x = (xs >= r[:, :, 0]) & (xs < r[:, :, 2])  # (B, K, W)
-    inside_y = (ys >= r[:, :, 1]) & (ys < r[:, :, 3])  # (B, K, H)
-    cut = (inside_y[:, :, :, None] & inside_x[:, :, None, :]).any(dim=1)  # (B, H, W)
-    return images.masked_fill(cut[:, None], 0.0)
 
 
 @dataclass

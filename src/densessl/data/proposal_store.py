@@ -35,9 +35,12 @@ from typing import Any
 
 import numpy as np
 
+from densessl import dist
 from densessl.data.proposals import SEARCH_MAX_SIDE, image_proposals
 from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage
+from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import DataError
+from densessl.progress import progress as show_progress
 
 FORMAT = "densessl-proposals"
 VERSION = 1
@@ -216,8 +219,6 @@ def generate_proposals(
     Raises:
         DataError: ``out`` or its record file belongs to other images or settings.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     keys = source_keys(source)
     header = {
@@ -236,7 +237,8 @@ def generate_proposals(
         todo = todo[:max_images]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(keys), initial=reused, unit="img", desc="proposals", disable=not progress)
+    bar = show_progress(total=len(keys), initial=reused, unit="img", desc="proposals",
+                        enabled=progress)  # fmt: skip
     try:
         with open(records_path, "a") as log:
             if not reused:
@@ -308,3 +310,38 @@ def proposals_for_source(
         found = load_proposals(target, source)
     empty = np.zeros((0, 4), dtype=np.float32)
     return [found.get(key, empty) for key in keys]
+
+
+class ProposalList:
+    """``lookup(i)`` -> (M, 4) xyxy source-pixel proposals of image ``i``, from a list aligned
+    with the source (picklable, for data workers)."""
+
+    def __init__(self, boxes: list) -> None:
+        self.boxes = boxes
+
+    def __call__(self, i: int):
+        return self.boxes[i]
+
+
+class SceneBoxes:
+    """The built-in scenes' own instance boxes as proposals: annotations, so not SoCo's
+    unsupervised setting; for tests that need known boxes without selective search."""
+
+    def __init__(self, scenes: SyntheticScenes) -> None:
+        self.scenes = scenes
+
+    def __call__(self, i: int):
+        return self.scenes.scene(i).boxes  # (M, 4) float32 xyxy source pixels
+
+
+def proposal_lookup(source: ImageSource, run_dir: str | Path, workers: int) -> ProposalList:
+    """SoCo's selective-search proposals of every image, generated when missing and cached (see
+    :func:`proposals_for_source`). The main process generates them while the others wait, then
+    every process loads the file."""
+    workers = max(1, workers)
+    if dist.is_main():
+        boxes = proposals_for_source(source, run_dir, workers=workers, progress=True)
+    dist.barrier()
+    if not dist.is_main():
+        boxes = proposals_for_source(source, run_dir, workers=workers, progress=False)
+    return ProposalList(boxes)

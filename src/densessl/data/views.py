@@ -20,23 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from densessl.data.augment import draw_photometric
-
-
-@dataclass(frozen=True)
-class PhotometricSpec:
-    """Probabilities and ranges of the photometric augmentations (see ``augment``)."""
-
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: float = 0.0
-
+from densessl.data.augment import PhotometricSpec, draw_photometric
 
 # MoCo-v2: ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, blur sigma U(0.1, 2) p=0.5.
 MOCO_V2_PHOTOMETRIC = PhotometricSpec()

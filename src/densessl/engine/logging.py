@@ -1,4 +1,4 @@
-"""Run outputs on the main process: metrics.jsonl, TensorBoard (if installed), progress bar."""
+"""Run outputs on the main process: metrics.jsonl, TensorBoard (if installed), throughput."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 log = logging.getLogger("densessl")
 
@@ -66,29 +64,6 @@ class MetricsWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
-
-
-class Progress:
-    """A tqdm bar (steps, ETA, images/s, loss) on the main process; silent elsewhere."""
-
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        interactive = sys.stderr.isatty()
-        self.bar = tqdm(
-            total=total,
-            initial=initial,
-            disable=not enabled,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.5 if interactive else 30.0,
-            file=sys.stderr,
-        )
-
-    def update(self, loss: float, images_per_sec: float) -> None:
-        self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_sec:.1f}", refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 class Throughput:

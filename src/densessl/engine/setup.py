@@ -1,31 +1,24 @@
-"""Turning a config into the objects a run needs: device, data, method. No training here."""
+"""Turning a config into the objects a run needs: data, method, schedules. No training here."""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from densessl import dist
-from densessl.data.augment import apply_photometric
 from densessl.data.batch import Batch, collate_views
-from densessl.data.box_views import apply_box_cutout
+from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
+from densessl.data.proposal_store import proposal_lookup
 from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
 from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import ConfigError
 from densessl.methods import Method, MethodContext, get_method
-
-
-def resolve_device(cfg: DictConfig) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was asked for, but CUDA is not available")
-        return torch.device("cuda", dist.local_rank())
-    return torch.device("cpu")
+from densessl.schedules import Constant, Cosine, Schedule, WarmupConstant
 
 
 def resolve_precision(cfg: DictConfig, device: torch.device) -> torch.dtype | None:
@@ -58,74 +51,37 @@ def micro_batch(cfg: DictConfig) -> int:
     """Per-process samples in one forward pass."""
     world = dist.world_size()
     if cfg.batch_size % (world * cfg.accum_steps):
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {cfg.batch_size} must be divisible by processes ({world}) "
             f"x accum_steps ({cfg.accum_steps})"
         )
     return cfg.batch_size // (world * cfg.accum_steps)
 
 
-def build_method(cfg: DictConfig, steps: int, epoch_steps: int = 0) -> Method:
+def build_method(cfg: DictConfig) -> Method:
+    """The configured method, with fresh weights from torch's global generator."""
     method_cls = get_method(cfg.method.name)
-    method_cfg = OmegaConf.to_object(cfg.method)
     ctx = MethodContext(
         backbone=cfg.backbone,
-        total_steps=steps,
         image_size=cfg.data.image_size,
         batch_norm=cfg.batch_norm,
         seed=cfg.seed,
-        steps_per_epoch=epoch_steps,
     )
-    return method_cls(method_cfg, ctx)
+    return method_cls(OmegaConf.to_object(cfg.method), ctx)
 
 
-def augment_batch(batch: Batch) -> Batch:
-    """Apply each view's drawn photometric parameters (batched; CPU or GPU), then any drawn
-    cutout rectangles (``extras["cutout"]``, SoCo), which zero normalised pixels."""
-    if batch.augmented:
-        return batch
-    views = [apply_photometric(v, batch.photometric[:, i]) for i, v in enumerate(batch.views)]
-    if "cutout" in batch.extras:
-        cutout = batch.extras["cutout"]  # (B, V, K, 4)
-        views = [apply_box_cutout(v, cutout[:, i]) for i, v in enumerate(views)]
-    return replace(batch, views=views, augmented=True)
-
-
-class ProposalList:
-    """``lookup(i)`` -> (M, 4) xyxy source-pixel proposals of image ``i``, from a list aligned
-    with the source (picklable, for data workers)."""
-
-    def __init__(self, boxes: list) -> None:
-        self.boxes = boxes
-
-    def __call__(self, i: int):
-        return self.boxes[i]
-
-
-class SceneBoxes:
-    """The built-in scenes' own instance boxes as proposals: annotations, so not SoCo's
-    unsupervised setting; for tests that need known boxes without selective search."""
-
-    def __init__(self, scenes: SyntheticScenes) -> None:
-        self.scenes = scenes
-
-    def __call__(self, i: int):
-        return self.scenes.scene(i).boxes  # (M, 4) float32 xyxy source pixels
-
-
-def proposal_lookup(cfg: DictConfig, source: ImageSource) -> ProposalList:
-    """SoCo's selective-search proposals of every image, generated when missing and cached
-    (beside an image folder, or in the run folder; see :mod:`densessl.data.proposal_store`).
-    The main process generates them while the others wait, then every process loads the file."""
-    from densessl.data.proposal_store import proposals_for_source
-
-    workers = max(1, int(cfg.data.workers))
-    if dist.is_main():
-        boxes = proposals_for_source(source, cfg.out, workers=workers, progress=True)
-    dist.barrier()
-    if not dist.is_main():
-        boxes = proposals_for_source(source, cfg.out, workers=workers, progress=False)
-    return ProposalList(boxes)
+def optim_schedules(cfg: DictConfig, epoch_steps: int) -> dict[str, Schedule]:
+    """The run's lr (linear scaling rule: base_lr per 256 images) and weight-decay schedules."""
+    optim = cfg.optim
+    peak_lr = optim.base_lr * cfg.batch_size / 256
+    warmup = optim.warmup_steps or round(optim.warmup_epochs * epoch_steps)
+    if optim.schedule == "cosine":
+        lr: Schedule = Cosine(peak_lr, optim.min_lr, warmup_steps=warmup)
+    else:
+        lr = WarmupConstant(peak_lr, warmup)
+    if optim.weight_decay_end is None:
+        return {"lr": lr, "weight_decay": Constant(optim.weight_decay)}
+    return {"lr": lr, "weight_decay": Cosine(optim.weight_decay, optim.weight_decay_end)}
 
 
 def _collate(samples: list, augment_in_worker: bool) -> Batch:
@@ -144,7 +100,9 @@ def build_loader(
     device: torch.device,
     start_micro_batch: int,
 ) -> DataLoader:
-    proposals = proposal_lookup(cfg, source) if method.needs_proposals else None
+    """Batches of the method's views for this process, from ``start_micro_batch`` on."""
+    workers = int(cfg.data.workers)
+    proposals = proposal_lookup(source, cfg.out, workers) if method.needs_proposals else None
     dataset = MultiViewDataset(source, method.make_transform(), cfg.seed, proposals)
     global_micro = micro_batch(cfg) * dist.world_size()
     sampler = ResumableBatchSampler(
@@ -153,7 +111,6 @@ def build_loader(
     on_device = cfg.data.augment_on == "device" or (
         cfg.data.augment_on == "auto" and device.type == "cuda"
     )
-    workers = int(cfg.data.workers)
     return DataLoader(
         dataset,
         batch_sampler=sampler,

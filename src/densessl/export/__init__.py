@@ -87,7 +87,7 @@ def method_from_checkpoint(state: dict) -> tuple[Method, DictConfig]:
     saved = state["config"]
     cfg = build_config(get_method(saved["method"]["name"]), overrides=None)
     cfg.merge_with(saved)
-    method = build_method(cfg, steps=max(1, int(cfg.steps)))
+    method = build_method(cfg)
     method.load_state_dict(state["model"])
     return method.eval(), cfg
 

@@ -1,23 +1,28 @@
-"""The contract between a method and the engine.
+"""The contract between a method and the engine, and the teacher-student base every method uses.
 
 A method is an ``nn.Module`` that owns its networks (student, teacher), heads, queues and loss
-wiring, with its paper defaults in a ``Config`` dataclass. It never touches devices, DDP or
-optimizers: the engine calls ``forward(batch, step)`` for every micro-batch, backpropagates the
-returned loss, steps the optimizer, then calls ``after_step(step)`` once per optimizer step
-(EMA and queue updates live there, so gradient accumulation sees one consistent teacher and
-queue per step).
+wiring, with its paper defaults in a ``Config`` dataclass. It never touches devices, DDP,
+optimizers or time: it *declares* its schedules (:meth:`Method.schedules`), the engine evaluates
+them once per optimizer step and passes the values as a :class:`StepState` to
+``forward(batch, state)`` for every micro-batch and to ``after_step(state)`` once after the
+optimizer step (EMA and queue updates live there, so gradient accumulation sees one consistent
+teacher and queue per step).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from densessl.config import TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.views import MultiViewTransform, ViewSpec
+from densessl.models.ema import ema_update_
+from densessl.schedules import Schedule
 
 
 @dataclass
@@ -30,21 +35,38 @@ class LossOutput:
 
 @dataclass
 class MethodContext:
-    """Run facts a method may need at construction; all plain values."""
+    """Run facts a method may need at construction; all plain values, none of them time."""
 
     backbone: str
-    total_steps: int
     image_size: int
     batch_norm: str = "shuffle"  # shuffle | sync | local
     seed: int = 0
-    steps_per_epoch: int = 0  # optimizer steps per pass over the data; 0 when unknown (export)
+
+
+@dataclass(frozen=True)
+class StepState:
+    """The values of one optimizer step, evaluated by the engine from the declared schedules.
+
+    A value the method did not declare is None (using it is a bug that fails loudly).
+    """
+
+    step: int  # optimizer step, from 0
+    lr: float | None = None
+    weight_decay: float | None = None
+    teacher_momentum: float | None = None  # m of θ_t ← m·θ_t + (1 − m)·θ_s after this step
+    teacher_temp: float | None = None  # τ_t (DINO, SelfPatch)
+    dense_weight: float | None = None  # λ of the dense term (DenseCL)
+    freeze_last_layer: bool = False  # drop the last head layer's gradients (DINO)
+
+
+METHOD_SCHEDULES = ("teacher_momentum", "teacher_temp", "dense_weight", "freeze_last_layer")
 
 
 class Method(nn.Module):
     """Base class of every pretraining method (see the module docstring)."""
 
-    Config: ClassVar[type]
-    recipe: ClassVar[dict[str, Any]] = {}  # engine defaults this method's paper changes
+    Config: ClassVar[type]  # the method's own settings, defaults = the paper's
+    Run: ClassVar[type] = TrainConfig  # engine settings, defaults = the paper's
     export_network: ClassVar[str] = "online"  # which network the authors released
     needs_proposals: ClassVar[bool] = False  # the transform takes each image's object proposals
 
@@ -52,6 +74,10 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.ctx = ctx
+
+    def schedules(self) -> dict[str, Schedule]:
+        """The time-dependent values this method reads, by :class:`StepState` field name."""
+        return {}
 
     def view_specs(self) -> list[ViewSpec]:
         raise NotImplementedError
@@ -63,22 +89,62 @@ class Method(nn.Module):
         called as ``transform(image, generator, proposals)``."""
         return MultiViewTransform(self.view_specs())
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:  # type: ignore[override]
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:  # type: ignore[override]
         raise NotImplementedError
 
-    def after_step(self, step: int) -> None:
+    def after_step(self, state: StepState) -> None:
         """Called once after every optimizer step."""
-
-    def frozen_parameters(self, step: int) -> list[nn.Parameter]:
-        """Parameters the engine must not update at ``step``: their gradients are dropped
-        (set to None, so the optimizer skips them entirely, weight decay included) after the
-        backward pass. DINO freezes its last layer during the first epoch this way."""
-        return []
 
     def after_step_aborted(self) -> None:
         """Called instead of :meth:`after_step` when a step is abandoned (NaN, interrupt):
         drop whatever the step's forward passes left pending (keys waiting for the queue)."""
 
+    def last_layers(self) -> list[nn.Module]:
+        """The layers ``freeze_last_layer`` freezes (DINO's head output layer)."""
+        return []
+
+    def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
+        """Parameters the engine must not update at this step: their gradients are dropped
+        (set to None, so the optimizer skips them entirely, weight decay included) after the
+        backward pass. DINO freezes its last layer during the first epoch this way."""
+        if not state.freeze_last_layer:
+            return []
+        return [p for layer in self.last_layers() for p in layer.parameters() if p.requires_grad]
+
     def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
         """The modules that go downstream, by role (``{"backbone": ...}``)."""
         raise NotImplementedError
+
+
+class TeacherStudent(Method):
+    """A student trained by the optimizer and a teacher that follows it by EMA.
+
+    Subclasses build ``self.student`` and ``self.teacher`` (a frozen copy, see
+    :func:`densessl.models.ema.make_teacher`) and declare a ``teacher_momentum`` schedule; the
+    base updates the teacher after every step with the momentum the engine passes, and exports
+    the parts named in ``export_roles`` (role -> attribute path in the encoder) of the network
+    the authors released.
+    """
+
+    student: nn.Module
+    teacher: nn.Module
+    export_roles: ClassVar[dict[str, str]] = {"backbone": "backbone"}
+
+    @torch.no_grad()
+    def after_step(self, state: StepState) -> None:
+        ema_update_(self.teacher, self.student, state.teacher_momentum)
+
+    def network(self, name: str | None = None) -> nn.Module:
+        """The student (``"online"``) or the teacher (``"teacher"``); default: the released one."""
+        return self.teacher if (name or self.export_network) == "teacher" else self.student
+
+    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
+        encoder = self.network(network)
+        return {role: encoder.get_submodule(path) for role, path in self.export_roles.items()}
+
+
+def keep_in_graph(loss: torch.Tensor, unused: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``loss`` plus zero times outputs that feed nothing this step (a pyramid level no box was
+    assigned to). DDP needs every parameter in the graph; their gradient is exactly zero, as it
+    would be without them."""
+    return loss + 0.0 * sum(t.float().mean() for t in unused)

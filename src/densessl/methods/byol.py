@@ -31,30 +31,21 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
+from densessl.config import LARSConfig, OptimConfig, TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, byol_views
-from densessl.engine.schedules import warmup_cosine
 from densessl.losses import byol_loss
-from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
 from densessl.models import build_backbone
-from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.ema import make_teacher
+from densessl.models.encoder import Encoder
 from densessl.models.heads import MLPHead
 from densessl.registry import METHODS
-
-# Engine settings of the BYOL paper (ResNet-50, 4096 images, 1000 epochs; 300 in ablations).
-BYOL_OPTIM = {
-    "name": "lars",
-    "base_lr": 0.2,  # per 256 images, linear scaling rule
-    "weight_decay": 1.5e-6,
-    "decay_norm_and_bias": False,  # biases and BN: no decay, no LARS adaptation
-    "warmup_epochs": 10,
-}
+from densessl.schedules import Cosine
 
 
 @dataclass
@@ -66,69 +57,66 @@ class BYOLConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range (paper)
 
 
+@dataclass
+class BYOLOptim(LARSConfig):
+    base_lr: float = 0.2  # per 256 images, linear scaling rule
+    weight_decay: float = 1.5e-6
+
+
+@dataclass
+class BYOLRun(TrainConfig):
+    """The BYOL paper's training (ResNet-50, 4096 images, 1000 epochs; 300 in ablations)."""
+
+    backbone: str = "resnet50"
+    batch_size: int = 4096
+    epochs: float = 300.0
+    batch_norm: str = "sync"
+    optim: OptimConfig = field(default_factory=BYOLOptim)
+
+
 def byol_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> MLPHead:
     """BYOL's projector / predictor: Linear BN ReLU Linear, PyTorch default init."""
     return MLPHead(in_dim, hidden_dim, out_dim, batch_norm=True, kaiming_init=False)
 
 
-def byol_momentum(step: int, total_steps: int, base: float) -> float:
-    """τ at ``step``: 1 − (1 − base)·(cos(π·step/total) + 1)/2, from ``base`` to 1."""
-    return warmup_cosine(step, total_steps, base, 1.0)
-
-
-class ProjectedEncoder(nn.Module):
-    """Backbone plus projector: the part of BYOL's online network the target copies."""
-
-    def __init__(self, backbone: nn.Module, projector: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projector = projector
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, D) projections (not normalised)."""
-        c5 = self.backbone(images)["c5"]  # (B, C, H/32, W/32)
-        return self.projector(c5.mean(dim=(2, 3)))
+def byol_momentum(base: float) -> Cosine:
+    """τ: 1 − (1 − base)·(cos(π·k/K) + 1)/2, from ``base`` to 1. The update after step k
+    prepares the target of step k + 1, so it reads τ(k + 1)."""
+    return Cosine(base, 1.0, ahead=1)
 
 
 @METHODS.register("byol")
-class BYOL(Method):
+class BYOL(TeacherStudent):
     Config = BYOLConfig
-    recipe: ClassVar[dict[str, Any]] = {
-        "backbone": "resnet50",
-        "batch_size": 4096,
-        "epochs": 300,
-        "batch_norm": "sync",
-        "optim": BYOL_OPTIM,
-    }
+    Run = BYOLRun
     export_network = "online"  # BYOL releases the online encoder
 
     def __init__(self, cfg: BYOLConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         backbone = build_backbone(ctx.backbone)
         channels = backbone.out_channels["c5"]
-        self.student = ProjectedEncoder(backbone, byol_mlp(channels, cfg.hidden_dim, cfg.dim))
+        projector = byol_mlp(channels, cfg.hidden_dim, cfg.dim)
+        self.student = Encoder(backbone=backbone, projector=projector)
         self.predictor = byol_mlp(cfg.dim, cfg.hidden_dim, cfg.dim)
         self.teacher = make_teacher(self.student)
 
     def view_specs(self) -> list[ViewSpec]:
         return byol_views(self.ctx.image_size, self.cfg.crop_scale)
 
-    def momentum_at(self, step: int) -> float:
-        return byol_momentum(step, self.ctx.total_steps, self.cfg.momentum)
+    def schedules(self) -> dict[str, Cosine]:
+        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
+    @staticmethod
+    def project(encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) projections (not normalised)."""
+        c5 = encoder.backbone(images)["c5"]  # (B, C, H/32, W/32)
+        return encoder.projector(c5.mean(dim=(2, 3)))
+
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
         first, second = batch.views
         # One pass per view, as the reference: BN statistics are per view.
-        p1, p2 = (self.predictor(self.student(v)) for v in (first, second))  # (B, D) each
+        p1, p2 = (self.predictor(self.project(self.student, v)) for v in (first, second))
         with torch.no_grad():
-            z1, z2 = (self.teacher(v) for v in (first, second))
+            z1, z2 = (self.project(self.teacher, v) for v in (first, second))  # (B, D) each
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
         return LossOutput(loss, {"loss_image": loss.detach()})
-
-    @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        ema_update_(self.teacher, self.student, self.momentum_at(step + 1))
-
-    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
-        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
-        return {"backbone": encoder.backbone}

@@ -33,16 +33,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from densessl import dist
 from densessl.data.batch import Batch
 from densessl.losses import densecl_dense_loss, info_nce
-from densessl.methods.base import LossOutput, MethodContext
-from densessl.methods.mocov2 import MoCoEncoder, MoCoV2, MoCoV2Config
+from densessl.methods.base import LossOutput, MethodContext, StepState
+from densessl.methods.mocov2 import MoCoV2, MoCoV2Config
+from densessl.models.encoder import Encoder
 from densessl.models.heads import DenseHead
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
+from densessl.schedules import Schedule, Switch
 
 
 @dataclass
@@ -53,17 +54,6 @@ class DenseCLConfig(MoCoV2Config):
     grid_size: int = 0  # S, dense grid side; 0 = the C5 map size (paper: 7 at 224 px)
 
 
-class DenseCLEncoder(MoCoEncoder):
-    def __init__(self, backbone: nn.Module, global_head: nn.Module, dense_head: nn.Module) -> None:
-        super().__init__(backbone, global_head)
-        self.dense_head = dense_head
-
-
-def dense_weight_at(step: int, cfg: DenseCLConfig) -> float:
-    """λ at ``step``: the warm-up switch of the reference's DenseCLWarmupHook."""
-    return 0.0 if step < cfg.dense_warmup_steps else cfg.dense_weight
-
-
 @METHODS.register("densecl")
 class DenseCL(MoCoV2):
     Config = DenseCLConfig
@@ -72,15 +62,20 @@ class DenseCL(MoCoV2):
         super().__init__(cfg, ctx)
         self.dense_queue = NegativeQueue(cfg.queue_size, cfg.dim)
 
-    def build_encoder(self) -> DenseCLEncoder:
+    def build_encoder(self) -> Encoder:
+        """MoCo-v2's backbone and global head, plus the dense 1x1-conv head."""
         base = super().build_encoder()
         channels = base.backbone.out_channels["c5"]
         hidden = self.cfg.hidden_dim or channels
-        return DenseCLEncoder(
-            base.backbone, base.global_head, DenseHead(channels, hidden, self.cfg.dim)
-        )
+        dense_head = DenseHead(channels, hidden, self.cfg.dim)
+        return Encoder(backbone=base.backbone, global_head=base.global_head, dense_head=dense_head)
 
-    def encode(self, encoder: DenseCLEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def schedules(self) -> dict[str, Schedule]:
+        # λ = 0 before the warm-up step: the switch of the reference's DenseCLWarmupHook.
+        dense_weight = Switch(0.0, self.cfg.dense_weight, at_steps=self.cfg.dense_warmup_steps)
+        return {**super().schedules(), "dense_weight": dense_weight}
+
+    def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> global (B, D), dense (B, N, D), pooled (B, D) normalised;
         feat (B, N, C) raw backbone features on the same S×S grid (N = S²)."""
         c5 = encoder.backbone(images)["c5"]  # (B, C, h, w)
@@ -94,16 +89,16 @@ class DenseCL(MoCoV2):
             "feat": grid.float().flatten(2).transpose(1, 2),  # (B, N, C), for matching only
         }
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
         query_view, key_view = batch.views
         q = self.encode(self.student, query_view)
-        k = self.encode_keys(key_view, step)
+        k = self.encode_keys(key_view, state.step)
         t = self.cfg.temperature
         loss_global = info_nce(q["global"], k["global"], self.queue.negatives(), t)
         loss_dense = densecl_dense_loss(
             q["dense"], k["dense"], q["feat"].detach(), k["feat"], self.dense_queue.negatives(), t
         )
-        lam = dense_weight_at(step, self.cfg)
+        lam = state.dense_weight
         # Both terms stay in the graph when λ = 0 so DDP sees every parameter used every step.
         loss = (1.0 - lam) * loss_global + lam * loss_dense
         self._pending_keys.append({"global": k["global"], "pooled": k["pooled"]})

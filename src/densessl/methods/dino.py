@@ -36,37 +36,48 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from densessl import dist
+from densessl.config import OptimConfig, TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, multi_crop_views
-from densessl.engine.schedules import warmup_cosine
 from densessl.errors import ConfigError
 from densessl.losses import dino_loss
-from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
 from densessl.models import build_backbone
-from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.ema import make_teacher
+from densessl.models.encoder import Encoder
 from densessl.models.heads import DINOHead
 from densessl.models.vit import ViTBackbone, disable_drop_path_
 from densessl.registry import METHODS
+from densessl.schedules import Cosine, LinearThenConstant, Schedule, Switch
 
-# Engine settings DINO's paper changes (ViT-S/16, 100 epochs, 8 GPUs x 64 images).
-DINO_OPTIM = {
-    "name": "adamw",
-    "base_lr": 5e-4,  # per 256 images, linear scaling rule
-    "weight_decay": 0.04,
-    "weight_decay_end": 0.4,  # cosine
-    "decay_norm_and_bias": False,  # biases and 1-D parameters are not decayed
-    "warmup_epochs": 10,
-    "min_lr": 1e-6,
-    "clip_grad": 3.0,
-    "clip_mode": "per_param",
-}
+
+@dataclass
+class DINOOptim(OptimConfig):
+    name: str = "adamw"
+    base_lr: float = 5e-4  # per 256 images, linear scaling rule
+    weight_decay: float = 0.04
+    weight_decay_end: float | None = 0.4  # cosine
+    decay_norm_and_bias: bool = False  # biases and 1-D parameters are not decayed
+    warmup_epochs: float = 10.0
+    min_lr: float = 1e-6
+    clip_grad: float = 3.0
+    clip_mode: str = "per_param"
+
+
+@dataclass
+class DINORun(TrainConfig):
+    """What DINO's paper changes in the engine (ViT-S/16, 100 epochs, 8 GPUs x 64 images)."""
+
+    backbone: str = "vit_small_patch16"
+    batch_size: int = 512
+    epochs: float = 100.0
+    optim: OptimConfig = field(default_factory=DINOOptim)
 
 
 @dataclass
@@ -88,15 +99,6 @@ class DINOConfig:
     local_crop_scale: tuple[float, float] = (0.05, 0.4)  # area range (code default)
     freeze_last_layer_epochs: float = 1.0  # no update of the head's last layer (paper: 1)
     drop_path_rate: float = 0.1  # student stochastic depth (paper: 0.1); teacher: 0
-
-
-class DINOEncoder(nn.Module):
-    """ViT backbone plus the projection head applied to its [CLS] token."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
 
 
 def same_size_runs(views: list[torch.Tensor]) -> list[list[int]]:
@@ -136,14 +138,9 @@ def cross_view_loss(
 
 
 @METHODS.register("dino")
-class DINO(Method):
+class DINO(TeacherStudent):
     Config = DINOConfig
-    recipe: ClassVar[dict[str, Any]] = {
-        "backbone": "vit_small_patch16",
-        "batch_size": 512,
-        "epochs": 100,
-        "optim": DINO_OPTIM,
-    }
+    Run = DINORun
     export_network = "teacher"  # the DINO authors release (and evaluate) the teacher
 
     def __init__(self, cfg: DINOConfig, ctx: MethodContext) -> None:
@@ -170,28 +167,28 @@ class DINO(Method):
         c = self.cfg
         return DINOHead(in_dim, out_dim, c.hidden_dim, c.bottleneck_dim, c.norm_last_layer)
 
-    def build_encoder(self) -> nn.Module:
+    def build_encoder(self) -> Encoder:
+        """ViT backbone plus the projection head applied to its [CLS] token."""
         backbone = self.build_vit()
-        return DINOEncoder(backbone, self.head(backbone.embed_dim, self.cfg.out_dim))
+        return Encoder(backbone=backbone, head=self.head(backbone.embed_dim, self.cfg.out_dim))
 
     def view_specs(self) -> list[ViewSpec]:
         c = self.cfg
         return multi_crop_views(self.ctx.image_size, c.local_crop_size, c.local_crops,
                                 c.global_crop_scale, c.local_crop_scale)  # fmt: skip
 
-    def teacher_temp_at(self, step: int) -> float:
-        """τ_t: linear from ``warmup_teacher_temp`` to ``teacher_temp``, then constant."""
+    def schedules(self) -> dict[str, Schedule]:
         c = self.cfg
-        warmup = round(c.warmup_teacher_temp_epochs * self.ctx.steps_per_epoch)
-        if step >= warmup:
-            return c.teacher_temp
-        return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * step / warmup
+        return {
+            # Cosine from ``momentum`` at step 0 to 1 at the last step.
+            "teacher_momentum": Cosine(c.momentum, 1.0),
+            "teacher_temp": LinearThenConstant(
+                c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs
+            ),
+            "freeze_last_layer": Switch(1.0, 0.0, at_epochs=c.freeze_last_layer_epochs),
+        }
 
-    def momentum_at(self, step: int) -> float:
-        """Teacher EMA momentum: cosine from ``momentum`` at step 0 to 1 at the last step."""
-        return warmup_cosine(step, self.ctx.total_steps, self.cfg.momentum, 1.0)
-
-    def image_logits(self, encoder: DINOEncoder, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    def image_logits(self, encoder: Encoder, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """V views (B, 3, H_v, W_v) -> V logits (B, K), one backbone pass per view size."""
         logits: list[torch.Tensor] = []
         for run in same_size_runs(views):
@@ -199,12 +196,12 @@ class DINO(Method):
             logits += encoder.head(cls).float().chunk(len(run))
         return logits
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
         views = batch.views
         with torch.no_grad():
             teacher = self.image_logits(self.teacher, views[:2])  # 2 x (B, K)
         student = self.image_logits(self.student, views)  # V x (B, K)
-        temp = self.teacher_temp_at(step)
+        temp = state.teacher_temp
         loss = cross_view_loss(student, teacher, self.center, self.cfg.student_temp, temp)
         self._pending_centers.append(torch.cat(teacher).mean(dim=0, keepdim=True))  # (1, K)
         return LossOutput(
@@ -221,8 +218,8 @@ class DINO(Method):
         pending.clear()
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        ema_update_(self.teacher, self.student, self.momentum_at(step))
+    def after_step(self, state: StepState) -> None:
+        super().after_step(state)  # the EMA update
         self.update_center_(self.center, self._pending_centers, self.cfg.center_momentum)
 
     def after_step_aborted(self) -> None:
@@ -230,12 +227,3 @@ class DINO(Method):
 
     def last_layers(self) -> list[nn.Module]:
         return [self.student.head.last_layer]
-
-    def frozen_parameters(self, step: int) -> list[nn.Parameter]:
-        if step >= round(self.cfg.freeze_last_layer_epochs * self.ctx.steps_per_epoch):
-            return []
-        return [p for layer in self.last_layers() for p in layer.parameters() if p.requires_grad]
-
-    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
-        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
-        return {"backbone": encoder.backbone}

@@ -56,37 +56,37 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from densessl import dist
+from densessl.config import LARSConfig, OptimConfig, TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.montage import mcl_level
 from densessl.data.views import ViewSpec, byol_views
+from densessl.errors import ConfigError
 from densessl.losses import mcl_cell_loss
-from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.base import (
+    LossOutput,
+    MethodContext,
+    StepState,
+    TeacherStudent,
+    keep_in_graph,
+)
 from densessl.methods.byol import byol_momentum
 from densessl.models import build_backbone
-from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.ema import make_teacher
+from densessl.models.encoder import Encoder
 from densessl.models.fpn import FPN, LEVELS
 from densessl.models.heads import MLPHead
 from densessl.models.window_head import WindowHead, cut_windows
 from densessl.registry import METHODS
+from densessl.schedules import Cosine
 
-# Engine settings of the released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images).
-MCL_OPTIM = {
-    "name": "lars",
-    "base_lr": 1.0,  # per 256 images: 16 at 4096
-    "weight_decay": 1e-5,
-    "decay_norm_and_bias": False,
-    "warmup_epochs": 10,  # 3127 iterations of 312.8 per epoch
-    "min_lr": 1e-4,
-    "clip_grad": 500.0,
-}
 HEAD_INPUTS = ("cells", "all")
 STRIDE = 32  # of P5: the window side is the view side over this
 
@@ -108,27 +108,23 @@ class MCLConfig:
     head_inputs: str = "cells"  # cells | all (the reference's head over every level, see above)
 
 
-class PyramidEncoder(nn.Module):
-    """Backbone, FPN and window head: what the target network copies.
+@dataclass
+class MCLOptim(LARSConfig):
+    base_lr: float = 1.0  # per 256 images: 16 at 4096
+    weight_decay: float = 1e-5
+    min_lr: float = 1e-4
+    clip_grad: float = 500.0  # 10 warm-up epochs: 3127 iterations of 312.8 per epoch
 
-    Attributes:
-        backbone, fpn: the parts that transfer to Mask R-CNN, with ``head.tower``.
-        head: the :class:`WindowHead`.
-    """
 
-    def __init__(self, backbone: nn.Module, fpn: FPN, head: WindowHead) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.fpn = fpn
-        self.head = head
+@dataclass
+class MCLRun(TrainConfig):
+    """The released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images)."""
 
-    def pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(M, 3, S, S) -> [P2, P3, P4, P5], each (M, C, S/4 .. S/32)."""
-        return self.fpn(self.backbone(images))
-
-    def embed_views(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) full views -> (B, D): the head on the whole P5 map (one window)."""
-        return self.head(self.pyramid(images)[-1])
+    backbone: str = "resnet50"
+    batch_size: int = 4096
+    epochs: float = 100.0
+    batch_norm: str = "sync"
+    optim: OptimConfig = field(default_factory=MCLOptim)
 
 
 def predictor(dim: int, hidden_dim: int) -> MLPHead:
@@ -173,20 +169,15 @@ def cross_branch_loss(
 
 
 @METHODS.register("mcl")
-class MCL(Method):
+class MCL(TeacherStudent):
     Config = MCLConfig
-    recipe: ClassVar[dict[str, Any]] = {
-        "backbone": "resnet50",
-        "batch_size": 4096,
-        "epochs": 100,
-        "batch_norm": "sync",
-        "optim": MCL_OPTIM,
-    }
+    Run = MCLRun
     export_network = "online"  # the reference's converter takes encoder_q
+    # The head's convs transfer as the detector's box-head convs (its fc is not pretrained).
+    export_roles: ClassVar[dict[str, str]] = {"backbone": "backbone", "fpn": "fpn",
+                                              "box_head": "head.tower"}  # fmt: skip
 
     def __init__(self, cfg: MCLConfig, ctx: MethodContext) -> None:
-        from densessl.errors import ConfigError
-
         if cfg.head_inputs not in HEAD_INPUTS:
             raise ConfigError(f"method.head_inputs must be one of {', '.join(HEAD_INPUTS)}")
         if not 1 <= cfg.levels <= len(LEVELS) or len(cfg.level_weights) < cfg.levels:
@@ -208,7 +199,8 @@ class MCL(Method):
                 nn.init.xavier_uniform_(module.weight)
         head = WindowHead(cfg.fpn_channels, cfg.head_channels, cfg.hidden_dim, cfg.dim,
                           cfg.head_convs)  # fmt: skip
-        self.student = PyramidEncoder(backbone, fpn, head)
+        # Backbone, FPN and the head's tower transfer to Mask R-CNN; the target copies all.
+        self.student = Encoder(backbone=backbone, fpn=fpn, head=head)
         self.predictors = nn.ModuleList(
             predictor(cfg.dim, cfg.hidden_dim) for _ in range(cfg.levels)
         )
@@ -218,8 +210,17 @@ class MCL(Method):
         first, second = byol_views(self.ctx.image_size, self.cfg.crop_scale)
         return [first] * self.cfg.levels + [second] * self.cfg.levels
 
-    def momentum_at(self, step: int) -> float:
-        return byol_momentum(step, self.ctx.total_steps, self.cfg.momentum)
+    def schedules(self) -> dict[str, Cosine]:
+        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
+
+    @staticmethod
+    def pyramid(encoder: Encoder, images: torch.Tensor) -> list[torch.Tensor]:
+        """(M, 3, S, S) -> [P2, P3, P4, P5], each (M, C, S/4 .. S/32)."""
+        return encoder.fpn(encoder.backbone(images))
+
+    def embed_views(self, encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) full views -> (B, D): the head on the whole P5 map (one window)."""
+        return encoder.head(self.pyramid(encoder, images)[-1])
 
     def branch_predictions(
         self, views: list[torch.Tensor]
@@ -236,7 +237,7 @@ class MCL(Method):
         built = [mcl_level(v, i, antialias=self.cfg.antialias) for i, v in enumerate(views)]
         inputs, sources = zip(*built, strict=True)
         counts = [x.shape[0] for x in inputs]
-        pyramid = self.student.pyramid(torch.cat(inputs))  # one BN batch, as the reference
+        pyramid = self.pyramid(self.student, torch.cat(inputs))  # one BN batch, as the reference
         predictions, start = [], 0
         for level, count in enumerate(counts):
             grid, feature = 2**level, pyramid[len(LEVELS) - 1 - level]  # P(5 - level)
@@ -250,14 +251,14 @@ class MCL(Method):
             start += count
         return predictions, list(sources), pyramid
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
         levels = self.cfg.levels
         first, second = batch.views[:levels], batch.views[levels : 2 * levels]
         pred_q, sources_q, pyramid_q = self.branch_predictions(first)
         pred_k, sources_k, pyramid_k = self.branch_predictions(second)
         with torch.no_grad():  # the target embeds the full views only (level 0 of each branch)
-            z_q = F.normalize(self.teacher.embed_views(first[0]).float(), dim=1)
-            z_k = F.normalize(self.teacher.embed_views(second[0]).float(), dim=1)
+            z_q = F.normalize(self.embed_views(self.teacher, first[0]).float(), dim=1)
+            z_k = F.normalize(self.embed_views(self.teacher, second[0]).float(), dim=1)
         weights, temperature = tuple(self.cfg.level_weights), self.cfg.temperature
         loss_q, levels_q = cross_branch_loss(pred_q, sources_q, z_k, weights, temperature)
         loss_k, levels_k = cross_branch_loss(pred_k, sources_k, z_q, weights, temperature)
@@ -265,15 +266,5 @@ class MCL(Method):
             f"loss_level{i}": (a + b).detach()
             for i, (a, b) in enumerate(zip(levels_q, levels_k, strict=True))
         }
-        # With fewer than 4 levels some pyramid outputs feed nothing; DDP needs every parameter
-        # in the graph, so they join with a zero weight (their gradient is zero, as it would be).
-        untouched = sum(level.float().mean() for level in (*pyramid_q, *pyramid_k))
-        return LossOutput(loss_q + loss_k + 0.0 * untouched, logs)
-
-    @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        ema_update_(self.teacher, self.student, self.momentum_at(step + 1))
-
-    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
-        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
-        return {"backbone": encoder.backbone, "fpn": encoder.fpn, "box_head": encoder.head.tower}
+        # With fewer than 4 levels some pyramid outputs feed nothing.
+        return LossOutput(keep_in_graph(loss_q + loss_k, (*pyramid_q, *pyramid_k)), logs)

@@ -31,18 +31,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from densessl import dist
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, moco_v2_views
 from densessl.losses import info_nce
-from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
 from densessl.models import build_backbone
-from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.ema import make_teacher
+from densessl.models.encoder import Encoder
 from densessl.models.heads import MLPHead
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
+from densessl.schedules import Constant, Schedule
 
 
 @dataclass
@@ -55,17 +56,8 @@ class MoCoV2Config:
     momentum: float = 0.999  # m, key encoder momentum, constant (paper: 0.999)
 
 
-class MoCoEncoder(nn.Module):
-    """Backbone plus the global MLP head; DenseCL adds a dense head beside it."""
-
-    def __init__(self, backbone: nn.Module, global_head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.global_head = global_head
-
-
 @METHODS.register("mocov2")
-class MoCoV2(Method):
+class MoCoV2(TeacherStudent):
     Config = MoCoV2Config
 
     def __init__(self, cfg: MoCoV2Config, ctx: MethodContext) -> None:
@@ -75,16 +67,20 @@ class MoCoV2(Method):
         self.queue = NegativeQueue(cfg.queue_size, cfg.dim)
         self._pending_keys: list[dict[str, torch.Tensor]] = []
 
-    def build_encoder(self) -> MoCoEncoder:
+    def build_encoder(self) -> Encoder:
+        """Backbone plus the global MLP head; DenseCL adds a dense head beside it."""
         backbone = build_backbone(self.ctx.backbone)
         channels = backbone.out_channels["c5"]
         hidden = self.cfg.hidden_dim or channels
-        return MoCoEncoder(backbone, MLPHead(channels, hidden, self.cfg.dim))
+        return Encoder(backbone=backbone, global_head=MLPHead(channels, hidden, self.cfg.dim))
+
+    def schedules(self) -> dict[str, Schedule]:
+        return {"teacher_momentum": Constant(self.cfg.momentum)}
 
     def view_specs(self) -> list[ViewSpec]:
         return moco_v2_views(self.ctx.image_size)
 
-    def encode(self, encoder: MoCoEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> {"global": (B, D) L2-normalised}."""
         c5 = encoder.backbone(images)["c5"]  # (B, C, H/32, W/32)
         return {"global": F.normalize(encoder.global_head(c5.mean(dim=(2, 3))).float(), dim=1)}
@@ -100,17 +96,17 @@ class MoCoV2(Method):
             keys = {name: dist.batch_unshuffle(t, unshuffle) for name, t in keys.items()}
         return keys
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
         query_view, key_view = batch.views
         q = self.encode(self.student, query_view)
-        k = self.encode_keys(key_view, step)
+        k = self.encode_keys(key_view, state.step)
         loss = info_nce(q["global"], k["global"], self.queue.negatives(), self.cfg.temperature)
         self._pending_keys.append({"global": k["global"]})
         return LossOutput(loss, {"loss_global": loss.detach()})
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        ema_update_(self.teacher, self.student, self.cfg.momentum)
+    def after_step(self, state: StepState) -> None:
+        super().after_step(state)  # the EMA update
         self.enqueue_pending()
 
     def after_step_aborted(self) -> None:
@@ -120,7 +116,3 @@ class MoCoV2(Method):
         for keys in self._pending_keys:
             self.queue.enqueue(dist.all_gather(keys["global"]))
         self._pending_keys.clear()
-
-    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
-        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
-        return {"backbone": encoder.backbone}

@@ -44,16 +44,17 @@ Deviations from the reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from densessl.data.batch import Batch
+from densessl.errors import ConfigError
 from densessl.losses import BORDERS, dino_loss, selfpatch_neighbors
-from densessl.methods.base import LossOutput, MethodContext
-from densessl.methods.dino import DINO, DINO_OPTIM, DINOConfig, cross_view_loss, same_size_runs
+from densessl.methods.base import LossOutput, MethodContext, StepState
+from densessl.methods.dino import DINO, DINOConfig, DINORun, cross_view_loss, same_size_runs
 from densessl.models.class_attention import TokenAggregator
+from densessl.models.encoder import Encoder
 from densessl.models.vit import patch_tokens
 from densessl.registry import METHODS
 
@@ -73,17 +74,12 @@ class SelfPatchConfig(DINOConfig):
     aggregator_depth: int = 2  # class-attention blocks (reference: 2)
 
 
-class SelfPatchEncoder(nn.Module):
-    """ViT without [CLS] or final norm, the token aggregator and the image and patch heads."""
+@dataclass
+class SelfPatchRun(DINORun):
+    """The reference's README run: ViT-S/16, 8 GPUs x 128 images, 300 epochs (paper: 200)."""
 
-    def __init__(
-        self, backbone: nn.Module, aggregator: nn.Module, head: nn.Module, patch_head: nn.Module
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.aggregator = aggregator
-        self.head = head
-        self.patch_head = patch_head
+    batch_size: int = 1024
+    epochs: float = 300.0
 
 
 def gather_neighbours(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -97,34 +93,27 @@ def gather_neighbours(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor
 @METHODS.register("selfpatch")
 class SelfPatch(DINO):
     Config = SelfPatchConfig
-    # The reference's README run: ViT-S/16, 8 GPUs x 128 images, 300 epochs (paper text: 200).
-    recipe: ClassVar[dict[str, Any]] = {
-        "backbone": "vit_small_patch16",
-        "batch_size": 1024,
-        "epochs": 300,
-        "optim": DINO_OPTIM,
-    }
+    Run = SelfPatchRun
 
     def __init__(self, cfg: SelfPatchConfig, ctx: MethodContext) -> None:
         if cfg.border not in BORDERS:
-            from densessl.errors import ConfigError
-
             raise ConfigError(f"method.border must be one of {', '.join(BORDERS)}")
         super().__init__(cfg, ctx)
         self.register_buffer("patch_center", torch.zeros(1, cfg.patch_out_dim))
         self._pending_patch_centers: list[torch.Tensor] = []
 
-    def build_encoder(self) -> nn.Module:
+    def build_encoder(self) -> Encoder:
+        """ViT without [CLS] or final norm, the token aggregator, the image and patch heads."""
         backbone = self.build_vit(class_token=False, final_norm=False)
         dim, heads = backbone.embed_dim, backbone.timm_kwargs["num_heads"]
-        return SelfPatchEncoder(
-            backbone,
-            TokenAggregator(dim, heads, self.cfg.aggregator_depth),
-            self.head(dim, self.cfg.out_dim),
-            self.head(dim, self.cfg.patch_out_dim),
+        return Encoder(
+            backbone=backbone,
+            aggregator=TokenAggregator(dim, heads, self.cfg.aggregator_depth),
+            head=self.head(dim, self.cfg.out_dim),
+            patch_head=self.head(dim, self.cfg.patch_out_dim),
         )
 
-    def encode_tokens(self, encoder: SelfPatchEncoder, views: list[torch.Tensor]):
+    def encode_tokens(self, encoder: Encoder, views: list[torch.Tensor]):
         """Per view: patch tokens (B, N, D) and grid (h, w); one backbone pass per view size."""
         per_view: list[tuple[torch.Tensor, tuple[int, int]]] = []
         for run in same_size_runs(views):
@@ -158,8 +147,8 @@ class SelfPatch(DINO):
             patches.append(student.patch_head(student.aggregator.norm(tokens)).float())
         return images, patches
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
-        c, temp = self.cfg, self.teacher_temp_at(step)
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
+        c, temp = self.cfg, state.teacher_temp
         t_images, t_patches = self.teacher_outputs(batch.views)
         s_images, s_patches = self.student_outputs(batch.views)
         loss_image = cross_view_loss(s_images, t_images[:2], self.center, c.student_temp, temp)
@@ -179,8 +168,8 @@ class SelfPatch(DINO):
         return LossOutput(loss, logs)
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        super().after_step(step)
+    def after_step(self, state: StepState) -> None:
+        super().after_step(state)
         self.update_center_(
             self.patch_center, self._pending_patch_centers, self.cfg.center_momentum
         )

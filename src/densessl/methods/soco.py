@@ -55,32 +55,32 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
-from torch import nn
 
+from densessl.config import LARSConfig, OptimConfig, TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.box_views import BoxViewsSpec, BoxViewsTransform
+from densessl.data.proposals import assign_levels
+from densessl.errors import ConfigError
 from densessl.losses import box_pair_loss
-from densessl.methods.base import LossOutput, Method, MethodContext
+from densessl.methods.base import (
+    LossOutput,
+    MethodContext,
+    StepState,
+    TeacherStudent,
+    keep_in_graph,
+)
 from densessl.methods.byol import byol_mlp, byol_momentum
 from densessl.models import build_backbone
 from densessl.models.box_head import ConvFCBoxHead, roi_align_assigned, roi_align_levels
-from densessl.models.ema import ema_update_, make_teacher
+from densessl.models.ema import make_teacher
+from densessl.models.encoder import Encoder
 from densessl.models.fpn import FPN, LEVELS
 from densessl.registry import METHODS
-
-# Engine settings of SoCo's released scripts (tools/SoCo_FPN_100ep.sh, 16 GPUs x 128 images).
-SOCO_OPTIM = {
-    "name": "lars",
-    "base_lr": 1.0,  # per 256 images: 8.0 at 2048
-    "weight_decay": 1e-5,
-    "decay_norm_and_bias": False,  # 1-D parameters: no decay, no LARS adaptation
-    "warmup_epochs": 10,
-    "min_lr": 1e-6,
-}
+from densessl.schedules import Cosine
 
 
 @dataclass
@@ -107,35 +107,28 @@ class SoCoConfig:
     roi_levels: str = "assigned"  # assigned | all (the reference's per-level passes, 4x cost)
 
 
-class DetectionEncoder(nn.Module):
-    """Backbone, FPN, box head and projector: what the target network copies.
+@dataclass
+class SoCoOptim(LARSConfig):
+    base_lr: float = 1.0  # per 256 images: 8.0 at 2048
+    weight_decay: float = 1e-5
+    min_lr: float = 1e-6
 
-    Attributes:
-        backbone, fpn, box_head: the parts that transfer to Mask R-CNN.
-        projector: box-head features -> D.
-    """
 
-    def __init__(self, backbone: nn.Module, fpn: FPN, box_head: ConvFCBoxHead, projector):
-        super().__init__()
-        self.backbone = backbone
-        self.fpn = fpn
-        self.box_head = box_head
-        self.projector = projector
+@dataclass
+class SoCoRun(TrainConfig):
+    """SoCo's released scripts (tools/SoCo_FPN_100ep.sh, 16 GPUs x 128 images)."""
 
-    def pyramid(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(N, 3, H, W) -> [P2, P3, P4, P5]."""
-        return self.fpn(self.backbone(images))
-
-    def embed(self, rois: torch.Tensor) -> torch.Tensor:
-        """(R, C, S, S) pooled regions -> (R, D) projections (not normalised)."""
-        return self.projector(self.box_head(rois))
+    backbone: str = "resnet50"
+    batch_size: int = 2048
+    epochs: float = 100.0
+    batch_norm: str = "sync"
+    optim: OptimConfig = field(default_factory=SoCoOptim)
 
 
 def assign_pyramid_levels(boxes: torch.Tensor, thresholds: tuple[float, ...]) -> torch.Tensor:
     """(R, 4) view-pixel boxes -> (R,) level 0..3 (P2..P5), or -1 for a box larger than the last
-    threshold (the reference assigns it nowhere: it joins no positive pair)."""
-    from densessl.data.proposals import assign_levels  # the proposal stage owns the rule
-
+    threshold (the reference assigns it nowhere: it joins no positive pair). The proposal stage
+    owns the rule."""
     return assign_levels(boxes.detach(), thresholds=tuple(thresholds)).long()
 
 
@@ -146,27 +139,25 @@ def unmatched_where(ids: torch.Tensor, unassigned: torch.Tensor, sentinel: int) 
 
 
 @METHODS.register("soco")
-class SoCo(Method):
+class SoCo(TeacherStudent):
     Config = SoCoConfig
-    recipe: ClassVar[dict[str, Any]] = {
-        "backbone": "resnet50",
-        "batch_size": 2048,
-        "epochs": 100,
-        "batch_norm": "sync",
-        "optim": SOCO_OPTIM,
-    }
+    Run = SoCoRun
     export_network = "online"  # the reference's converters take the online network
+    export_roles: ClassVar[dict[str, str]] = {"backbone": "backbone", "fpn": "fpn",
+                                              "box_head": "box_head"}  # fmt: skip
     needs_proposals = True
 
     def __init__(self, cfg: SoCoConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         if cfg.roi_levels not in ("assigned", "all"):
-            raise ValueError(f"roi_levels must be 'assigned' or 'all', not {cfg.roi_levels!r}")
+            raise ConfigError(f"method.roi_levels must be assigned or all, not {cfg.roi_levels!r}")
         backbone = build_backbone(ctx.backbone)
         fpn = FPN([backbone.out_channels[name] for name in LEVELS], cfg.fpn_channels)
         head = ConvFCBoxHead(cfg.fpn_channels, cfg.head_channels, cfg.head_fc_dim, cfg.roi_size)
         projector = byol_mlp(cfg.head_fc_dim, cfg.hidden_dim, cfg.dim)
-        self.student = DetectionEncoder(backbone, fpn, head, projector)
+        # Backbone, FPN and box head transfer to Mask R-CNN; the projector maps box-head
+        # features to D. The target copies all four.
+        self.student = Encoder(backbone=backbone, fpn=fpn, box_head=head, projector=projector)
         self.predictor = byol_mlp(cfg.dim, cfg.hidden_dim, cfg.dim)
         self.teacher = make_teacher(self.student)
 
@@ -190,11 +181,16 @@ class SoCo(Method):
     def make_transform(self) -> BoxViewsTransform:
         return BoxViewsTransform(self.box_views_spec())
 
-    def momentum_at(self, step: int) -> float:
-        return byol_momentum(step, self.ctx.total_steps, self.cfg.momentum)
+    def schedules(self) -> dict[str, Cosine]:
+        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
+
+    @staticmethod
+    def pyramid(encoder: Encoder, images: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, H, W) -> [P2, P3, P4, P5]."""
+        return encoder.fpn(encoder.backbone(images))
 
     def box_embeddings(
-        self, encoder: DetectionEncoder, pyramid: list[torch.Tensor], boxes: torch.Tensor,
+        self, encoder: Encoder, pyramid: list[torch.Tensor], boxes: torch.Tensor,
         view_size: tuple[int, int], predict: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Embed one box set.
@@ -218,7 +214,7 @@ class SoCo(Method):
         level = level.clamp(min=0)
 
         def head(rois: torch.Tensor) -> torch.Tensor:
-            z = encoder.embed(rois)
+            z = encoder.projector(encoder.box_head(rois))  # (R, D), not normalised
             return self.predictor(z) if predict else z
 
         size = self.cfg.roi_size
@@ -230,13 +226,13 @@ class SoCo(Method):
             out = per_level[level, torch.arange(n * k, device=boxes.device)]
         return out.reshape(n, k, -1), unassigned.reshape(n, k)
 
-    def forward(self, batch: Batch, step: int) -> LossOutput:
+    def forward(self, batch: Batch, state: StepState) -> LossOutput:
         views = batch.views
         boxes, ids = batch.extras["boxes"], batch.extras["box_ids"]  # (N, P, 2, K, 4), (N, P, 2, K)
         sizes = [tuple(v.shape[-2:]) for v in views]
-        student = [self.student.pyramid(v) for v in views]
+        student = [self.pyramid(self.student, v) for v in views]
         with torch.no_grad():
-            teacher = [self.teacher.pyramid(v) for v in views]
+            teacher = [self.pyramid(self.teacher, v) for v in views]
         logs: dict[str, torch.Tensor] = {}
         loss = views[0].new_zeros((), dtype=torch.float32)
         for p, (a, b) in enumerate(self.box_views_spec().pairs):
@@ -251,15 +247,6 @@ class SoCo(Method):
             pair = box_pair_loss(q_a, z_b, ids_a, ids_b) + box_pair_loss(q_b, z_a, ids_b, ids_a)
             logs[f"loss_v1v{b + 1}"] = pair.detach()
             loss = loss + pair
-        # A level no box was assigned to would get no gradient at all; DDP needs every parameter
-        # in the graph. Its gradient is zero, as in the reference, whose masked levels are pooled.
-        untouched = sum(level.float().mean() for pyramid in student for level in pyramid)
-        return LossOutput(loss + 0.0 * untouched, logs)
-
-    @torch.no_grad()
-    def after_step(self, step: int) -> None:
-        ema_update_(self.teacher, self.student, self.momentum_at(step + 1))
-
-    def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
-        encoder = self.teacher if (network or self.export_network) == "teacher" else self.student
-        return {"backbone": encoder.backbone, "fpn": encoder.fpn, "box_head": encoder.box_head}
+        # A level no box was assigned to would get no gradient at all (in the reference, whose
+        # masked levels are pooled, it is zero too).
+        return LossOutput(keep_in_graph(loss, (lvl for pyr in student for lvl in pyr)), logs)

@@ -1,0 +1,47 @@
+"""The batched augmentation steps of a collated batch, driven by what the batch carries.
+
+They run where the engine chooses: in the data workers, or on the training device after the
+transfer (the same code on CPU and GPU). Each view's drawn photometric parameters are applied
+first, then any per-view rectangles a transform asked to cut out (``extras["cutout"]``, SoCo's
+box-aware cutout), which zero normalised pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from densessl.data.augment import apply_photometric
+from densessl.data.batch import Batch
+
+
+def augment_batch(batch: Batch) -> Batch:
+    """The batch with every view augmented (a no-op on an already augmented batch)."""
+    if batch.augmented:
+        return batch
+    views = [apply_photometric(v, batch.photometric[:, i]) for i, v in enumerate(batch.views)]
+    if "cutout" in batch.extras:
+        cutout = batch.extras["cutout"]  # (B, V, K, 4)
+        views = [apply_box_cutout(v, cutout[:, i]) for i, v in enumerate(views)]
+    return replace(batch, views=views, augmented=True)
+
+
+def apply_box_cutout(images: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
+    """Zero every pixel whose centre lies in one of its image's rectangles.
+
+    Args:
+        images: (B, C, H, W) normalised views (zero = the mean colour, as the reference).
+        rects: (B, K, 4) xyxy view-pixel rectangles; all-zero rows cut nothing.
+
+    Returns:
+        (B, C, H, W), a new tensor.
+    """
+    height, width = images.shape[-2:]
+    xs = torch.arange(width, device=images.device, dtype=rects.dtype) + 0.5
+    ys = torch.arange(height, device=images.device, dtype=rects.dtype) + 0.5
+    r = rects[:, :, :, None]  # (B, K, 4, 1)
+    inside_x = (xs >= r[:, :, 0]) & (xs < r[:, :, 2])  # (B, K, W)
+    inside_y = (ys >= r[:, :, 1]) & (ys < r[:, :, 3])  # (B, K, H)
+    cut = (inside_y[:, :, :, None] & inside_x[:, :, None, :]).any(dim=1)  # (B, H, W)
+    return images.masked_fill(cut[:, None], 0.0)

@@ -1,0 +1,146 @@
+"""Everything one training run holds, built once from its config (MAE's split: setup here,
+the loop in :mod:`densessl.engine.train`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from densessl import dist
+from densessl.config import save_config
+from densessl.data.batch import Batch
+from densessl.device import resolve_device
+from densessl.engine import checkpoint as ckpt
+from densessl.engine.logging import MetricsWriter, Throughput, log, setup_console_logging
+from densessl.engine.optim import build_optimizer
+from densessl.engine.setup import (
+    build_loader,
+    build_method,
+    build_source,
+    optim_schedules,
+    resolve_precision,
+    steps_per_epoch,
+    total_steps,
+)
+from densessl.methods import Method
+from densessl.models.norm import convert_batchnorm
+from densessl.progress import progress
+from densessl.schedules import RunLength, Schedule
+
+
+@dataclass
+class Session:
+    """A run's objects and counters.
+
+    Attributes:
+        method: the method itself; ``model`` is what the step calls (DDP-wrapped under torchrun).
+        schedules: lr and weight decay (the engine's) plus the method's, by StepState field.
+        batches: micro-batches from ``start_step`` on.
+        skipped: files the data workers could not read, so far.
+    """
+
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    method: Method
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    run: RunLength
+    schedules: dict[str, Schedule]
+    batches: Iterator[Batch]
+    start_step: int
+    skipped: set[str] = field(default_factory=set)
+    metrics: MetricsWriter | None = None
+    bar: object = None
+    throughput: Throughput = field(default_factory=Throughput)
+
+    def save(self, step: int) -> Path | None:
+        """The full training state at ``step`` (main process only; None elsewhere)."""
+        if not dist.is_main():
+            return None
+        payload = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "data_position": {"micro_batches": step * self.cfg.accum_steps},
+            "skipped_files": sorted(self.skipped),
+        }
+        return ckpt.save_training_state(self.run_dir, step, payload, self.cfg.keep_checkpoints)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.metrics.close()
+
+
+def open_session(cfg: DictConfig, resume: bool = False) -> Session:
+    """Build the run ``cfg`` describes, restored from its last checkpoint when ``resume``."""
+    device = resolve_device(cfg.device)
+    dist.init(device.type)
+    setup_console_logging(dist.is_main())
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    run_dir = Path(cfg.out)
+    state = _load_resume_state(run_dir) if resume else None
+    source = build_source(cfg)
+    run = RunLength(total_steps(cfg, len(source)), steps_per_epoch(cfg, len(source)))
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    method = build_method(cfg)
+    if cfg.batch_norm == "sync" and dist.world_size() > 1:
+        method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
+    method.to(device)
+    optimizer = build_optimizer(method.named_parameters(), cfg.optim)
+    autocast_dtype = resolve_precision(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    start_step, skipped = 0, set()
+    if state is not None:
+        start_step, skipped = _restore(state, method, optimizer, scaler)
+        log.info("resumed %s at step %d", run_dir, start_step)
+    if dist.is_main():
+        save_config(cfg, run_dir / "config.yaml")
+    schedules = {**optim_schedules(cfg, run.steps_per_epoch), **method.schedules()}
+    _log_start(cfg, device, len(source), run, schedules)
+    model: torch.nn.Module = method
+    if dist.world_size() > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        # Queues are buffers: broadcasting them every step would cost far more than the step.
+        model = DistributedDataParallel(method, device_ids=ids, broadcast_buffers=False)
+    loader = build_loader(cfg, source, method, device, start_step * cfg.accum_steps)
+    return Session(
+        cfg, run_dir, device, method, model, optimizer, scaler, autocast_dtype, run, schedules,
+        iter(loader), start_step, skipped,
+        metrics=MetricsWriter(run_dir, start_step, enabled=dist.is_main()),
+        bar=progress(total=run.total_steps, initial=start_step, unit="step"),
+    )  # fmt: skip
+
+
+def _restore(state: dict, method, optimizer, scaler) -> tuple[int, set[str]]:
+    """Load a checkpoint's weights, optimizer, scaler and RNG; its step and skipped files."""
+    method.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler.is_enabled() and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    ckpt.set_rng_state(state["rng"])
+    return int(state["step"]), set(state["skipped_files"])
+
+
+def _log_start(cfg: DictConfig, device, images: int, run: RunLength, schedules) -> None:
+    log.info(
+        "%s on %s: %s, %d process(es), %d images, %d steps, batch %d, lr %.4g (base %.4g)",
+        cfg.method.name, device, cfg.backbone, dist.world_size(), images, run.total_steps,
+        cfg.batch_size, cfg.optim.base_lr * cfg.batch_size / 256, cfg.optim.base_lr,
+    )  # fmt: skip
+
+
+def _load_resume_state(run_dir: Path) -> dict:
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"nothing to resume: {path} does not exist")
+    return ckpt.load_checkpoint(path)
