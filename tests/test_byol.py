@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from densessl.methods import get_method
 from densessl.schedules import RunLength
 
 from conftest import assert_target_moves_only_by_ema, augmented_batch, state_at
+from reference.plain_byol import plain_byol_loss
 
 
 def tiny_byol(tmp_path, steps: int = 10, **extra):
@@ -34,16 +34,6 @@ def tiny_byol(tmp_path, steps: int = 10, **extra):
 
 
 # ---------------------------------------------------------------- byol_loss
-
-
-def plain_byol_loss(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Row by row: ‖p/‖p‖ − z/‖z‖‖², averaged."""
-    total = 0.0
-    for p, z in zip(pred.tolist(), target.tolist(), strict=True):
-        norm_p = math.sqrt(sum(v * v for v in p))
-        norm_z = math.sqrt(sum(v * v for v in z))
-        total += sum((a / norm_p - b / norm_z) ** 2 for a, b in zip(p, z, strict=True))
-    return total / len(pred)
 
 
 @pytest.mark.parametrize("rows,dim", [(1, 3), (7, 16)])

@@ -14,7 +14,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import WeightsError
 from densessl.eval.features import extract_features, preprocess, resized_shape

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densessl.losses import densecl_dense_loss, info_nce, match_by_similarity
+from densessl.losses import densecl_dense_loss, info_nce
+from densessl.models.matching import match_by_similarity
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference, whatever the import mode
 from reference.plain_losses import (

@@ -37,6 +37,7 @@ from conftest import (
     v2_detector_states,
     write_scene_folder,
 )
+from reference.plain_mcl import plain_cell_loss
 
 TINY = TINY_FPN_RUN
 
@@ -59,18 +60,6 @@ def mcl_batch(method, n: int = 8):
 
 
 # ---------------------------------------------------------------- the loss
-
-
-def plain_cell_loss(pred, targets, labels, temperature):
-    """2T · mean over cells of −log softmax, one float64 cell and target at a time."""
-    total = 0.0
-    for p, label in zip(pred.double(), labels.tolist(), strict=True):
-        p = p / p.norm()
-        logits = [float(p @ z) / temperature for z in targets.double()]
-        top = max(logits)
-        log_sum = top + math.log(sum(math.exp(x - top) for x in logits))
-        total += log_sum - logits[label]
-    return 2 * temperature * total / len(labels)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.2])

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import torch.distributed as tdist
 import torch.multiprocessing as mp
 import torchvision
 from torch import nn
@@ -298,8 +299,6 @@ def test_convert_batchnorm_other_modes():
 
 
 def _global_bn_worker(rank: int, port: int, out_dir: str) -> None:
-    import torch.distributed as tdist
-
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         x, upstream, state = torch.load(os.path.join(out_dir, "inputs.pt"))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from densessl.errors import ConfigError
-from densessl.losses import dino_loss, neighbour_table, selfpatch_neighbors
+from densessl.losses import dino_loss
+from densessl.models.neighbours import neighbour_table, selfpatch_neighbors
 from densessl.models.vit import patch_tokens
 
 from conftest import augmented_batch as make_batch

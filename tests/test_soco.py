@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from densessl.cli import main
@@ -31,6 +30,7 @@ from densessl.losses import box_pair_loss, byol_loss
 from densessl.methods import get_method
 
 from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, state_at, write_scene_folder
+from reference.plain_soco import reference_regression_loss
 
 TINY = {
     **TINY_FPN_RUN,
@@ -57,29 +57,6 @@ def soco_batch(method, n: int = 4):
 
 
 # ---------------------------------------------------------------- the loss
-
-
-def reference_regression_loss(pred, target, pred_ids, target_ids, pred_levels, target_levels):
-    """SoCo's ``regression_loss_bboxs_aware`` as the reference builds it: 4K level-major slots
-    per view, slot (l, i) holding box i's id if box i is assigned to level l, else a per-view
-    sentinel; every slot carries the same box vector at every level (only matches count)."""
-    n, k, _ = pred.shape
-    levels = 4
-    total = 0.0
-    for b in range(n):
-        ids_a = [pred_ids[b, i].item() if pred_levels[b, i] == lv else -1
-                 for lv in range(levels) for i in range(k)]  # fmt: skip
-        ids_b = [target_ids[b, j].item() if target_levels[b, j] == lv else -2
-                 for lv in range(levels) for j in range(k)]  # fmt: skip
-        num = den = 0.0
-        for s, ia in enumerate(ids_a):
-            for t, ib in enumerate(ids_b):
-                if ia == ib:
-                    p, z = pred[b, s % k], target[b, t % k]
-                    num += float(F.cosine_similarity(p, z, dim=0))
-                    den += 1.0
-        total += num / (den + 1e-6)
-    return -2 * total / n
 
 
 def test_box_pair_loss_matches_the_reference_slots():

@@ -11,6 +11,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from densessl.cli import main
 from densessl.config import load_saved_config
+from densessl.data.labeled import SyntheticSegmentation
 from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.setup import build_method
 from densessl.eval.features import extract_features
@@ -91,8 +92,6 @@ def test_load_backbone_reads_a_timm_vit_export(tmp_path):
 
 
 def test_dense_features_of_a_vit_use_the_patch_grid():
-    from densessl.data.labeled import SyntheticSegmentation
-
     backbone = build_backbone("vit_test_patch16", img_size=64)
     data = extract_features(backbone, SyntheticSegmentation(3, 64, seed=5), image_size=64)
     assert data.levels == ("patch",) and data.stride == 16

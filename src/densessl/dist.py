@@ -59,11 +59,6 @@ def init(device_type: str) -> None:
     tdist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kwargs)
 
 
-def shutdown() -> None:
-    if is_initialized():
-        tdist.destroy_process_group()
-
-
 def barrier() -> None:
     if is_initialized():
         tdist.barrier()
@@ -77,15 +72,6 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size())]
     tdist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
-
-
-def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Like :func:`all_gather`, but gradients flow back to each rank's own slice."""
-    if world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather as differentiable_all_gather
-
-    return torch.cat(differentiable_all_gather(x.contiguous()))
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.views import MultiViewTransform, PhotometricSpec, View, moco_v2_views
-from densessl.losses import match_by_similarity
+from densessl.models.matching import match_by_similarity
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+
 P_JITTER = 0
 P_BRIGHTNESS = 1
 P_CONTRAST = 2
@@ -53,9 +55,6 @@ OP_CONTRAST = 1
 OP_SATURATION = 2
 OP_HUE = 3
 NUM_JITTER_OPS = 4
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # ITU-R 601-2 luma, the weights of PIL's convert("L").
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
 from PIL import Image
 
 # SoCo's "ratio3size0308" strategy [hologerry/SoCo selective_search/filters.py].
@@ -44,13 +46,8 @@ SEARCH_MIN_SIZE = 100
 SEARCH_MAX_SIDE = 256
 
 
-def _is_torch(x: Any) -> bool:
-    # Checked by module name so this file never imports torch (pool workers stay light).
-    return type(x).__module__.startswith("torch")
-
-
 def _to_numpy(boxes: Any) -> np.ndarray:
-    array = boxes.detach().cpu().numpy() if _is_torch(boxes) else np.asarray(boxes)
+    array = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes)
     if array.ndim != 2 or array.shape[1] != 4:
         raise ValueError(f"boxes must have shape (M, 4), got {tuple(array.shape)}")
     return array
@@ -105,16 +102,12 @@ def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
     aspect = side & _aspect_rule(w, h)
     for keep in (aspect & _size_rule(w, h, image_size), aspect, side):
         if keep.any():
-            if _is_torch(boxes):
-                import torch
-
+            if isinstance(boxes, torch.Tensor):
                 return boxes[torch.from_numpy(keep).to(boxes.device)]
             return array[keep]
     height, width = image_size
     whole = np.array([[0, 0, width, height]], dtype=array.dtype)
-    if _is_torch(boxes):
-        import torch
-
+    if isinstance(boxes, torch.Tensor):
         return torch.as_tensor(whole, device=boxes.device)
     return whole
 
@@ -148,9 +141,7 @@ def assign_levels(boxes: Any, thresholds: tuple[float, ...] = LEVEL_THRESHOLDS) 
     # searchsorted(side="left") gives the first i with size <= bounds[i]: the `<=` of the reference.
     levels = np.searchsorted(bounds, size, side="left").astype(np.int64)
     levels[levels == len(bounds)] = -1
-    if _is_torch(boxes):
-        import torch
-
+    if isinstance(boxes, torch.Tensor):
         return torch.from_numpy(levels).to(boxes.device)
     return levels
 
@@ -182,8 +173,6 @@ def selective_search(
     Returns:
         (M, 4) float32 xyxy boxes in the original image's pixels.
     """
-    import cv2
-
     # One thread per search: parallelism comes from the process pool, over images.
     cv2.setNumThreads(1)
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)

@@ -73,8 +73,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from densessl import dist
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.coco import CocoDetection, open_coco
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.errors import DataError
 from densessl.eval.features import progress
 from densessl.models.backbones import ResNetBackbone

@@ -33,8 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from densessl import dist
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.labeled import SegmentationDataset
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 SIZE_MULTIPLE = 32
 LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}  # ResNet outputs

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_write
 from densessl.export import ExportResult
 from densessl.export.detection_heads import detectron2_names, has_detection_heads, head_weights

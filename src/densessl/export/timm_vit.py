@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save
 from densessl.errors import ExportError
 from densessl.export import ExportResult

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from densessl.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save, atomic_write
 from densessl.errors import ExportError
 from densessl.export import ExportResult

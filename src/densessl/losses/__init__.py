@@ -1,0 +1,24 @@
+"""Self-supervised objectives as pure functions of tensors: one objective per file.
+
+No modules, no state, no collectives: every function takes already-gathered tensors (gathering
+keys across processes and keeping the negative queue are the caller's business), so each can be
+checked in one process against a plain-loop reference (``tests/reference/``). Each file's
+docstrings give the formula and the shapes. Matching and neighbour tables, which are not
+objectives, live in :mod:`densessl.models.matching` and :mod:`densessl.models.neighbours`.
+"""
+
+from densessl.losses.byol import byol_loss
+from densessl.losses.densecl import densecl_dense_loss
+from densessl.losses.dino import dino_loss
+from densessl.losses.mcl import mcl_cell_loss
+from densessl.losses.moco import info_nce
+from densessl.losses.soco import box_pair_loss
+
+__all__ = [
+    "box_pair_loss",
+    "byol_loss",
+    "densecl_dense_loss",
+    "dino_loss",
+    "info_nce",
+    "mcl_cell_loss",
+]

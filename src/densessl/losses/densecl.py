@@ -1,0 +1,60 @@
+"""DenseCL's dense term (Wang et al., https://arxiv.org/abs/2011.09157): InfoNCE per location,
+the positive key found by backbone-feature matching (:mod:`densessl.models.matching`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from densessl.losses.moco import info_nce
+from densessl.models.matching import match_by_similarity
+
+
+def densecl_dense_loss(
+    q_dense: torch.Tensor,
+    k_dense: torch.Tensor,
+    q_feat: torch.Tensor,
+    k_feat: torch.Tensor,
+    negatives: torch.Tensor,
+    temperature: float = 0.2,
+) -> torch.Tensor:
+    """DenseCL's dense term: InfoNCE per query location, positive found by feature matching.
+
+    With j*(b, i) = ``match_by_similarity(q_feat, k_feat)[b, i]``::
+
+        loss = 1/(B·N) Σ_b Σ_i -log( exp(r·t₊/t) / (exp(r·t₊/t) + Σ_j exp(r·n_j/t)) ),
+        r = q_dense[b, i],  t₊ = k_dense[b, j*(b, i)],  n_j = negatives[j]
+
+    i.e. the mean over all B·N query locations (the reference's CE over N·S² rows). Matching uses
+    the backbone features (``q_feat``/``k_feat``), not the projections. Gradient flows only to
+    ``q_dense``: the matching is an integer index and ``k_dense`` is detached here (it is expected
+    to come from the momentum encoder, already without gradient).
+
+    Args:
+        q_dense: (B, N, D) query dense projections, L2-normalised per location.
+        k_dense: (B, Nk, D) key dense projections, L2-normalised per location.
+        q_feat: (B, N, C) query backbone features (raw; normalised inside, for matching only).
+        k_feat: (B, Nk, C) key backbone features (raw; normalised inside, for matching only).
+        negatives: (K, D) negatives, L2-normalised (DenseCL's dense queue of pooled key vectors).
+        temperature: t > 0.
+
+    Returns:
+        Scalar tensor: the mean loss over the B·N query locations.
+
+    Example:
+        >>> q_dense = F.normalize(torch.randn(2, 49, 128), dim=2)
+        >>> k_dense = F.normalize(torch.randn(2, 49, 128), dim=2)
+        >>> q_feat, k_feat = torch.randn(2, 49, 2048), torch.randn(2, 49, 2048)
+        >>> queue = F.normalize(torch.randn(4096, 128), dim=1)
+        >>> loss = densecl_dense_loss(q_dense, k_dense, q_feat, k_feat, queue)
+    """
+    batch, locations, dim = q_dense.shape
+    index = match_by_similarity(q_feat.detach(), k_feat.detach())  # (B, N)
+    gather_index = index.unsqueeze(2).expand(batch, locations, dim)  # (B, N, D)
+    matched_keys = torch.gather(k_dense.detach(), 1, gather_index)  # (B, N, D)
+    return info_nce(
+        q_dense.reshape(batch * locations, dim),
+        matched_keys.reshape(batch * locations, dim),
+        negatives,
+        temperature,
+    )

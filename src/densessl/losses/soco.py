@@ -1,0 +1,41 @@
+"""SoCo's object-level loss (Wei et al., https://arxiv.org/abs/2106.02637): BYOL's cosine over
+pairs of box slots that hold the same proposal.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def box_pair_loss(
+    pred: torch.Tensor, target: torch.Tensor, pred_ids: torch.Tensor, target_ids: torch.Tensor
+) -> torch.Tensor:
+    """SoCo's object-level loss: −2 × the mean cosine over matched boxes, averaged per image.
+
+    Box slot i of one view and slot j of the other match when they hold the same proposal
+    (``pred_ids[n, i] == target_ids[n, j]``); padding duplicates a proposal, so one slot can match
+    several. With C[n, i, j] the match indicator::
+
+        loss = −2 · 1/N Σ_n [ Σ_ij C[n,i,j]·⟨p̂_ni, ẑ_nj⟩ / (Σ_ij C[n,i,j] + 1e−6) ]
+
+    which is the reference's ``regression_loss_bboxs_aware`` restricted to each box's assigned
+    pyramid level (other (box, level) slots never match there). Without duplicates it equals
+    ``byol_loss(p, z) − 2`` over the matched rows.
+
+    Args:
+        pred: (N, K, D) online predictions of the K box slots of each image.
+        target: (N, K, D) target projections of the other view's K slots (no gradient).
+        pred_ids: (N, K) integer proposal id of every prediction slot.
+        target_ids: (N, K) integer proposal id of every target slot.
+
+    Returns:
+        Scalar tensor in [−2, 2].
+    """
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    p = F.normalize(pred.to(dtype), dim=-1)
+    z = F.normalize(target.detach().to(dtype), dim=-1)
+    similarity = torch.bmm(p, z.transpose(1, 2))  # (N, K, K)
+    matches = (pred_ids[:, :, None] == target_ids[:, None, :]).to(dtype)  # (N, K, K)
+    per_image = (similarity * matches).sum(dim=(1, 2)) / (matches.sum(dim=(1, 2)) + 1e-6)
+    return -2 * per_image.mean()
