@@ -1,0 +1,146 @@
+"""The contract every registered method keeps with the engine, checked as a loop over the
+registry: a new method is covered the moment it registers, with no test of its own.
+
+Each method is built at the tiny size of its golden-record run (tests/golden/record.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from timm.models.vision_transformer import VisionTransformer
+
+from densessl.cli import main
+from densessl.config import build_config
+from densessl.data.batch import collate_views
+from densessl.data.batch_augment import augment_batch
+from densessl.data.pretrain import MultiViewDataset
+from densessl.data.proposal_store import SceneBoxes
+from densessl.data.synthetic import SyntheticScenes
+from densessl.engine.checkpoint import load_checkpoint
+from densessl.engine.setup import build_method
+from densessl.methods import StepState, TeacherStudent, get_method
+from densessl.registry import METHODS
+
+from conftest import state_at
+
+sys.path.insert(0, str(Path(__file__).with_name("golden")))
+from record import RUNS  # the tiny run of every method
+
+NAMES = METHODS.names()
+# The network each method's authors released: DINO and SelfPatch the teacher, the rest the
+# online network (papers and reference code), written out here rather than read from the code.
+RELEASED = {"dino": "teacher", "selfpatch": "teacher"}
+
+
+def tiny_method(name: str, out: Path):
+    overrides = {**RUNS[name], "out": str(out)}
+    cfg = build_config(get_method(name), overrides=[f"{k}={v}" for k, v in overrides.items()])
+    torch.manual_seed(0)
+    return build_method(cfg), cfg
+
+
+def tiny_batch(method, cfg):
+    """The method's views of 4 built-in scenes, collated and augmented like a train step (SoCo
+    reads the scenes' own boxes as proposals, to skip selective search)."""
+    scenes = SyntheticScenes(num_images=4, image_size=cfg.data.synthetic_size)
+    proposals = SceneBoxes(scenes) if method.needs_proposals else None
+    dataset = MultiViewDataset(scenes, method.make_transform(), 0, proposals)
+    return augment_batch(collate_views([dataset[(0, i)] for i in range(4)]))
+
+
+def with_momentum(method, momentum: float) -> StepState:
+    return dataclasses.replace(state_at(method, 0), teacher_momentum=momentum)
+
+
+def buffers(method) -> dict[str, torch.Tensor]:
+    """Queues and centres: every buffer outside the networks' batch-norm statistics (which any
+    forward pass in training mode moves)."""
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    return {
+        name: value.clone()
+        for name, value in method.named_buffers()
+        if not name.startswith(("student.", "teacher.")) and not name.endswith(statistics)
+    }
+
+
+def test_every_method_has_a_tiny_run():
+    assert set(NAMES) == set(RUNS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_cpu_step_gives_a_finite_loss_and_gradients(name, tmp_path):
+    method, cfg = tiny_method(name, tmp_path)
+    out = method(tiny_batch(method, cfg), state_at(method, 0))
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert all(torch.isfinite(v) for v in out.logs.values())
+    out.loss.backward()
+    grads = [p.grad for p in method.student.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_teacher_moves_only_by_the_momentum_the_engine_passes(name, tmp_path):
+    method, _ = tiny_method(name, tmp_path)
+    assert isinstance(method, TeacherStudent)
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    with torch.no_grad():  # a student away from its teacher, so that a copy shows
+        for p in method.student.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    teacher = copy.deepcopy(method.teacher.state_dict())
+    method.after_step(with_momentum(method, 1.0))  # m = 1 keeps the teacher
+    for key, value in method.teacher.state_dict().items():
+        assert torch.equal(value, teacher[key]), key
+    method.after_step(with_momentum(method, 0.0))  # m = 0 copies the student
+    student = dict(method.student.named_parameters())
+    for key, value in method.teacher.named_parameters():
+        assert torch.equal(value, student[key]), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_aborted_step_leaves_no_pending_queue_or_centre_update(name, tmp_path):
+    method, cfg = tiny_method(name, tmp_path)
+    before = buffers(method)
+    method(tiny_batch(method, cfg), state_at(method, 0))
+    method.after_step_aborted()
+    method.after_step(with_momentum(method, 1.0))  # would flush whatever were still pending
+    for key, value in buffers(method).items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_export_loads_strictly_with_the_released_networks_values(name, tmp_path):
+    run = tmp_path / "run"
+    overrides = {**RUNS[name], "steps": 1, "data.workers": 0, "out": str(run)}
+    assert main(["pretrain", "--method", name, *[f"{k}={v}" for k, v in overrides.items()]]) == 0
+    method, _ = tiny_method(name, tmp_path / "fresh")
+    method.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
+    released = RELEASED.get(name, "online")
+    backbone = (method.teacher if released == "teacher" else method.student).backbone
+    vit = name in ("dino", "selfpatch")
+    out = tmp_path / "export.pt"
+    fmt = "timm" if vit else "torchvision"
+    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+    weights = torch.load(out, weights_only=True)
+    if vit:
+        model = VisionTransformer(**backbone.timm_kwargs)
+        model.load_state_dict(weights, strict=True)
+    else:
+        model = torchvision.models.resnet18()
+        outcome = model.load_state_dict(weights, strict=False)
+        assert set(outcome.missing_keys) == {"fc.weight", "fc.bias"}
+        assert outcome.unexpected_keys == []
+    # The values are those of the network the authors released; after a step the student's
+    # and the teacher's differ (EMA and BN statistics), so the sums tell them apart.
+    expected = [t for t in backbone.state_dict().values() if t.is_floating_point()]
+    exported = [t for t in weights.values() if t.is_floating_point()]
+    assert sum(float(t.double().sum()) for t in exported) == pytest.approx(
+        sum(float(t.double().sum()) for t in expected), rel=1e-9
+    )
