@@ -91,7 +91,7 @@ def test_load_backbone_reads_a_timm_vit_export(tmp_path):
 
 
 def test_dense_features_of_a_vit_use_the_patch_grid():
-    from densessl.data.labeled import SyntheticSegmentation
+    from densessl.eval.segmentation import SyntheticSegmentation
 
     backbone = build_backbone("vit_test_patch16", img_size=64)
     data = extract_features(backbone, SyntheticSegmentation(3, 64, seed=5), image_size=64)
