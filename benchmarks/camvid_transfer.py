@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from densessl.config import build_config
-from densessl.data.labeled import open_segmentation
 from densessl.engine.train import train
-from densessl.eval.knn_seg import knn_seg
-from densessl.eval.linear_seg import linear_seg
+from densessl.eval.knn_seg import KnnSegOptions, knn_seg
+from densessl.eval.linear_seg import LinearSegOptions, linear_seg
+from densessl.eval.segmentation import open_segmentation
 from densessl.eval.weights import load_backbone
 from densessl.methods import get_method
 
@@ -112,9 +112,9 @@ def main() -> None:
         weights = str(run_dir) if run_dir else "random"
         model = load_backbone(weights, backbone)
         levels = requested_levels or (("c4", "c5") if backbone.startswith("resnet") else None)
-        common = dict(levels=levels, image_size=args.probe_size)
-        linear = linear_seg(model, train_set, val_set, **common)
-        knn = knn_seg(model, train_set, val_set, **common)
+        common = dict(levels=list(levels) if levels else None, image_size=args.probe_size)
+        linear = linear_seg(model, train_set, val_set, LinearSegOptions(**common))
+        knn = knn_seg(model, train_set, val_set, KnnSegOptions(**common))
         row = {
             "linear": linear.to_dict(),
             "knn": knn.to_dict(),

@@ -36,9 +36,8 @@ from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.optim import build_optimizer
-from densessl.engine.setup import build_method
 from densessl.engine.step import step_state
-from densessl.methods import get_method
+from densessl.methods import build_method, get_method
 from densessl.schedules import RunLength
 
 

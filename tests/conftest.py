@@ -70,8 +70,7 @@ def tiny_vit_method(method: str, out, **extra):
     """A DINO/SelfPatch method built like the engine does, from :func:`tiny_vit_overrides`;
     :func:`state_at`'s default run (10 steps of 4 per epoch) is its schedule."""
     from densessl.config import build_config
-    from densessl.engine.setup import build_method
-    from densessl.methods import get_method
+    from densessl.methods import build_method, get_method
 
     cfg = build_config(get_method(method), overrides=tiny_vit_overrides(out, method, **extra))
     torch.manual_seed(0)

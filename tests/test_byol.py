@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from densessl.config import build_config
-from densessl.engine.setup import build_method
 from densessl.losses import byol_loss
-from densessl.methods import get_method
+from densessl.methods import build_method, get_method
 from densessl.schedules import RunLength
 
 from conftest import assert_target_moves_only_by_ema, augmented_batch, state_at

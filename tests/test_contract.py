@@ -23,10 +23,9 @@ from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
-from densessl.engine.checkpoint import load_checkpoint
-from densessl.engine.setup import build_method
-from densessl.methods import StepState, TeacherStudent, get_method
+from densessl.methods import StepState, TeacherStudent, build_method, get_method
 from densessl.registry import METHODS
+from densessl.runs import load_checkpoint
 
 from conftest import state_at
 

@@ -11,9 +11,15 @@ from torch import nn
 from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2, maskrcnn_resnet50_fpn_v2
 
 from densessl.cli import main
-from densessl.engine.checkpoint import load_checkpoint
-from densessl.eval.detection import HeadWidths, build_detector, has_v2_heads, load_extra_state
-from densessl.eval.detection_weights import HEAD_PREFIXES, load_detection_weights
+from densessl.eval.detection import (
+    HEAD_PREFIXES,
+    HeadWidths,
+    build_detector,
+    has_v2_heads,
+    load_detection_weights,
+    load_extra_state,
+)
+from densessl.runs import load_checkpoint
 
 from conftest import TINY_FPN_RUN, tiny_overrides
 

@@ -10,17 +10,20 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from densessl.data.coco import CocoDetection, open_coco, write_synthetic_coco
-from densessl.data.labeled import held_out_seed
 from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import DataError
 from densessl.eval.detection import (
+    CocoDetection,
     DetectionScores,
+    DetectOptions,
     build_detector,
     finetune_detector,
     learning_rate,
     load_extra_state,
+    open_coco,
+    write_synthetic_coco,
 )
+from densessl.eval.scene_export import held_out_seed
 from densessl.models.backbones import ResNetBackbone
 
 SIZE = 64
@@ -186,14 +189,16 @@ def test_finetune_faster_rcnn_on_cpu(coco_root):
     scores = finetune_detector(
         ResNetBackbone("resnet18"),
         coco_root,
-        model="faster_rcnn",
-        iterations=3,
-        min_size=SIZE,
-        max_size=SIZE,
-        norm="frozen",
-        device="cpu",
-        workers=0,
-        detector_options=SMALL_HEADS,
+        DetectOptions(
+            model="faster_rcnn",
+            iterations=3,
+            min_size=[SIZE],
+            max_size=SIZE,
+            norm="frozen",
+            device="cpu",
+            workers=0,
+            detector_options=SMALL_HEADS,
+        ),
     )
     assert isinstance(scores, DetectionScores) and scores.iterations == 3
     _check_ap(scores.box_ap, scores.box_ap50, scores.box_ap75)
@@ -206,14 +211,16 @@ def test_finetune_mask_rcnn_on_cpu(coco_root):
     scores = finetune_detector(
         None,
         coco_root,
-        model="mask_rcnn",
-        iterations=3,
-        min_size=SIZE,
-        max_size=SIZE,
-        norm="bn",
-        device="cpu",
-        workers=0,
-        detector_options=SMALL_HEADS,
+        DetectOptions(
+            model="mask_rcnn",
+            iterations=3,
+            min_size=[SIZE],
+            max_size=SIZE,
+            norm="bn",
+            device="cpu",
+            workers=0,
+            detector_options=SMALL_HEADS,
+        ),
     )
     _check_ap(scores.box_ap, scores.mask_ap, scores.mask_ap50, scores.mask_ap75)
     assert "mask" in scores.format_table()

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from densessl.engine.checkpoint import load_checkpoint
+from densessl.runs import load_checkpoint
 
 from conftest import free_port, tiny_overrides
 

@@ -10,10 +10,10 @@ import torch
 
 from densessl.cli import main
 from densessl.config import build_config
-from densessl.engine.checkpoint import load_checkpoint
 from densessl.errors import ConfigError
 from densessl.methods import get_method
 from densessl.methods.densecl import DenseCL
+from densessl.runs import load_checkpoint
 
 from conftest import tiny_overrides
 

@@ -18,8 +18,8 @@ from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import WeightsError
 from densessl.eval.features import extract_features, preprocess, resized_shape
-from densessl.eval.knn_seg import knn_predict_scores, knn_seg
-from densessl.eval.linear_seg import linear_seg
+from densessl.eval.knn_seg import KnnSegOptions, knn_predict_scores, knn_seg
+from densessl.eval.linear_seg import LinearSegOptions, linear_seg
 from densessl.eval.metrics import SegmentationScores, confusion_matrix
 from densessl.eval.weights import load_backbone
 
@@ -189,15 +189,17 @@ def test_linear_probe_is_near_perfect_on_oracle_features():
         OracleBackbone(),
         BlockScenes(32, seed=0),
         BlockScenes(8, seed=1),
-        image_size=96,
-        batch_size=8,
+        LinearSegOptions(image_size=96, batch_size=8),
     )  # 60 steps at the default lr
     assert scores.miou > 90 and scores.pixel_accuracy > 90, scores.format_table("linear")
 
 
 def test_knn_is_near_perfect_on_oracle_features():
     scores = knn_seg(
-        OracleBackbone(), BlockScenes(12, seed=0), BlockScenes(8, seed=1), image_size=96, k=5
+        OracleBackbone(),
+        BlockScenes(12, seed=0),
+        BlockScenes(8, seed=1),
+        KnnSegOptions(image_size=96, k=5),
     )
     assert scores.miou > 90 and scores.pixel_accuracy > 90, scores.format_table("knn")
 
@@ -206,11 +208,11 @@ def test_knn_chunked_equals_unchunked():
     backbone = OracleBackbone(noise=1.0)  # noisy enough that neighbours are not trivial
     train = extract_features(backbone, BlockScenes(10, seed=0), image_size=96)
     val = extract_features(backbone, BlockScenes(6, seed=1), image_size=96)
-    whole = knn_predict_scores(train, val, k=7, chunk_size=None)
-    chunked = knn_predict_scores(train, val, k=7, chunk_size=5)
+    whole = knn_predict_scores(train, val, KnnSegOptions(k=7, chunk_size=None))
+    chunked = knn_predict_scores(train, val, KnnSegOptions(k=7, chunk_size=5))
     assert torch.equal(whole.confusion, chunked.confusion)
     assert 0 < whole.miou < 100  # the comparison is not between two perfect results
-    subsampled = knn_predict_scores(train, val, k=7, memory_per_image=3)
+    subsampled = knn_predict_scores(train, val, KnnSegOptions(k=7, memory_per_image=3))
     assert int(subsampled.confusion.sum()) == int(whole.confusion.sum())
 
 
@@ -267,7 +269,7 @@ def test_run_directory_gives_its_backbone(tmp_path):
             "data.synthetic_size=64", "data.workers=0", "method.queue_size=8", "method.dim=8",
             "method.hidden_dim=16"]  # fmt: skip
     assert main(args) == 0
-    from densessl.engine.checkpoint import load_checkpoint
+    from densessl.runs import load_checkpoint
 
     trained = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
     for network, prefix in ((None, "student"), ("teacher", "teacher")):
@@ -285,7 +287,9 @@ def test_real_backbone_smoke():
     backbone = load_backbone("random", "resnet18")
     train, val = SceneSet(8, 64, seed=0), SceneSet(4, 64, seed=1)
     for scores in (
-        linear_seg(backbone, train, val, levels=("c4", "c5"), image_size=64, epochs=2),
-        knn_seg(backbone, train, val, image_size=64, memory_per_image=2),
+        linear_seg(
+            backbone, train, val, LinearSegOptions(levels=["c4", "c5"], image_size=64, epochs=2)
+        ),
+        knn_seg(backbone, train, val, KnnSegOptions(image_size=64, memory_per_image=2)),
     ):
         assert 0 <= scores.miou <= 100 and 0 <= scores.pixel_accuracy <= 100

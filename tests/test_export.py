@@ -17,9 +17,9 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from densessl.cli import main
-from densessl.engine.checkpoint import load_checkpoint
 from densessl.export import detectron2, mmdet
 from densessl.models.backbones import build_backbone
+from densessl.runs import load_checkpoint
 
 from conftest import tiny_overrides
 

@@ -37,30 +37,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("densessl.models",)),
     ("losses", ("densessl.losses",)),
     ("methods", ("densessl.methods",)),
-    ("engine", ("densessl.engine",)),
-    # runs.py opens a run folder (config, checkpoint) for resume, export, eval and viz: it
-    # builds on the engine's checkpoint format and serves everything above it.
+    # runs.py is a run folder's layout and how it is read (config, checkpoint format, metrics):
+    # the engine writes and resumes it; export, eval and viz open runs through it.
     ("runs", ("densessl.runs",)),
+    ("engine", ("densessl.engine",)),
     ("export", ("densessl.export",)),
     # viz.py draws what eval sees (dense features, correspondences), so it sits with eval.
     ("eval", ("densessl.eval", "densessl.viz")),
     ("cli", ("densessl.cli", "densessl.demo")),
 ]
-
-# ---- KNOWN EDGES: delete each line as soon as its part of issue 11 lands. -------------------
-# Edges that exist today in code owned by other parts of the architecture work. They are left
-# out of the graph so this test guards everything else now; once an edge is gone, delete its
-# line and the test keeps it gone.
-KNOWN_EDGES: set[tuple[str, str]] = {
-    # export/__init__ <-> its writers: each writer takes ExportResult from the package's
-    # __init__, which imports the writers.
-    ("densessl.export.detectron2", "densessl.export.__init__"),
-    ("densessl.export.mmdet", "densessl.export.__init__"),
-    ("densessl.export.timm_vit", "densessl.export.__init__"),
-    ("densessl.export.torchvision_detection", "densessl.export.__init__"),
-    ("densessl.export.torchvision_format", "densessl.export.__init__"),
-}
-# ---------------------------------------------------------------------------------------------
 
 
 def module_name(path: Path) -> str:
@@ -102,7 +87,7 @@ def imported_names(module: str, tree: ast.AST) -> list[tuple[str, ...]]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """densessl-internal edges, importer -> imported, without the known edges."""
+    """densessl-internal edges, importer -> imported."""
     modules = all_modules()
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
@@ -112,7 +97,7 @@ def import_graph() -> dict[str, set[str]]:
             resolved = [node for node in (resolve(n, modules) for n in names) if node]
             if resolved:
                 targets.add(resolved[0])
-        graph[module] = {t for t in targets if t != module and (module, t) not in KNOWN_EDGES}
+        graph[module] = {t for t in targets if t != module}
     return graph
 
 

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from densessl.data.labeled import (
+from densessl.data.synthetic import SyntheticScenes
+from densessl.errors import DataError
+from densessl.eval.scene_export import held_out_seed
+from densessl.eval.segmentation import (
     ADE20K_CLASSES,
     CAMVID_CLASSES,
     IGNORE_INDEX,
@@ -19,12 +22,9 @@ from densessl.data.labeled import (
     SegmentationDataset,
     SyntheticSegmentation,
     detect_format,
-    held_out_seed,
     open_segmentation,
+    write_synthetic_segmentation,
 )
-from densessl.data.synthetic import SyntheticScenes
-from densessl.data.synthetic_export import write_synthetic_segmentation
-from densessl.errors import DataError
 
 HEIGHT, WIDTH = 16, 24
 

@@ -20,14 +20,13 @@ from densessl.data.batch_augment import augment_batch
 from densessl.data.montage import mcl_level
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
-from densessl.engine.checkpoint import load_checkpoint
-from densessl.engine.setup import build_method
 from densessl.errors import ConfigError
 from densessl.export.torchvision_detection import write_torchvision_detection
 from densessl.losses import mcl_cell_loss
-from densessl.methods import get_method
+from densessl.methods import build_method, get_method
 from densessl.methods.mcl import cross_branch_loss
 from densessl.models.window_head import WindowHead, cut_windows
+from densessl.runs import load_checkpoint
 
 from conftest import (
     TINY_FPN_RUN,

@@ -14,9 +14,8 @@ from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.data.views import MultiViewTransform
-from densessl.engine.setup import build_method
 from densessl.losses import info_nce
-from densessl.methods import get_method
+from densessl.methods import build_method, get_method
 
 from conftest import state_at, tiny_overrides
 from reference.plain_losses import plain_densecl_dense_loss

@@ -24,10 +24,9 @@ from densessl.data.box_views import (
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
-from densessl.engine.checkpoint import load_checkpoint
-from densessl.engine.setup import build_method
 from densessl.losses import box_pair_loss, byol_loss
-from densessl.methods import get_method
+from densessl.methods import build_method, get_method
+from densessl.runs import load_checkpoint
 
 from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, state_at, write_scene_folder
 from reference.plain_soco import reference_regression_loss

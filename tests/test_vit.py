@@ -11,14 +11,14 @@ from timm.models.vision_transformer import VisionTransformer
 
 from densessl.cli import main
 from densessl.config import load_saved_config
-from densessl.data.labeled import SyntheticSegmentation
-from densessl.engine.checkpoint import load_checkpoint
-from densessl.engine.setup import build_method
 from densessl.eval.features import extract_features
+from densessl.eval.segmentation import SyntheticSegmentation
 from densessl.eval.weights import load_backbone
 from densessl.export.timm_vit import write_timm_vit
+from densessl.methods import build_method
 from densessl.models import build_backbone
 from densessl.models.vit import VIT_SPECS, ViTBackbone
+from densessl.runs import load_checkpoint
 
 from conftest import tiny_vit_method, tiny_vit_overrides, write_scene_folder
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from densessl.config import build_config, load_saved_config
 from densessl.errors import ConfigError, TrainingDiverged, UserError
 from densessl.methods import get_method
+from densessl.registry import METHODS
 
 
 def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +25,7 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        help="densecl | mocov2 | byol | soco | mcl | dino | selfpatch "
-        "(taken from the run when resuming)",
+        help=f"{' | '.join(METHODS.names())} (taken from the run when resuming)",
     )
     p.add_argument("--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml")
     p.add_argument("--data", help="folder of images, searched recursively")
@@ -89,7 +89,15 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
 
 
+def _add_options_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of options (the flags and key=value win)")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any option, e.g. lr=0.01")
+
+
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    from densessl.eval.segmentation import LAYOUTS
+
     p = sub.add_parser("eval", help="frozen-feature probes and detection fine-tuning")
     kinds = p.add_subparsers(dest="eval_command", required=True)
     for name, text in (
@@ -98,36 +106,36 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     ):
         e = kinds.add_parser(name, help=text)
         _add_weights_arguments(e)
+        _add_options_arguments(e)
         e.add_argument("--data", help="labelled folder; default: the built-in scenes")
-        e.add_argument("--format", choices=("camvid", "voc", "ade20k", "cityscapes", "folders"))
+        e.add_argument("--format", choices=LAYOUTS)
         e.add_argument("--split", default="val", help="split to score (default val)")
         e.add_argument("--train-split", default="train", help="split the probe learns from")
         e.add_argument(
             "--levels", help="comma-separated feature levels (default: c5, or patch for a ViT)"
         )
-        e.add_argument("--image-size", type=int, default=224, help="shorter image side")
-        e.add_argument("--json", help="also write the scores to this JSON file")
+        e.add_argument("--image-size", type=int, help="shorter image side (default 224)")
         if name == "knn-seg":
-            e.add_argument("--k", type=int, default=30)
-            e.add_argument("--temperature", type=float, default=0.02)
+            e.add_argument("--k", type=int, help="neighbours per patch (default 30)")
+            e.add_argument("--temperature", type=float, help="softmax temperature (default 0.02)")
     d = kinds.add_parser("detect", help="fine-tune torchvision Faster/Mask R-CNN, COCO AP")
     _add_weights_arguments(d)
+    _add_options_arguments(d)
     d.add_argument("--data", help="COCO-format folder; default: written built-in scenes")
-    d.add_argument("--model", default="faster_rcnn", choices=("faster_rcnn", "mask_rcnn"))
+    d.add_argument("--model", choices=("faster_rcnn", "mask_rcnn"), help="default faster_rcnn")
     d.add_argument("--iterations", type=int, help="default: 12 epochs (detectron2's 1x)")
-    d.add_argument("--batch-size", type=int, default=2, help="images per step, all processes")
+    d.add_argument("--batch-size", type=int, help="images per step, all processes (default 2)")
     d.add_argument("--lr", type=float, help="default: 0.02 x batch / 16")
-    norms = "trunk norms: SyncBN (the SSL protocol), frozen, or per-process BN"
-    d.add_argument("--norm", default="sync", choices=("sync", "frozen", "bn"), help=norms)
+    norms = "trunk norms: SyncBN (the SSL protocol, default), frozen, or per-process BN"
+    d.add_argument("--norm", choices=("sync", "frozen", "bn"), help=norms)
     d.add_argument(
-        "--heads", default="auto", choices=("auto", "v1", "v2"),
+        "--heads", choices=("auto", "v1", "v2"),
         help="torchvision head layout: v2 (BN FPN, 4conv1fc box head) starts from a pretrained "
-        "FPN/box head (SoCo); auto = v2 when --weights has them, else v1",
+        "FPN/box head (SoCo); auto (default) = v2 when --weights has them, else v1",
     )  # fmt: skip
-    d.add_argument("--min-size", type=int, default=800, help="short side of the input")
-    d.add_argument("--max-size", type=int, default=1333, help="cap on the long side")
-    d.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    d.add_argument("--json", help="also write the scores to this JSON file")
+    d.add_argument("--min-size", type=int, help="short side of the input (default 800)")
+    d.add_argument("--max-size", type=int, help="cap on the long side (default 1333)")
+    d.add_argument("--workers", type=int, help="data-loading processes (default 2)")
 
 
 def _viz_parser(sub: argparse._SubParsersAction) -> None:
@@ -205,9 +213,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     if args.format == "seg":
-        from densessl.data.synthetic_export import write_synthetic_segmentation as write
+        from densessl.eval.segmentation import write_synthetic_segmentation as write
     else:
-        from densessl.data.coco import write_synthetic_coco as write
+        from densessl.eval.detection import write_synthetic_coco as write
     out = write(args.out, num_images=args.num_images, image_size=args.image_size, seed=args.seed)
     print(f"wrote {out}")
     return 0
@@ -226,64 +234,85 @@ def _proposals(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(name: str | None):
-    import torch
+# The named flags of each eval command: shorthand for the option key of the same name.
+_OPTION_FLAGS = {
+    "linear-seg": ("image_size", "device"),
+    "knn-seg": ("image_size", "device", "k", "temperature"),
+    "detect": ("model", "iterations", "batch_size", "lr", "norm", "heads", "max_size", "device",
+               "workers"),
+}  # fmt: skip
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+def _options(args: argparse.Namespace):
+    """The command's options: defaults <- --config <- named flags <- key=value overrides."""
+    from omegaconf import OmegaConf
+
+    from densessl.config import build_options
+    from densessl.eval.detection import DetectOptions
+    from densessl.eval.knn_seg import KnnSegOptions
+    from densessl.eval.linear_seg import LinearSegOptions
+
+    schema = {"linear-seg": LinearSegOptions, "knn-seg": KnnSegOptions, "detect": DetectOptions}
+    flags = {key: getattr(args, key) for key in _OPTION_FLAGS[args.eval_command]}
+    if args.eval_command == "detect":
+        flags["min_size"] = None if args.min_size is None else [args.min_size]
+    else:
+        flags["levels"] = args.levels.split(",") if args.levels else None
+    cfg = build_options(schema[args.eval_command], args.config, flags, args.overrides)
+    return OmegaConf.to_object(cfg)
 
 
-def _segmentation_sets(args: argparse.Namespace):
-    from densessl.data.labeled import SyntheticSegmentation, open_segmentation
+def _segmentation_sets(args: argparse.Namespace, image_size: int):
+    from densessl.eval.segmentation import SyntheticSegmentation, open_segmentation
 
     if args.data is None:  # held-out built-in scenes: seeds unlike the pretraining default (0)
-        size = args.image_size
-        return SyntheticSegmentation(300, size, seed=101), SyntheticSegmentation(100, size, 102)
+        return (
+            SyntheticSegmentation(300, image_size, seed=101),
+            SyntheticSegmentation(100, image_size, 102),
+        )
     train = open_segmentation(args.data, args.format, args.train_split)
     return train, open_segmentation(args.data, args.format, args.split)
+
+
+def _detect(args: argparse.Namespace, options):
+    from densessl import dist
+    from densessl.device import resolve_device
+    from densessl.eval.detection import (
+        finetune_detector,
+        load_detection_weights,
+        write_synthetic_coco,
+    )
+
+    backbone, heads = load_detection_weights(args.weights, args.backbone, args.network)
+    if heads and options.heads == "v1":  # v1 has no BN in its FPN: the weights do not fit
+        print(f"--heads v1: the {len(heads)} pretrained FPN/box-head tensors are not used")
+        heads = {}
+    if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
+        dist.init(resolve_device(options.device).type)
+    data = args.data
+    if data is None:
+        data = write_synthetic_coco("runs/synthetic_coco", num_images=200, image_size=128)
+    return finetune_detector(backbone, data, options, heads)
+
+
+def _probe(args: argparse.Namespace, options):
+    from densessl.device import resolve_device
+    from densessl.eval.knn_seg import knn_seg
+    from densessl.eval.linear_seg import linear_seg
+    from densessl.eval.weights import load_backbone
+
+    backbone = load_backbone(args.weights, args.backbone, args.network)
+    backbone.to(resolve_device(options.device))  # the probe runs where the backbone is
+    train, val = _segmentation_sets(args, options.image_size)
+    probe = linear_seg if args.eval_command == "linear-seg" else knn_seg
+    return probe(backbone, train, val, options)
 
 
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    from densessl.eval.weights import load_backbone
-
-    device = _device(args.device)
-    if args.eval_command == "detect":
-        from densessl import dist
-        from densessl.eval.detection import finetune_detector
-        from densessl.eval.detection_weights import load_detection_weights
-
-        backbone, heads = load_detection_weights(args.weights, args.backbone, args.network)
-        if heads and args.heads == "v1":  # v1 has no BN in its FPN: the weights do not fit
-            print(f"--heads v1: the {len(heads)} pretrained FPN/box-head tensors are not used")
-            heads = {}
-        if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
-            dist.init(device.type)
-
-        data = args.data
-        if data is None:
-            from densessl.data.coco import write_synthetic_coco
-
-            data = write_synthetic_coco("runs/synthetic_coco", num_images=200, image_size=128)
-        scores = finetune_detector(
-            backbone, data, arch=backbone.arch, model=args.model, iterations=args.iterations,
-            batch_size=args.batch_size, lr=args.lr, norm=args.norm, min_size=args.min_size,
-            max_size=args.max_size, device=device, workers=args.workers, extra_state=heads,
-            heads=args.heads,
-        )  # fmt: skip
-    else:
-        backbone = load_backbone(args.weights, args.backbone, args.network)
-        train, val = _segmentation_sets(args)
-        levels = tuple(args.levels.split(",")) if args.levels else None
-        common = dict(levels=levels, image_size=args.image_size, device=device)
-        if args.eval_command == "linear-seg":
-            from densessl.eval.linear_seg import linear_seg
-
-            scores = linear_seg(backbone, train, val, **common)
-        else:
-            from densessl.eval.knn_seg import knn_seg
-
-            scores = knn_seg(backbone, train, val, k=args.k, temperature=args.temperature, **common)
+    options = _options(args)
+    scores = (_detect if args.eval_command == "detect" else _probe)(args, options)
     print(scores.format_table(f"{args.eval_command}: {args.weights}"))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -300,9 +329,11 @@ def _viz(args: argparse.Namespace) -> int:
         return 0
     from densessl.data.sources import ImageFolder
     from densessl.data.synthetic import SyntheticScenes
+    from densessl.device import resolve_device
     from densessl.eval.weights import load_backbone
 
-    backbone = load_backbone(args.weights, args.backbone, args.network).to(_device(args.device))
+    backbone = load_backbone(args.weights, args.backbone, args.network)
+    backbone.to(resolve_device(args.device))
     source = ImageFolder(args.data) if args.data else SyntheticScenes(num_images=64, seed=101)
     if args.viz_command == "matches":
         stats = viz.plot_correspondences(

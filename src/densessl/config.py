@@ -2,11 +2,11 @@
 
 Each recipe is written once. The defaults are a method's paper recipe: :class:`TrainConfig`
 holds the engine settings with the MoCo-v2 / DenseCL reference values; a method whose paper
-trains otherwise subclasses it as ``Method.Run`` with its own defaults (BYOL's LARS, DINO's
-AdamW ...), and its ``Method.Config`` dataclass fills ``method``. A YAML recipe in ``configs/``
-states only its differences from those defaults; named command-line flags are shorthand for
-``key=value`` overrides. Unknown keys and wrong types are one-line errors (OmegaConf structured
-configs), and the resolved configuration is saved to ``RUN/config.yaml``.
+trains otherwise gives its values as ``Method.run_defaults``, a TrainConfig instance (BYOL's
+LARS, DINO's AdamW ...), and its ``Method.Config`` dataclass fills ``method``. A YAML recipe
+in ``configs/`` states only its differences from those defaults; named command-line flags are
+shorthand for ``key=value`` overrides. Unknown keys and wrong types are one-line errors
+(OmegaConf structured configs), and the resolved configuration is saved to ``RUN/config.yaml``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,18 @@ class LARSConfig(OptimConfig):
     warmup_epochs: float = 10.0
 
 
+def lars_run(batch_size: int, epochs: float, **optim: Any) -> TrainConfig:
+    """The engine settings of the BYOL family (BYOL, SoCo, MCL): ResNet-50, synchronised batch
+    norm, :class:`LARSConfig` with the paper's ``optim`` values."""
+    return TrainConfig(
+        backbone="resnet50",
+        batch_size=batch_size,
+        epochs=epochs,
+        batch_norm="sync",
+        optim=LARSConfig(**optim),
+    )
+
+
 def build_config(
     method_cls: type,
     config_file: str | Path | None = None,
@@ -89,13 +101,13 @@ def build_config(
     """Merge the layers described in the module docstring into one validated run config.
 
     Args:
-        method_cls: the method's class: its ``Run`` dataclass (a :class:`TrainConfig` whose
-            defaults are the paper's engine settings) is the schema, and its ``Config``
-            dataclass fills ``method``.
+        method_cls: the method's class: its ``run_defaults`` (a :class:`TrainConfig` holding
+            the paper's engine settings) are the defaults, and its ``Config`` dataclass fills
+            ``method``.
     """
     method_name = method_cls.Config.name
     try:
-        cfg = OmegaConf.structured(method_cls.Run)
+        cfg = OmegaConf.structured(method_cls.run_defaults)
         cfg.method = OmegaConf.structured(method_cls.Config)
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err

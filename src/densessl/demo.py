@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from densessl.config import build_config
-from densessl.data.labeled import SyntheticSegmentation
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.train import train
-from densessl.eval.knn_seg import knn_seg
-from densessl.eval.linear_seg import linear_seg
+from densessl.eval.knn_seg import KnnSegOptions, knn_seg
+from densessl.eval.linear_seg import LinearSegOptions, linear_seg
+from densessl.eval.segmentation import SyntheticSegmentation
 from densessl.eval.weights import load_backbone
 from densessl.export import export
 from densessl.methods import get_method
@@ -44,10 +44,10 @@ def pretrain(method: str, run_dir: Path, steps: int | None) -> Path:
 
 def probe(weights: str, train_set, val_set) -> dict[str, dict]:
     backbone = load_backbone(weights, "resnet18")
-    common = dict(levels=PROBE_LEVELS, image_size=PROBE_SIZE)
+    common = dict(levels=list(PROBE_LEVELS), image_size=PROBE_SIZE)
     return {
-        "linear": linear_seg(backbone, train_set, val_set, **common).to_dict(),
-        "knn": knn_seg(backbone, train_set, val_set, **common).to_dict(),
+        "linear": linear_seg(backbone, train_set, val_set, LinearSegOptions(**common)).to_dict(),
+        "knn": knn_seg(backbone, train_set, val_set, KnnSegOptions(**common)).to_dict(),
     }
 
 

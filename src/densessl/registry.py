@@ -54,3 +54,7 @@ class Registry:
 
 METHODS = Registry("method")
 BACKBONES = Registry("backbone")
+# Filled by the writer modules of densessl.export: name -> write(modules, out) -> ExportResult.
+EXPORT_FORMATS = Registry("export format")
+# Filled by the layout modules of densessl.eval.segmentation: name -> SegLayout.
+SEG_LAYOUTS = Registry("segmentation layout")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,19 +20,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.data.views import MultiViewTransform, PhotometricSpec, View, moco_v2_views
+from densessl.device import module_device
+from densessl.eval.features import normalise
 from densessl.models.matching import match_by_similarity
+from densessl.runs import read_metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 NO_COLOUR_CHANGE = PhotometricSpec(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_loss_curves(runs: dict[str, Path], out: Path) -> Path:
@@ -59,18 +55,11 @@ def plot_loss_curves(runs: dict[str, Path], out: Path) -> Path:
     return out
 
 
-def _normalise(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 (3, H, W) -> float (1, 3, H, W) with ImageNet statistics."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((pixels.float() / 255 - mean) / std).unsqueeze(0)
-
-
 @torch.no_grad()
 def dense_features(backbone: torch.nn.Module, pixels: torch.Tensor, level: str = "c5"):
     """(C, h, w) features of one uint8 (3, H, W) image; the backbone runs in eval mode."""
-    device = next(backbone.parameters()).device
-    return backbone.eval()(_normalise(pixels).to(device))[level][0].float().cpu()
+    device = module_device(backbone)
+    return backbone.eval()(normalise(pixels[None]).to(device))[level][0].float().cpu()
 
 
 def two_views(image: Image.Image, size: int, seed: int = 0) -> list[View]:

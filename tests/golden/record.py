@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from densessl.config import build_config
-from densessl.engine.checkpoint import load_checkpoint
 from densessl.engine.train import train
 from densessl.methods import get_method
+from densessl.runs import load_checkpoint
 
 RECORD = Path(__file__).with_name("record.json")
 STEPS = 10

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-FORMAT = "densessl-checkpoint-v1"
+from densessl.runs import CHECKPOINT_FORMAT
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -60,18 +60,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a densessl checkpoint (tensors and plain containers only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a densessl training checkpoint")
-    return state
-
-
 def save_training_state(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Write ``checkpoints/last.pt`` (and a step-numbered copy when ``keep`` > 0)."""
     folder = run_dir / "checkpoints"
-    payload = {"format": FORMAT, "step": step, "rng": rng_state(), **payload}
+    payload = {"format": CHECKPOINT_FORMAT, "step": step, "rng": rng_state(), **payload}
     last = folder / "last.pt"
     atomic_save(payload, last)
     if keep > 0:

@@ -20,16 +20,16 @@ from densessl.engine.logging import MetricsWriter, Throughput, log, setup_consol
 from densessl.engine.optim import build_optimizer
 from densessl.engine.setup import (
     build_loader,
-    build_method,
     build_source,
     optim_schedules,
     resolve_precision,
     steps_per_epoch,
     total_steps,
 )
-from densessl.methods import Method
+from densessl.methods import Method, build_method
 from densessl.models.norm import convert_batchnorm
 from densessl.progress import progress
+from densessl.runs import read_checkpoint
 from densessl.schedules import RunLength, Schedule
 
 
@@ -88,7 +88,7 @@ def open_session(cfg: DictConfig, resume: bool = False) -> Session:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     run_dir = Path(cfg.out)
-    state = _load_resume_state(run_dir) if resume else None
+    state = read_checkpoint(run_dir) if resume else None
     source = build_source(cfg)
     run = RunLength(total_steps(cfg, len(source)), steps_per_epoch(cfg, len(source)))
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -137,10 +137,3 @@ def _log_start(cfg: DictConfig, device, images: int, run: RunLength, schedules) 
         cfg.method.name, device, cfg.backbone, dist.world_size(), images, run.total_steps,
         cfg.batch_size, cfg.optim.base_lr * cfg.batch_size / 256, cfg.optim.base_lr,
     )  # fmt: skip
-
-
-def _load_resume_state(run_dir: Path) -> dict:
-    path = run_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"nothing to resume: {path} does not exist")
-    return ckpt.load_checkpoint(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from densessl import dist
@@ -17,7 +17,7 @@ from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
 from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import ConfigError
-from densessl.methods import Method, MethodContext, get_method
+from densessl.methods import Method
 from densessl.schedules import Constant, Cosine, Schedule, WarmupConstant
 
 
@@ -56,18 +56,6 @@ def micro_batch(cfg: DictConfig) -> int:
             f"x accum_steps ({cfg.accum_steps})"
         )
     return cfg.batch_size // (world * cfg.accum_steps)
-
-
-def build_method(cfg: DictConfig) -> Method:
-    """The configured method, with fresh weights from torch's global generator."""
-    method_cls = get_method(cfg.method.name)
-    ctx = MethodContext(
-        backbone=cfg.backbone,
-        image_size=cfg.data.image_size,
-        batch_norm=cfg.batch_norm,
-        seed=cfg.seed,
-    )
-    return method_cls(OmegaConf.to_object(cfg.method), ctx)
 
 
 def optim_schedules(cfg: DictConfig, epoch_steps: int) -> dict[str, Schedule]:

@@ -18,30 +18,53 @@ views. When all images share one size (the common case) there is no padding at a
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
-from densessl import dist
-from densessl.data.labeled import SegmentationDataset
 from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from densessl.device import module_device
+from densessl.engine.checkpoint import atomic_save
+from densessl.eval.segmentation import SegmentationDataset
+from densessl.progress import progress
 
 SIZE_MULTIPLE = 32
 LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}  # ResNet outputs
 DEFAULT_LEVELS = ("c5",)
 CACHE_FORMAT = "densessl-features-v1"
 
-T = TypeVar("T")
+
+@dataclass
+class FeatureOptions:
+    """How the probes turn labelled images into frozen dense features (shared by their options).
+
+    Attributes:
+        levels: backbone outputs concatenated as features; None = the backbone's default (c5 for
+            ResNets, the patch grid for ViTs).
+        image_size: shorter image side (see the module docstring).
+        batch_size: images per forward pass (and, for the linear probe, per training step).
+        device: where the backbone and the probe run; None = where the backbone already is.
+        seed: the probe's random choices (head init and batch order, or memory subsampling).
+        cache_dir: optional folder caching the extracted features between runs.
+    """
+
+    levels: list[str] | None = None
+    image_size: int = 224
+    batch_size: int = 16
+    device: str | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def probe_device(self, backbone: nn.Module) -> torch.device:
+        """``device``, or the backbone's when None."""
+        return torch.device(self.device) if self.device is not None else module_device(backbone)
 
 
 @dataclass
@@ -117,29 +140,6 @@ class DenseFeatures:
     @classmethod
     def from_state(cls, state: dict) -> DenseFeatures:
         return cls(**{**state, "levels": tuple(state["levels"])})
-
-
-def progress(iterable: Iterable[T] | None, desc: str, total: int | None = None, unit: str = "it"):
-    """A tqdm bar on stderr, redrawn rarely when stderr is a log file rather than a terminal,
-    shown by the main process only. ``iterable=None`` gives a bar advanced with ``update()``."""
-    interactive = sys.stderr.isatty()
-    return tqdm(
-        iterable,
-        desc=desc,
-        total=total,
-        unit=unit,
-        disable=not dist.is_main(),
-        dynamic_ncols=True,
-        mininterval=0.5 if interactive else 30.0,
-        file=sys.stderr,
-    )
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer; the CPU for a stateless module."""
-    for tensor in [*module.parameters(), *module.buffers()]:
-        return tensor.device
-    return torch.device("cpu")
 
 
 def resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
@@ -287,7 +287,7 @@ def extract_features(
     Args:
         backbone: module with ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``),
             or a ViT -> ``{"patch": (B, D, H/p, W/p), ...}`` (its ``level_strides`` name p).
-        dataset: labelled images (:class:`~densessl.data.labeled.SegmentationDataset`).
+        dataset: labelled images (:class:`~densessl.eval.segmentation.SegmentationDataset`).
         levels: outputs to use; coarser ones are upsampled to the finest one's grid. None: the
             backbone's default (c5, or patch for a ViT).
         image_size: shorter image side after resizing (see the module docstring).
@@ -323,8 +323,6 @@ def extract_features(
     stride = min(level_strides(backbone)[name] for name in levels)
     result = _pack(per_image, dataset, levels, image_size, stride)
     if cache_path is not None:
-        from densessl.engine.checkpoint import atomic_save
-
         atomic_save({"key": key, "features": result.to_state()}, cache_path)
     return result
 
@@ -403,25 +401,24 @@ def _pack(
 def features_of(
     data: SegmentationDataset | DenseFeatures,
     backbone: nn.Module,
-    levels: Sequence[str] | None,
-    image_size: int,
-    batch_size: int,
-    device: torch.device | str | None,
-    cache_dir: str | Path | None = None,
+    options: FeatureOptions,
+    device: torch.device,
 ) -> DenseFeatures:
     """``data`` itself if it already is :class:`DenseFeatures`, else its extracted features.
 
-    With ``cache_dir``, the features are cached there in a file named after :func:`cache_key`,
-    so probes run one after the other on the same backbone and data extract them once.
+    With ``options.cache_dir``, the features are cached there in a file named after
+    :func:`cache_key`, so probes run one after the other on the same backbone and data extract
+    them once.
     """
     if isinstance(data, DenseFeatures):
         return data
+    levels, size = options.levels, options.image_size
     cache_path, key = None, None
-    if cache_dir is not None:
-        key = cache_key(backbone, data, resolve_levels(backbone, levels), image_size)
-        cache_path = Path(cache_dir) / f"features-{key[:20]}.pt"
+    if options.cache_dir is not None:
+        key = cache_key(backbone, data, resolve_levels(backbone, levels), size)
+        cache_path = Path(options.cache_dir) / f"features-{key[:20]}.pt"
     return extract_features(
-        backbone, data, levels, image_size, batch_size, device, cache_path, _known_key=key
+        backbone, data, levels, size, options.batch_size, device, cache_path, _known_key=key
     )
 
 

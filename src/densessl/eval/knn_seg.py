@@ -19,26 +19,40 @@ ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densessl.data.labeled import SegmentationDataset
-from densessl.eval.features import (
-    DenseFeatures,
-    check_compatible,
-    features_of,
-    module_device,
-    progress,
-)
+from densessl.eval.features import DenseFeatures, FeatureOptions, check_compatible, features_of
 from densessl.eval.metrics import SegmentationScores, confusion_matrix
+from densessl.eval.segmentation import SegmentationDataset
+from densessl.progress import progress
 
 DEFAULT_K = 30
 DEFAULT_TEMPERATURE = 0.02
 DEFAULT_CHUNK_SIZE = 4096
+
+
+@dataclass
+class KnnSegOptions(FeatureOptions):
+    """The k-NN probe's options: feature extraction (:class:`FeatureOptions`) and retrieval.
+
+    Attributes:
+        k: neighbours per patch (Hummingbird: 30).
+        temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).
+        memory_per_image: at most this many patches per training image (None: all), drawn
+            with ``seed``.
+        chunk_size: about this many query patches (whole images, at least one) against this
+            many memory patches per similarity block (None: no chunking); a block holds about
+            ``chunk_size**2`` floats (64 MiB at the default 4096).
+    """
+
+    k: int = DEFAULT_K
+    temperature: float = DEFAULT_TEMPERATURE
+    memory_per_image: int | None = None
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE
 
 
 def patch_label_histograms(
@@ -165,25 +179,26 @@ def query_batches(data: DenseFeatures, chunk_size: int | None) -> list[torch.Ten
 def knn_predict_scores(
     train: DenseFeatures,
     val: DenseFeatures,
-    k: int = DEFAULT_K,
-    temperature: float = DEFAULT_TEMPERATURE,
-    memory_per_image: int | None = None,
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+    options: KnnSegOptions | None = None,
     device: torch.device | str = "cpu",
-    seed: int = 0,
 ) -> SegmentationScores:
-    """Score ``val`` by dense retrieval from a memory of ``train`` (see the module docstring)."""
+    """Score ``val`` by dense retrieval from a memory of ``train`` (see the module docstring);
+    the search runs on ``device``."""
+    options = options or KnnSegOptions()
     check_compatible(train, val)
-    keys, soft_labels = build_memory(train, memory_per_image, seed)
+    keys, soft_labels = build_memory(train, options.memory_per_image, options.seed)
     if len(keys) == 0:
         raise ValueError("no training patch has a scored pixel: the k-NN memory is empty")
     keys, soft_labels = keys.to(device), soft_labels.to(device)
+    chunk_size = options.chunk_size
     confusion = torch.zeros(val.num_classes, val.num_classes, dtype=torch.int64, device=device)
     for indices in progress(query_batches(val, chunk_size), "k-NN search", unit="chunk"):
         features, labels = val.group_batch(indices)
         batch, channels, h, w = features.shape
         queries = features.permute(0, 2, 3, 1).reshape(-1, channels)
-        scores = patch_scores(queries, keys, soft_labels, k, temperature, chunk_size)
+        scores = patch_scores(
+            queries, keys, soft_labels, options.k, options.temperature, chunk_size
+        )
         scores = scores.reshape(batch, h, w, -1).permute(0, 3, 1, 2)
         # Upsample a few images at a time: (B, K, H, W) floats are large for many classes.
         for part, part_labels in zip(scores.split(8), labels.split(8), strict=True):
@@ -200,16 +215,7 @@ def knn_seg(
     backbone: nn.Module,
     train_set: SegmentationDataset | DenseFeatures,
     val_set: SegmentationDataset | DenseFeatures,
-    levels: Sequence[str] | None = None,
-    image_size: int = 224,
-    k: int = DEFAULT_K,
-    temperature: float = DEFAULT_TEMPERATURE,
-    memory_per_image: int | None = None,
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE,
-    batch_size: int = 16,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
+    options: KnnSegOptions | None = None,
 ) -> SegmentationScores:
     """Dense k-NN label retrieval from frozen features: mIoU on ``val_set``, no training.
 
@@ -218,26 +224,14 @@ def knn_seg(
         train_set: labelled images forming the memory, or their :class:`DenseFeatures` (then
             ``levels``, ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, scored.
-        levels: backbone outputs concatenated as features; None = the backbone's default
-            (c5 for ResNets, the patch grid for ViTs).
-        image_size: shorter image side (see :mod:`densessl.eval.features`).
-        k: neighbours per patch (Hummingbird: 30).
-        temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).
-        memory_per_image: at most this many patches per training image (None: all).
-        chunk_size: about this many query patches (whole images, at least one) against this
-            many memory patches per similarity block (None: no chunking); a block holds about
-            ``chunk_size**2`` floats (64 MiB at the default 4096).
-        batch_size: images per forward pass during feature extraction.
-        device: where the backbone and the search run; default: the backbone's device.
-        seed: seed of the memory subsampling.
-        cache_dir: optional folder caching the extracted features between runs.
+        options: feature extraction and retrieval (:class:`KnnSegOptions`); the defaults when
+            None.
 
     Returns:
         Validation scores at the resized label resolution.
     """
-    device = torch.device(device) if device is not None else module_device(backbone)
-    train = features_of(train_set, backbone, levels, image_size, batch_size, device, cache_dir)
-    val = features_of(val_set, backbone, levels, image_size, batch_size, device, cache_dir)
-    return knn_predict_scores(
-        train, val, k, temperature, memory_per_image, chunk_size, device, seed
-    )
+    options = options or KnnSegOptions()
+    device = options.probe_device(backbone)
+    train = features_of(train_set, backbone, options, device)
+    val = features_of(val_set, backbone, options, device)
+    return knn_predict_scores(train, val, options, device)

@@ -15,26 +15,32 @@ for 25 epochs / 40k iterations with augmentation; slower protocols, numbers not 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densessl.data.labeled import SegmentationDataset
-from densessl.eval.features import (
-    DenseFeatures,
-    check_compatible,
-    features_of,
-    module_device,
-    progress,
-)
+from densessl.device import module_device
+from densessl.eval.features import DenseFeatures, FeatureOptions, check_compatible, features_of
 from densessl.eval.metrics import SegmentationScores, confusion_matrix
+from densessl.eval.segmentation import SegmentationDataset
+from densessl.progress import progress
 
-DEFAULT_EPOCHS = 20
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_LR = 1e-2
-DEFAULT_WEIGHT_DECAY = 1e-4
+
+@dataclass
+class LinearSegOptions(FeatureOptions):
+    """The linear probe's options: feature extraction (:class:`FeatureOptions`) and training.
+
+    Attributes:
+        epochs: passes over the training images.
+        lr: peak AdamW learning rate (cosine decay to 0).
+        weight_decay: AdamW weight decay.
+    """
+
+    epochs: int = 20
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
 
 
 def linear_head(channels: int, num_classes: int) -> nn.Sequential:
@@ -61,33 +67,27 @@ def shuffled_batches(
 
 
 def train_head(
-    data: DenseFeatures,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    lr: float = DEFAULT_LR,
-    weight_decay: float = DEFAULT_WEIGHT_DECAY,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
+    data: DenseFeatures, options: LinearSegOptions, device: torch.device | str = "cpu"
 ) -> nn.Sequential:
     """Fit a linear head to dense features and their labels.
 
     Args:
         data: training features (N, C, h, w) and labels (N, H, W).
-        epochs: passes over the training images.
-        batch_size: images per step.
-        lr: peak AdamW learning rate (cosine decay to 0).
-        weight_decay: AdamW weight decay.
+        options: ``epochs``, ``batch_size`` (images per step), ``lr``, ``weight_decay`` and
+            ``seed`` (head initialisation and batch order) apply.
         device: where the head trains.
-        seed: head initialisation and batch order.
 
     Returns:
         The trained head, in eval mode, on ``device``.
     """
+    batch_size, epochs = options.batch_size, options.epochs
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(options.seed)
         head = linear_head(data.channels, data.num_classes).to(device)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(options.seed)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=options.lr, weight_decay=options.weight_decay
+    )
     steps_per_epoch = sum(-(-len(g) // batch_size) for g in data.groups())
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     head.train()
@@ -112,9 +112,7 @@ def train_head(
 
 
 @torch.no_grad()
-def evaluate_head(
-    head: nn.Module, data: DenseFeatures, batch_size: int = DEFAULT_BATCH_SIZE
-) -> SegmentationScores:
+def evaluate_head(head: nn.Module, data: DenseFeatures, batch_size: int) -> SegmentationScores:
     """mIoU and pixel accuracy of a head's argmax at the label resolution."""
     device = module_device(head)
     confusion = torch.zeros(data.num_classes, data.num_classes, dtype=torch.int64, device=device)
@@ -131,15 +129,7 @@ def linear_seg(
     backbone: nn.Module,
     train_set: SegmentationDataset | DenseFeatures,
     val_set: SegmentationDataset | DenseFeatures,
-    levels: Sequence[str] | None = None,
-    image_size: int = 224,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    lr: float = DEFAULT_LR,
-    weight_decay: float = DEFAULT_WEIGHT_DECAY,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
+    options: LinearSegOptions | None = None,
 ) -> SegmentationScores:
     """Train a linear per-pixel probe on frozen features of ``train_set``, score it on ``val_set``.
 
@@ -148,20 +138,16 @@ def linear_seg(
         train_set: labelled images, or their :class:`DenseFeatures` (then ``levels``,
             ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, for scoring; must share the training set's classes.
-        levels: backbone outputs concatenated as features; None = the backbone's default
-            (c5 for ResNets, the patch grid for ViTs).
-        image_size: shorter image side (see :mod:`densessl.eval.features`).
-        epochs, batch_size, lr, weight_decay: probe training (see the module docstring).
-        device: where the backbone and the probe run; default: the backbone's device.
-        seed: probe initialisation and batch order.
-        cache_dir: optional folder caching the extracted features between runs.
+        options: feature extraction and probe training (see the module docstring); the
+            defaults when None.
 
     Returns:
         Validation scores at the resized label resolution.
     """
-    device = torch.device(device) if device is not None else module_device(backbone)
-    train = features_of(train_set, backbone, levels, image_size, batch_size, device, cache_dir)
-    val = features_of(val_set, backbone, levels, image_size, batch_size, device, cache_dir)
+    options = options or LinearSegOptions()
+    device = options.probe_device(backbone)
+    train = features_of(train_set, backbone, options, device)
+    val = features_of(val_set, backbone, options, device)
     check_compatible(train, val)
-    head = train_head(train, epochs, batch_size, lr, weight_decay, device, seed)
-    return evaluate_head(head, val, batch_size)
+    head = train_head(train, options, device)
+    return evaluate_head(head, val, options.batch_size)

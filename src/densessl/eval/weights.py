@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from densessl.errors import WeightsError
 from densessl.models.backbones import build_backbone
 from densessl.models.vit import VIT_SPECS
+from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, open_run
 
 RANDOM = "random"
 DEFAULT_RANDOM_ARCH = "resnet50"
@@ -77,16 +79,9 @@ def load_backbone(
     if path.suffix not in STATE_DICT_SUFFIXES:
         raise WeightsError(f"cannot read weights from {path} (unknown suffix); {ACCEPTED}")
     state = read_weights_file(path)
-    if isinstance(state, dict) and state.get("format") == checkpoint_format():
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         return _from_run(path, backbone, network, state)
     return backbone_from_state_dict(path, state, backbone)
-
-
-def checkpoint_format() -> str:
-    """The ``format`` tag of densessl training checkpoints (imported late: no engine import)."""
-    from densessl.engine.checkpoint import FORMAT
-
-    return FORMAT
 
 
 def _random_backbone(arch: str) -> nn.Module:
@@ -106,14 +101,11 @@ def run_modules(
 ) -> dict[str, nn.Module]:
     """The exportable modules of a run directory or checkpoint (``Method.exportable``), checked
     against ``arch``; ``state`` is the checkpoint when the caller has already read it."""
-    from densessl.errors import ExportError
-    from densessl.export import load_method, method_from_checkpoint
-
     if network not in (None, "online", "teacher"):
         raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")
     try:
-        method, _ = method_from_checkpoint(state) if state is not None else load_method(path)
-    except (ExportError, ValueError) as err:
+        method, _ = method_from_checkpoint(state) if state is not None else open_run(path)
+    except (WeightsError, ValueError) as err:
         raise WeightsError(f"cannot load run {path}: {err}; {ACCEPTED}") from err
     modules = method.exportable(network)
     model = modules["backbone"]
@@ -132,13 +124,6 @@ def read_weights_file(path: Path) -> Any:
     """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file;
     WeightsError with a one-line reason when it cannot be read."""
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as err:
-            raise WeightsError(
-                f"{path} is a .safetensors file but the 'safetensors' package is not installed "
-                "(pip install safetensors)"
-            ) from err
         try:
             return load_file(str(path), device="cpu")
         except Exception as err:

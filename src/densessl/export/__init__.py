@@ -28,84 +28,24 @@ methods). Every format is RGB input with ImageNet mean/std, the pretraining norm
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from omegaconf import DictConfig
+from densessl.errors import ExportError, WeightsError
 
-from densessl.config import build_config
-from densessl.engine.checkpoint import load_checkpoint
-from densessl.errors import ExportError
-from densessl.methods import Method, get_method
+# The writers register their formats in EXPORT_FORMATS when imported.
+from densessl.export import (  # noqa: F401
+    detectron2,
+    mmdet,
+    torchvision_detection,
+    torchvision_format,
+)
+from densessl.export.result import ExportResult
+from densessl.registry import EXPORT_FORMATS
+from densessl.runs import open_run
 
-__all__ = [
-    "FORMATS",
-    "ExportError",
-    "ExportResult",
-    "export",
-    "load_method",
-    "method_from_checkpoint",
-    "resolve_checkpoint",
-]
+__all__ = ["FORMATS", "ExportResult", "export"]
 
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export` wrote and how to use it.
-
-    Attributes:
-        path: the written file.
-        instructions: the loading code or config lines for the target library, ready to print.
-        num_tensors: tensors in the file.
-    """
-
-    path: Path
-    instructions: str
-    num_tensors: int
-
-
-def resolve_checkpoint(run: str | Path) -> Path:
-    """A run directory (its checkpoints/last.pt) or a checkpoint file."""
-    run = Path(run)
-    path = run / "checkpoints" / "last.pt" if run.is_dir() else run
-    if not path.exists():
-        raise ExportError(f"no checkpoint at {path}: pass a run directory or a .pt checkpoint")
-    return path
-
-
-def load_method(run: str | Path) -> tuple[Method, DictConfig]:
-    """Rebuild the method of a run on the CPU and load its trained weights."""
-    return method_from_checkpoint(load_checkpoint(resolve_checkpoint(run)))
-
-
-def method_from_checkpoint(state: dict) -> tuple[Method, DictConfig]:
-    """Rebuild a method from a loaded densessl checkpoint (its config and weights), on the CPU."""
-    from densessl.engine.setup import build_method
-
-    saved = state["config"]
-    cfg = build_config(get_method(saved["method"]["name"]), overrides=None)
-    cfg.merge_with(saved)
-    method = build_method(cfg)
-    method.load_state_dict(state["model"])
-    return method.eval(), cfg
-
-
-def _writers() -> dict[str, Callable[[dict[str, torch.nn.Module], Path], ExportResult]]:
-    from densessl.export import detectron2, mmdet, torchvision_detection, torchvision_format
-
-    return {
-        "torchvision": torchvision_format.write_torchvision,
-        "torchvision_detection": torchvision_detection.write_torchvision_detection,
-        "timm": torchvision_format.write_timm,
-        "detectron2": detectron2.write,
-        "mmdet": mmdet.write,
-        "safetensors": torchvision_format.write_safetensors,
-    }
-
-
-FORMATS = ("torchvision", "torchvision_detection", "timm", "detectron2", "mmdet", "safetensors")
+FORMATS = tuple(EXPORT_FORMATS.names())
 
 
 def export(run: str | Path, fmt: str, out: str | Path, network: str | None = None) -> ExportResult:
@@ -123,10 +63,12 @@ def export(run: str | Path, fmt: str, out: str | Path, network: str | None = Non
     Raises:
         ExportError: unknown format or network, missing run, or a layout check that failed.
     """
-    if fmt not in FORMATS:
+    if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {fmt!r}; available: {', '.join(FORMATS)}")
     if network not in (None, "online", "teacher"):
         raise ExportError(f"--network must be online or teacher, not {network!r}")
-    method, _ = load_method(run)
-    modules = method.exportable(network)
-    return _writers()[fmt](modules, Path(out))
+    try:
+        method, _ = open_run(run)
+    except WeightsError as err:  # a missing run is, here, a run that cannot be exported
+        raise ExportError(str(err)) from err
+    return EXPORT_FORMATS.get(fmt)(method.exportable(network), Path(out))

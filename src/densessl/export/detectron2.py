@@ -31,9 +31,10 @@ from torch import nn
 
 from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_write
-from densessl.export import ExportResult
 from densessl.export.detection_heads import detectron2_names, has_detection_heads, head_weights
+from densessl.export.result import ExportResult
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
+from densessl.registry import EXPORT_FORMATS
 
 AUTHOR = "densessl"
 _BASIC_BLOCK_ARCHS = ("resnet18", "resnet34")
@@ -96,6 +97,7 @@ TEST:
     ENABLED: True"""
 
 
+@EXPORT_FORMATS.register("detectron2")
 def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """Write the backbone as a detectron2 model-zoo pickle; return it and the config lines."""
     backbone = resnet_backbone(modules)

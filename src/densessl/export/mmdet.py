@@ -20,10 +20,11 @@ from pathlib import Path
 from torch import nn
 
 from densessl.engine.checkpoint import atomic_save
-from densessl.export import ExportResult
 from densessl.export.detection_heads import has_detection_heads, head_weights, mmdet_names
 from densessl.export.detectron2 import pixel_statistics
+from densessl.export.result import ExportResult
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
+from densessl.registry import EXPORT_FORMATS
 
 PREFIX = "backbone."
 _FPN_IN_CHANNELS = {"resnet18": [64, 128, 256, 512], "resnet34": [64, 128, 256, 512]}
@@ -56,6 +57,7 @@ model = dict(
 {ending}"""
 
 
+@EXPORT_FORMATS.register("mmdet")
 def write(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """Write the backbone under ``backbone.`` keys in an MMEngine checkpoint container."""
     backbone = resnet_backbone(modules)

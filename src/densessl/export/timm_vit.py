@@ -16,7 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save
 from densessl.errors import ExportError
-from densessl.export import ExportResult
+from densessl.export.result import ExportResult
 from densessl.models.vit import ViTBackbone
 
 # densessl name -> timm registry name with the same architecture (class-token variant).

@@ -21,9 +21,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from densessl.engine.checkpoint import atomic_save
 from densessl.errors import ExportError
-from densessl.export import ExportResult
 from densessl.export.detection_heads import has_detection_heads, head_weights, torchvision_names
+from densessl.export.result import ExportResult
 from densessl.export.torchvision_format import resnet_backbone, torchvision_state_dict
+from densessl.registry import EXPORT_FORMATS
 
 STAGES = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 DEFAULT_ROI, DEFAULT_FC_DIM = 7, 1024  # torchvision's v2 box head, when no fc was pretrained
@@ -82,6 +83,7 @@ def detector_state_dict(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor
     return weights
 
 
+@EXPORT_FORMATS.register("torchvision_detection")
 def write_torchvision_detection(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """Write the detector-layout state dict; return it and the loading code."""
     weights = detector_state_dict(modules)

@@ -12,12 +12,16 @@ from pathlib import Path
 
 import torch
 import torchvision
+from safetensors.torch import save
 from torch import nn
 
 from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save, atomic_write
 from densessl.errors import ExportError
-from densessl.export import ExportResult
+from densessl.export.result import ExportResult
+from densessl.export.timm_vit import write_timm_vit
+from densessl.models.vit import ViTBackbone
+from densessl.registry import EXPORT_FORMATS
 
 CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
 
@@ -52,8 +56,6 @@ def resnet_backbone(modules: dict[str, nn.Module]) -> nn.Module:
 
 
 def _is_vit(backbone: nn.Module) -> bool:
-    from densessl.models.vit import ViTBackbone
-
     return isinstance(backbone, ViTBackbone)
 
 
@@ -61,6 +63,7 @@ def _normalisation_line() -> str:
     return f"inputs: RGB in [0, 1], normalised with mean {IMAGENET_MEAN} and std {IMAGENET_STD}"
 
 
+@EXPORT_FORMATS.register("torchvision")
 def write_torchvision(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """Backbone state dict for ``torchvision.models.<arch>`` and detection models' trunks."""
     backbone = resnet_backbone(modules)
@@ -80,12 +83,11 @@ detector.backbone.body.load_state_dict(torch.load("{out}", weights_only=True))
     return ExportResult(out, instructions, len(weights))
 
 
+@EXPORT_FORMATS.register("timm")
 def write_timm(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """ViTs: timm ``VisionTransformer`` weights (see :mod:`densessl.export.timm_vit`). ResNets:
     the torchvision state dict, for ``timm.create_model(<arch>)`` (identical names)."""
     if _is_vit(modules["backbone"]):
-        from densessl.export.timm_vit import write_timm_vit
-
         return write_timm_vit(modules["backbone"], out)
     backbone = resnet_backbone(modules)
     weights = torchvision_state_dict(backbone)
@@ -100,12 +102,9 @@ model = timm.create_model("{backbone.arch}", pretrained=True, num_classes=0,
     return ExportResult(out, instructions, len(weights))
 
 
+@EXPORT_FORMATS.register("safetensors")
 def write_safetensors(modules: dict[str, nn.Module], out: Path) -> ExportResult:
     """The torchvision state dict as a ``.safetensors`` file (no pickle at all)."""
-    try:
-        from safetensors.torch import save
-    except ImportError as err:  # a dependency, but keep the message useful if it is missing
-        raise ExportError("the safetensors format needs `pip install safetensors`") from err
     backbone = resnet_backbone(modules)
     weights = torchvision_state_dict(backbone)
     metadata = {"format": "pt", "arch": backbone.arch}

@@ -66,7 +66,7 @@ class Method(nn.Module):
     """Base class of every pretraining method (see the module docstring)."""
 
     Config: ClassVar[type]  # the method's own settings, defaults = the paper's
-    Run: ClassVar[type] = TrainConfig  # engine settings, defaults = the paper's
+    run_defaults: ClassVar[TrainConfig] = TrainConfig()  # engine settings of the paper's run
     export_network: ClassVar[str] = "online"  # which network the authors released
     needs_proposals: ClassVar[bool] = False  # the transform takes each image's object proposals
 

@@ -31,11 +31,11 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from densessl.config import LARSConfig, OptimConfig, TrainConfig
+from densessl.config import lars_run
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, byol_views
 from densessl.losses import byol_loss
@@ -57,23 +57,6 @@ class BYOLConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range (paper)
 
 
-@dataclass
-class BYOLOptim(LARSConfig):
-    base_lr: float = 0.2  # per 256 images, linear scaling rule
-    weight_decay: float = 1.5e-6
-
-
-@dataclass
-class BYOLRun(TrainConfig):
-    """The BYOL paper's training (ResNet-50, 4096 images, 1000 epochs; 300 in ablations)."""
-
-    backbone: str = "resnet50"
-    batch_size: int = 4096
-    epochs: float = 300.0
-    batch_norm: str = "sync"
-    optim: OptimConfig = field(default_factory=BYOLOptim)
-
-
 def byol_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> MLPHead:
     """BYOL's projector / predictor: Linear BN ReLU Linear, PyTorch default init."""
     return MLPHead(in_dim, hidden_dim, out_dim, batch_norm=True, kaiming_init=False)
@@ -88,7 +71,8 @@ def byol_momentum(base: float) -> Cosine:
 @METHODS.register("byol")
 class BYOL(TeacherStudent):
     Config = BYOLConfig
-    Run = BYOLRun
+    # The paper's training (ResNet-50, 4096 images, 1000 epochs; 300 in ablations).
+    run_defaults = lars_run(4096, 300.0, base_lr=0.2, weight_decay=1.5e-6)
     export_network = "online"  # BYOL releases the online encoder
 
     def __init__(self, cfg: BYOLConfig, ctx: MethodContext) -> None:

@@ -36,7 +36,7 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -55,29 +55,6 @@ from densessl.models.heads import DINOHead
 from densessl.models.vit import ViTBackbone, disable_drop_path_
 from densessl.registry import METHODS
 from densessl.schedules import Cosine, LinearThenConstant, Schedule, Switch
-
-
-@dataclass
-class DINOOptim(OptimConfig):
-    name: str = "adamw"
-    base_lr: float = 5e-4  # per 256 images, linear scaling rule
-    weight_decay: float = 0.04
-    weight_decay_end: float | None = 0.4  # cosine
-    decay_norm_and_bias: bool = False  # biases and 1-D parameters are not decayed
-    warmup_epochs: float = 10.0
-    min_lr: float = 1e-6
-    clip_grad: float = 3.0
-    clip_mode: str = "per_param"
-
-
-@dataclass
-class DINORun(TrainConfig):
-    """What DINO's paper changes in the engine (ViT-S/16, 100 epochs, 8 GPUs x 64 images)."""
-
-    backbone: str = "vit_small_patch16"
-    batch_size: int = 512
-    epochs: float = 100.0
-    optim: OptimConfig = field(default_factory=DINOOptim)
 
 
 @dataclass
@@ -140,7 +117,23 @@ def cross_view_loss(
 @METHODS.register("dino")
 class DINO(TeacherStudent):
     Config = DINOConfig
-    Run = DINORun
+    # What DINO's paper changes in the engine (ViT-S/16, 100 epochs, 8 GPUs x 64 images).
+    run_defaults = TrainConfig(
+        backbone="vit_small_patch16",
+        batch_size=512,
+        epochs=100.0,
+        optim=OptimConfig(
+            name="adamw",
+            base_lr=5e-4,  # per 256 images, linear scaling rule
+            weight_decay=0.04,
+            weight_decay_end=0.4,  # cosine
+            decay_norm_and_bias=False,  # biases and 1-D parameters are not decayed
+            warmup_epochs=10.0,
+            min_lr=1e-6,
+            clip_grad=3.0,
+            clip_mode="per_param",
+        ),
+    )
     export_network = "teacher"  # the DINO authors release (and evaluate) the teacher
 
     def __init__(self, cfg: DINOConfig, ctx: MethodContext) -> None:

@@ -56,7 +56,7 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densessl import dist
-from densessl.config import LARSConfig, OptimConfig, TrainConfig
+from densessl.config import lars_run
 from densessl.data.batch import Batch
 from densessl.data.montage import mcl_level
 from densessl.data.views import ViewSpec, byol_views
@@ -106,25 +106,6 @@ class MCLConfig:
     crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range (code)
     antialias: bool = False  # anti-aliased down-sampling instead of the reference's nearest
     head_inputs: str = "cells"  # cells | all (the reference's head over every level, see above)
-
-
-@dataclass
-class MCLOptim(LARSConfig):
-    base_lr: float = 1.0  # per 256 images: 16 at 4096
-    weight_decay: float = 1e-5
-    min_lr: float = 1e-4
-    clip_grad: float = 500.0  # 10 warm-up epochs: 3127 iterations of 312.8 per epoch
-
-
-@dataclass
-class MCLRun(TrainConfig):
-    """The released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images)."""
-
-    backbone: str = "resnet50"
-    batch_size: int = 4096
-    epochs: float = 100.0
-    batch_norm: str = "sync"
-    optim: OptimConfig = field(default_factory=MCLOptim)
 
 
 def predictor(dim: int, hidden_dim: int) -> MLPHead:
@@ -171,7 +152,9 @@ def cross_branch_loss(
 @METHODS.register("mcl")
 class MCL(TeacherStudent):
     Config = MCLConfig
-    Run = MCLRun
+    # The released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images): lr 16 at 4096.
+    run_defaults = lars_run(4096, 100.0, base_lr=1.0, weight_decay=1e-5, min_lr=1e-4,
+                            clip_grad=500.0)  # fmt: skip
     export_network = "online"  # the reference's converter takes encoder_q
     # The head's convs transfer as the detector's box-head convs (its fc is not pretrained).
     export_roles: ClassVar[dict[str, str]] = {"backbone": "backbone", "fpn": "fpn",

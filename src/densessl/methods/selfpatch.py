@@ -43,6 +43,7 @@ Deviations from the reference:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +53,7 @@ from densessl.data.batch import Batch
 from densessl.errors import ConfigError
 from densessl.losses import dino_loss
 from densessl.methods.base import LossOutput, MethodContext, StepState
-from densessl.methods.dino import DINO, DINOConfig, DINORun, cross_view_loss, same_size_runs
+from densessl.methods.dino import DINO, DINOConfig, cross_view_loss, same_size_runs
 from densessl.models.class_attention import TokenAggregator
 from densessl.models.encoder import Encoder
 from densessl.models.neighbours import BORDERS, selfpatch_neighbors
@@ -75,14 +76,6 @@ class SelfPatchConfig(DINOConfig):
     aggregator_depth: int = 2  # class-attention blocks (reference: 2)
 
 
-@dataclass
-class SelfPatchRun(DINORun):
-    """The reference's README run: ViT-S/16, 8 GPUs x 128 images, 300 epochs (paper: 200)."""
-
-    batch_size: int = 1024
-    epochs: float = 300.0
-
-
 def gather_neighbours(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """tokens (B, N, D), index (B, N, k) with -1 for empty slots -> (B, N, k, D); empty slots
     hold an arbitrary token (the caller masks them)."""
@@ -94,7 +87,8 @@ def gather_neighbours(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor
 @METHODS.register("selfpatch")
 class SelfPatch(DINO):
     Config = SelfPatchConfig
-    Run = SelfPatchRun
+    # The reference's README run: ViT-S/16, 8 GPUs x 128 images, 300 epochs (paper text: 200).
+    run_defaults = dataclasses.replace(DINO.run_defaults, batch_size=1024, epochs=300.0)
 
     def __init__(self, cfg: SelfPatchConfig, ctx: MethodContext) -> None:
         if cfg.border not in BORDERS:

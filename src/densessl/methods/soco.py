@@ -55,12 +55,12 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from densessl.config import LARSConfig, OptimConfig, TrainConfig
+from densessl.config import lars_run
 from densessl.data.batch import Batch
 from densessl.data.box_views import BoxViewsSpec, BoxViewsTransform
 from densessl.data.proposals import assign_levels
@@ -107,24 +107,6 @@ class SoCoConfig:
     roi_levels: str = "assigned"  # assigned | all (the reference's per-level passes, 4x cost)
 
 
-@dataclass
-class SoCoOptim(LARSConfig):
-    base_lr: float = 1.0  # per 256 images: 8.0 at 2048
-    weight_decay: float = 1e-5
-    min_lr: float = 1e-6
-
-
-@dataclass
-class SoCoRun(TrainConfig):
-    """SoCo's released scripts (tools/SoCo_FPN_100ep.sh, 16 GPUs x 128 images)."""
-
-    backbone: str = "resnet50"
-    batch_size: int = 2048
-    epochs: float = 100.0
-    batch_norm: str = "sync"
-    optim: OptimConfig = field(default_factory=SoCoOptim)
-
-
 def assign_pyramid_levels(boxes: torch.Tensor, thresholds: tuple[float, ...]) -> torch.Tensor:
     """(R, 4) view-pixel boxes -> (R,) level 0..3 (P2..P5), or -1 for a box larger than the last
     threshold (the reference assigns it nowhere: it joins no positive pair). The proposal stage
@@ -141,7 +123,8 @@ def unmatched_where(ids: torch.Tensor, unassigned: torch.Tensor, sentinel: int) 
 @METHODS.register("soco")
 class SoCo(TeacherStudent):
     Config = SoCoConfig
-    Run = SoCoRun
+    # The released scripts (tools/SoCo_FPN_100ep.sh, 16 GPUs x 128 images): lr 8.0 at 2048.
+    run_defaults = lars_run(2048, 100.0, base_lr=1.0, weight_decay=1e-5, min_lr=1e-6)
     export_network = "online"  # the reference's converters take the online network
     export_roles: ClassVar[dict[str, str]] = {"backbone": "backbone", "fpn": "fpn",
                                               "box_head": "box_head"}  # fmt: skip

@@ -21,18 +21,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# load_backbone's own steps (reading a file, recognising a checkpoint, building a trunk from
-# torchvision keys, rebuilding a run); reusing them keeps both loaders' errors identical.
+from densessl.errors import WeightsError
+
+# load_backbone's own steps (reading a file, building a trunk from torchvision keys, rebuilding
+# a run); reusing them keeps both loaders' errors identical.
 from densessl.eval.weights import (
     RANDOM,
     STATE_DICT_SUFFIXES,
-    WeightsError,
     backbone_from_state_dict,
-    checkpoint_format,
     load_backbone,
     read_weights_file,
     run_modules,
 )
+from densessl.export.detection_heads import has_detection_heads, head_weights, torchvision_names
+from densessl.runs import CHECKPOINT_FORMAT
 
 TRUNK_PREFIX = "backbone.body."
 HEAD_PREFIXES = ("backbone.fpn.", "roi_heads.box_head.")
@@ -63,7 +65,7 @@ def load_detection_weights(
         # Nothing to add here: load_backbone's random backbone, or its error message.
         return load_backbone(weights, backbone, network), {}
     state = read_weights_file(path)
-    if isinstance(state, dict) and state.get("format") == checkpoint_format():
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         return _from_run(path, backbone, network, state)
     heads = _head_keys(state)
     if not heads:
@@ -90,12 +92,6 @@ def _head_keys(state: object) -> dict[str, torch.Tensor]:
 def _from_run(
     path: Path, arch: str | None, network: str | None, state: dict | None = None
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    from densessl.export.detection_heads import (
-        has_detection_heads,
-        head_weights,
-        torchvision_names,
-    )
-
     # One load: the trunk and the heads come from the same network.
     modules = run_modules(path, arch, network, state)
     heads = torchvision_names(head_weights(modules)) if has_detection_heads(modules) else {}

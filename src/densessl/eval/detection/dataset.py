@@ -1,9 +1,9 @@
-"""COCO-format detection datasets: read any instances JSON, write the built-in scenes as one.
+"""COCO-format detection datasets: any instances JSON with its images, as torchvision samples.
 
 Layouts accepted by :func:`open_coco` (``DIR`` = the root passed to it):
 
-* ``DIR/<split>/images/`` + ``DIR/<split>/annotations.json``: what :func:`write_synthetic_coco`
-  writes;
+* ``DIR/<split>/images/`` + ``DIR/<split>/annotations.json``: what
+  :func:`~densessl.eval.detection.synthetic_coco.write_synthetic_coco` writes;
 * real COCO 2017: ``DIR/annotations/instances_<split>2017.json`` with the images in
   ``DIR/images/<split>2017/`` or, as the official zips unpack, ``DIR/<split>2017/``.
 
@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from tqdm import tqdm
 
-from densessl.data.labeled import MANIFEST_NAME
 from densessl.data.sources import to_rgb
-from densessl.data.synthetic import SyntheticScenes
-from densessl.data.synthetic_export import SPLITS, begin_scene_export
 from densessl.errors import DataError
 
 ANNOTATIONS_NAME = "annotations.json"
@@ -201,103 +196,19 @@ def open_coco(root: str | Path, split: str = "train", with_masks: bool = False) 
     raise DataError(f"no COCO annotations for split '{split}' in {root}; {hint}")
 
 
-def _scene_annotations(scene, image_id: int, first_id: int) -> list[dict]:
-    """COCO annotations of one scene: xywh boxes, visible area, compressed-RLE masks."""
-    # pycocotools encodes (H, W, M) Fortran-ordered uint8 stacks.
-    stack = np.asfortranarray(scene.instance_masks.transpose(1, 2, 0).astype(np.uint8))
-    rles = mask_utils.encode(stack) if len(scene.labels) else []
-    annotations = []
-    for k, (box, label, rle) in enumerate(zip(scene.boxes, scene.labels, rles, strict=True)):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        annotations.append(
-            {
-                "id": first_id + k,
-                "image_id": image_id,
-                "category_id": int(label),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": float(scene.instance_masks[k].sum()),
-                "iscrowd": 0,
-                # JSON cannot hold bytes; pycocotools accepts the counts back as str.
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-            }
-        )
-    return annotations
+def _as_lists(samples: list) -> tuple[list, list]:
+    images, targets = zip(*samples, strict=True)
+    return list(images), list(targets)
 
 
-def _write_split(
-    scenes: SyntheticScenes, split_dir: Path, digits: int, bar: tqdm
-) -> tuple[int, int]:
-    """Write one split's PNGs and annotations.json; returns (images, annotations) counted."""
-    image_dir = split_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    for stale in image_dir.glob("*.png"):  # from an earlier, larger export
-        stale.unlink()
-    images, annotations = [], []
-    for i in range(len(scenes)):
-        scene = scenes.scene(i)
-        name = f"{i:0{digits}d}.png"
-        Image.fromarray(scene.image, mode="RGB").save(image_dir / name)
-        height, width = scene.image.shape[:2]
-        # Ids start at 1: COCOeval takes a matched ground-truth id of 0 for "unmatched".
-        images.append({"id": i + 1, "file_name": name, "width": width, "height": height})
-        annotations += _scene_annotations(scene, i + 1, len(annotations) + 1)
-        bar.update()
-    categories = [
-        {"id": k, "name": name, "supercategory": "shape"}
-        for k, name in enumerate(SyntheticScenes.class_names[1:], start=1)
-    ]
-    document = {
-        "info": {"description": f"densessl synthetic scenes, seed {scenes.seed}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-    (split_dir / ANNOTATIONS_NAME).write_text(json.dumps(document), encoding="utf-8")
-    return len(images), len(annotations)
-
-
-def write_synthetic_coco(
-    out: str | Path, num_images: int = 200, image_size: int = 128, seed: int = 0
-) -> Path:
-    """Render the built-in scenes into ``out`` as a COCO-format detection dataset.
-
-    Writes ``out/train`` (``num_images`` scenes of seed ``seed``) and ``out/val``
-    (``max(1, num_images // 4)`` scenes of :func:`~densessl.data.labeled.held_out_seed`, so no
-    val scene is a train scene), each with ``images/<index>.png`` and ``annotations.json``
-    (image id = index + 1, categories 1..4 = the scene classes, xywh boxes of the visible part,
-    compressed-RLE masks), and ``out/densessl_dataset.json``, whose ``classes`` list is
-    ``CocoDetection.class_names`` (background first). An earlier export in ``out`` is replaced.
-
-    Args:
-        out: the dataset folder to create.
-        num_images: number of train scenes.
-        image_size: side of every scene in pixels.
-        seed: seed of the train scenes.
-
-    Returns:
-        ``out`` as a Path.
-
-    Raises:
-        DataError: bad sizes, ``out`` is a file, or a folder holding other files.
-    """
-    plan = begin_scene_export(out, num_images, image_size, seed, set())
-    out, counts, seeds, digits = plan.out, plan.counts, plan.seeds, plan.digits
-    written = {}
-    with tqdm(total=sum(counts.values()), desc=f"writing {out}", unit="scene") as bar:
-        for split in SPLITS:
-            scenes = SyntheticScenes(counts[split], image_size, seeds[split])
-            written[split] = _write_split(scenes, out / split, digits, bar)
-    manifest = {
-        "format": "coco",
-        "task": "detection",
-        "classes": list(SyntheticScenes.class_names),
-        "splits": list(SPLITS),
-        "source": "densessl synthetic scenes",
-        "seed": seed,
-        "val_seed": seeds["val"],
-        "image_size": image_size,
-        "images": {split: n for split, (n, _) in written.items()},
-        "annotations": {split: n for split, (_, n) in written.items()},
-    }
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return out
+def detection_loader(
+    dataset: CocoDetection, batches: Iterable[list[int]], workers: int, device: torch.device
+) -> torch.utils.data.DataLoader:
+    """Batches of ``dataset`` as (list of (3, H, W) images, list of targets): sizes differ."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=_as_lists,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
