@@ -23,20 +23,10 @@ from engine_harness import tiny_config
 
 STEPS, STOP = 6, 3
 
-# A bug in src, kept visible: open_session (engine/session.py) restores the RNG state in
-# _restore, then builds the loader and calls iter(loader), and a DataLoader iterator draws its
-# base seed from torch's global generator. A resumed run's generator is thus one draw ahead of
-# the uninterrupted run's, and the methods that draw from it in their step (DINO's and
-# SelfPatch's stochastic depth, MCL's montage placement) train differently after a resume.
-# Restoring the RNG after iter(loader) makes these pass (tried).
-RNG_AFTER_RESUME = pytest.mark.xfail(
-    strict=True, reason="session.py restores the RNG before iter(loader) draws from it"
-)
-DRAW_IN_THEIR_STEP = ("dino", "mcl", "selfpatch")
-CASES = [
-    pytest.param(name, marks=RNG_AFTER_RESUME) if name in DRAW_IN_THEIR_STEP else name
-    for name in METHODS.names()
-]
+# DINO and SelfPatch (stochastic depth) and MCL (montage placement) draw from torch's global
+# generator inside their step: their cases also check that the RNG is restored after the
+# setup's own draws (iter(loader) draws the loader's base seed).
+CASES = METHODS.names()
 
 
 def logged_losses(run_dir) -> list[tuple[int, float]]:

@@ -113,21 +113,25 @@ def open_session(cfg: DictConfig, resume: bool = False) -> Session:
         # Queues are buffers: broadcasting them every step would cost far more than the step.
         model = DistributedDataParallel(method, device_ids=ids, broadcast_buffers=False)
     loader = build_loader(cfg, source, method, device, start_step * cfg.accum_steps)
+    batches = iter(loader)  # draws the loader's base seed from torch's global generator
+    if state is not None:
+        # Restored last, after every draw of the setup, so that the resumed steps draw what the
+        # straight run drew (stochastic depth, MCL's montage placement).
+        ckpt.set_rng_state(state["rng"])
     return Session(
         cfg, run_dir, device, method, model, optimizer, scaler, autocast_dtype, run, schedules,
-        iter(loader), start_step, skipped,
+        batches, start_step, skipped,
         metrics=MetricsWriter(run_dir, start_step, enabled=dist.is_main()),
         bar=progress(total=run.total_steps, initial=start_step, unit="step"),
     )  # fmt: skip
 
 
 def _restore(state: dict, method, optimizer, scaler) -> tuple[int, set[str]]:
-    """Load a checkpoint's weights, optimizer, scaler and RNG; its step and skipped files."""
+    """Load a checkpoint's weights, optimizer and scaler; its step and skipped files."""
     method.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler.is_enabled() and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    ckpt.set_rng_state(state["rng"])
     return int(state["step"]), set(state["skipped_files"])
 
 
