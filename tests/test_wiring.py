@@ -124,7 +124,8 @@ def test_soco_predicts_each_box_from_the_other_views_target(tmp_path):
         for p, (a, b) in enumerate([(0, 1), (0, 2)]):
             sides = [(batch.views[v], boxes[:, p, side], ids[:, p, side])
                      for side, v in enumerate((a, b))]  # fmt: skip
-            q = [soco_boxes(method.student, v, x, thresholds, method.predictor) for v, x, _ in sides]
+            predictor = method.predictor
+            q = [soco_boxes(method.student, v, x, thresholds, predictor) for v, x, _ in sides]
             z = [soco_boxes(method.teacher, v, x, thresholds) for v, x, _ in sides]
             (_, _, ids_a), (_, _, ids_b) = sides
             args = (no_levels, no_levels)
@@ -203,7 +204,7 @@ def selfpatch_teacher(teacher, view):
     summarises its 4 most similar 3x3-window cells (wrapped at the border)."""
     grid = teacher.backbone(view)["patch"]
     tokens = grid.flatten(2).transpose(1, 2)
-    batch, n, dim = tokens.shape
+    batch = tokens.shape[0]
     picked = plain_selfpatch_neighbors(tokens, tuple(grid.shape[-2:]), 4, "wrap")
     neighbours = torch.stack([tokens[b, cells] for b in range(batch) for cells in picked[b]])
     targets = teacher.patch_head(teacher.aggregator.summarise(neighbours))  # (B·N, Kp)
@@ -215,7 +216,8 @@ def test_selfpatch_patches_against_their_neighbours_targets_and_own_centres(tmp_
     center, patch_center = method.center.clone(), method.patch_center.clone()
     student = method.student
     with torch.no_grad():
-        t_images, t_patches = zip(*(selfpatch_teacher(method.teacher, v) for v in batch.views))
+        teacher = [selfpatch_teacher(method.teacher, v) for v in batch.views]
+        t_images, t_patches = [t for t, _ in teacher], [p for _, p in teacher]
         s_tokens = [selfpatch_tokens(student, v) for v in batch.views]
         s_images = [student.head(student.aggregator.summarise(t)) for t in s_tokens]
         s_patches = [student.patch_head(student.aggregator.norm(t)).flatten(0, 1) for t in s_tokens]
