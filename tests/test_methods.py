@@ -18,6 +18,7 @@ from densessl.methods import build_method, get_method
 
 from conftest import state_at, tiny_overrides
 from reference.plain_losses import plain_densecl_dense_loss
+from tiny_methods import perturb_student
 
 
 def make(method: str, tmp_path, **extra):
@@ -31,13 +32,6 @@ def make_batch(method, n: int = 4, size: int = 64):
         SyntheticScenes(num_images=n, image_size=size), MultiViewTransform(method.view_specs()), 0
     )
     return augment_batch(collate_views([dataset[(0, i)] for i in range(n)]))
-
-
-def perturb_student(method) -> None:
-    """Make student and teacher differ, as they do after the first optimizer step."""
-    with torch.no_grad():
-        for p in method.student.parameters():
-            p.add_(0.05 * torch.randn_like(p))
 
 
 def teacher_keys(method, images):
