@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,41 +15,17 @@ import torchvision
 from timm.models.vision_transformer import VisionTransformer
 
 from densessl.cli import main
-from densessl.config import build_config
-from densessl.data.batch import collate_views
-from densessl.data.batch_augment import augment_batch
-from densessl.data.pretrain import MultiViewDataset
-from densessl.data.proposal_store import SceneBoxes
-from densessl.data.synthetic import SyntheticScenes
-from densessl.methods import StepState, TeacherStudent, build_method, get_method
+from densessl.methods import StepState, TeacherStudent
 from densessl.registry import METHODS
 from densessl.runs import load_checkpoint
 
 from conftest import state_at
-
-sys.path.insert(0, str(Path(__file__).with_name("golden")))
-from record import RUNS  # the tiny run of every method
+from tiny_methods import RUNS, tiny_batch, tiny_method
 
 NAMES = METHODS.names()
 # The network each method's authors released: DINO and SelfPatch the teacher, the rest the
 # online network (papers and reference code), written out here rather than read from the code.
 RELEASED = {"dino": "teacher", "selfpatch": "teacher"}
-
-
-def tiny_method(name: str, out: Path):
-    overrides = {**RUNS[name], "out": str(out)}
-    cfg = build_config(get_method(name), overrides=[f"{k}={v}" for k, v in overrides.items()])
-    torch.manual_seed(0)
-    return build_method(cfg), cfg
-
-
-def tiny_batch(method, cfg):
-    """The method's views of 4 built-in scenes, collated and augmented like a train step (SoCo
-    reads the scenes' own boxes as proposals, to skip selective search)."""
-    scenes = SyntheticScenes(num_images=4, image_size=cfg.data.synthetic_size)
-    proposals = SceneBoxes(scenes) if method.needs_proposals else None
-    dataset = MultiViewDataset(scenes, method.make_transform(), 0, proposals)
-    return augment_batch(collate_views([dataset[(0, i)] for i in range(4)]))
 
 
 def with_momentum(method, momentum: float) -> StepState:

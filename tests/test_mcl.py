@@ -36,7 +36,7 @@ from conftest import (
     v2_detector_states,
     write_scene_folder,
 )
-from reference.plain_mcl import plain_cell_loss
+from reference.plain_mcl import plain_cell_loss, weighted_cell_loss
 
 TINY = TINY_FPN_RUN
 
@@ -115,7 +115,7 @@ def test_two_processes_give_the_loss_of_the_concatenated_batch(tmp_path):
 
     whole = [p.clone().requires_grad_() for p in preds]
     offsets = [torch.cat([s.chunk(2)[0], s.chunk(2)[1] + batch]) for s in sources]
-    loss, _ = cross_branch_loss(whole, offsets, targets, (0.5, 0.25, 0.25), 1.0)
+    loss = weighted_cell_loss(whole, offsets, targets, (0.5, 0.25, 0.25), 1.0)
     loss.backward()
     mean = (ranks[0][0] + ranks[1][0]) / 2
     torch.testing.assert_close(mean, loss.detach(), rtol=1e-10, atol=1e-12)
@@ -186,8 +186,7 @@ def test_one_step_on_cpu(tmp_path):
     # Level i reads P(5 - i) of its montages: every window is one 64/32 = 2-pixel cell of it.
     # Online cells per branch: 8, 2·4, 1·16, 1·64 (ceil(2·8/64) montages at level 3).
     assert [tuple(s) for s in seen] == [(n, 16, 2, 2) for n in (8, 8, 16, 64) * 2]
-    # Near init every cell is close to chance among 8 targets: 2·log 8 per branch and level.
-    assert torch.isfinite(out.loss) and 0.5 * 4 * math.log(8) < out.loss.item() < 8 * math.log(8)
+    assert torch.isfinite(out.loss)  # its value: recomputed from the parts in test_wiring.py
     assert set(out.logs) == {f"loss_level{i}" for i in range(4)}
     out.loss.backward()
     assert all(p.grad is not None for p in method.student.parameters())

@@ -14,11 +14,11 @@ from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.synthetic import SyntheticScenes
 from densessl.data.views import MultiViewTransform
-from densessl.losses import info_nce
 from densessl.methods import build_method, get_method
 
 from conftest import state_at, tiny_overrides
 from reference.plain_losses import plain_densecl_dense_loss
+from tiny_methods import perturb_student
 
 
 def make(method: str, tmp_path, **extra):
@@ -32,13 +32,6 @@ def make_batch(method, n: int = 4, size: int = 64):
         SyntheticScenes(num_images=n, image_size=size), MultiViewTransform(method.view_specs()), 0
     )
     return augment_batch(collate_views([dataset[(0, i)] for i in range(n)]))
-
-
-def perturb_student(method) -> None:
-    """Make student and teacher differ, as they do after the first optimizer step."""
-    with torch.no_grad():
-        for p in method.student.parameters():
-            p.add_(0.05 * torch.randn_like(p))
 
 
 def teacher_keys(method, images):
@@ -139,19 +132,6 @@ def test_grid_size_other_than_map_size(tmp_path):
     method = make("densecl", tmp_path, **{"method.grid_size": 2, "data.image_size": 128})
     out = method(make_batch(method, size=128), state_at(method, 0))  # C5 is 4x4, the grid 2x2
     assert torch.isfinite(out.loss)
-
-
-def test_info_nce_matches_loss_on_fresh_queue(tmp_path):
-    """MoCo-v2's loss is the public info_nce of the (student, teacher, queue) triple."""
-    method = make("mocov2", tmp_path)
-    batch = make_batch(method)
-    with torch.no_grad():
-        q = method.encode(method.student, batch.views[0])["global"]
-    k, _ = teacher_keys(method, batch.views[1])
-    expected = info_nce(q, k, method.queue.keys.clone(), 0.2)
-    assert method(batch, state_at(method, 0)).loss.item() == pytest.approx(
-        expected.item(), rel=1e-5
-    )
 
 
 def test_dense_term_matches_on_backbone_features(tmp_path):

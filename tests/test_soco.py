@@ -24,11 +24,12 @@ from densessl.data.box_views import (
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
-from densessl.losses import box_pair_loss, byol_loss
+from densessl.losses import box_pair_loss
 from densessl.methods import build_method, get_method
 from densessl.runs import load_checkpoint
 
 from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, state_at, write_scene_folder
+from reference.plain_byol import plain_byol_loss
 from reference.plain_soco import reference_regression_loss
 
 TINY = {
@@ -78,7 +79,7 @@ def test_box_pair_loss_without_duplicates_is_byol_minus_two():
         torch.randn(2, 4, 8, dtype=torch.float64),
     )
     ids = torch.arange(4).expand(2, 4)
-    expected = byol_loss(pred.reshape(8, 8), target.reshape(8, 8)).item() - 2
+    expected = plain_byol_loss(pred.reshape(8, 8), target.reshape(8, 8)) - 2
     assert box_pair_loss(pred, target, ids, ids).item() == pytest.approx(expected, abs=1e-6)
     unmatched = box_pair_loss(pred, target, ids, ids + 10)  # nothing matches: 0 / (0 + 1e-6)
     assert unmatched.item() == 0.0
@@ -193,7 +194,7 @@ def test_one_step_on_cpu(tmp_path):
     assert [v.shape[-1] for v in batch.views] == [64, 64, 32]
     assert batch.extras["boxes"].shape == (4, 2, 2, 4, 4)
     out = method(batch, state_at(method, 0))
-    assert torch.isfinite(out.loss) and -8.0 <= out.loss.item() <= 8.0
+    assert torch.isfinite(out.loss)  # its value: recomputed from the parts in test_wiring.py
     assert set(out.logs) == {"loss_v1v2", "loss_v1v3"}
     out.loss.backward()
     assert all(p.grad is not None for p in method.student.parameters())

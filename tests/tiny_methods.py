@@ -1,0 +1,49 @@
+"""Every registered method at the tiny size of its golden-record run, with a batch to feed it.
+
+Shared by the registry-wide tests (contract, wiring, loss-falls, bf16 autocast), so that they
+build each method and its views one way.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from densessl.config import build_config
+from densessl.data.batch import collate_views
+from densessl.data.batch_augment import augment_batch
+from densessl.data.pretrain import MultiViewDataset
+from densessl.data.proposal_store import SceneBoxes
+from densessl.data.synthetic import SyntheticScenes
+from densessl.methods import build_method, get_method
+
+sys.path.insert(0, str(Path(__file__).with_name("golden")))
+from record import RUNS  # the tiny run of every method
+
+
+def tiny_method(name: str, out: Path, **extra):
+    """``name`` built like the engine builds it, from its golden run plus ``extra`` overrides."""
+    overrides = {**RUNS[name], "out": str(out), **extra}
+    cfg = build_config(get_method(name), overrides=[f"{k}={v}" for k, v in overrides.items()])
+    torch.manual_seed(0)
+    return build_method(cfg), cfg
+
+
+def tiny_batch(method, cfg, n: int = 4):
+    """The method's views of ``n`` built-in scenes, collated and augmented like a train step (SoCo
+    reads the scenes' own boxes as proposals, to skip selective search)."""
+    scenes = SyntheticScenes(num_images=n, image_size=cfg.data.synthetic_size)
+    proposals = SceneBoxes(scenes) if method.needs_proposals else None
+    dataset = MultiViewDataset(scenes, method.make_transform(), 0, proposals)
+    return augment_batch(collate_views([dataset[(0, i)] for i in range(n)]))
+
+
+@torch.no_grad()
+def perturb_student(method, scale: float = 0.05, seed: int = 1) -> None:
+    """Move every student parameter away from the teacher's copy, as training does, so that a
+    computation that uses the wrong network gives another value."""
+    generator = torch.Generator().manual_seed(seed)
+    for p in method.student.parameters():
+        p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype))
