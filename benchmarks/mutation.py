@@ -398,18 +398,15 @@ MUTATIONS = [
     ),
 ]
 
-# The tests that cover each file: the method's own, plus the contract test. The golden record
-# (tests/test_golden.py) would kill nearly every mutation on its own, since each changes the
-# training results; --golden adds it, to measure the suite as CI runs it.
-COMMON = ["tests/test_contract.py"]
-TESTS = {
-    "losses": [
-        "tests/test_losses.py",
-        "tests/test_dino.py",
-        "tests/test_byol.py",
-        "tests/test_soco.py",
-        "tests/test_mcl.py",
-    ],
+# The tests that cover each file, fastest and most specific first (pytest -x stops at the first
+# failure): the independent recomputations, the file's own tests, then the checks that loop
+# over every method. The golden record (tests/test_golden.py) would kill nearly every mutation
+# on its own, since each changes the training results; --golden adds it, to measure the suite
+# as CI runs it.
+FIRST = ["tests/test_wiring.py"]
+OWN = {
+    "losses": ["tests/test_losses.py", "tests/test_dino.py", "tests/test_byol.py",
+               "tests/test_soco.py", "tests/test_mcl.py"],
     "models": ["tests/test_models.py", "tests/test_methods.py", "tests/test_selfpatch.py"],
     "methods/mocov2.py": ["tests/test_methods.py", "tests/test_dist.py"],
     "methods/densecl.py": ["tests/test_methods.py", "tests/test_engine.py"],
@@ -419,19 +416,25 @@ TESTS = {
     "methods/dino.py": ["tests/test_dino.py", "tests/test_selfpatch.py"],
     "methods/selfpatch.py": ["tests/test_selfpatch.py"],
     "methods/base.py": ["tests/test_methods.py", "tests/test_export.py"],
-}
-
-
-# Test files that check every method at once (the contract, wiring and dynamics tests).
-CROSS_METHOD = ("test_wiring", "test_dynamics", "test_every_method", "test_methods_engine")
+}  # fmt: skip
+EVERY_METHOD = [
+    "tests/test_method_schedules.py",
+    "tests/test_contract.py",
+    "tests/test_loss_falls.py",
+    "tests/test_autocast_cpu.py",
+    "tests/test_engine_step_every_method.py",
+    "tests/test_export_every_method.py",
+    "tests/test_resume_every_method.py",
+    "tests/test_ddp_every_method.py",
+]
 
 
 def tests_for(path: str, golden: bool) -> list[str]:
-    """The test files for a mutated source file, plus the cross-method ones."""
-    selected = TESTS.get(path) or TESTS[path.split("/")[0]]
-    extra = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").glob("test_*.py"))
-             if p.stem in CROSS_METHOD]  # fmt: skip
-    return sorted({*selected, *COMMON, *extra, *(["tests/test_golden.py"] if golden else [])})
+    """The test files for a mutated source file, in the order they run."""
+    own = OWN.get(path) or OWN[path.split("/")[0]]
+    files = [*FIRST, *own, *EVERY_METHOD, *(["tests/test_golden.py"] if golden else [])]
+    present = [f for f in dict.fromkeys(files) if (ROOT / f).exists()]
+    return present
 
 
 def run_one(mutation: Mutation, timeout: int, golden: bool) -> tuple[bool, float]:
