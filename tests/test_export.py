@@ -1,8 +1,9 @@
 """Every export format loads into its target with exactly the expected key sets.
 
 torchvision and timm are installed, so their files are loaded into the real models. detectron2
-and mmdet are not: their files are checked against key sets written out here from those
-libraries' own ResNet layouts, independently of the renaming code under test.
+and mmdet are not: their files are checked against key sets written out in
+``reference/export_layouts.py`` from those libraries' own ResNet layouts, independently of the
+renaming code under test.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from densessl.models.backbones import build_backbone
 from densessl.runs import load_checkpoint
 
 from conftest import tiny_overrides
-
-BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
-BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
+from reference.export_layouts import detectron2_resnet_keys, torchvision_trunk_keys
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +42,6 @@ def _export(run_dir, tmp_path, fmt, suffix, *extra):
     out = tmp_path / f"export.{suffix}"
     assert main(["export", str(run_dir), "--format", fmt, "--out", str(out), *extra]) == 0
     return out
-
-
-def _classifier_free_keys(arch: str) -> set[str]:
-    return {k for k in getattr(torchvision.models, arch)().state_dict() if not k.startswith("fc.")}
 
 
 # ---------------------------------------------------------------- torchvision
@@ -115,24 +110,6 @@ def test_safetensors_export_loads_into_torchvision(run_dir, trained, tmp_path):
 # ---------------------------------------------------------------- detectron2
 
 
-def detectron2_resnet_keys(arch: str) -> set[str]:
-    """The trunk keys of detectron2's ResNet (``build_resnet_backbone``), written out from its
-    layout: stem ``conv1`` + ``conv1.norm``; stage ``resN`` blocks with ``conv1..conv2`` (basic)
-    or ``conv1..conv3`` (bottleneck), each with ``.norm``; a ``shortcut`` (+ ``.norm``) in the
-    first block of a stage whose input and output channels differ."""
-    bottleneck = arch == "resnet50"
-    keys = {"stem.conv1.weight"} | {f"stem.conv1.norm.{f}" for f in BN_FIELDS}
-    for stage, blocks in enumerate(BLOCKS[arch], start=2):
-        for block in range(blocks):
-            convs = [f"conv{i}" for i in range(1, 4 if bottleneck else 3)]
-            if block == 0 and (stage > 2 or bottleneck):
-                convs.append("shortcut")
-            for conv in convs:
-                keys.add(f"res{stage}.{block}.{conv}.weight")
-                keys |= {f"res{stage}.{block}.{conv}.norm.{f}" for f in BN_FIELDS}
-    return keys
-
-
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_detectron2_keys_follow_the_renaming_rules(tmp_path, arch):
     backbone = build_backbone(arch)
@@ -181,7 +158,7 @@ def test_mmdet_checkpoint_has_backbone_keys(run_dir, trained, tmp_path, capsys):
     checkpoint = torch.load(out, weights_only=True)
     state_dict = checkpoint["state_dict"]
     # mmdet's ResNet(style="pytorch") has torchvision's trunk names, under the model's backbone.
-    assert set(state_dict) == {f"backbone.{k}" for k in _classifier_free_keys("resnet18")}
+    assert set(state_dict) == {f"backbone.{k}" for k in torchvision_trunk_keys("resnet18")}
     assert checkpoint["meta"]["arch"] == "resnet18"
     assert torch.equal(state_dict["backbone.layer3.1.bn2.weight"],
                        trained["student.backbone.layer3.1.bn2.weight"])  # fmt: skip
