@@ -29,6 +29,7 @@ class DataConfig:
     workers: int = 4  # data-loading processes per training process
     synthetic_images: int = 2048  # size of the built-in scene set
     synthetic_size: int = 256  # side of a built-in scene before cropping
+    scenes: str = "shapes"  # which built-in scene set: shapes | aerial (densessl.data.built_in)
     augment_on: str = "auto"  # photometric augmentation in "worker", on "device", or "auto"
 
 

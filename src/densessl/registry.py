@@ -1,4 +1,4 @@
-"""Name -> builder maps for methods and backbones.
+"""Name -> builder maps for methods, backbones, built-in scene sets, formats and layouts.
 
 A registry is a plain dict with two guarantees: registering a name twice is an error (two
 modules silently fighting over ``"densecl"`` is a bug), and looking up an unknown name lists
@@ -58,3 +58,5 @@ BACKBONES = Registry("backbone")
 EXPORT_FORMATS = Registry("export format")
 # Filled by the layout modules of densessl.eval.segmentation: name -> SegLayout.
 SEG_LAYOUTS = Registry("segmentation layout")
+# Filled by the generators of densessl.data: name -> class(num_images, image_size, seed).
+SCENES = Registry("built-in scene set")

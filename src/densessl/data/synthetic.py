@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from densessl.registry import SCENES
+
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring")
 TEXTURES = ("flat", "stripes", "checker", "noise", "gradient")
 
@@ -57,7 +59,7 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _value_noise(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def value_noise(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Smooth noise in [0, 1]: a random lattice sampled bilinearly at (x, y) lattice units."""
     lattice = rng.random((NOISE_LATTICE, NOISE_LATTICE), dtype=np.float32)
     x = np.clip(x, 0, NOISE_LATTICE - 1.001)
@@ -98,7 +100,7 @@ def texture(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, extent: floa
     elif kind == "noise":
         frequency = rng.uniform(*NOISE_FREQUENCY) / extent
         grid_x, grid_y = np.broadcast_arrays(x * frequency, y * frequency)
-        weight = _value_noise(rng, grid_x, grid_y)
+        weight = value_noise(rng, grid_x, grid_y)
     else:  # gradient along the angle, spanning about the image
         weight = np.clip(along / (1.5 * extent) + phase - 0.5, 0, 1)
     weight = weight.astype(np.float32)[..., None]
@@ -140,6 +142,7 @@ def shape_mask(
     return inside
 
 
+@SCENES.register("shapes")
 class SyntheticScenes:
     """Procedural scenes of textured shapes on textured backgrounds.
 
@@ -196,22 +199,26 @@ class SyntheticScenes:
             canvas[y0:y1, x0:x1][inside] = paint[inside]
             owner[y0:y1, x0:x1][inside] = k + 1
             drawn_area[k] = int(inside.sum())
-        return self._annotate(canvas, owner, labels, drawn_area)
+        return annotate_scene(canvas, owner, labels, drawn_area)
 
-    @staticmethod
-    def _annotate(
-        canvas: np.ndarray, owner: np.ndarray, labels: np.ndarray, drawn_area: np.ndarray
-    ) -> Scene:
-        visible = np.bincount(owner.ravel(), minlength=len(labels) + 1)[1:]
-        keep = (visible >= MIN_VISIBLE_PIXELS) & (visible >= MIN_VISIBLE_FRACTION * drawn_area)
-        kept = np.flatnonzero(keep)
-        # Every visible object pixel keeps its class, even of an instance too small for a box.
-        mask = np.concatenate([[0], labels])[owner].astype(np.int64)
-        instance_masks = owner[None] == (kept + 1)[:, None, None]
-        boxes = np.zeros((len(kept), 4), dtype=np.float32)
-        for row, instance in enumerate(instance_masks):
-            cols = np.flatnonzero(instance.any(axis=0))
-            rows = np.flatnonzero(instance.any(axis=1))
-            boxes[row] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-        image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
-        return Scene(image, mask, boxes, labels[kept].astype(np.int64), instance_masks)
+
+def annotate_scene(
+    canvas: np.ndarray, owner: np.ndarray, labels: np.ndarray, drawn_area: np.ndarray
+) -> Scene:
+    """Scene from a painted canvas and the per-pixel owner (0 background, k + 1 object k).
+
+    Instances too occluded to see get no box, but their visible pixels keep their class.
+    """
+    visible = np.bincount(owner.ravel(), minlength=len(labels) + 1)[1:]
+    keep = (visible >= MIN_VISIBLE_PIXELS) & (visible >= MIN_VISIBLE_FRACTION * drawn_area)
+    kept = np.flatnonzero(keep)
+    # Every visible object pixel keeps its class, even of an instance too small for a box.
+    mask = np.concatenate([[0], labels])[owner].astype(np.int64)
+    instance_masks = owner[None] == (kept + 1)[:, None, None]
+    boxes = np.zeros((len(kept), 4), dtype=np.float32)
+    for row, instance in enumerate(instance_masks):
+        cols = np.flatnonzero(instance.any(axis=0))
+        rows = np.flatnonzero(instance.any(axis=1))
+        boxes[row] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return Scene(image, mask, boxes, labels[kept].astype(np.int64), instance_masks)

@@ -11,11 +11,11 @@ from torch.utils.data import DataLoader
 from densessl import dist
 from densessl.data.batch import Batch, collate_views
 from densessl.data.batch_augment import augment_batch
+from densessl.data.built_in import built_in_scenes
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import proposal_lookup
 from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
-from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import ConfigError
 from densessl.methods import Method
 from densessl.schedules import Constant, Cosine, Schedule, WarmupConstant
@@ -32,8 +32,8 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> torch.dtype | No
 def build_source(cfg: DictConfig) -> ImageSource:
     if cfg.data.path:
         return ImageFolder(cfg.data.path)
-    return SyntheticScenes(
-        num_images=cfg.data.synthetic_images, image_size=cfg.data.synthetic_size, seed=cfg.seed
+    return built_in_scenes(
+        cfg.data.scenes, cfg.data.synthetic_images, cfg.data.synthetic_size, seed=cfg.seed
     )
 
 

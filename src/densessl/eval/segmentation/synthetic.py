@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from densessl.data.built_in import DEFAULT_SCENES, built_in_scenes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.eval.scene_export import MANIFEST_NAME, SPLITS, begin_scene_export
 from densessl.eval.segmentation.base import IGNORE_INDEX
@@ -28,13 +29,20 @@ class SyntheticSegmentation:
         image_size: side, or (height, width), of every scene in pixels.
         seed: scene seed; pass :func:`~densessl.eval.scene_export.held_out_seed` of the
             pretraining seed for held-out sets.
+        scenes: which built-in scene set (:mod:`densessl.data.built_in`).
     """
 
     ignore_index = IGNORE_INDEX
 
-    def __init__(self, num_images: int, image_size: int | tuple[int, int], seed: int) -> None:
-        self.scenes = SyntheticScenes(num_images=num_images, image_size=image_size, seed=seed)
-        self.class_names = list(SyntheticScenes.class_names)
+    def __init__(
+        self,
+        num_images: int,
+        image_size: int | tuple[int, int],
+        seed: int,
+        scenes: str = DEFAULT_SCENES,
+    ) -> None:
+        self.scenes = built_in_scenes(scenes, num_images, image_size, seed)
+        self.class_names = list(self.scenes.class_names)
         self.num_classes = len(self.class_names)
 
     def __len__(self) -> int:

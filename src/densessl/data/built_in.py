@@ -1,0 +1,22 @@
+"""The built-in scene sets by name: the data used when no folder is given.
+
+- ``shapes`` (:mod:`densessl.data.synthetic`): textured discs, squares, triangles and rings;
+  the classes differ by global outline only. The default, kept for the tests and the golden
+  record.
+- ``aerial`` (:mod:`densessl.data.aerial_scenes`): top-down scenes of many small objects whose
+  classes are carried by local texture and parts under random colours; the demo's data, and the
+  better proxy of real multi-object images.
+"""
+
+from __future__ import annotations
+
+from densessl.data import aerial_scenes, synthetic  # noqa: F401  (they register their sets)
+from densessl.registry import SCENES
+
+DEFAULT_SCENES = "shapes"
+
+
+def built_in_scenes(name: str, num_images: int, image_size: int | tuple[int, int], seed: int):
+    """The scene set ``name`` (see :data:`densessl.registry.SCENES`): scene ``i`` of seed
+    ``seed`` rendered at ``image_size``, ``num_images`` of them."""
+    return SCENES.get(name)(num_images=num_images, image_size=image_size, seed=seed)
