@@ -83,7 +83,11 @@ def _proposals_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", required=True, help="exported file, run directory, or 'random'")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="exported file, run directory, 'random', or 'pixels' (the raw-pixel baseline)",
+    )
     p.add_argument("--backbone", help="architecture (inferred from exported weights if omitted)")
     p.add_argument("--network", choices=("online", "teacher"), help="for run directories")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

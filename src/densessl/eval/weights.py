@@ -3,6 +3,8 @@
 Accepted by :func:`load_backbone`:
 
 * ``"random"``: a freshly initialised backbone (seed 0), the baseline every method must beat.
+* ``"pixels"``: no network, the raw pixel patches (:mod:`densessl.eval.raw_pixels`), the
+  baseline that says whether the task needs features at all.
 * a run directory, or a densessl training checkpoint (``format == "densessl-checkpoint-v1"``):
   the method is rebuilt and its exported network's backbone is returned.
 * an exported torchvision-format state dict: ``.pt`` / ``.pth`` (``torch.load`` with
@@ -27,6 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from densessl.errors import WeightsError
+from densessl.eval.raw_pixels import PIXELS, RawPixels
 from densessl.models.backbones import build_backbone
 from densessl.models.vit import VIT_SPECS
 from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, open_run
@@ -35,7 +38,7 @@ RANDOM = "random"
 DEFAULT_RANDOM_ARCH = "resnet50"
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
 ACCEPTED = (
-    "accepted: 'random', a run directory, a densessl checkpoint (.pt), or an exported "
+    "accepted: 'random', 'pixels', a run directory, a densessl checkpoint (.pt), or an exported "
     "torchvision state dict (.pt, .pth, .safetensors) or timm ViT state dict (.pt)"
 )
 # (uses bottleneck blocks, number of blocks in layer3) -> arch; layer3 is the stage whose depth
@@ -55,8 +58,8 @@ def load_backbone(
     """Build a backbone from ``weights``, on the CPU, in eval mode.
 
     Args:
-        weights: ``"random"``, a run directory, a densessl checkpoint, or an exported state dict
-            (see the module docstring).
+        weights: ``"random"``, ``"pixels"``, a run directory, a densessl checkpoint, or an
+            exported state dict (see the module docstring).
         backbone: architecture name, e.g. ``"resnet50"``. For ``"random"`` it defaults to
             resnet50; for state dicts it is inferred from the keys when None; for runs it must
             match the run's backbone if given.
@@ -71,6 +74,8 @@ def load_backbone(
     """
     if str(weights) == RANDOM:
         return _random_backbone(backbone or DEFAULT_RANDOM_ARCH)
+    if str(weights) == PIXELS:
+        return RawPixels()
     path = Path(weights)
     if not path.exists():
         raise WeightsError(f"no weights at {path}; {ACCEPTED}")
