@@ -1,0 +1,92 @@
+"""Seed spread of the demo comparison: is a margin of the demo a ranking, or noise?
+
+Runs the whole ``make demo`` comparison (DenseCL and MoCo-v2 pretrained with the demo recipe,
+then probed beside random init and raw pixels on held-out aerial scenes) once per seed. The seed
+changes the pretraining scenes, the pretraining's random draws, the held-out probe scenes and
+the probes' own random choices. Writes every row's and every margin's mean and standard
+deviation (over seeds, ``ddof=1``) to benchmarks/results/demo_seeds.json, which the demo's report
+reads, and prints a Markdown table for BENCHMARKS.md.
+
+    python benchmarks/demo_seeds.py --seeds 0 1 2          # about 30 minutes on 2 CPU cores
+
+Runs already in ``--out`` (a ``scores.json`` per seed) are reused, so an interrupted benchmark
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+from densessl.demo import SEED_SPREAD, compare, margins
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return {"mean": statistics.fmean(values), "std": std, "values": values}
+
+
+def summarise(per_seed: dict[int, dict], seeds: list[int]) -> dict:
+    scores = [per_seed[s] for s in seeds]
+    rows, gaps = {}, {}
+    for probe_name in ("linear", "knn"):
+        rows[probe_name] = {
+            name: spread([s[name][probe_name]["miou"] for s in scores]) for name in scores[0]
+        }
+        by_seed = [margins(s, probe_name) for s in scores]
+        gaps[probe_name] = {key: spread([m[key] for m in by_seed]) for key in by_seed[0]}
+    return {
+        "seeds": len(seeds),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "rows": rows,
+        "margins": gaps,
+    }
+
+
+def _cell(value: dict, sign: str = "") -> str:
+    return f"{value['mean']:{sign}.1f} ± {value['std']:.1f}"
+
+
+def table(summary: dict) -> str:
+    lines = ["| features | linear mIoU | k-NN mIoU |", "|---|---|---|"]
+    for name in summary["rows"]["linear"]:
+        lin, knn = summary["rows"]["linear"][name], summary["rows"]["knn"][name]
+        lines.append(f"| {name} | {_cell(lin)} | {_cell(knn)} |")
+    lines += ["", "| margin | linear | k-NN |", "|---|---|---|"]
+    for key in summary["margins"]["linear"]:
+        lin, knn = summary["margins"]["linear"][key], summary["margins"]["knn"][key]
+        lines.append(f"| {key} | {_cell(lin, '+')} | {_cell(knn, '+')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/demo_seeds")
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
+    parser.add_argument("--results", default=str(SEED_SPREAD))
+    args = parser.parse_args()
+    per_seed = {}
+    for seed in args.seeds:
+        run = Path(args.out) / f"seed{seed}"
+        done = run / "scores.json"
+        if not done.exists():
+            scores, _, _ = compare(run, seed=seed, steps=args.steps)
+            done.write_text(json.dumps(scores, indent=2) + "\n")
+        per_seed[seed] = json.loads(done.read_text())
+    summary = summarise(per_seed, args.seeds)
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(summary, indent=2) + "\n")
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()

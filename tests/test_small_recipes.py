@@ -1,0 +1,51 @@
+"""Every small-data recipe in configs/ (the ones that are not a paper's ``*_<N>ep.yaml``) loads
+for each method it is meant for and runs one training step, with its own settings kept."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from densessl.config import build_config
+from densessl.engine.train import train
+from densessl.methods import get_method
+from tests.conftest import tiny_overrides
+from tests.test_recipes import leaves
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+SMALL = sorted(p for p in RECIPES.glob("*.yaml") if not p.stem.endswith("ep"))
+# A recipe that names no method is shared; these are the methods it is written for.
+SHARED_BY = {"densecl_r18_aerial_demo.yaml": ("densecl", "mocov2")}
+# Sizes shrunk to a unit test; every other setting of the recipe is what the step runs with.
+SHRUNK = {"out", "steps", "batch_size", "data.image_size", "data.synthetic_images",
+          "data.synthetic_size", "data.workers", "method.queue_size", "method.dim",
+          "method.hidden_dim", "log_every", "checkpoint_every"}  # fmt: skip
+
+CASES = [
+    (path, method)
+    for path in SMALL
+    for method in SHARED_BY.get(path.name, (path.name.split("_")[0],))
+]
+
+
+def test_there_are_small_recipes():
+    assert SMALL, "configs/ holds no small-data recipe"
+
+
+@pytest.mark.parametrize(("path", "method"), CASES, ids=[f"{p.stem}-{m}" for p, m in CASES])
+def test_small_recipe_runs_one_step(path, method, tmp_path):
+    cfg = build_config(get_method(method), path, overrides=tiny_overrides(tmp_path, steps=1))
+    stated = leaves(OmegaConf.to_container(OmegaConf.load(path)))
+    resolved = leaves(OmegaConf.to_container(cfg))
+    kept = {k: v for k, v in stated.items() if k not in SHRUNK}
+    assert {k: resolved[k] for k in kept} == kept
+    train(cfg)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 1
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").open()
+              if '"loss"' in line]  # fmt: skip
+    assert losses and all(math.isfinite(v) for v in losses)
