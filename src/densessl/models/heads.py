@@ -156,5 +156,12 @@ class DINOHead(nn.Module):
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., in_dim) -> (..., out_dim) logits."""
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        """(..., in_dim) -> (..., out_dim) float32 logits.
+
+        The MLP follows any enclosing autocast; the normalisation and the last layer run in
+        float32 with autocast off, so the logits the τ_t = 0.04 softmax sharpens are not rounded
+        to bf16 (8 significant bits) or fp16 first.
+        """
+        hidden = self.mlp(x)  # (..., bottleneck), the autocast dtype
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return self.last_layer(F.normalize(hidden.float(), dim=-1))
