@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models.resnet import BasicBlock
 
 from densessl.config import build_config
 from densessl.losses import byol_loss
@@ -85,7 +86,7 @@ def test_one_step_loss_is_the_symmetric_byol_loss(tmp_path):
 
 def test_target_only_moves_by_ema(tmp_path):
     method = tiny_byol(tmp_path, steps=10)
-    assert_target_moves_only_by_ema(method, augmented_batch(method), 3, 0.996, 10)
+    assert_target_moves_only_by_ema(method, augmented_batch(method), 3, 0.99, 10)
 
 
 def test_momentum_schedule_end_points(tmp_path):
@@ -95,11 +96,36 @@ def test_momentum_schedule_end_points(tmp_path):
     assert momentum.at(7, RunLength(8, 1)) == pytest.approx(1.0)
 
 
-def test_recipe_is_the_papers(tmp_path):
+def test_defaults_are_the_references_300_epoch_preset(tmp_path):
+    # byol/configs/byol.py presets for 300 epochs: lr 0.3, weight decay 1e-6, target EMA 0.99.
     cfg = build_config(get_method("byol"), overrides=[f"out={tmp_path}"])
-    assert cfg.optim.name == "lars" and cfg.optim.base_lr == 0.2
-    assert cfg.optim.weight_decay == 1.5e-6 and cfg.optim.decay_norm_and_bias is False
-    assert cfg.optim.warmup_epochs == 10 and cfg.method.momentum == 0.996
+    assert cfg.epochs == 300 and cfg.optim.name == "lars" and cfg.optim.base_lr == 0.3
+    assert cfg.optim.weight_decay == 1e-6 and cfg.optim.decay_norm_and_bias is False
+    assert cfg.optim.warmup_epochs == 10 and cfg.method.momentum == 0.99
+
+
+def test_residual_blocks_start_with_a_zero_last_bn_scale(tmp_path):
+    # The reference's haiku ResNet blocks create their last BatchNorm with a zero scale.
+    method = tiny_byol(tmp_path)
+    for network in (method.student, method.teacher):
+        blocks = [m for m in network.backbone.modules() if isinstance(m, BasicBlock)]
+        assert len(blocks) == 8  # ResNet-18
+        for block in blocks:
+            assert torch.equal(block.bn2.weight, torch.zeros_like(block.bn2.weight))
+            assert torch.equal(block.bn1.weight, torch.ones_like(block.bn1.weight))
+    stem = method.student.backbone.bn1.weight
+    assert torch.equal(stem, torch.ones_like(stem))
+
+
+def test_projector_and_predictor_end_in_a_bias_free_linear(tmp_path):
+    # networks.MLP: Linear(with_bias=True) BN ReLU Linear(with_bias=False).
+    method = tiny_byol(tmp_path)
+    for mlp in (method.student.projector.mlp, method.predictor.mlp):
+        first, last = mlp[0], mlp[-1]
+        assert isinstance(last, torch.nn.Linear) and last.bias is None
+        assert first.bias is not None
+    names = {n for n, _ in method.student.named_parameters()}
+    assert "projector.mlp.3.bias" not in names and "projector.mlp.3.weight" in names
 
 
 def test_projector_and_predictor_shapes(tmp_path):

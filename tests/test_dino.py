@@ -108,7 +108,8 @@ def test_teacher_is_used_on_global_views_and_centre_follows_its_mean(tmp_path):
 
 def test_loss_uses_centre_and_scheduled_temperature(tmp_path):
     # No stochastic depth, so the student gives the same logits twice.
-    overrides = {"method.warmup_teacher_temp_epochs": 1, "method.drop_path_rate": 0.0}
+    overrides = {"method.warmup_teacher_temp_epochs": 1, "method.teacher_temp": 0.07,
+                 "method.drop_path_rate": 0.0}  # fmt: skip
     method = make("dino", tmp_path, **overrides)
     batch = make_batch(method)
     method.center.normal_()
@@ -126,8 +127,13 @@ def test_schedules_momentum_temperature_and_frozen_last_layer(tmp_path):
     method = make("dino", tmp_path)  # state_at: a 10-step run, 4 steps per epoch
     assert state_at(method, 10).teacher_momentum == pytest.approx(1.0)
     assert state_at(method, 5).teacher_momentum == pytest.approx(1 - 0.004 * 0.5)
+    # The vanilla run: τ_t constant 0.04; the boosted run warms it up to 0.07.
     assert state_at(method, 0).teacher_temp == pytest.approx(0.04)
-    assert state_at(method, 10**6).teacher_temp == pytest.approx(0.07)
+    assert state_at(method, 10**6).teacher_temp == pytest.approx(0.04)
+    boosted = make("dino", tmp_path, **{"method.teacher_temp": 0.07,
+                                        "method.warmup_teacher_temp_epochs": 30})  # fmt: skip
+    assert state_at(boosted, 0).teacher_temp == pytest.approx(0.04)
+    assert state_at(boosted, 10**6).teacher_temp == pytest.approx(0.07)
     # The gain is fixed (norm_last_layer), never trained.
     frozen = method.frozen_parameters(state_at(method, 3))
     assert [id(p) for p in frozen] == [id(method.student.head.last_layer.weight)]
@@ -152,3 +158,32 @@ def test_dino_refuses_a_resnet(tmp_path):
 
     with pytest.raises(ConfigError, match="ViT"):
         make("dino", tmp_path, backbone="resnet18")
+
+
+@pytest.mark.parametrize("method_name", ["dino", "selfpatch"])
+def test_head_logits_are_float32_under_bf16_autocast(tmp_path, method_name):
+    # Every DINOHead (DINO's, SelfPatch's image and patch heads) must hand float32 logits to the
+    # softmaxes, computed from the MLP's output by a float32 last layer: the reference's fp16
+    # logits keep 11 significant bits, bf16 only 8 (8x coarser, before a 0.04 sharpening).
+    import torch.nn.functional as F
+
+    from densessl.models.heads import DINOHead
+
+    method = tiny_vit_method(method_name, tmp_path, **{"method.drop_path_rate": 0.0})
+    batch = augmented_batch(method)
+    calls = []
+    heads = [m for m in method.modules() if isinstance(m, DINOHead)]
+    assert len(heads) == (2 if method_name == "dino" else 4)
+    hooks = [h.register_forward_hook(lambda m, i, o: calls.append((m, i[0], o))) for h in heads]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        method(batch, state_at(method, 0))
+        hiddens = [m.mlp(x) for m, x, _ in calls]  # the MLP's bf16 output, recomputed
+    for hook in hooks:
+        hook.remove()
+    assert calls
+    for (head, _, logits), hidden in zip(calls, hiddens, strict=True):
+        assert logits.dtype == torch.float32
+        assert hidden.dtype == torch.bfloat16  # the MLP does follow the autocast
+        weight = head.last_layer.gain.double() * F.normalize(head.last_layer.weight.double(), dim=1)
+        expected = F.linear(F.normalize(hidden.double(), dim=-1), weight)
+        torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-5)

@@ -100,3 +100,49 @@ def test_weight_decay_cosine(step):
     wd = optim_schedules(cfg, run.steps_per_epoch)["weight_decay"].at(step, run)
     expected = 0.4 + (0.04 - 0.4) * (1 + math.cos(math.pi * step / 20)) / 2
     assert wd == pytest.approx(expected, rel=1e-12)
+
+
+def test_openselfsup_lars_two_steps_equal_the_hand_written_update():
+    # OpenSelfSup's LARS (MCL's reference): local_lr = η‖w‖/(‖g‖ + wd‖w‖) for adapted
+    # parameters, 1 for excluded ones; d = lr·local_lr·(g + wd·w); buf = d at the first step,
+    # else μ·buf + d; w -= buf. The lr changes between the steps, so buffering lr·d instead of d
+    # (then w -= lr·buf) would differ.
+    net = tiny_net()
+    cfg = OptimConfig(name="lars", base_lr=LR, weight_decay=WD, momentum=MOMENTUM, lars_eta=ETA,
+                      decay_norm_and_bias=False, lars_variant="openselfsup")  # fmt: skip
+    optimizer = build_optimizer(net.named_parameters(), cfg)
+    w, buffers = {n: p.detach().clone().double() for n, p in net.named_parameters()}, {}
+    for seed, lr in ((1, 0.5), (2, 0.05)):
+        set_grads(net, seed)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for name, p in net.named_parameters():
+            g = p.grad.double()
+            if p.ndim > 1:
+                local_lr = ETA * w[name].norm() / (g.norm() + WD * w[name].norm())
+                d = lr * local_lr * (g + WD * w[name])
+            else:
+                d = lr * g
+            buffers[name] = d if name not in buffers else MOMENTUM * buffers[name] + d
+            w[name] = w[name] - buffers[name]
+        optimizer.step()
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(p.detach().double(), w[name], rtol=1e-5, atol=1e-7,
+                                       msg=name)  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [0, 1, 3, 4, 5, 12, 19])
+def test_mmcv_cosine_times_linear_warmup(step):
+    # mmcv LrUpdaterHook (MCL's lr_config): regular lr = annealing_cos(base, min_lr, k/K) over
+    # the whole run; during warm-up lr = regular · (1 − (1 − k/W)·(1 − warmup_ratio)).
+    cfg = run_cfg(base_lr=0.3, min_lr=0.01, warmup_steps=5, warmup_ratio=1e-4,
+                  schedule="cosine_times_warmup")  # fmt: skip
+    run = RunLength(total_steps=20, steps_per_epoch=5)
+    lr = optim_schedules(cfg, run.steps_per_epoch)["lr"].at(step, run)
+    peak = 0.3 * 512 / 256
+    regular = 0.01 + 0.5 * (peak - 0.01) * (math.cos(math.pi * step / 20) + 1)
+    if step < 5:
+        regular *= 1 - (1 - step / 5) * (1 - 1e-4)
+    assert lr == pytest.approx(regular, rel=1e-12)
+    if step == 0:
+        assert lr == pytest.approx(peak * 1e-4, rel=1e-12)

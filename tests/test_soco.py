@@ -230,6 +230,39 @@ def test_recipe_and_views_follow_the_reference_scripts(tmp_path):
     assert star.box_views_spec().view_sizes == [224, 224, 192, 112]
 
 
+def test_every_residual_block_starts_with_a_zero_bn3_scale(tmp_path):
+    # contrast/resnet.py zeroes every parameter named "bn3.weight" (bottlenecks) or
+    # "bn2.weight" (basic blocks) after its init; the tiny run is a ResNet-18.
+    method = tiny_soco(tmp_path)
+    for network in (method.student, method.teacher):
+        zeroed = [n for n, p in network.backbone.named_parameters()
+                  if n.endswith("weight") and not p.any()]  # fmt: skip
+        expected = [f"layer{i}.{j}.bn2.weight" for i in range(1, 5) for j in range(2)]
+        assert zeroed == expected
+    r50 = tiny_soco(tmp_path, backbone="resnet50")
+    zeroed = {n for n, p in r50.student.backbone.named_parameters()
+              if n.endswith("weight") and not p.any()}  # fmt: skip
+    assert len(zeroed) == 16 and all(n.endswith(".bn3.weight") for n in zeroed)
+
+
+def test_projector_and_predictor_keep_their_last_bias(tmp_path):
+    # contrast/models/mlps.py MLP: both Linears have a bias (BYOL's reference drops the last).
+    method = tiny_soco(tmp_path)
+    for mlp in (method.student.projector.mlp, method.predictor.mlp):
+        assert mlp[-1].bias is not None
+
+
+def test_soco_star_has_no_cutout(tmp_path):
+    # SoCo*'s augmentation (ImageAsymBboxAwareMulti3ResizeExtraJitter1) applies no cutout,
+    # even though its script passes --cutout_prob 0.5; the 100-epoch SoCo keeps p 0.5.
+    plain = tiny_soco(tmp_path)
+    star = tiny_soco(tmp_path, **{"method.star": True})
+    assert plain.box_views_spec().cutout_p == 0.5
+    assert star.box_views_spec().cutout_p == 0.0
+    assert "cutout" not in soco_batch(star).extras
+    assert "cutout" in soco_batch(plain).extras
+
+
 # ---------------------------------------------------------------- CLI run and exports
 
 

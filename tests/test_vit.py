@@ -73,7 +73,9 @@ def test_exported_teacher_loads_into_timm_with_same_features(tmp_path, method):
         torch.load(result.path, weights_only=True), strict=True
     )
     assert missing == [] and unexpected == []
-    x = torch.randn(2, 3, 40, 56)  # any size: 5x7 grid
+    # The table's own 6x6 grid: at any other size timm resamples with its antialiased bicubic
+    # (PIL-style kernel), densessl with DINO's plain bicubic, so the two differ there on purpose.
+    x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         ours = backbone(x)["patch"]
         tokens = timm_model.forward_features(x)[:, timm_model.num_prefix_tokens :]
@@ -156,3 +158,34 @@ def test_torchvision_export_of_a_vit_points_to_timm(tmp_path, capsys):
     assert main(["pretrain", "--method", "dino", *tiny_vit_overrides(run, steps=1)]) == 0
     assert main(["export", str(run), "--format", "torchvision", "--out", str(tmp_path / "x")]) == 2
     assert "--format timm" in capsys.readouterr().err
+
+
+def test_position_embeddings_are_resampled_bicubic_without_antialias():
+    # DINO's interpolate_pos_encoding: bicubic nn.functional.interpolate, no antialias; the
+    # class token's entry is not resampled. 8x8 table -> 5x6 grid (shrinking, where an
+    # antialiased filter would differ).
+    vit = ViTBackbone("vit_test_patch8", img_size=64).eval()
+    with torch.no_grad():
+        vit.pos_embed.normal_()
+        tokens = vit._pos_embed(torch.zeros(2, 5, 6, vit.embed_dim))  # zero patch embeddings
+        grid = vit.pos_embed[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+        expected = torch.nn.functional.interpolate(
+            grid.double(), size=(5, 6), mode="bicubic", align_corners=False
+        )
+        antialiased = torch.nn.functional.interpolate(
+            grid, size=(5, 6), mode="bicubic", align_corners=False, antialias=True
+        )
+    expected = expected.flatten(2).transpose(1, 2).float()  # (1, 30, D)
+    assert tokens.shape == (2, 31, vit.embed_dim)
+    torch.testing.assert_close(tokens[:, 1:], expected.expand(2, -1, -1), rtol=1e-5, atol=1e-5)
+    cls = vit.cls_token[0, 0] + vit.pos_embed[0, 0]
+    torch.testing.assert_close(tokens[:, 0], cls.expand(2, -1))
+    assert (antialiased.flatten(2).transpose(1, 2) - expected).abs().max() > 1e-2  # it matters
+
+
+def test_class_token_starts_truncated_normal_with_std_002():
+    # DINO's vision_transformer.py: trunc_normal_(cls_token, std=.02); timm: normal std 1e-6.
+    torch.manual_seed(0)
+    tokens = torch.cat([ViTBackbone("vit_test_patch16").cls_token.flatten() for _ in range(8)])
+    assert 0.015 < tokens.std().item() < 0.025  # 384 draws
+    assert tokens.abs().max().item() <= 2.0

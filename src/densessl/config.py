@@ -42,7 +42,9 @@ class OptimConfig:
     weight_decay: float = 1e-4  # MoCo-v2 / DenseCL: 1e-4
     decay_norm_and_bias: bool = True  # the DenseCL reference decays every parameter
     lars_eta: float = 0.001  # LARS trust coefficient
-    schedule: str = "cosine"  # cosine | constant
+    lars_variant: str = "byol"  # byol | openselfsup (MCL's; see engine/optim.py LARS)
+    schedule: str = "cosine"  # cosine | constant | cosine_times_warmup (mmcv's, see schedules.py)
+    warmup_ratio: float = 0.0  # cosine_times_warmup only: warm-up factor at step 0 (mmcv's)
     warmup_steps: int = 0  # linear warm-up; DenseCL uses none
     warmup_epochs: float = 0.0  # alternative to warmup_steps, converted with steps per epoch
     min_lr: float = 0.0  # cosine floor
@@ -191,7 +193,8 @@ def validate(cfg: DictConfig) -> None:
         "precision": ("auto", "fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
         "optim.name": ("sgd", "lars", "adamw"),
-        "optim.schedule": ("cosine", "constant"),
+        "optim.schedule": ("cosine", "constant", "cosine_times_warmup"),
+        "optim.lars_variant": ("byol", "openselfsup"),
         "optim.clip_mode": ("global", "per_param"),
         "data.augment_on": ("auto", "worker", "device"),
     }

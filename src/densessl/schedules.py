@@ -70,6 +70,31 @@ class Cosine(Schedule):
 
 
 @dataclass(frozen=True)
+class CosineTimesWarmup(Schedule):
+    """mmcv's ``CosineAnnealing`` lr with a linear warm-up (OpenSelfSup, MCL): a half cosine
+    from ``start`` to ``end`` over the *whole* run, multiplied during the warm-up by a factor
+    rising linearly from ``warmup_ratio`` at step 0 towards 1 at ``warmup_steps``::
+
+        cos(k) = end + (start − end)·(1 + cos(π·k/K))/2
+        value(k) = cos(k) · (1 − (1 − k/W)·(1 − warmup_ratio))    for k < W, else cos(k)
+
+    Unlike :class:`Cosine`, whose warm-up peaks at ``start`` and then runs the cosine over the
+    remaining K − W steps, the peak here is cos(W) < start and the cosine does not wait."""
+
+    start: float
+    end: float
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+
+    def at(self, step: int, run: RunLength) -> float:
+        progress = min(1.0, step / max(1, run.total_steps))
+        value = self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if step < self.warmup_steps:
+            value *= 1.0 - (1.0 - step / self.warmup_steps) * (1.0 - self.warmup_ratio)
+        return value
+
+
+@dataclass(frozen=True)
 class WarmupConstant(Schedule):
     """Linear warm-up to ``value`` over ``warmup_steps`` (from value/warmup_steps), then
     constant: the ``constant`` lr schedule."""

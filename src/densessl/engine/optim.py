@@ -29,11 +29,21 @@ def parameter_groups(
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017).
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), in one of the
+    two forms the references use.
 
-    For a parameter w with gradient g: u = g + wd·w; if the group adapts,
-    u ← u · η·‖w‖/‖u‖ (when both norms are positive); then momentum buffer b ← μ·b + u and
-    w ← w − lr·b. Groups with ``apply_decay=False`` skip both the decay and the adaptation.
+    ``variant="byol"`` (BYOL's and SoCo's recipes): for a parameter w with gradient g,
+    u = g + wd·w; if the group adapts, u ← u · η·‖w‖/‖u‖; then the momentum buffer
+    b ← μ·b + u and w ← w − lr·b.
+
+    ``variant="openselfsup"`` (MCL's reference, OpenSelfSup's ``LARS``): the trust ratio is
+    t = η·‖w‖/(‖g‖ + wd·‖w‖) and the learning rate enters the buffer:
+    b ← μ·b + lr·t·(g + wd·w), w ← w − b. With a varying lr the two differ beyond the trust
+    ratio: a past step keeps the lr it was taken with.
+
+    The trust ratio is 1 where a norm it divides by (or ‖w‖) is zero. Groups with
+    ``apply_decay=False`` skip both the decay and the adaptation (t = 1). The first step
+    starts the buffer at the first update, as ``torch.optim.SGD``.
     """
 
     def __init__(
@@ -43,7 +53,11 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         eta: float = 0.001,
+        variant: str = "byol",
     ) -> None:
+        if variant not in ("byol", "openselfsup"):
+            raise ValueError(f"unknown LARS variant {variant!r}; known: byol, openselfsup")
+        self.variant = variant
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
 
     @torch.no_grad()
@@ -56,18 +70,26 @@ class LARS(torch.optim.Optimizer):
                     continue
                 update = p.grad
                 if adapt:
-                    update = update.add(p, alpha=group["weight_decay"])
-                    w_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
-                    trust = torch.where(
-                        (w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, 1.0
-                    )
-                    update = update * trust
+                    wd = group["weight_decay"]
+                    w_norm = torch.linalg.vector_norm(p)
+                    if self.variant == "byol":
+                        update = update.add(p, alpha=wd)
+                        divisor = torch.linalg.vector_norm(update)
+                    else:  # openselfsup: the decay's norm is added, not the decayed gradient's
+                        divisor = torch.linalg.vector_norm(update) + wd * w_norm
+                        update = update.add(p, alpha=wd)
+                    ok = (w_norm > 0) & (divisor > 0)
+                    update = update * torch.where(ok, group["eta"] * w_norm / divisor, 1.0)
+                # byol: lr scales the buffer; openselfsup: lr scales each update buffered.
+                lr_in_buffer = self.variant == "openselfsup"
+                if lr_in_buffer:
+                    update = update * group["lr"]
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.clone(update).detach()
                 else:
                     state["momentum_buffer"].mul_(group["momentum"]).add_(update)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+                p.add_(state["momentum_buffer"], alpha=-1.0 if lr_in_buffer else -group["lr"])
         return loss
 
 
@@ -92,7 +114,8 @@ def build_optimizer(
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.base_lr, momentum=cfg.momentum)
     if cfg.name == "lars":
-        return LARS(groups, lr=cfg.base_lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+        return LARS(groups, lr=cfg.base_lr, momentum=cfg.momentum, eta=cfg.lars_eta,
+                    variant=cfg.lars_variant)  # fmt: skip
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.base_lr, betas=tuple(cfg.betas))
     raise ValueError(f"unknown optimizer {cfg.name!r}")

@@ -18,7 +18,7 @@ from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
 from densessl.errors import ConfigError
 from densessl.methods import Method
-from densessl.schedules import Constant, Cosine, Schedule, WarmupConstant
+from densessl.schedules import Constant, Cosine, CosineTimesWarmup, Schedule, WarmupConstant
 
 
 def resolve_precision(cfg: DictConfig, device: torch.device) -> torch.dtype | None:
@@ -65,6 +65,8 @@ def optim_schedules(cfg: DictConfig, epoch_steps: int) -> dict[str, Schedule]:
     warmup = optim.warmup_steps or round(optim.warmup_epochs * epoch_steps)
     if optim.schedule == "cosine":
         lr: Schedule = Cosine(peak_lr, optim.min_lr, warmup_steps=warmup)
+    elif optim.schedule == "cosine_times_warmup":
+        lr = CosineTimesWarmup(peak_lr, optim.min_lr, warmup, optim.warmup_ratio)
     else:
         lr = WarmupConstant(peak_lr, warmup)
     if optim.weight_decay_end is None:

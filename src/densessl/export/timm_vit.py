@@ -46,7 +46,9 @@ def timm_vit_state_dict(backbone: ViTBackbone) -> dict[str, torch.Tensor]:
             f"backbone does not match timm VisionTransformer({backbone.timm_kwargs}): missing "
             f"{sorted(result.missing_keys)}, unexpected {sorted(result.unexpected_keys)}"
         )
-    probe = torch.randn(1, 3, 2 * backbone.patch_size, 3 * backbone.patch_size)
+    # At the table's own grid neither model resamples; at other sizes timm's antialiased bicubic
+    # and densessl's plain one (DINO's) differ, so the probe uses the size of the table.
+    probe = torch.randn(1, 3, *backbone.patch_embed.img_size)
     was_training = backbone.training
     try:
         with torch.no_grad():

@@ -22,8 +22,8 @@ def dino_loss(
 
         loss = 1/B Σ_b Σ_k −q[b, k] · log p[b, k]
 
-    No gradient reaches the teacher or the centre. Computed in float32 at least (a 0.04
-    temperature in bf16 loses most of the distribution).
+    No gradient reaches the teacher or the centre. Computed in float32 at least, with autocast
+    off (a 0.04 temperature in bf16 loses most of the distribution).
 
     Args:
         student_logits: (B, K).
@@ -40,6 +40,9 @@ def dino_loss(
         >>> loss = dino_loss(s, t, torch.zeros(64), 0.1, 0.04)
     """
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
-    target = F.softmax((teacher_logits.detach().to(dtype) - center.to(dtype)) / teacher_temp, -1)
-    log_prob = F.log_softmax(student_logits.to(dtype) / student_temp, dim=-1)
-    return -(target * log_prob).sum(dim=-1).mean()
+    # Autocast off: both softmaxes stay in float32 (or float64) whatever the enclosing context.
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        teacher = teacher_logits.detach().to(dtype) - center.to(dtype)
+        target = F.softmax(teacher / teacher_temp, dim=-1)
+        log_prob = F.log_softmax(student_logits.to(dtype) / student_temp, dim=-1)
+        return -(target * log_prob).sum(dim=-1).mean()

@@ -19,7 +19,8 @@ B·S² query locations.
 
 Deviations from the reference:
 - Those of MoCo-v2 (momentum update after the optimizer step; accumulated keys enqueued after the
-  step; selectable SyncBN).
+  step; selectable SyncBN; the paper YAMLs train in fp32 as the reference, while the library's
+  ``precision: auto`` gives bf16 on CUDA, not yet measured against fp32).
 - Grid size S ≠ C5 size works: the backbone features used for matching are pooled to S×S exactly
   like the dense head's input (the reference crashes when S differs from the map size,
   open-mmlab/mmselfsup#713).

@@ -14,10 +14,21 @@ Objective. Student g_s and teacher g_t are a ViT (its [CLS] token) plus :class:`
 
 with 2·(V − 1) pairs. After every step c ← 0.9·c + 0.1·mean of the teacher's logits (2 global
 views, batch of all processes), and θ_t ← m·θ_t + (1 − m)·θ_s with m following a cosine from
-0.996 to 1. τ_t warms up linearly 0.04 -> 0.07 over 30 epochs (paper). Training recipe (engine):
-AdamW, lr 5e-4 × batch/256 after 10 warm-up epochs then cosine to 1e-6, weight decay cosine
-0.04 -> 0.4 (not on biases and norms), each parameter's gradient clipped to norm 3, the head's
-last layer frozen during the first epoch, stochastic depth 0.1 on the student only.
+0.996 to 1.
+
+Defaults: one published run, the README's "vanilla" ViT-S/16 (``main_dino.py`` default
+arguments on 8 GPUs x 64 images): 100 epochs, batch 512, τ_t constant 0.04, last layer
+weight-normalised with its gain fixed. The "boosted" run (300 epochs, batch 1024, τ_t 0.04 ->
+0.07 over 30 epochs, ``norm_last_layer: false``) is ``configs/dino_vits16_in1k_300ep.yaml``.
+Training recipe (engine): AdamW, lr 5e-4 × batch/256 after 10 warm-up epochs then cosine to
+1e-6, weight decay cosine 0.04 -> 0.4 (not on biases and norms), each parameter's gradient
+clipped to norm 3, the head's last layer frozen during the first epoch, stochastic depth 0.1 on
+the student only; fp16 autocast in the paper YAMLs (the reference's ``use_fp16``).
+
+Precision: under any autocast the head's last layer and both softmaxes run in float32 (the
+reference's fp16 logits carry 11 significant bits; bf16's 8 would be 8x coarser, which a
+τ_t = 0.04 sharpening magnifies). The ViT initialises ``cls_token`` and ``pos_embed`` as DINO's
+``vision_transformer.py`` (truncated normal, std 0.02), not timm's std-1e-6 ``cls_token``.
 
 Deviations from the reference:
 - τ_t warms up per step (linear over ``warmup_teacher_temp_epochs`` epochs, reaching τ_t at
@@ -30,8 +41,9 @@ Deviations from the reference:
 - Weight normalisation of the last layer is written out (``g · v/‖v‖``, g fixed at 1 when
   ``norm_last_layer``) instead of ``nn.utils.weight_norm``; same function and gradients.
 - The position-embedding table is laid out for ``data.image_size`` (224 in the paper) and
-  resampled by timm (bicubic, explicit output size) for other crop sizes, instead of DINO's
-  ``scale_factor`` interpolation with the +0.1 offset (same sizes, slightly different values).
+  resampled bicubically without antialias (as DINO) to an explicit output size for other crop
+  sizes, instead of DINO's ``scale_factor`` interpolation with the +0.1 offset (same sizes,
+  slightly different values).
 """
 
 from __future__ import annotations
@@ -63,11 +75,11 @@ class DINOConfig:
     out_dim: int = 65536  # K, head outputs (paper: 65536)
     hidden_dim: int = 2048  # head MLP width (paper: 2048)
     bottleneck_dim: int = 256  # width before the weight-normalised layer (paper: 256)
-    norm_last_layer: bool = True  # last-layer gain fixed at 1 (code default True)
+    norm_last_layer: bool = True  # last-layer gain fixed at 1 (vanilla run; boosted: False)
     student_temp: float = 0.1  # τ_s (paper: 0.1)
-    teacher_temp: float = 0.07  # τ_t after warm-up (paper: 0.07; code default 0.04)
-    warmup_teacher_temp: float = 0.04  # τ_t at step 0 (paper: 0.04)
-    warmup_teacher_temp_epochs: float = 30.0  # linear τ_t warm-up (paper: 30; code default 0)
+    teacher_temp: float = 0.04  # τ_t after warm-up (vanilla run: 0.04; boosted: 0.07)
+    warmup_teacher_temp: float = 0.04  # τ_t at step 0 (both runs: 0.04)
+    warmup_teacher_temp_epochs: float = 0.0  # linear τ_t warm-up (vanilla: 0; boosted: 30)
     center_momentum: float = 0.9  # EMA of the centre (paper: 0.9)
     momentum: float = 0.996  # teacher EMA at step 0, cosine to 1 (paper: 0.996)
     local_crops: int = 8  # M small views (paper: 8 by default, 10 for released ViT-S/16)
@@ -117,7 +129,7 @@ def cross_view_loss(
 @METHODS.register("dino")
 class DINO(TeacherStudent):
     Config = DINOConfig
-    # What DINO's paper changes in the engine (ViT-S/16, 100 epochs, 8 GPUs x 64 images).
+    # The README's vanilla run in the engine (ViT-S/16, 100 epochs, 8 GPUs x 64 images).
     run_defaults = TrainConfig(
         backbone="vit_small_patch16",
         batch_size=512,

@@ -28,10 +28,14 @@ label its source image's global index (local index + B·rank)::
     L = Σ_i w_i · [ 2T·CE_T(q cells at level i, Z_k) + 2T·CE_T(k cells at level i, Z_q) ]
     w = (1/2, 1/4, 1/8, 1/8), T = 1
 
-Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2 (BYOL's rule). Recipe (engine): LARS,
-lr 1.0 × batch/256, weight decay 1e-5, norms and biases excluded from decay and adaptation,
-10 warm-up epochs then cosine to lr 1e-4, gradient norm clipped at 500; batch 4096, 100 epochs,
-SyncBN. The online backbone, FPN and the head's 4 convs are exported (the reference's detectron2
+Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2 (BYOL's rule). Recipe (engine), the
+reference's OpenSelfSup optimiser and mmcv schedule: LARS with trust ratio
+η‖w‖/(‖g‖ + wd‖w‖) and the lr inside the momentum buffer (``optim.lars_variant: openselfsup``),
+lr 1.0 × batch/256 on a cosine to 1e-4 over the whole run, multiplied during the 10 warm-up
+epochs by a factor rising linearly from 1e-4 (``optim.schedule: cosine_times_warmup``), weight
+decay 1e-5, norms and biases excluded from decay and adaptation, gradient norm clipped at 500;
+batch 4096, 100 epochs, SyncBN; fp16 autocast in the paper YAML (the reference's ``use_fp16``).
+The online backbone, FPN and the head's 4 convs are exported (the reference's detectron2
 converter does the same; the box head's fc is not pretrained).
 
 Deviations from the reference:
@@ -46,9 +50,10 @@ Deviations from the reference:
 - Montage placement draws from torch's global generator (saved with every checkpoint, so a
   resumed run draws the same), like the reference's ``randperm``; ``antialias: true`` replaces
   nearest down-sampling with anti-aliased bilinear.
-- The lr warm-up is the engine's linear ramp from lr/warmup_steps, not mmcv's from 1e-4·lr;
-  all 1-D parameters are excluded from decay and LARS (the reference's name pattern misses the
-  BN layers named by index, e.g. ``downsample.1`` and the MLPs' BatchNorm1d). No fp16.
+- All 1-D parameters are excluded from decay and LARS (the reference's name pattern misses the
+  BN layers named by index, e.g. ``downsample.1`` and the MLPs' BatchNorm1d).
+- The warm-up lasts 10 epochs (3120 steps at batch 4096 on ImageNet-1k) where the reference
+  counts 3127 iterations.
 - Views are the engine's (bilinear crops, batched photometric ops, blur radius ceil(3σ)).
 - FPN convs are Xavier-uniform as the reference's ``init_weights``; the ResNet keeps
   torchvision's init; predictors are N(0, 0.01) with zero bias, as the reference.
@@ -153,8 +158,10 @@ def cross_branch_loss(
 class MCL(TeacherStudent):
     Config = MCLConfig
     # The released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images): lr 16 at 4096.
+    # configs/selfsup/MCL/MCL.py with OpenSelfSup's LARS and mmcv's warm-up times cosine.
     run_defaults = lars_run(4096, 100.0, base_lr=1.0, weight_decay=1e-5, min_lr=1e-4,
-                            clip_grad=500.0)  # fmt: skip
+                            clip_grad=500.0, lars_variant="openselfsup",
+                            schedule="cosine_times_warmup", warmup_ratio=1e-4)  # fmt: skip
     export_network = "online"  # the reference's converter takes encoder_q
     # The head's convs transfer as the detector's box-head convs (its fc is not pretrained).
     export_roles: ClassVar[dict[str, str]] = {"backbone": "backbone", "fpn": "fpn",

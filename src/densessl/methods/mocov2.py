@@ -23,6 +23,9 @@ Deviations from the reference:
   so every micro-batch of a step contrasts against the same queue, as one large batch would.
 - ``batch_norm=sync`` replaces shuffle-BN by synchronised BN on both encoders (selectable); in one
   process shuffle-BN is the identity and is skipped.
+- Precision: the reference trains in fp32 and so do the paper YAMLs (``precision: fp32``); the
+  library default ``auto`` gives bf16 autocast on CUDA, which no GPU measurement backs yet for
+  this recipe (the contrastive logits themselves are computed in fp32).
 """
 
 from __future__ import annotations

@@ -27,10 +27,16 @@ Loss, for a pair (a, b) with ids matching box slots (:func:`densessl.losses.box_
     L(a→b) = −2 · mean_n [ Σ_ij C[n,i,j]·cos(q_ni^a, z_nj^b) / (Σ_ij C[n,i,j] + 1e−6) ]
     L = L(1→2) + L(2→1) + L(1→3) + L(3→1)    (+ L(1→4) + L(4→1) for SoCo*)
 
+The ResNet starts with the last BN scale of every block at zero (``bn3.weight``, as the
+reference's ``contrast/resnet.py``); projector and predictor keep the bias of their last Linear
+(the reference's ``mlps.MLP``, unlike BYOL's). Box-aware cutout (p 0.5) belongs to the 100-epoch
+script only; ``star: true`` turns it off whatever ``cutout_p`` says, as the SoCo* script's
+augmentation has none.
+
 Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2. Recipe (engine): LARS, lr 1.0 × batch/256,
 weight decay 1e-5, norms and biases excluded, 10 warm-up epochs, cosine to 1e-6; batch 2048,
-100 epochs, SyncBN. The online network (backbone + FPN + box head) is exported, as the
-reference's converters do.
+100 epochs, SyncBN, fp16 autocast (the reference's apex AMP O1) in the paper YAMLs. The online
+network (backbone + FPN + box head) is exported, as the reference's converters do.
 
 Deviations from the reference:
 - RoIAlign runs on each box's assigned level only (``roi_levels: assigned``, 1/4 of the RoI and
@@ -51,6 +57,9 @@ Deviations from the reference:
 - Momentum update after the optimizer step (see :mod:`densessl.methods.byol`), same values.
 - The lr warm-up is the engine's linear ramp from lr/warmup_steps, not the reference's ramp from
   lr/100; cosine floor 1e-6 as the reference.
+- Precision: the paper YAMLs set ``precision: fp16`` (torch autocast + GradScaler, the analogue
+  of AMP O1); the dataclass default stays ``auto`` (bf16 on CUDA, fp32 on CPU) because fp16
+  autocast needs a GPU, so a run without a paper YAML trains in bf16 on CUDA.
 """
 
 from __future__ import annotations
@@ -79,6 +88,7 @@ from densessl.models.box_head import ConvFCBoxHead, roi_align_assigned, roi_alig
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.fpn import FPN, LEVELS
+from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
 from densessl.schedules import Cosine
 
@@ -100,7 +110,7 @@ class SoCoConfig:
     star_view_size: int = 0  # SoCo*'s V3 side; 0 = image_size · 6/7 (192 at 224)
     jitter_p: float = 0.5  # box jitter probability, V1 only (code: 0.5)
     jitter_ratio: float = 0.1  # jitter range (code: 0.1; parser default 0.2)
-    cutout_p: float = 0.5  # box-aware cutout per box in V2/V3 (100-ep script: 0.5; 400-ep: off)
+    cutout_p: float = 0.5  # box-aware cutout per box in V2/V3 (100-ep: 0.5; 400-ep, SoCo*: off)
     cutout_scale: tuple[float, float] = (0.1, 0.3)  # cutout area / box area (code: 0.1-0.3)
     max_tries: int = 5  # crop redraws while too few shared proposals (code: 5)
     level_thresholds: tuple[float, ...] = (48.0, 96.0, 192.0, 224.0)  # sqrt(wh) -> P2..P5
@@ -135,13 +145,14 @@ class SoCo(TeacherStudent):
         if cfg.roi_levels not in ("assigned", "all"):
             raise ConfigError(f"method.roi_levels must be assigned or all, not {cfg.roi_levels!r}")
         backbone = build_backbone(ctx.backbone)
+        zero_init_residual_(backbone)  # the reference zeroes every block's bn3.weight
         fpn = FPN([backbone.out_channels[name] for name in LEVELS], cfg.fpn_channels)
         head = ConvFCBoxHead(cfg.fpn_channels, cfg.head_channels, cfg.head_fc_dim, cfg.roi_size)
-        projector = byol_mlp(cfg.head_fc_dim, cfg.hidden_dim, cfg.dim)
+        projector = byol_mlp(cfg.head_fc_dim, cfg.hidden_dim, cfg.dim, last_bias=True)
         # Backbone, FPN and box head transfer to Mask R-CNN; the projector maps box-head
         # features to D. The target copies all four.
         self.student = Encoder(backbone=backbone, fpn=fpn, box_head=head, projector=projector)
-        self.predictor = byol_mlp(cfg.dim, cfg.hidden_dim, cfg.dim)
+        self.predictor = byol_mlp(cfg.dim, cfg.hidden_dim, cfg.dim, last_bias=True)
         self.teacher = make_teacher(self.student)
 
     def box_views_spec(self) -> BoxViewsSpec:
@@ -157,7 +168,7 @@ class SoCo(TeacherStudent):
             max_tries=c.max_tries,
             jitter_p=c.jitter_p,
             jitter_ratio=c.jitter_ratio,
-            cutout_p=c.cutout_p,
+            cutout_p=0.0 if c.star else c.cutout_p,  # SoCo*'s augmentation has no cutout
             cutout_scale=tuple(c.cutout_scale),
         )
 

@@ -36,7 +36,8 @@ class ResNetBackbone(nn.Module):
 
     Args:
         arch: torchvision constructor name: "resnet18", "resnet34", "resnet50" or "resnet101".
-        zero_init_residual: zero the last BN of each residual block (the reference uses False).
+        zero_init_residual: zero the last BN of each residual block (MoCo-v2 / DenseCL's
+            reference: no; BYOL and SoCo zero it, see ``models/residual_init.py``).
         init: "torchvision" or "kaiming_fan_in" (see above).
 
     Attributes:

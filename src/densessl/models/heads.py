@@ -16,6 +16,7 @@ class MLPHead(nn.Module):
     ``init_linear='kaiming'``. ``batch_norm=True`` inserts a BatchNorm1d after the hidden Linear
     (BYOL-style projectors); the reference MoCo-v2/DenseCL heads have none. ``kaiming_init=False``
     keeps PyTorch's default Linear init (BYOL / SoCo projectors and predictors).
+    ``last_bias=False`` drops the bias of the output Linear (BYOL's reference has none there).
 
     Args:
         in_dim: input features C.
@@ -23,6 +24,7 @@ class MLPHead(nn.Module):
         out_dim: output features D.
         batch_norm: add BatchNorm1d after the hidden Linear.
         kaiming_init: re-initialise the Linears as described above.
+        last_bias: give the output Linear a bias.
     """
 
     def __init__(
@@ -32,17 +34,19 @@ class MLPHead(nn.Module):
         out_dim: int,
         batch_norm: bool = False,
         kaiming_init: bool = True,
+        last_bias: bool = True,
     ):
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
         if batch_norm:
             layers.append(nn.BatchNorm1d(hidden_dim))
-        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim, bias=last_bias)]
         self.mlp = nn.Sequential(*layers)
         for module in self.mlp:
             if kaiming_init and isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project vectors.
@@ -152,5 +156,12 @@ class DINOHead(nn.Module):
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., in_dim) -> (..., out_dim) logits."""
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        """(..., in_dim) -> (..., out_dim) float32 logits.
+
+        The MLP follows any enclosing autocast; the normalisation and the last layer run in
+        float32 with autocast off, so the logits the τ_t = 0.04 softmax sharpens are not rounded
+        to bf16 (8 significant bits) or fp16 first.
+        """
+        hidden = self.mlp(x)  # (..., bottleneck), the autocast dtype
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return self.last_layer(F.normalize(hidden.float(), dim=-1))

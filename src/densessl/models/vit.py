@@ -3,8 +3,11 @@
 The backbone *is* a timm ``VisionTransformer`` (a subclass that only changes ``forward``), so its
 ``state_dict()`` keys are timm's: an exported backbone loads into
 ``timm.models.vision_transformer.VisionTransformer(**backbone.timm_kwargs)`` with no missing or
-unexpected key. Position embeddings are resampled (timm's ``dynamic_img_size``, bicubic) for
-any input size, square or not, so global and local crops of any size share one table.
+unexpected key. Position embeddings are resampled bicubically *without* antialias, as DINO's
+``interpolate_pos_encoding`` (timm's own resampling antialiases when it shrinks the grid), for
+any input size, square or not, so global and local crops of any size share one table. The
+``cls_token`` starts truncated-normal with std 0.02, as DINO's ``vision_transformer.py`` (timm:
+normal, std 1e-6); every other tensor keeps timm's init, which matches DINO's.
 
 Letters: B images, D embedding width, p patch size, (h, w) = (H // p, W // p) the token grid.
 """
@@ -15,7 +18,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.layers import DropPath
+from timm.layers import DropPath, resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -98,6 +101,35 @@ class ViTBackbone(VisionTransformer):
             self.out_channels["cls"] = self.embed_dim
         self.level_strides = {"patch": self.patch_size}
         self.default_levels = ("patch",)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)  # DINO's init (timm: std 1e-6)
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token and add position embeddings resampled to the token grid.
+
+        Overrides timm's only in the resampling: bicubic without antialias (DINO), where timm
+        antialiases. No register tokens; the class token has its own table entry (timm's
+        ``no_embed_class=False``, DINO's layout).
+
+        Args:
+            x: (B, h, w, D) patch embeddings (timm's ``dynamic_img_size`` layout).
+
+        Returns:
+            (B, prefix + h·w, D) tokens with position embeddings added.
+        """
+        batch, h, w, dim = x.shape
+        pos_embed = resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=(h, w),
+            old_size=self.patch_embed.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            interpolation="bicubic",
+            antialias=False,
+        )
+        tokens = x.reshape(batch, h * w, dim)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
+        return self.pos_drop(tokens + pos_embed)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
         """Run the transformer.
