@@ -13,17 +13,16 @@ from omegaconf import OmegaConf
 from densessl.config import build_config
 from densessl.engine.train import train
 from densessl.methods import get_method
-from tests.conftest import tiny_overrides
+from tests.golden.record import RUNS
 from tests.test_recipes import leaves
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
 SMALL = sorted(p for p in RECIPES.glob("*.yaml") if not p.stem.endswith("ep"))
 # A recipe that names no method is shared; these are the methods it is written for.
 SHARED_BY = {"densecl_r18_aerial_demo.yaml": ("densecl", "mocov2")}
-# Sizes shrunk to a unit test; every other setting of the recipe is what the step runs with.
-SHRUNK = {"out", "steps", "batch_size", "data.image_size", "data.synthetic_images",
-          "data.synthetic_size", "data.workers", "method.queue_size", "method.dim",
-          "method.hidden_dim", "log_every", "checkpoint_every"}  # fmt: skip
+# The run settings shrunk for a unit test on top of each method's tiny sizes (the golden
+# record's); every other setting of the recipe is what the step runs with.
+RUN = {"steps": 1, "device": "cpu", "data.workers": 0, "log_every": 1, "checkpoint_every": 1000}
 
 CASES = [
     (path, method)
@@ -38,10 +37,12 @@ def test_there_are_small_recipes():
 
 @pytest.mark.parametrize(("path", "method"), CASES, ids=[f"{p.stem}-{m}" for p, m in CASES])
 def test_small_recipe_runs_one_step(path, method, tmp_path):
-    cfg = build_config(get_method(method), path, overrides=tiny_overrides(tmp_path, steps=1))
+    shrunk = {**RUNS[method], **RUN, "out": tmp_path}
+    overrides = [f"{key}={value}" for key, value in shrunk.items()]
+    cfg = build_config(get_method(method), path, overrides=overrides)
     stated = leaves(OmegaConf.to_container(OmegaConf.load(path)))
     resolved = leaves(OmegaConf.to_container(cfg))
-    kept = {k: v for k, v in stated.items() if k not in SHRUNK}
+    kept = {k: v for k, v in stated.items() if k not in shrunk}
     assert {k: resolved[k] for k in kept} == kept
     train(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text())
