@@ -130,15 +130,21 @@ def pretrain_config(
         previous = load_saved_config(saved)
         if method and method != previous.method.name:
             raise ConfigError(f"{out} is a {previous.method.name} run, not {method}")
-        return build_config(get_method(previous.method.name), saved, flags, overrides)
+        return _checked(build_config(get_method(previous.method.name), saved, flags, overrides))
     if not method:
         raise ConfigError(f"choose a method: --method {' | '.join(METHODS.names())}")
     flags["out"] = flags["out"] or f"runs/{method}"
-    cfg = build_config(get_method(method), config, flags, overrides)
+    cfg = _checked(build_config(get_method(method), config, flags, overrides))
     if (Path(cfg.out) / "checkpoints" / "last.pt").exists():
         raise ConfigError(
             f"{cfg.out} already holds a run; add --resume to continue it or pick another --out"
         )
+    return cfg
+
+
+def _checked(cfg):
+    """Names that only the registries know, checked before anything is built or written."""
+    BACKBONES.get(cfg.backbone)  # an unknown name is a one-line ConfigError listing the known
     return cfg
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from densessl import api
 from densessl.data.sources import UnreadableImageWarning
-from densessl.errors import TrainingDiverged, UserError
+from densessl.errors import DataError, TrainingDiverged, UserError
 from densessl.registry import METHODS
+from densessl.runs import METRICS_NAME
 
 DESCRIPTION = """\
 Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, DINO,
@@ -369,6 +370,11 @@ def _viz(args: argparse.Namespace) -> int:
 
     if args.viz_command == "loss":
         runs = {Path(r).name or str(r): Path(r) for r in args.runs}
+        for run in runs.values():
+            if not (run / METRICS_NAME).is_file():
+                raise DataError(
+                    f"no {METRICS_NAME} in {run}; pass run folders of densessl pretrain"
+                )
         print(f"wrote {viz.plot_loss_curves(runs, Path(args.out))}")
         return 0
     from densessl.data.sources import ImageFolder

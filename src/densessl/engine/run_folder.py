@@ -45,9 +45,12 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self.owner = f"{os.getpid()} {socket.gethostname()}"
+        self.created: list[Path] = []  # folders made for the lock, deepest first
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent.absolute()
+        self.created = [d for d in (folder, *folder.parents) if not d.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
         for _ in range(2):  # a second try after removing a stale lock
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -82,6 +85,16 @@ class RunLock:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+
+    def abandon(self) -> None:
+        """Release, and remove the folders made for the lock if nothing else was written in
+        them (a run that failed before its first write leaves no trace)."""
+        self.release()
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something was written there, keep it
+                break
 
 
 def sweep_orphan_temporaries(folder: Path) -> list[Path]:

@@ -110,9 +110,7 @@ def open_session(cfg: DictConfig, resume: bool = False) -> Session:
         s = _build_session(cfg, resume, device, run_dir)
     except BaseException:
         if lock is not None:
-            lock.release()
-            if not any(run_dir.iterdir()):  # a folder made only for the lock: leave no trace
-                run_dir.rmdir()
+            lock.abandon()
         raise
     s.lock = lock
     return s
