@@ -397,3 +397,34 @@ def test_symlinked_folders_are_followed_once_even_in_a_loop(tmp_path):
     found = ImageFolder(data).paths
     assert len(found) == 3
     assert sorted(p.resolve() for p in found) == sorted(real.glob("*.png"))
+
+
+# --- a command line and an API that explain themselves ------------------------------------------
+
+
+def test_first_log_line_names_the_run_folder_and_the_last_the_next_commands(run, caplog):
+    caplog.set_level("INFO", logger="densessl")
+    assert main(resume(run, 7)) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "densessl"]
+    assert lines[0].startswith(f"run folder {run} (resumed at step 6)")
+    assert f"densessl export {run} --format torchvision" in lines[-1]
+    assert f"densessl eval linear-seg --weights {run}" in lines[-1]
+
+
+def test_api_raises_the_one_line_error_the_command_prints(run, capsys):
+    import densessl.api as ds
+    from densessl.errors import ConfigError
+
+    line = one_line_error(capsys, resume(run, 3))
+    with pytest.raises(ConfigError) as caught:
+        ds.pretrain(out=run, resume=True, steps=3)
+    assert line == f"densessl: error: {caught.value}"
+
+
+def test_feature_cache_dir_is_written(tmp_path):
+    import densessl.api as ds
+
+    scores = ds.knn_seg("random", backbone="resnet18", image_size=32, k=5,
+                        cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert 0 <= scores.miou <= 100  # percent
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the memory set and the scored set
