@@ -74,3 +74,7 @@ def test_folder_with_broken_files_trains_and_counts_them(tmp_path):
     assert summary["skipped_files"] == 3
     assert {p.rsplit("/", 1)[-1] for p in summary["skipped_paths"]} == broken
     assert "skipped 3 unreadable" in result.stderr
+    # One line per skipped file, no Python source line or warning class under it.
+    warned = [line for line in result.stderr.splitlines() if "skipping unreadable" in line]
+    assert len(warned) == 3 and all(w.startswith("densessl: warning: ") for w in warned)
+    assert "Warning:" not in result.stderr and "self.dataset" not in result.stderr

@@ -44,7 +44,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("export", ("densessl.export",)),
     # viz.py draws what eval sees (dense features, correspondences), so it sits with eval.
     ("eval", ("densessl.eval", "densessl.viz")),
-    ("cli", ("densessl.cli", "densessl.demo")),
+    # api.py is the commands as Python functions; the command line is a thin layer over it.
+    ("cli", ("densessl.cli", "densessl.api", "densessl.demo")),
 ]
 
 

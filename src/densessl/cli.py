@@ -1,22 +1,71 @@
-"""``densessl`` command line: parse, build the config, hand over to engine or export.
+"""``densessl`` command line: a thin layer over :mod:`densessl.api` (parse, call, print).
 
-Exit codes: 0 success, 1 training diverged, 2 bad input (data, config, export), 130 interrupted.
+Exit codes: 0 success, 1 training diverged, 2 a mistake to fix (one line on stderr; ``--debug``
+adds the traceback), 130 interrupted. Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
-from densessl.config import build_config, load_saved_config
-from densessl.errors import ConfigError, TrainingDiverged, UserError
-from densessl.methods import get_method
+from densessl import api
+from densessl.data.sources import UnreadableImageWarning
+from densessl.errors import DataError, TrainingDiverged, UserError
 from densessl.registry import METHODS
+from densessl.runs import METRICS_NAME
+
+DESCRIPTION = """\
+Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, DINO,
+SelfPatch) on a folder of images, then export for torchvision / timm / detectron2 / mmdet and
+dense evaluation (linear and k-NN segmentation probes, detection fine-tuning).
+
+typical session:
+  densessl pretrain --method densecl --data ~/images --out runs/mine --epochs 200
+  densessl pretrain --out runs/mine --resume            # continue after Ctrl-C or a crash
+  densessl eval linear-seg --weights runs/mine          # did pretraining help?
+  densessl export runs/mine --format torchvision --out backbone.pt
+  densessl list                                         # methods, backbones, formats
+
+Mistakes end with one line on stderr and exit code 2; add --debug for the traceback."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help; descriptions keep their line breaks.
+
+    An option whose default is None takes it from the config (the method's recipe); its help
+    states that default itself, so ``(default: None)`` is never printed.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or "required" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (argparse prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"densessl: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
 
 
 def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_parser(
+        sub,
         "pretrain",
         help="pretrain a backbone on a folder of images (or the built-in scenes)",
         description="Pretrain a backbone. Without --data it trains on the built-in synthetic "
@@ -25,49 +74,114 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        help=f"{' | '.join(METHODS.names())} (taken from the run when resuming)",
+        help=f"{' | '.join(METHODS.names())} (required; taken from the run when resuming)",
     )
-    p.add_argument("--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml")
-    p.add_argument("--data", help="folder of images, searched recursively")
     p.add_argument(
-        "--backbone", help="resnet18 | resnet50 | ... | vit_small_patch16 | vit_base_patch8 | ..."
+        "--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml (default: none)"
     )
-    p.add_argument("--image-size", type=int, help="side of each training view in pixels")
-    p.add_argument("--batch-size", type=int, help="global batch over all processes")
+    p.add_argument(
+        "--data", help="folder of images, searched recursively (default: the built-in scenes)"
+    )
+    p.add_argument(
+        "--backbone",
+        help="resnet18 | resnet50 | ... | vit_small_patch16 | ... (see densessl list; default: "
+        "the method's, resnet50 or vit_small_patch16)",
+    )
+    p.add_argument("--image-size", type=int, help="training view side in pixels (default 224)")
+    p.add_argument(
+        "--batch-size", type=int, help="global batch, all processes (default: the method's)"
+    )
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="number of optimizer steps")
-    length.add_argument("--epochs", type=float, help="number of passes over the data")
+    length.add_argument(
+        "--steps", type=int, help="optimizer steps, at least 1 (default: from --epochs)"
+    )
+    length.add_argument(
+        "--epochs", type=float, help="passes over the data (default: the method's recipe)"
+    )
     p.add_argument("--out", help="run directory (default runs/<method>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--workers", type=int, help="data-loading processes per training process")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out; it never moves backwards (default: a new run)",
+    )
+    p.add_argument("--workers", type=int, help="loader processes per training process (default 4)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="any config entry, e.g. optim.base_lr=0.3 (default: none)",
+    )
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
     from densessl.export import FORMATS
 
-    p = sub.add_parser("export", help="write a run's pretrained weights for a downstream library")
+    p = _add_parser(
+        sub,
+        "export",
+        help="write a run's pretrained weights for a downstream library",
+        description="Write a run's pretrained networks in a downstream library's layout and "
+        "print the code or config lines that load them. Never overwrites a checkpoint of the "
+        "run, nor an existing file without --force.",
+    )
     p.add_argument("run", help="run directory or checkpoint file")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--network", choices=("online", "teacher"), help="default: the method's")
+    p.add_argument(
+        "--format", required=True, choices=FORMATS, help="target library's layout (no default)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file, or a folder to write <run>_<format>.pt into (no default)",
+    )
+    p.add_argument(
+        "--network",
+        choices=("online", "teacher"),
+        help="default: the network the method's authors released",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --out file (default: refuse)"
+    )
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="write datasets to disk")
+    p = _add_parser(sub, "data", help="write datasets to disk")
     kinds = p.add_subparsers(dest="data_command", required=True)
-    synthetic = kinds.add_parser(
-        "synthetic", help="write the built-in scenes as a segmentation or COCO detection set"
+    synthetic = _add_parser(
+        kinds,
+        "synthetic",
+        help="write the built-in scenes as a segmentation or COCO detection set",
+        description="Write the built-in synthetic scenes to disk, as a segmentation folder "
+        "(images/ masks/ classes.txt) or a COCO detection folder, for the probes or for "
+        "other tools.",
     )
-    synthetic.add_argument("--out", required=True)
-    synthetic.add_argument("--format", required=True, choices=("seg", "coco"))
+    synthetic.add_argument("--out", required=True, help="folder to write (no default)")
+    synthetic.add_argument(
+        "--format",
+        required=True,
+        choices=("seg", "coco"),
+        help="segmentation folder or COCO (no default)",
+    )
     synthetic.add_argument("--num-images", type=int, default=200, help="training images")
-    synthetic.add_argument("--image-size", type=int, default=128)
-    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--image-size", type=int, default=128, help="image side in pixels")
+    synthetic.add_argument("--seed", type=int, default=0, help="scene generator seed")
+
+
+def _list_parser(sub: argparse._SubParsersAction) -> None:
+    _add_parser(
+        sub,
+        "list",
+        help="methods, backbones, export formats and segmentation layouts",
+        description="Print every registered method, backbone, export format and segmentation "
+        "dataset layout.",
+    )
 
 
 def _proposals_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _add_parser(
+        sub,
         "proposals",
         help="selective-search boxes for SoCo on every image of a folder (resumable)",
         description="Run selective search and SoCo's box filter on every image under --data, in "
@@ -86,43 +200,60 @@ def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         required=True,
-        help="exported file, run directory, 'random', or 'pixels' (the raw-pixel baseline)",
+        help="run directory, checkpoint, exported file, 'random', or 'pixels' (raw-pixel baseline)",
     )
-    p.add_argument("--backbone", help="architecture (inferred from exported weights if omitted)")
-    p.add_argument("--network", choices=("online", "teacher"), help="for run directories")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--backbone", help="architecture (default: inferred from the weights; resnet50 for random)"
+    )
+    p.add_argument(
+        "--network", choices=("online", "teacher"), help="for runs (default: the method's)"
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
 
 
 def _add_options_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file of options (the flags and key=value win)")
-    p.add_argument("--json", help="also write the scores to this JSON file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any option, e.g. lr=0.01")
+    p.add_argument("--config", help="YAML file of options; flags and key=value win (default: none)")
+    p.add_argument("--json", help="also write the scores to this JSON file (default: none)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="any option, e.g. lr=0.01 (default: none)"
+    )
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
     from densessl.eval.segmentation import LAYOUTS
 
-    p = sub.add_parser("eval", help="frozen-feature probes and detection fine-tuning")
+    p = _add_parser(sub, "eval", help="frozen-feature probes and detection fine-tuning")
     kinds = p.add_subparsers(dest="eval_command", required=True)
     for name, text in (
         ("linear-seg", "linear per-pixel classifier on frozen features (mIoU)"),
         ("knn-seg", "dense nearest-neighbour label retrieval, no training (mIoU)"),
     ):
-        e = kinds.add_parser(name, help=text)
+        e = _add_parser(kinds, name, help=text, description=text)
         _add_weights_arguments(e)
         _add_options_arguments(e)
         e.add_argument("--data", help="labelled folder; default: the built-in scenes")
-        e.add_argument("--format", choices=LAYOUTS)
-        e.add_argument("--split", default="val", help="split to score (default val)")
+        e.add_argument("--format", choices=LAYOUTS, help="dataset layout (default: detected)")
+        e.add_argument("--split", default="val", help="split to score")
         e.add_argument("--train-split", default="train", help="split the probe learns from")
+        e.add_argument(
+            "--cache-dir", help="folder keeping extracted features between runs (default: none)"
+        )
         e.add_argument(
             "--levels", help="comma-separated feature levels (default: c5, or patch for a ViT)"
         )
         e.add_argument("--image-size", type=int, help="shorter image side (default 224)")
         if name == "knn-seg":
-            e.add_argument("--k", type=int, help="neighbours per patch (default 30)")
-            e.add_argument("--temperature", type=float, help="softmax temperature (default 0.02)")
-    d = kinds.add_parser("detect", help="fine-tune torchvision Faster/Mask R-CNN, COCO AP")
+            e.add_argument("--k", type=int, help="neighbours per patch, at least 1 (default 30)")
+            e.add_argument(
+                "--temperature", type=float, help="softmax temperature, > 0 (default 0.02)"
+            )
+    d = _add_parser(
+        kinds,
+        "detect",
+        help="fine-tune torchvision Faster/Mask R-CNN, COCO AP",
+        description="Fine-tune torchvision Faster/Mask R-CNN with the pretrained backbone and "
+        "report COCO AP.",
+    )
     _add_weights_arguments(d)
     _add_options_arguments(d)
     d.add_argument("--data", help="COCO-format folder; default: written built-in scenes")
@@ -143,75 +274,43 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _viz_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("viz", help="pictures: matches, feature PCA, loss curves")
+    p = _add_parser(sub, "viz", help="pictures: matches, feature PCA, loss curves")
     kinds = p.add_subparsers(dest="viz_command", required=True)
     for name, text in (
         ("matches", "DenseCL correspondences between two views of one image"),
         ("pca", "PCA of dense features as RGB"),
     ):
-        v = kinds.add_parser(name, help=text)
+        v = _add_parser(kinds, name, help=text, description=text)
         _add_weights_arguments(v)
         v.add_argument("--data", help="image folder; default: the built-in scenes")
         v.add_argument("--index", type=int, default=0, help="first image to show")
         v.add_argument("--count", type=int, default=4, help="images (pca)")
-        v.add_argument("--size", type=int, default=224)
+        v.add_argument("--size", type=int, default=224, help="image side in pixels")
         v.add_argument("--out", required=True, help="PNG file")
-    loss = kinds.add_parser("loss", help="loss curves of one or more runs")
+    loss = _add_parser(
+        kinds, "loss", help="loss curves of one or more runs", description="Loss curves as PNG."
+    )
     loss.add_argument("runs", nargs="+", help="run directories")
     loss.add_argument("--out", required=True, help="PNG file")
 
 
-def _flags(args: argparse.Namespace) -> dict:
-    return {
-        "data.path": args.data,
-        "backbone": args.backbone,
-        "data.image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "steps": args.steps,
-        "epochs": args.epochs,
-        "out": args.out,
-        "data.workers": args.workers,
-    }
-
-
 def _pretrain(args: argparse.Namespace) -> int:
-    from densessl.engine.train import train
-
-    flags = _flags(args)
-    if args.steps is not None:
-        flags["epochs"] = None
-    elif args.epochs is not None:
-        flags["steps"] = 0
-    if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
-        saved = Path(args.out) / "config.yaml"
-        if not saved.exists():
-            raise ConfigError(f"nothing to resume: {saved} does not exist")
-        previous = load_saved_config(saved)
-        if args.method and args.method != previous.method.name:
-            raise ConfigError(f"{args.out} is a {previous.method.name} run, not {args.method}")
-        cfg = build_config(get_method(previous.method.name), saved, flags, args.overrides)
-    else:
-        if not args.method:
-            raise ConfigError("choose a method: --method densecl (or mocov2)")
-        flags["out"] = args.out or f"runs/{args.method}"
-        cfg = build_config(get_method(args.method), args.config, flags, args.overrides)
-        checkpoint = Path(cfg.out) / "checkpoints" / "last.pt"
-        if checkpoint.exists():
-            raise ConfigError(
-                f"{cfg.out} already holds a run; add --resume to continue it or pick another --out"
-            )
-    train(cfg, resume=args.resume)
+    named = {key: getattr(args, key) for key in api.PRETRAIN_KEYS}
+    api.pretrain(args.method, out=args.out, config=args.config, resume=args.resume,
+                 overrides=args.overrides, **named)  # fmt: skip
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from densessl.export import export
-
-    result = export(args.run, args.format, args.out, args.network)
+    result = api.export(args.run, args.format, args.out, args.network, args.force)
     print(f"wrote {result.path}")
     print(result.instructions)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for kind, names in api.components().items():
+        print(f"{kind}: {', '.join(names)}")
     return 0
 
 
@@ -240,83 +339,27 @@ def _proposals(args: argparse.Namespace) -> int:
 
 # The named flags of each eval command: shorthand for the option key of the same name.
 _OPTION_FLAGS = {
-    "linear-seg": ("image_size", "device"),
-    "knn-seg": ("image_size", "device", "k", "temperature"),
+    "linear-seg": ("image_size", "device", "cache_dir"),
+    "knn-seg": ("image_size", "device", "cache_dir", "k", "temperature"),
     "detect": ("model", "iterations", "batch_size", "lr", "norm", "heads", "max_size", "device",
                "workers"),
 }  # fmt: skip
 
 
-def _options(args: argparse.Namespace):
-    """The command's options: defaults <- --config <- named flags <- key=value overrides."""
-    from omegaconf import OmegaConf
-
-    from densessl.config import build_options
-    from densessl.eval.detection import DetectOptions
-    from densessl.eval.knn_seg import KnnSegOptions
-    from densessl.eval.linear_seg import LinearSegOptions
-
-    schema = {"linear-seg": LinearSegOptions, "knn-seg": KnnSegOptions, "detect": DetectOptions}
-    flags = {key: getattr(args, key) for key in _OPTION_FLAGS[args.eval_command]}
-    if args.eval_command == "detect":
-        flags["min_size"] = None if args.min_size is None else [args.min_size]
-    else:
-        flags["levels"] = args.levels.split(",") if args.levels else None
-    cfg = build_options(schema[args.eval_command], args.config, flags, args.overrides)
-    return OmegaConf.to_object(cfg)
-
-
-def _segmentation_sets(args: argparse.Namespace, image_size: int):
-    from densessl.eval.segmentation import SyntheticSegmentation, open_segmentation
-
-    if args.data is None:  # held-out built-in scenes: seeds unlike the pretraining default (0)
-        return (
-            SyntheticSegmentation(300, image_size, seed=101),
-            SyntheticSegmentation(100, image_size, 102),
-        )
-    train = open_segmentation(args.data, args.format, args.train_split)
-    return train, open_segmentation(args.data, args.format, args.split)
-
-
-def _detect(args: argparse.Namespace, options):
-    from densessl import dist
-    from densessl.device import resolve_device
-    from densessl.eval.detection import (
-        finetune_detector,
-        load_detection_weights,
-        write_synthetic_coco,
-    )
-
-    backbone, heads = load_detection_weights(args.weights, args.backbone, args.network)
-    if heads and options.heads == "v1":  # v1 has no BN in its FPN: the weights do not fit
-        print(f"--heads v1: the {len(heads)} pretrained FPN/box-head tensors are not used")
-        heads = {}
-    if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
-        dist.init(resolve_device(options.device).type)
-    data = args.data
-    if data is None:
-        data = write_synthetic_coco("runs/synthetic_coco", num_images=200, image_size=128)
-    return finetune_detector(backbone, data, options, heads)
-
-
-def _probe(args: argparse.Namespace, options):
-    from densessl.device import resolve_device
-    from densessl.eval.knn_seg import knn_seg
-    from densessl.eval.linear_seg import linear_seg
-    from densessl.eval.weights import load_backbone
-
-    backbone = load_backbone(args.weights, args.backbone, args.network)
-    backbone.to(resolve_device(options.device))  # the probe runs where the backbone is
-    train, val = _segmentation_sets(args, options.image_size)
-    probe = linear_seg if args.eval_command == "linear-seg" else knn_seg
-    return probe(backbone, train, val, options)
-
-
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    options = _options(args)
-    scores = (_detect if args.eval_command == "detect" else _probe)(args, options)
+    options = {key: getattr(args, key) for key in _OPTION_FLAGS[args.eval_command]}
+    common = dict(backbone=args.backbone, network=args.network, config=args.config,
+                  overrides=args.overrides)  # fmt: skip
+    if args.eval_command == "detect":
+        options["min_size"] = None if args.min_size is None else [args.min_size]
+        scores = api.detect(args.weights, args.data, **common, **options)
+    else:
+        options["levels"] = args.levels.split(",") if args.levels else None
+        probe = api.linear_seg if args.eval_command == "linear-seg" else api.knn_seg
+        scores = probe(args.weights, args.data, format=args.format, split=args.split,
+                       train_split=args.train_split, **common, **options)  # fmt: skip
     print(scores.format_table(f"{args.eval_command}: {args.weights}"))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +372,11 @@ def _viz(args: argparse.Namespace) -> int:
 
     if args.viz_command == "loss":
         runs = {Path(r).name or str(r): Path(r) for r in args.runs}
+        for run in runs.values():
+            if not (run / METRICS_NAME).is_file():
+                raise DataError(
+                    f"no {METRICS_NAME} in {run}; pass run folders of densessl pretrain"
+                )
         print(f"wrote {viz.plot_loss_curves(runs, Path(args.out))}")
         return 0
     from densessl.data.sources import ImageFolder
@@ -350,20 +398,39 @@ def _viz(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="densessl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_pretrain_parser, _export_parser, _data_parser, _eval_parser, _viz_parser):
-        add(sub)
-    _proposals_parser(sub)
-    args = parser.parse_args(argv)
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Skipped files warn as one line; Python's format would add our source line."""
+    if issubclass(category, UnreadableImageWarning):
+        return f"densessl: warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
 
+
+_default_format = warnings.formatwarning
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="densessl", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error, not one line"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_pretrain_parser, _export_parser, _eval_parser, _list_parser, _data_parser,
+                _viz_parser, _proposals_parser):  # fmt: skip
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
-                "viz": _viz, "proposals": _proposals}  # fmt: skip
+                "viz": _viz, "proposals": _proposals, "list": _list}  # fmt: skip
     try:
         return commands[args.command](args)
     except UserError as err:
-        print(f"densessl: error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"densessl: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"densessl: error: {err}", file=sys.stderr)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from densessl.errors import ConfigError
 from densessl.registry import METHODS
@@ -160,17 +160,39 @@ def merge_layers(
                 raise ConfigError(f"overrides must look like key=value, got {bad[0]!r}")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     except OmegaConfBaseException as err:
-        raise ConfigError(f"invalid configuration: {str(err).splitlines()[0]}") from err
+        raise ConfigError(_one_line(err, config_file)) from err
     return cfg
+
+
+def _one_line(err: OmegaConfBaseException, config_file: str | Path | None) -> str:
+    """OmegaConf's error as one line that names the key and the fix (its own line names the
+    value only)."""
+    reason = str(err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    source = f" ({config_file}, the flags or the key=value overrides)" if config_file else ""
+    if not key:
+        return f"invalid configuration{source}: {reason}"
+    if isinstance(err, ConfigKeyError):
+        return f"unknown key {key}{source}: check its spelling against the config.yaml of a run"
+    return f"invalid value for {key}{source}: {reason}; give {key} a value of its type"
 
 
 def _load_yaml(path: str | Path) -> DictConfig:
     if not Path(path).is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        return OmegaConf.load(path)
+        loaded = OmegaConf.load(path)
     except Exception as err:  # yaml's errors span several lines; keep the first
-        raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path} is not valid YAML: {first}; fix the file") from err
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(
+            f"{path} must hold key: value entries (a recipe), not a {type(loaded).__name__}"
+        )
+    method = loaded.get("method")
+    if method is not None and not isinstance(method, DictConfig):
+        raise ConfigError(f"{path}: 'method' must be a mapping such as 'method: {{name: densecl}}'")
+    return loaded
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +227,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "accum_steps", "data.image_size", "log_every", "checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1")
+    for key in ("data.workers", "keep_checkpoints", "data.synthetic_images"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"{key} must be 0 or more, not {OmegaConf.select(cfg, key)}")
     if cfg.steps < 0 or (cfg.epochs <= 0 and cfg.steps == 0):
         raise ConfigError("give a positive number of --steps or --epochs")
 

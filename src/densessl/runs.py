@@ -11,6 +11,8 @@ here, and resumes through :func:`read_checkpoint`.
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,14 @@ import torch
 from omegaconf import DictConfig
 
 from densessl.config import build_config
-from densessl.errors import WeightsError
+from densessl.errors import DataError, WeightsError
 from densessl.methods import Method, build_method, get_method
 
 CHECKPOINT_FORMAT = "densessl-checkpoint-v1"  # the "format" entry of every training checkpoint
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 METRICS_NAME = "metrics.jsonl"
+
+log = logging.getLogger("densessl")
 
 
 def checkpoint_path(run: str | Path) -> Path:
@@ -39,11 +43,41 @@ def checkpoint_path(run: str | Path) -> Path:
     return path
 
 
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure one WeightsError line.
+
+    The message is ours, not torch's: torch's refusal suggests ``weights_only=False``, which
+    would run whatever code an untrusted file holds, and densessl never suggests it.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, unpickling and EOF errors share no base class
+        if isinstance(err, pickle.UnpicklingError) and "Weights only" in str(err):
+            raise WeightsError(
+                f"{path} holds Python objects other than tensors and plain containers; densessl "
+                "refuses to unpickle them (a file from an untrusted source could run code): "
+                "re-export it as a plain state dict or .safetensors"
+            ) from err
+        reason = "truncated or damaged" if path.stat().st_size else "empty"
+        raise WeightsError(
+            f"{path} is not a readable torch file ({reason}); re-export or re-train it, or "
+            "point at another checkpoint"
+        ) from err
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a densessl checkpoint (tensors and plain containers only)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a densessl training checkpoint (tensors and plain containers only).
+
+    Raises:
+        WeightsError: the file is unreadable, or is not a densessl training checkpoint (e.g. an
+            exported state dict).
+    """
+    state = load_torch_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a densessl training checkpoint")
+        raise WeightsError(
+            f"{path} is not a densessl training checkpoint (an exported file, or another "
+            "library's); pass a run folder or its checkpoints/last.pt"
+        )
     return state
 
 
@@ -51,7 +85,7 @@ def read_checkpoint(run: str | Path) -> dict[str, Any]:
     """The checkpoint dict of a run folder or checkpoint file (what resume continues from).
 
     Raises:
-        WeightsError: no checkpoint there. ValueError: the file is not a densessl checkpoint.
+        WeightsError: no checkpoint there, or the file is unreadable or not a densessl one.
     """
     return load_checkpoint(checkpoint_path(run))
 
@@ -66,8 +100,24 @@ def method_from_checkpoint(state: dict[str, Any]) -> tuple[Method, DictConfig]:
     cfg = build_config(get_method(saved["method"]["name"]))
     cfg.merge_with(saved)
     method = build_method(cfg)
-    method.load_state_dict(state["model"])
+    load_method_weights(method, state["model"], cfg.backbone)
     return method.eval(), cfg
+
+
+def load_method_weights(method: Method, weights: dict[str, Any], backbone: str) -> None:
+    """``method.load_state_dict(weights)``; a checkpoint of another architecture is a one-line
+    WeightsError (naming the backbone asked for), not hundreds of missing keys."""
+    try:
+        method.load_state_dict(weights)
+    except RuntimeError as err:
+        missing = sorted(set(method.state_dict()) - set(weights))
+        unexpected = sorted(set(weights) - set(method.state_dict()))
+        example = (missing or unexpected or ["a tensor of another shape"])[0]
+        raise WeightsError(
+            f"the checkpoint does not fit a {method.cfg.name} on {backbone} ({len(missing)} "
+            f"missing, {len(unexpected)} unexpected keys, e.g. {example}); keep the run's "
+            "backbone or start a new run with another --out"
+        ) from err
 
 
 def open_run(run: str | Path) -> tuple[Method, DictConfig]:
@@ -75,7 +125,27 @@ def open_run(run: str | Path) -> tuple[Method, DictConfig]:
     return method_from_checkpoint(read_checkpoint(run))
 
 
+def parse_metrics(text: str, path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl text. A torn final line (a crash or a full disk mid-write)
+    is dropped with a warning; a damaged line before the last is a DataError."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                log.warning(
+                    "%s: dropped its torn last line %d (an interrupted write)", path, number
+                )
+                break
+            raise DataError(
+                f"{path} line {number} is not JSON ({err.msg}); repair or delete that line"
+            ) from err
+    return records
+
+
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
-    """Every record a run logged to ``RUN/metrics.jsonl``, in order."""
+    """Every record a run logged to ``RUN/metrics.jsonl``, in order (see :func:`parse_metrics`)."""
     path = Path(run) / METRICS_NAME
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return parse_metrics(path.read_text(), path)

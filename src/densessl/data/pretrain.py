@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from densessl.data.sources import ImageSource, UnreadableImage
+from densessl.data.sources import ImageSource, UnreadableImage, UnreadableImageWarning
 from densessl.data.views import ViewsWithExtras
 from densessl.errors import DataError
 
@@ -61,7 +61,7 @@ class MultiViewDataset:
         if error.path not in self._warned:
             self._warned.add(error.path)
             warnings.warn(
-                f"skipping unreadable image {error.path}: {error.reason}", RuntimeWarning, 3
+                f"skipping unreadable image {error.path}: {error.reason}", UnreadableImageWarning, 3
             )
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:

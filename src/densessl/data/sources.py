@@ -46,6 +46,11 @@ class UnreadableImage(Exception):
         self.reason = reason
 
 
+class UnreadableImageWarning(RuntimeWarning):
+    """Warned once per skipped file; the command line prints it as one line, without the
+    source line Python's default format adds."""
+
+
 @runtime_checkable
 class ImageSource(Protocol):
     """A finite, indexable collection of RGB images."""
@@ -68,11 +73,20 @@ def _is_hidden(name: str) -> bool:
 def find_images(root: Path) -> list[Path]:
     """Image files under ``root``, recursively, hidden files and folders skipped.
 
+    Symlinked folders are followed (datasets are often assembled from links); a folder already
+    visited, through a link loop or two links to one place, is searched once only.
+
     Returns:
         Paths sorted by their path relative to ``root`` (so the order is the same everywhere).
     """
     found = []
-    for folder, subfolders, files in os.walk(root):
+    visited: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:  # a link loop, or a second link to a searched folder
+            subfolders[:] = []
+            continue
+        visited.add(real)
         subfolders[:] = sorted(d for d in subfolders if not _is_hidden(d))
         for name in files:
             if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
@@ -161,7 +175,8 @@ class ImageFolder:
         if not self.paths:
             raise DataError(
                 f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {self.root}; put images "
-                "there (subfolders are searched) or leave --data out to use the synthetic scenes"
+                "there (subfolders and symlinked folders are searched) or leave --data out to "
+                "use the synthetic scenes"
             )
 
     def __len__(self) -> int:

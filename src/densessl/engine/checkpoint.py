@@ -3,7 +3,9 @@
 A checkpoint holds the method (student, teacher, queues: everything in its state_dict), the
 optimizer, the AMP scaler, the next step to run, the data position and the RNG states. It is
 written to a temporary file in the same folder, flushed to disk, then renamed over the target,
-so a crash mid-write never leaves a half-written ``last.pt``.
+so a crash mid-write never leaves a half-written ``last.pt``. The temporary is removed on every
+exit path Python sees; one left by ``kill -9`` is swept when the next run takes the folder over
+(:mod:`densessl.engine.run_folder`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     over ``path``: readers see the old file or the whole new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:  # an error or Ctrl-C mid-write: no temporary is left (kill -9: swept at start)
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: Path) -> None:

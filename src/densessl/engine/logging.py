@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from densessl.engine.checkpoint import atomic_write
+from densessl.runs import parse_metrics
+
 log = logging.getLogger("densessl")
 
 
@@ -37,13 +40,10 @@ class MetricsWriter:
         self.tb = None
         if not enabled:
             return
-        if self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if self.path.exists():  # a torn last line (crash, full disk) is dropped with a warning
+            records = parse_metrics(self.path.read_text(), self.path)
+            kept = "".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step)
+            atomic_write(self.path, lambda f: f.write(kept.encode()))  # a crash keeps the old
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -18,18 +18,21 @@ from densessl.device import resolve_device
 from densessl.engine import checkpoint as ckpt
 from densessl.engine.logging import MetricsWriter, Throughput, log, setup_console_logging
 from densessl.engine.optim import build_optimizer
+from densessl.engine.run_folder import RunLock, sweep_orphan_temporaries
 from densessl.engine.setup import (
     build_loader,
+    build_method_checked,
     build_source,
     optim_schedules,
     resolve_precision,
     steps_per_epoch,
     total_steps,
 )
-from densessl.methods import Method, build_method
+from densessl.errors import ConfigError
+from densessl.methods import Method
 from densessl.models.norm import convert_batchnorm
 from densessl.progress import progress
-from densessl.runs import read_checkpoint
+from densessl.runs import load_method_weights, read_checkpoint
 from densessl.schedules import RunLength, Schedule
 
 
@@ -60,6 +63,7 @@ class Session:
     metrics: MetricsWriter | None = None
     bar: object = None
     throughput: Throughput = field(default_factory=Throughput)
+    lock: RunLock | None = None
 
     def save(self, step: int) -> Path | None:
         """The full training state at ``step`` (main process only; None elsewhere)."""
@@ -79,20 +83,53 @@ class Session:
         self.bar.close()
         self.metrics.close()
 
+    def release(self) -> None:
+        """Free the run folder for the next process (after the summary is written)."""
+        if self.lock is not None:
+            self.lock.release()
+
 
 def open_session(cfg: DictConfig, resume: bool = False) -> Session:
-    """Build the run ``cfg`` describes, restored from its last checkpoint when ``resume``."""
+    """Build the run ``cfg`` describes, restored from its last checkpoint when ``resume``.
+
+    The main process locks the run folder first (:class:`RunLock`) and holds it until
+    :meth:`Session.release`; nothing in the folder is written before the lock is held.
+
+    Raises:
+        ConfigError: the folder is in use, or the run would move backwards (fewer steps than
+            the checkpoint has done), or the backbone does not give what the method needs.
+    """
     device = resolve_device(cfg.device)
     dist.init(device.type)
     setup_console_logging(dist.is_main())
+    run_dir = Path(cfg.out)
+    lock = RunLock(run_dir).acquire() if dist.is_main() else None
+    try:
+        if lock is not None:
+            sweep_orphan_temporaries(run_dir)
+        s = _build_session(cfg, resume, device, run_dir)
+    except BaseException:
+        if lock is not None:
+            lock.abandon()
+        raise
+    s.lock = lock
+    return s
+
+
+def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir: Path) -> Session:
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    run_dir = Path(cfg.out)
     state = read_checkpoint(run_dir) if resume else None
     source = build_source(cfg)
     run = RunLength(total_steps(cfg, len(source)), steps_per_epoch(cfg, len(source)))
+    if state is not None and int(state["step"]) > run.total_steps:
+        raise ConfigError(
+            f"{run_dir} is already at step {int(state['step'])}, past the {run.total_steps} "
+            f"steps asked for: a run never moves backwards; ask for at least "
+            f"--steps {int(state['step'])}, or start a new run with another --out"
+        )
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    method = build_method(cfg)
+    method = build_method_checked(cfg)
     if cfg.batch_norm == "sync" and dist.world_size() > 1:
         method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
     method.to(device)
@@ -101,12 +138,11 @@ def open_session(cfg: DictConfig, resume: bool = False) -> Session:
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
     start_step, skipped = 0, set()
     if state is not None:
-        start_step, skipped = _restore(state, method, optimizer, scaler)
-        log.info("resumed %s at step %d", run_dir, start_step)
+        start_step, skipped = _restore(state, method, optimizer, scaler, cfg.backbone)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     schedules = {**optim_schedules(cfg, run.steps_per_epoch), **method.schedules()}
-    _log_start(cfg, device, len(source), run, schedules)
+    _log_start(cfg, device, len(source), run, start_step)
     model: torch.nn.Module = method
     if dist.world_size() > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -126,18 +162,22 @@ def open_session(cfg: DictConfig, resume: bool = False) -> Session:
     )  # fmt: skip
 
 
-def _restore(state: dict, method, optimizer, scaler) -> tuple[int, set[str]]:
+def _restore(state: dict, method, optimizer, scaler, backbone: str) -> tuple[int, set[str]]:
     """Load a checkpoint's weights, optimizer and scaler; its step and skipped files."""
-    method.load_state_dict(state["model"])
+    load_method_weights(method, state["model"], backbone)
     optimizer.load_state_dict(state["optimizer"])
     if scaler.is_enabled() and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     return int(state["step"]), set(state["skipped_files"])
 
 
-def _log_start(cfg: DictConfig, device, images: int, run: RunLength, schedules) -> None:
+def _log_start(cfg: DictConfig, device, images: int, run: RunLength, start_step: int) -> None:
+    """The run's first line: where it writes, and what it trains."""
+    resumed = f" (resumed at step {start_step})" if start_step else ""
     log.info(
-        "%s on %s: %s, %d process(es), %d images, %d steps, batch %d, lr %.4g (base %.4g)",
-        cfg.method.name, device, cfg.backbone, dist.world_size(), images, run.total_steps,
-        cfg.batch_size, cfg.optim.base_lr * cfg.batch_size / 256, cfg.optim.base_lr,
+        "run folder %s%s: %s on %s, %s, %d process(es), %d images, %d steps, batch %d, "
+        "lr %.4g (base %.4g)",
+        cfg.out, resumed, cfg.method.name, device, cfg.backbone, dist.world_size(), images,
+        run.total_steps, cfg.batch_size, cfg.optim.base_lr * cfg.batch_size / 256,
+        cfg.optim.base_lr,
     )  # fmt: skip

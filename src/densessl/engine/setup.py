@@ -16,8 +16,8 @@ from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import proposal_lookup
 from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
-from densessl.errors import ConfigError
-from densessl.methods import Method
+from densessl.errors import ConfigError, UserError
+from densessl.methods import Method, build_method
 from densessl.schedules import Constant, Cosine, CosineTimesWarmup, Schedule, WarmupConstant
 
 
@@ -35,6 +35,21 @@ def build_source(cfg: DictConfig) -> ImageSource:
     return built_in_scenes(
         cfg.data.scenes, cfg.data.synthetic_images, cfg.data.synthetic_size, seed=cfg.seed
     )
+
+
+def build_method_checked(cfg: DictConfig) -> Method:
+    """``build_method(cfg)``; a backbone without the feature level the method reads (DenseCL's
+    ``c5`` from a ViT) is a one-line ConfigError instead of a KeyError."""
+    try:
+        return build_method(cfg)
+    except KeyError as err:
+        if isinstance(err, UserError):  # an unknown name: its message already says what to do
+            raise
+        raise ConfigError(
+            f"method {cfg.method.name} needs the backbone output {err.args[0]!r}, which "
+            f"backbone={cfg.backbone} does not give; choose a backbone that does "
+            "(ResNets give c2..c5, ViTs give patch)"
+        ) from err
 
 
 def steps_per_epoch(cfg: DictConfig, dataset_size: int) -> int:

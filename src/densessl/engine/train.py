@@ -12,17 +12,19 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from densessl import dist
+from densessl.engine.checkpoint import atomic_write
 from densessl.engine.logging import log
 from densessl.engine.session import Session, open_session
 from densessl.engine.step import step_state, train_step
 from densessl.methods import StepState
+from densessl.runs import METRICS_NAME, parse_metrics
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     steps: int
-    final_loss: float
+    final_loss: float | None
     skipped_files: list[str]
 
 
@@ -31,9 +33,20 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def train(cfg: DictConfig, resume: bool = False) -> RunResult:
-    """Run (or continue) the pretraining described by ``cfg``; returns where it went."""
+    """Run (or continue) the pretraining described by ``cfg``; returns where it went.
+
+    The run folder stays locked (:mod:`densessl.engine.run_folder`) from the first write to
+    the summary; a run resumed at its last step trains nothing and rewrites only the summary.
+    """
     s = open_session(cfg, resume)
-    steps = s.run.total_steps
+    try:
+        return _run(s)
+    finally:
+        s.release()
+
+
+def _run(s: Session) -> RunResult:
+    cfg, steps = s.cfg, s.run.total_steps
     previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     step, loss, last, started = s.start_step, math.nan, None, time.perf_counter()
     try:
@@ -80,26 +93,45 @@ def _log_step(s: Session, state: StepState, loss: float, logs: dict) -> None:
     s.bar.update(1)
 
 
+def _last_logged_loss(run_dir: Path) -> float | None:
+    """The loss of the last record in metrics.jsonl (a finished run resumed trains no step)."""
+    path = run_dir / METRICS_NAME
+    records = parse_metrics(path.read_text(), path) if path.exists() else []
+    return records[-1].get("loss") if records else None
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN: a value that is not a finite number is written as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _finish(s: Session, loss: float, last: Path | None, elapsed: float) -> RunResult:
-    """Write summary.json and say where everything went."""
+    """Write summary.json (strict JSON) and say where everything went and what to run next."""
     steps, cfg = s.run.total_steps, s.cfg
     skipped = sorted({p for part in dist.all_gather_objects(sorted(s.skipped)) for p in part})
+    trained = steps - s.start_step
+    if not trained and dist.is_main():
+        loss = _last_logged_loss(s.run_dir)
+        log.info("%s was already at step %d: nothing to train (ask for more --steps)",
+                 s.run_dir, steps)  # fmt: skip
     summary = {
         "method": cfg.method.name,
         "steps": steps,
-        "steps_this_run": steps - s.start_step,
+        "steps_this_run": trained,
         "seconds": round(elapsed, 2),
-        "images_per_sec": round((steps - s.start_step) * cfg.batch_size / max(elapsed, 1e-9), 2),
-        "final_loss": loss,
+        "images_per_sec": round(trained * cfg.batch_size / max(elapsed, 1e-9), 2),
+        "final_loss": _finite_or_none(loss),
         "skipped_files": len(skipped),
         "skipped_paths": skipped,
         "checkpoint": str(last) if last else None,
     }
     if dist.is_main():
-        (s.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+        atomic_write(s.run_dir / "summary.json", lambda f: f.write(text.encode()))
         log.info(
-            "done: %d steps in %.1f s (%.1f images/s), final loss %.4f, checkpoint %s",
-            steps, elapsed, summary["images_per_sec"], loss, last,
+            "done: %d steps in %.1f s (%.1f images/s), final loss %s, checkpoint %s",
+            steps, elapsed, summary["images_per_sec"],
+            "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}", last,
         )  # fmt: skip
         if skipped:
             log.warning(
@@ -107,4 +139,13 @@ def _finish(s: Session, loss: float, last: Path | None, elapsed: float) -> RunRe
                 len(skipped),
                 s.run_dir / "summary.json",
             )
-    return RunResult(s.run_dir, steps, loss, skipped)
+        log.info("%s", next_commands(s.run_dir))
+    return RunResult(s.run_dir, steps, summary["final_loss"], skipped)
+
+
+def next_commands(run_dir: Path) -> str:
+    """The commands that usually follow a finished run, ready to paste."""
+    return (
+        f"next: densessl eval linear-seg --weights {run_dir}  |  densessl export {run_dir} "
+        f"--format torchvision --out {run_dir / 'backbone.pt'}"
+    )

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densessl.errors import ConfigError
 from densessl.eval.features import DenseFeatures, FeatureOptions, check_compatible, features_of
 from densessl.eval.metrics import SegmentationScores, confusion_matrix
 from densessl.eval.segmentation import SegmentationDataset
@@ -53,6 +54,22 @@ class KnnSegOptions(FeatureOptions):
     temperature: float = DEFAULT_TEMPERATURE
     memory_per_image: int | None = None
     chunk_size: int | None = DEFAULT_CHUNK_SIZE
+
+
+def check_knn_options(options: KnnSegOptions) -> None:
+    """Refuse options that would score nothing meaningful (k = 0 averages no neighbour).
+
+    Raises:
+        ConfigError: naming the option and its allowed range.
+    """
+    if options.k < 1:
+        raise ConfigError(f"k={options.k}: the k-NN probe needs at least 1 neighbour (default 30)")
+    if not options.temperature > 0:
+        raise ConfigError(f"temperature={options.temperature} must be positive (default 0.02)")
+    for name in ("memory_per_image", "chunk_size"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name}={value} must be at least 1, or null for no limit")
 
 
 def patch_label_histograms(
@@ -231,6 +248,7 @@ def knn_seg(
         Validation scores at the resized label resolution.
     """
     options = options or KnnSegOptions()
+    check_knn_options(options)
     device = options.probe_device(backbone)
     train = features_of(train_set, backbone, options, device)
     val = features_of(val_set, backbone, options, device)

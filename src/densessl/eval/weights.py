@@ -32,7 +32,7 @@ from densessl.errors import WeightsError
 from densessl.eval.raw_pixels import PIXELS, RawPixels
 from densessl.models.backbones import build_backbone
 from densessl.models.vit import VIT_SPECS
-from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, open_run
+from densessl.runs import CHECKPOINT_FORMAT, load_torch_file, method_from_checkpoint, open_run
 
 RANDOM = "random"
 DEFAULT_RANDOM_ARCH = "resnet50"
@@ -110,7 +110,7 @@ def run_modules(
         raise WeightsError(f"network must be 'online' or 'teacher', not {network!r}")
     try:
         method, _ = method_from_checkpoint(state) if state is not None else open_run(path)
-    except (WeightsError, ValueError) as err:
+    except WeightsError as err:
         raise WeightsError(f"cannot load run {path}: {err}; {ACCEPTED}") from err
     modules = method.exportable(network)
     model = modules["backbone"]
@@ -134,12 +134,9 @@ def read_weights_file(path: Path) -> Any:
         except Exception as err:
             raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling and zip errors have no common base class
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(
-            f"cannot read {path} as a torch file ({first_line}); {ACCEPTED}"
-        ) from err
+        return load_torch_file(path)
+    except WeightsError as err:
+        raise WeightsError(f"{err}; {ACCEPTED}") from err
 
 
 def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:

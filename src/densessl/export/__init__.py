@@ -41,34 +41,70 @@ from densessl.export import (  # noqa: F401
 )
 from densessl.export.result import ExportResult
 from densessl.registry import EXPORT_FORMATS
-from densessl.runs import open_run
+from densessl.runs import LAST_CHECKPOINT, open_run
 
 __all__ = ["FORMATS", "ExportResult", "export"]
 
 FORMATS = tuple(EXPORT_FORMATS.names())
 
 
-def export(run: str | Path, fmt: str, out: str | Path, network: str | None = None) -> ExportResult:
+# The file name written when ``out`` is a folder: <run>_<format><suffix>.
+DEFAULT_SUFFIXES = {"detectron2": ".pkl", "safetensors": ".safetensors"}
+
+
+def export(
+    run: str | Path, fmt: str, out: str | Path, network: str | None = None, force: bool = False
+) -> ExportResult:
     """Write the pretrained networks of ``run`` in format ``fmt`` to ``out``.
 
     Args:
         run: run directory or densessl checkpoint file.
         fmt: one of :data:`FORMATS`.
-        out: output file; its folder is created. Written atomically.
+        out: output file, or an existing folder to write ``<run>_<fmt>.<ext>`` into; its
+            parent folder is created. Written atomically.
         network: ``"online"`` or ``"teacher"``; None = the method's default.
+        force: replace an existing file (never a checkpoint of the run itself).
 
     Returns:
         The written path and the instructions for the target library.
 
     Raises:
-        ExportError: unknown format or network, missing run, or a layout check that failed.
+        ExportError: unknown format or network, missing or unreadable run, an existing ``out``
+            without ``force``, an ``out`` inside the run's checkpoints, or a layout check that
+            failed.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {fmt!r}; available: {', '.join(FORMATS)}")
     if network not in (None, "online", "teacher"):
         raise ExportError(f"--network must be online or teacher, not {network!r}")
+    target = export_target(run, fmt, Path(out), force)
     try:
         method, _ = open_run(run)
     except WeightsError as err:  # a missing run is, here, a run that cannot be exported
         raise ExportError(str(err)) from err
-    return EXPORT_FORMATS.get(fmt)(method.exportable(network), Path(out))
+    return EXPORT_FORMATS.get(fmt)(method.exportable(network), target)
+
+
+def export_target(run: str | Path, fmt: str, out: Path, force: bool) -> Path:
+    """The file an export writes: ``out``, or a default name inside ``out`` when it is a folder.
+
+    Raises:
+        ExportError: the file would replace a checkpoint of ``run`` (never allowed), or exists
+            and ``force`` is False.
+    """
+    run = Path(run)
+    if out.is_dir():
+        out = out / f"{run.resolve().stem}_{fmt}{DEFAULT_SUFFIXES.get(fmt, '.pt')}"
+    # Never an export target: the checkpoint exported from, nor anything in RUN/checkpoints.
+    checkpoints = run.parent if run.is_file() else run / LAST_CHECKPOINT.parent
+    inside = checkpoints.name == LAST_CHECKPOINT.parent.name and checkpoints.resolve() in (
+        out.resolve().parents
+    )
+    if out.resolve() == run.resolve() or inside:
+        raise ExportError(
+            f"--out {out} would overwrite a checkpoint of {run}; write the export outside "
+            f"{checkpoints} (a folder as --out gets a default file name)"
+        )
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; add --force to replace it, or pick another --out")
+    return out

@@ -1,0 +1,286 @@
+"""densessl from Python: one function per command, for notebooks and scripts.
+
+Each function takes what the command takes (the same config layers: a method's defaults, a
+YAML ``config``, named arguments, then ``key=value`` ``overrides``), returns a result object
+instead of printing, and raises the same one-line :class:`~densessl.errors.UserError` the
+command line prints before exiting with code 2. The command line is a thin layer over this
+module::
+
+    import densessl.api as ds
+
+    run = ds.pretrain("densecl", out="runs/mine", steps=200, backbone="resnet18")
+    ds.export(run.run_dir, "torchvision", "backbone.pt")
+    print(ds.knn_seg(run.run_dir, k=10).miou)
+
+==================  =====================================================  =====================
+function            command                                                returns
+==================  =====================================================  =====================
+:func:`pretrain`    ``densessl pretrain``                                  ``RunResult``
+:func:`export`      ``densessl export``                                    ``ExportResult``
+:func:`linear_seg`  ``densessl eval linear-seg``                           ``SegmentationScores``
+:func:`knn_seg`     ``densessl eval knn-seg``                              ``SegmentationScores``
+:func:`detect`      ``densessl eval detect``                               ``DetectionScores``
+:func:`components`  ``densessl list``                                      ``dict[str, list]``
+==================  =====================================================  =====================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from densessl.config import build_config, build_options, load_saved_config
+from densessl.errors import ConfigError
+from densessl.methods import get_method
+from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS
+
+__all__ = ["components", "detect", "export", "knn_seg", "linear_seg", "pretrain"]
+
+# pretrain's named arguments -> the config keys they set (None = not given).
+PRETRAIN_KEYS = {
+    "data": "data.path",
+    "backbone": "backbone",
+    "image_size": "data.image_size",
+    "batch_size": "batch_size",
+    "steps": "steps",
+    "epochs": "epochs",
+    "workers": "data.workers",
+    "device": "device",
+}
+
+
+def components() -> dict[str, list[str]]:
+    """The registered names: methods, backbones, export formats and segmentation layouts."""
+    import densessl.eval.segmentation
+    import densessl.export  # noqa: F401  (the formats register on import)
+
+    return {
+        "methods": METHODS.names(),
+        "backbones": BACKBONES.names(),
+        "export formats": EXPORT_FORMATS.names(),
+        "segmentation layouts": SEG_LAYOUTS.names(),
+    }
+
+
+def pretrain(
+    method: str | None = None,
+    *,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    **named: Any,
+):
+    """Pretrain (or, with ``resume``, continue) a run; ``densessl pretrain`` in Python.
+
+    Args:
+        method: a registered method (``components()["methods"]``); taken from the run when
+            resuming.
+        out: run folder (default ``runs/<method>``; required with ``resume``).
+        config: YAML recipe; ``overrides``: ``key=value`` strings, applied last.
+        **named: ``data``, ``backbone``, ``image_size``, ``batch_size``, ``steps``, ``epochs``,
+            ``workers``, ``device`` (see ``densessl pretrain --help``).
+
+    Returns:
+        ``RunResult``: ``run_dir``, ``steps``, ``final_loss`` (None when not finite),
+        ``skipped_files``.
+
+    Raises:
+        UserError: one line naming what is wrong and what to do (exit code 2 at the CLI).
+    """
+    from densessl.engine.train import train
+
+    cfg = pretrain_config(method, out=out, config=config, resume=resume, overrides=overrides,
+                          **named)  # fmt: skip
+    return train(cfg, resume=resume)
+
+
+def pretrain_config(
+    method: str | None = None,
+    *,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    **named: Any,
+):
+    """The validated run config :func:`pretrain` trains (arguments as there), nothing run."""
+    unknown = sorted(set(named) - set(PRETRAIN_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown argument {unknown[0]!r}; known: {', '.join(PRETRAIN_KEYS)}")
+    steps, epochs = named.get("steps"), named.get("epochs")
+    if steps is not None and epochs is not None:
+        raise ConfigError("give --steps or --epochs, not both")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps}: give at least 1 step (or leave it out for --epochs)")
+    if epochs is not None and not epochs > 0:
+        raise ConfigError(f"--epochs {epochs}: give a positive number of passes over the data")
+    flags = {key: named.get(name) for name, key in PRETRAIN_KEYS.items()}
+    if epochs is not None:
+        flags["steps"] = 0  # 0 steps in the config = derive them from the epochs
+    flags["out"] = None if out is None else str(out)
+    overrides = list(overrides)
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+        saved = Path(out) / "config.yaml"
+        if not saved.exists():
+            raise ConfigError(f"nothing to resume: {saved} does not exist; check --out")
+        previous = load_saved_config(saved)
+        if method and method != previous.method.name:
+            raise ConfigError(f"{out} is a {previous.method.name} run, not {method}")
+        return _checked(build_config(get_method(previous.method.name), saved, flags, overrides))
+    if not method:
+        raise ConfigError(f"choose a method: --method {' | '.join(METHODS.names())}")
+    flags["out"] = flags["out"] or f"runs/{method}"
+    cfg = _checked(build_config(get_method(method), config, flags, overrides))
+    if (Path(cfg.out) / "checkpoints" / "last.pt").exists():
+        raise ConfigError(
+            f"{cfg.out} already holds a run; add --resume to continue it or pick another --out"
+        )
+    return cfg
+
+
+def _checked(cfg):
+    """Names that only the registries know, checked before anything is built or written."""
+    BACKBONES.get(cfg.backbone)  # an unknown name is a one-line ConfigError listing the known
+    return cfg
+
+
+def export(
+    run: str | Path,
+    format: str,
+    out: str | Path,
+    network: str | None = None,
+    force: bool = False,
+):
+    """Write a run's pretrained networks for a downstream library (``densessl export``).
+
+    Returns:
+        ``ExportResult``: ``path``, ``instructions`` (the loading code), ``num_tensors``.
+    """
+    from densessl.export import export as write_export
+
+    return write_export(run, format, out, network, force)
+
+
+def linear_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
+    """Linear per-pixel probe on frozen features (``densessl eval linear-seg``); arguments as
+    :func:`knn_seg`. Returns ``SegmentationScores`` (``miou``, ``per_class_iou`` ...)."""
+    return _probe("linear-seg", weights, data, **kwargs)
+
+
+def knn_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
+    """Dense k-NN label retrieval, no training (``densessl eval knn-seg``).
+
+    Args:
+        weights: run folder, checkpoint, exported file, or ``"random"``.
+        data: labelled folder; None = held-out built-in scenes.
+        **kwargs: ``format``, ``split``, ``train_split``, ``backbone``, ``network``,
+            ``config``, ``overrides``, and any option of ``KnnSegOptions`` (``k``,
+            ``temperature``, ``levels``, ``image_size``, ``device``, ``cache_dir`` ...).
+
+    Returns:
+        ``SegmentationScores``.
+    """
+    return _probe("knn-seg", weights, data, **kwargs)
+
+
+def _probe(
+    kind: str,
+    weights: str | Path,
+    data: str | Path | None = None,
+    *,
+    format: str | None = None,
+    split: str = "val",
+    train_split: str = "train",
+    backbone: str | None = None,
+    network: str | None = None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    **options: Any,
+):
+    from densessl.device import resolve_device
+    from densessl.eval.features import level_strides
+    from densessl.eval.knn_seg import KnnSegOptions, knn_seg
+    from densessl.eval.linear_seg import LinearSegOptions, linear_seg
+    from densessl.eval.weights import load_backbone
+
+    schema, probe = {"linear-seg": (LinearSegOptions, linear_seg),
+                     "knn-seg": (KnnSegOptions, knn_seg)}[kind]  # fmt: skip
+    opts = _options(schema, config, options, overrides)
+    model = load_backbone(weights, backbone, network)
+    unknown = [level for level in opts.levels or () if level not in level_strides(model)]
+    if unknown:
+        raise ConfigError(
+            f"--levels {','.join(opts.levels)}: {getattr(model, 'arch', 'this backbone')} has no "
+            f"{unknown[0]!r}; pick among {', '.join(level_strides(model))}"
+        )
+    model.to(resolve_device(opts.device))  # the probe runs where the backbone is
+    train, val = _segmentation_sets(data, format, split, train_split, opts.image_size)
+    return probe(model, train, val, opts)
+
+
+def _options(schema: type, config, named: dict[str, Any], overrides: Sequence[str]):
+    from omegaconf import OmegaConf
+
+    known = set(schema.__dataclass_fields__)
+    unknown = sorted(set(named) - known)
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    cfg = build_options(schema, config, named, list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
+def _segmentation_sets(data, layout, split: str, train_split: str, image_size: int):
+    from densessl.eval.segmentation import SyntheticSegmentation, open_segmentation
+
+    if data is None:  # held-out built-in scenes: seeds unlike the pretraining default (0)
+        return (
+            SyntheticSegmentation(300, image_size, seed=101),
+            SyntheticSegmentation(100, image_size, 102),
+        )
+    return open_segmentation(data, layout, train_split), open_segmentation(data, layout, split)
+
+
+def detect(
+    weights: str | Path,
+    data: str | Path | None = None,
+    *,
+    backbone: str | None = None,
+    network: str | None = None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    **options: Any,
+):
+    """Fine-tune torchvision Faster/Mask R-CNN and score COCO AP (``densessl eval detect``).
+
+    Args:
+        weights, backbone, network: as :func:`knn_seg`.
+        data: COCO-format folder; None = the built-in scenes written to runs/synthetic_coco.
+        **options: any ``DetectOptions`` field (``model``, ``iterations``, ``lr``, ``norm``,
+            ``heads``, ``device`` ...).
+
+    Returns:
+        ``DetectionScores``.
+    """
+    from densessl import dist
+    from densessl.device import resolve_device
+    from densessl.eval.detection import (
+        DetectOptions,
+        finetune_detector,
+        load_detection_weights,
+        write_synthetic_coco,
+    )
+
+    opts = _options(DetectOptions, config, options, overrides)
+    model, heads = load_detection_weights(weights, backbone, network)
+    if heads and opts.heads == "v1":  # v1 has no BN in its FPN: the weights do not fit
+        print(f"--heads v1: the {len(heads)} pretrained FPN/box-head tensors are not used")
+        heads = {}
+    if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
+        dist.init(resolve_device(opts.device).type)
+    if data is None:
+        data = write_synthetic_coco("runs/synthetic_coco", num_images=200, image_size=128)
+    return finetune_detector(model, data, opts, heads)
