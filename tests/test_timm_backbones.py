@@ -1,0 +1,63 @@
+"""timm CNN backbones: the C2..C5 pyramid is timm's own, and every CNN method steps on it.
+
+The reference for the pyramid is timm's full model (``timm.create_model(name, num_classes=0)``)
+loaded with the backbone's weights under their mapped names and run through its own
+``forward_intermediates``: a wrong key map, a wrong stage picked for a level, or a missing map
+all show as a failed strict load or different maps.
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from densessl.models import build_backbone
+from densessl.models.timm_backbone import TimmBackboneError
+
+from conftest import state_at
+from tiny_methods import tiny_batch, tiny_method
+from tiny_timm import TINY_TIMM, tiny_timm_name
+
+CNN_METHODS = ("mocov2", "densecl", "byol", "soco", "mcl")
+
+
+@pytest.mark.parametrize("timm_name", TINY_TIMM)
+def test_pyramid_is_timms_own_stage_outputs(timm_name):
+    torch.manual_seed(0)
+    backbone = build_backbone(tiny_timm_name(timm_name)).eval()
+    full = timm.create_model(timm_name, num_classes=0, **TINY_TIMM[timm_name]).eval()
+    result = full.load_state_dict(backbone.timm_state_dict(), strict=False)
+    assert not result.unexpected_keys
+    # features_only drops only the classifier-side layers (ConvNeXt's head norm,
+    # EfficientNet's conv_head/bn2): nothing of the stages may be missing.
+    assert all(k.startswith(("head.", "conv_head.", "bn2.")) for k in result.missing_keys)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = backbone(x)
+        stages = full.forward_intermediates(x, intermediates_only=True)
+    by_stride = {64 // m.shape[-1]: m for m in stages}  # the last map of each stride
+    for name, stride in (("c2", 4), ("c3", 8), ("c4", 16), ("c5", 32)):
+        assert ours[name].shape[-1] == 64 // stride, name
+        assert backbone.out_channels[name] == ours[name].shape[1], name
+        torch.testing.assert_close(ours[name], by_stride[stride], msg=name)
+
+
+@pytest.mark.parametrize("method_name", CNN_METHODS)
+@pytest.mark.parametrize("timm_name", TINY_TIMM)
+def test_one_cpu_step_of_every_cnn_method(timm_name, method_name, tmp_path):
+    method, cfg = tiny_method(method_name, tmp_path, backbone=tiny_timm_name(timm_name))
+    out = method(tiny_batch(method, cfg, n=2), state_at(method, 0))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    stem = next(method.student.backbone.parameters())  # the first layer: gradient flows through
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    grads = [p.grad for p in method.student.parameters() if p.grad is not None]
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_a_timm_vit_or_unknown_name_is_a_one_line_error():
+    with pytest.raises(TimmBackboneError, match="strides"):
+        build_backbone("timm/test_vit")
+    with pytest.raises(TimmBackboneError, match="list_models"):
+        build_backbone("timm/no_such_model")
