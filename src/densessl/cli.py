@@ -30,7 +30,14 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml")
     p.add_argument("--data", help="folder of images, searched recursively")
     p.add_argument(
-        "--backbone", help="resnet18 | resnet50 | ... | vit_small_patch16 | vit_base_patch8 | ..."
+        "--backbone",
+        help="resnet18 | resnet50 | ... | vit_small_patch16 | ... | timm/<any timm CNN>, e.g. "
+        "timm/convnext_tiny",
+    )
+    p.add_argument(
+        "--init",
+        help="continue from these backbone weights: a torchvision/timm state dict (.pth, .pt, "
+        ".safetensors), a densessl export or run folder",
     )
     p.add_argument("--image-size", type=int, help="side of each training view in pixels")
     p.add_argument("--batch-size", type=int, help="global batch over all processes")
@@ -161,6 +168,7 @@ def _flags(args: argparse.Namespace) -> dict:
     return {
         "data.path": args.data,
         "backbone": args.backbone,
+        "init": args.init,
         "data.image_size": args.image_size,
         "batch_size": args.batch_size,
         "steps": args.steps,
@@ -179,6 +187,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     elif args.epochs is not None:
         flags["steps"] = 0
     if args.resume:
+        if args.init:
+            raise ConfigError("--init starts a new run from weights; --resume continues one")
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
         saved = Path(args.out) / "config.yaml"

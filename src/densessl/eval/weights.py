@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from densessl.errors import WeightsError
 from densessl.models.backbones import build_backbone
 from densessl.models.vit import VIT_SPECS
+from densessl.models.weight_files import STATE_DICT_SUFFIXES, unwrap_state_dict
+from densessl.models.weight_files import read_weights_file as read_file
 from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, open_run
 
 RANDOM = "random"
 DEFAULT_RANDOM_ARCH = "resnet50"
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
 ACCEPTED = (
     "accepted: 'random', a run directory, a densessl checkpoint (.pt), or an exported "
     "torchvision state dict (.pt, .pth, .safetensors) or timm ViT state dict (.pt)"
@@ -46,7 +46,6 @@ _ARCH_BY_BLOCKS = {
     (True, 6): "resnet50",
     (True, 23): "resnet101",
 }
-_WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
 def load_backbone(
@@ -122,41 +121,11 @@ def _from_run(
 
 def read_weights_file(path: Path) -> Any:
     """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file;
-    WeightsError with a one-line reason when it cannot be read."""
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:
-            raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+    WeightsError with a one-line reason and what is accepted when it cannot be read."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling and zip errors have no common base class
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(
-            f"cannot read {path} as a torch file ({first_line}); {ACCEPTED}"
-        ) from err
-
-
-def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
-    """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped.
-
-    ``{"state_dict": sd}`` is unwrapped; a ``module.`` prefix (DataParallel / DDP) is stripped;
-    if some keys start with ``backbone.``, only those are kept (a detector or segmenter
-    checkpoint also holds its heads) and the prefix is stripped.
-
-    Raises:
-        WeightsError: when ``state`` is not a mapping from names to tensors.
-    """
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state:
-        raise WeightsError("not a state dict")
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise WeightsError("not a state dict (values must all be tensors)")
-    for prefix in _WRAPPER_PREFIXES:
-        if any(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+        return read_file(path)
+    except WeightsError as err:
+        raise WeightsError(f"{err}; {ACCEPTED}") from err
 
 
 def infer_arch(state: dict[str, torch.Tensor]) -> str:
