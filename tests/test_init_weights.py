@@ -6,6 +6,9 @@ The references are the saved models themselves (torchvision's and timm's), not o
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import timm
 import torch
 import torchvision
@@ -15,10 +18,13 @@ from densessl.cli import main
 from densessl.config import build_config
 from densessl.engine.session import open_session
 from densessl.methods import get_method
+from densessl.registry import METHODS
 from densessl.runs import open_run
 
 from conftest import tiny_overrides
 from tiny_timm import TINY_TIMM, tiny_timm_name
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
 
 
 def started(out, method: str = "densecl", **extra):
@@ -102,3 +108,13 @@ def test_a_run_continued_from_an_export_trains_and_exports(tmp_path):
     resnet = torchvision.models.resnet18()
     result = resnet.load_state_dict(torch.load(out, weights_only=True), strict=False)
     assert set(result.missing_keys) == {"fc.weight", "fc.bias"} and not result.unexpected_keys
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_has_a_continue_recipe_that_is_gentler_than_its_paper(name):
+    """Lower lr, a warm-up of a few epochs at most, fewer epochs than the paper recipe."""
+    paper = build_config(get_method(name))
+    recipe = build_config(get_method(name), RECIPES / f"{name}_continue.yaml")
+    assert recipe.optim.base_lr < paper.optim.base_lr
+    assert 0 < recipe.optim.warmup_epochs <= 2 and recipe.optim.warmup_epochs <= recipe.epochs / 10
+    assert recipe.epochs < paper.epochs
