@@ -12,10 +12,11 @@ import pytest
 import timm
 import torch
 
+from densessl.cli import main
 from densessl.models import build_backbone
 from densessl.models.timm_backbone import TimmBackboneError
 
-from conftest import state_at
+from conftest import state_at, tiny_overrides
 from tiny_methods import tiny_batch, tiny_method
 from tiny_timm import TINY_TIMM, tiny_timm_name
 
@@ -61,3 +62,13 @@ def test_a_timm_vit_or_unknown_name_is_a_one_line_error():
         build_backbone("timm/test_vit")
     with pytest.raises(TimmBackboneError, match="list_models"):
         build_backbone("timm/no_such_model")
+
+
+def test_eval_detect_refuses_a_timm_backbone_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    name = tiny_timm_name("regnety_002")
+    assert main(["pretrain", "--method", "mocov2", *tiny_overrides(run, 1, backbone=name)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "detect", "--weights", str(run), "--iterations", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "timm/regnety_002" in err[0]
