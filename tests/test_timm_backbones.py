@@ -14,6 +14,7 @@ import torch
 
 from densessl.cli import main
 from densessl.models import build_backbone
+from densessl.models.norm import GlobalBatchNormAct2d, convert_batchnorm
 from densessl.models.timm_backbone import TimmBackboneError
 
 from conftest import state_at, tiny_overrides
@@ -72,3 +73,19 @@ def test_eval_detect_refuses_a_timm_backbone_in_one_line(tmp_path, capsys):
     assert main(["eval", "detect", "--weights", str(run), "--iterations", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "timm/regnety_002" in err[0]
+
+
+def test_synchronised_batch_norm_keeps_timms_fused_activations():
+    """timm's EfficientNet and RegNet fuse BN + activation (BatchNormAct2d): the conversion for
+    multi-process runs must keep the activation. In one process synchronised BN is plain BN, so
+    the converted network computes what the original does."""
+    torch.manual_seed(0)
+    backbone = build_backbone(tiny_timm_name("efficientnet_b0")).train()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        expected = backbone(x)["c5"]
+        torch.manual_seed(0)
+        converted = convert_batchnorm(build_backbone(tiny_timm_name("efficientnet_b0")), "sync")
+        got = converted.train()(x)["c5"]
+    assert any(isinstance(m, GlobalBatchNormAct2d) for m in converted.modules())
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)  # two-pass variance rounding
