@@ -11,6 +11,7 @@ import timm
 import torch
 
 from densessl.cli import main
+from densessl.eval.weights import load_backbone
 from densessl.export.smp import write_smp
 from densessl.export.torchvision_format import write_timm
 from densessl.models import build_backbone
@@ -94,3 +95,12 @@ def test_smp_refuses_a_vit_in_one_line(tmp_path):
 
     with pytest.raises(ExportError, match="--format timm"):
         write_smp({"backbone": build_backbone("vit_test_patch8")}, tmp_path / "x.pt")
+
+
+@pytest.mark.parametrize("writer", [write_timm, write_smp])
+def test_the_probes_load_timm_and_smp_exports_back(writer, tmp_path):
+    name = tiny_timm_name("convnext_tiny")
+    backbone = trained_like(name)
+    result = writer({"backbone": backbone}, tmp_path / "export.pt")
+    loaded = load_backbone(str(result.path), name)
+    torch.testing.assert_close(pyramid(loaded)["c5"], pyramid(backbone)["c5"])

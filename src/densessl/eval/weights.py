@@ -9,6 +9,9 @@ Accepted by :func:`load_backbone`:
   ``weights_only=True``) or ``.safetensors``. Wrapped ``{"state_dict": ...}`` dicts and keys
   prefixed ``module.`` / ``backbone.`` are accepted; ``fc.*`` is dropped; the rest must match the
   architecture exactly (strict load). The architecture is inferred from the keys when not given.
+* an exported timm CNN state dict (``--format timm`` or ``smp`` of a ``timm/<name>`` run), with
+  ``backbone`` naming the architecture (``"timm/convnext_tiny"``): timm's names are mapped to
+  the backbone's; every backbone tensor must be there.
 * an exported timm ViT state dict (``densessl export --format timm`` of a DINO or SelfPatch
   run): recognised by its ``patch_embed.proj.weight``. Width, patch size and depth come from the
   shapes, class token, final norm and position-table size from the keys; the head count is
@@ -25,8 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from densessl.engine.init_weights import map_to_backbone
 from densessl.errors import WeightsError
 from densessl.models.backbones import build_backbone
+from densessl.models.timm_backbone import TimmBackbone
 from densessl.models.vit import VIT_SPECS
 from densessl.models.weight_files import STATE_DICT_SUFFIXES, unwrap_state_dict
 from densessl.models.weight_files import read_weights_file as read_file
@@ -159,6 +164,20 @@ def infer_vit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     return names[0], options
 
 
+def timm_weights(
+    path: Path, weights: dict[str, torch.Tensor], model: TimmBackbone
+) -> dict[str, torch.Tensor]:
+    """timm-named (full model or smp ``tu-`` encoder) weights under ``model``'s own keys; the
+    layers only timm's classifier path uses are left out. Every backbone tensor must be there."""
+    mapped, report = map_to_backbone(weights, model, str(path))
+    if report.missing or report.mismatched:
+        raise WeightsError(
+            f"{path} does not fit {model.arch}: {len(report.missing)} tensors missing (e.g. "
+            f"{report.missing[:1]}), {len(report.mismatched)} of another shape; {ACCEPTED}"
+        )
+    return mapped
+
+
 def backbone_from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Module:
     """A backbone built for ``state`` (arch inferred when None) and strictly loaded from it;
     ``path`` only names the source in error messages."""
@@ -175,6 +194,8 @@ def backbone_from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Mod
         model = build_backbone(arch, **options)
     except (KeyError, ValueError) as err:
         raise WeightsError(f"cannot build backbone {arch!r} for {path}: {err}") from err
+    if isinstance(model, TimmBackbone):  # a --format timm or smp export: other names
+        weights = timm_weights(path, weights, model)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
