@@ -13,11 +13,13 @@ import timm
 import torch
 import torchvision
 from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from densessl.cli import main
 from densessl.config import build_config
 from densessl.engine.session import open_session
 from densessl.methods import get_method
+from densessl.models.vit import vit_timm_kwargs
 from densessl.registry import METHODS
 from densessl.runs import open_run
 
@@ -118,3 +120,17 @@ def test_every_method_has_a_continue_recipe_that_is_gentler_than_its_paper(name)
     assert recipe.optim.base_lr < paper.optim.base_lr
     assert 0 < recipe.optim.warmup_epochs <= 2 and recipe.optim.warmup_epochs <= recipe.epochs / 10
     assert recipe.epochs < paper.epochs
+
+
+def test_init_of_a_vit_resamples_its_position_table_as_timm_does(tmp_path):
+    torch.manual_seed(7)
+    source = VisionTransformer(**vit_timm_kwargs("vit_test_patch8", img_size=64))  # 8 x 8 grid
+    path = tmp_path / "vit.pth"
+    torch.save(source.state_dict(), path)
+    method = started(tmp_path / "run", backbone="vit_test_patch8", init=str(path),
+                     **{"data.image_size": 48})  # fmt: skip
+    backbone = method.teacher.backbone  # a 224-px table: 28 x 28
+    expected = checkpoint_filter_fn(source.state_dict(), backbone)
+    assert backbone.pos_embed.shape[1] == 1 + 28 * 28
+    for key, value in expected.items():
+        assert torch.equal(backbone.state_dict()[key], value), key
