@@ -111,11 +111,11 @@ def _run_backbone(path: Path, state: dict) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in method.exportable()["backbone"].state_dict().items()}
 
 
-def _candidate_names(key: str, backbone: nn.Module) -> list[str]:
-    """The backbone keys a source key may stand for, most literal first."""
+def _candidate_names(key: str, by_timm: dict[str, str] | None) -> list[str]:
+    """The backbone keys a source key may stand for, most literal first; ``by_timm`` maps a
+    timm backbone's full-model names to its own (None for other backbones)."""
     names = [key] + [key.removeprefix(p) for p in _CONTAINER_PREFIXES if key.startswith(p)]
-    if isinstance(backbone, TimmBackbone):  # timm's full names, or the features_only ones
-        by_timm = backbone.body_keys_by_timm_key()
+    if by_timm is not None:  # timm's full names, or the features_only ones
         names += [f"body.{by_timm.get(n, n)}" for n in list(names)]
     return names
 
@@ -132,10 +132,11 @@ def map_to_backbone(
         The tensors to load (backbone key -> tensor) and what matched.
     """
     target = backbone.state_dict()
+    by_timm = backbone.body_keys_by_timm_key() if isinstance(backbone, TimmBackbone) else None
     mapped: dict[str, torch.Tensor] = {}
     unexpected, mismatched = [], []
     for key, value in source.items():
-        match = next((n for n in _candidate_names(key, backbone) if n in target), None)
+        match = next((n for n in _candidate_names(key, by_timm) if n in target), None)
         if match is None:
             unexpected.append(key)
             continue
