@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).with_name("golden")))
 from record import RUNS  # the tiny run of every method
 
 NAMES = METHODS.names()
-TRUNK = ("torchvision", "timm", "safetensors", "detectron2", "mmdet")
+TRUNK = ("torchvision", "timm", "safetensors", "detectron2", "mmdet", "smp")
 # What each method can export, written out here (a new method or format must be added).
 SUPPORTED = {
     "mocov2": TRUNK,
@@ -52,7 +52,8 @@ SUPPORTED = {
     "dino": ("timm",),
     "selfpatch": ("timm",),
 }
-ALL_FORMATS = ("torchvision", "timm", "safetensors", "detectron2", "mmdet", "torchvision_detection")
+ALL_FORMATS = ("torchvision", "timm", "safetensors", "detectron2", "mmdet", "smp",
+               "torchvision_detection")  # fmt: skip
 # The network the authors released (papers and reference code): DINO and SelfPatch the teacher,
 # MoCo-v2, DenseCL, BYOL, SoCo and MCL the online network.
 RELEASED = {"dino": "teacher", "selfpatch": "teacher"}
@@ -144,6 +145,18 @@ def into_timm(path: Path, name: str, method) -> dict[str, torch.Tensor]:
     return load_into(build, torch.load(path, weights_only=True))
 
 
+def into_smp(path: Path, name: str, method) -> dict[str, torch.Tensor]:
+    """segmentation_models_pytorch's ``resnet18`` encoder of a Unet: every key filled (its
+    ``load_state_dict`` returns nothing, so the strict load itself is the check)."""
+    import segmentation_models_pytorch as smp
+
+    encoder = smp.Unet("resnet18", encoder_weights=None, classes=2).encoder
+    weights = torch.load(path, weights_only=True)
+    encoder.load_state_dict(weights, strict=True)
+    state = encoder.state_dict()
+    return {k: state[k] for k in weights}
+
+
 def into_detectron2(path: Path, name: str, method) -> dict[str, torch.Tensor]:
     """detectron2's ResNet (+ FPN and 4conv1fc head when pretrained), key for key."""
     with open(path, "rb") as f:
@@ -185,6 +198,7 @@ LOAD = {
     "timm": into_timm,
     "detectron2": into_detectron2,
     "mmdet": into_mmdet,
+    "smp": into_smp,
     "torchvision_detection": into_v2_detector,
 }
 

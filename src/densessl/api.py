@@ -33,6 +33,7 @@ from typing import Any
 from densessl.config import build_config, build_options, load_saved_config
 from densessl.errors import ConfigError
 from densessl.methods import get_method
+from densessl.models.timm_backbone import PREFIX as TIMM_PREFIX
 from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS
 
 __all__ = ["components", "detect", "export", "knn_seg", "linear_seg", "pretrain"]
@@ -41,6 +42,7 @@ __all__ = ["components", "detect", "export", "knn_seg", "linear_seg", "pretrain"
 PRETRAIN_KEYS = {
     "data": "data.path",
     "backbone": "backbone",
+    "init": "init",
     "image_size": "data.image_size",
     "batch_size": "batch_size",
     "steps": "steps",
@@ -79,8 +81,8 @@ def pretrain(
             resuming.
         out: run folder (default ``runs/<method>``; required with ``resume``).
         config: YAML recipe; ``overrides``: ``key=value`` strings, applied last.
-        **named: ``data``, ``backbone``, ``image_size``, ``batch_size``, ``steps``, ``epochs``,
-            ``workers``, ``device`` (see ``densessl pretrain --help``).
+        **named: ``data``, ``backbone``, ``init``, ``image_size``, ``batch_size``, ``steps``,
+            ``epochs``, ``workers``, ``device`` (see ``densessl pretrain --help``).
 
     Returns:
         ``RunResult``: ``run_dir``, ``steps``, ``final_loss`` (None when not finite),
@@ -109,13 +111,7 @@ def pretrain_config(
     unknown = sorted(set(named) - set(PRETRAIN_KEYS))
     if unknown:
         raise ConfigError(f"unknown argument {unknown[0]!r}; known: {', '.join(PRETRAIN_KEYS)}")
-    steps, epochs = named.get("steps"), named.get("epochs")
-    if steps is not None and epochs is not None:
-        raise ConfigError("give --steps or --epochs, not both")
-    if steps is not None and steps < 1:
-        raise ConfigError(f"--steps {steps}: give at least 1 step (or leave it out for --epochs)")
-    if epochs is not None and not epochs > 0:
-        raise ConfigError(f"--epochs {epochs}: give a positive number of passes over the data")
+    epochs = _checked_length(named.get("steps"), named.get("epochs"))
     flags = {key: named.get(name) for name, key in PRETRAIN_KEYS.items()}
     if epochs is not None:
         flags["steps"] = 0  # 0 steps in the config = derive them from the epochs
@@ -124,6 +120,8 @@ def pretrain_config(
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
+        if named.get("init"):
+            raise ConfigError("--init starts a new run from weights; --resume continues one")
         saved = Path(out) / "config.yaml"
         if not saved.exists():
             raise ConfigError(f"nothing to resume: {saved} does not exist; check --out")
@@ -142,9 +140,21 @@ def pretrain_config(
     return cfg
 
 
+def _checked_length(steps: int | None, epochs: float | None) -> float | None:
+    """Refuse a run length that cannot be meant; returns ``epochs``."""
+    if steps is not None and epochs is not None:
+        raise ConfigError("give --steps or --epochs, not both")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps}: give at least 1 step (or leave it out for --epochs)")
+    if epochs is not None and not epochs > 0:
+        raise ConfigError(f"--epochs {epochs}: give a positive number of passes over the data")
+    return epochs
+
+
 def _checked(cfg):
     """Names that only the registries know, checked before anything is built or written."""
-    BACKBONES.get(cfg.backbone)  # an unknown name is a one-line ConfigError listing the known
+    if not cfg.backbone.startswith(TIMM_PREFIX):  # timm names are checked when built
+        BACKBONES.get(cfg.backbone)  # an unknown name is a one-line ConfigError listing the known
     return cfg
 
 

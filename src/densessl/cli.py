@@ -84,8 +84,14 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backbone",
-        help="resnet18 | resnet50 | ... | vit_small_patch16 | ... (see densessl list; default: "
-        "the method's, resnet50 or vit_small_patch16)",
+        help="resnet18 | resnet50 | ... | vit_small_patch16 | ... | timm/<any timm CNN>, e.g. "
+        "timm/convnext_tiny (see densessl list; default: the method's, resnet50 or "
+        "vit_small_patch16)",
+    )
+    p.add_argument(
+        "--init",
+        help="continue from these backbone weights: a torchvision/timm state dict (.pth, .pt, "
+        ".safetensors), a densessl export or run folder (default: random init)",
     )
     p.add_argument("--image-size", type=int, help="training view side in pixels (default 224)")
     p.add_argument(

@@ -57,6 +57,7 @@ class OptimConfig:
 class TrainConfig:
     method: Any = None  # filled with the chosen method's Config (``name`` plus its parameters)
     backbone: str = "resnet50"
+    init: str | None = None  # backbone weights to continue from (--init): file, export or run
     batch_size: int = 256  # global batch per optimizer step, over all processes and accumulation
     steps: int = 0  # optimizer steps; 0 = derive from epochs
     epochs: float = 200.0  # used when steps == 0

@@ -168,6 +168,7 @@ DENSESSL_NAME = {
     "torchvision": _plain,
     "timm": _plain,
     "safetensors": _plain,
+    "smp": _plain,  # smp's ResNet encoders are torchvision's ResNets without fc
     "detectron2": _by_rules(_DETECTRON2_TO_DENSESSL),
     "mmdet": _by_rules(_MMDET_TO_DENSESSL),
     "torchvision_detection": _by_rules(_torchvision_detection_rules()),

@@ -16,6 +16,7 @@ from densessl.config import save_config
 from densessl.data.batch import Batch
 from densessl.device import resolve_device
 from densessl.engine import checkpoint as ckpt
+from densessl.engine.init_weights import initialise_from
 from densessl.engine.logging import MetricsWriter, Throughput, log, setup_console_logging
 from densessl.engine.optim import build_optimizer
 from densessl.engine.run_folder import RunLock, sweep_orphan_temporaries
@@ -130,6 +131,8 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         )
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     method = build_method_checked(cfg)
+    if cfg.init and state is None:  # a resumed run restores its own weights below
+        log.info("%s", initialise_from(method, cfg.init).line())
     if cfg.batch_norm == "sync" and dist.world_size() > 1:
         method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
     method.to(device)

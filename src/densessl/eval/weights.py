@@ -11,6 +11,9 @@ Accepted by :func:`load_backbone`:
   ``weights_only=True``) or ``.safetensors``. Wrapped ``{"state_dict": ...}`` dicts and keys
   prefixed ``module.`` / ``backbone.`` are accepted; ``fc.*`` is dropped; the rest must match the
   architecture exactly (strict load). The architecture is inferred from the keys when not given.
+* an exported timm CNN state dict (``--format timm`` or ``smp`` of a ``timm/<name>`` run), with
+  ``backbone`` naming the architecture (``"timm/convnext_tiny"``): timm's names are mapped to
+  the backbone's; every backbone tensor must be there.
 * an exported timm ViT state dict (``densessl export --format timm`` of a DINO or SelfPatch
   run): recognised by its ``patch_embed.proj.weight``. Width, patch size and depth come from the
   shapes, class token, final norm and position-table size from the keys; the head count is
@@ -25,18 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
+from densessl.engine.init_weights import map_to_backbone
 from densessl.errors import WeightsError
 from densessl.eval.raw_pixels import PIXELS, RawPixels
 from densessl.models.backbones import build_backbone
+from densessl.models.timm_backbone import TimmBackbone
 from densessl.models.vit import VIT_SPECS
-from densessl.runs import CHECKPOINT_FORMAT, load_torch_file, method_from_checkpoint, open_run
+from densessl.models.weight_files import STATE_DICT_SUFFIXES, unwrap_state_dict
+from densessl.models.weight_files import read_weights_file as read_file
+from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, open_run
 
 RANDOM = "random"
 DEFAULT_RANDOM_ARCH = "resnet50"
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
 ACCEPTED = (
     "accepted: 'random', 'pixels', a run directory, a densessl checkpoint (.pt), or an exported "
     "torchvision state dict (.pt, .pth, .safetensors) or timm ViT state dict (.pt)"
@@ -49,7 +54,6 @@ _ARCH_BY_BLOCKS = {
     (True, 6): "resnet50",
     (True, 23): "resnet101",
 }
-_WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
 def load_backbone(
@@ -127,38 +131,11 @@ def _from_run(
 
 def read_weights_file(path: Path) -> Any:
     """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file;
-    WeightsError with a one-line reason when it cannot be read."""
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:
-            raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+    WeightsError with a one-line reason and what is accepted when it cannot be read."""
     try:
-        return load_torch_file(path)
+        return read_file(path)
     except WeightsError as err:
         raise WeightsError(f"{err}; {ACCEPTED}") from err
-
-
-def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
-    """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped.
-
-    ``{"state_dict": sd}`` is unwrapped; a ``module.`` prefix (DataParallel / DDP) is stripped;
-    if some keys start with ``backbone.``, only those are kept (a detector or segmenter
-    checkpoint also holds its heads) and the prefix is stripped.
-
-    Raises:
-        WeightsError: when ``state`` is not a mapping from names to tensors.
-    """
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not state:
-        raise WeightsError("not a state dict")
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise WeightsError("not a state dict (values must all be tensors)")
-    for prefix in _WRAPPER_PREFIXES:
-        if any(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
 def infer_arch(state: dict[str, torch.Tensor]) -> str:
@@ -192,6 +169,20 @@ def infer_vit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
     return names[0], options
 
 
+def timm_weights(
+    path: Path, weights: dict[str, torch.Tensor], model: TimmBackbone
+) -> dict[str, torch.Tensor]:
+    """timm-named (full model or smp ``tu-`` encoder) weights under ``model``'s own keys; the
+    layers only timm's classifier path uses are left out. Every backbone tensor must be there."""
+    mapped, report = map_to_backbone(weights, model, str(path))
+    if report.missing or report.mismatched:
+        raise WeightsError(
+            f"{path} does not fit {model.arch}: {len(report.missing)} tensors missing (e.g. "
+            f"{report.missing[:1]}), {len(report.mismatched)} of another shape; {ACCEPTED}"
+        )
+    return mapped
+
+
 def backbone_from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Module:
     """A backbone built for ``state`` (arch inferred when None) and strictly loaded from it;
     ``path`` only names the source in error messages."""
@@ -208,6 +199,8 @@ def backbone_from_state_dict(path: Path, state: Any, arch: str | None) -> nn.Mod
         model = build_backbone(arch, **options)
     except (KeyError, ValueError) as err:
         raise WeightsError(f"cannot build backbone {arch!r} for {path}: {err}") from err
+    if isinstance(model, TimmBackbone):  # a --format timm or smp export: other names
+        weights = timm_weights(path, weights, model)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:

@@ -12,7 +12,10 @@ detection      torchvision's ``fasterrcnn/maskrcnn_resnet50_fpn_v2``; only the R
                and the mask branch are missing when loaded
 timm           the same file (timm's ResNets use torchvision's names); ``num_classes=0`` models
                load it with no missing or unexpected key. ViTs: timm ``VisionTransformer``
-               weights, every key matched, with the constructor arguments printed
+               weights, every key matched, with the constructor arguments printed. timm CNNs
+               (``timm/<name>``): ``timm.create_model(name, num_classes=0)``, strict
+smp            a segmentation_models_pytorch encoder (Unet, FPN, DeepLabV3+): ResNets under
+               torchvision's names, timm CNNs as ``tu-<name>`` encoders (``model.*``)
 detectron2     ``.pkl`` of numpy arrays with ``__author__`` and ``matching_heuristics``, keys
                renamed to ``stem``/``res2..res5``/``shortcut``/``convN.norm``; plus
                ``fpn_lateral/output{2..5}`` and ``box_head.conv{1..4}``/``fc1`` when pretrained
@@ -36,6 +39,7 @@ from densessl.errors import ExportError, WeightsError
 from densessl.export import (  # noqa: F401
     detectron2,
     mmdet,
+    smp,
     torchvision_detection,
     torchvision_format,
 )

@@ -19,7 +19,9 @@ from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.engine.checkpoint import atomic_save, atomic_write
 from densessl.errors import ExportError
 from densessl.export.result import ExportResult
+from densessl.export.timm_cnn import write_timm_cnn
 from densessl.export.timm_vit import write_timm_vit
+from densessl.models.timm_backbone import TimmBackbone
 from densessl.models.vit import ViTBackbone
 from densessl.registry import EXPORT_FORMATS
 
@@ -50,7 +52,11 @@ def resnet_backbone(modules: dict[str, nn.Module]) -> nn.Module:
     """The exported backbone, if it has a torchvision ResNet layout (``.arch`` names it)."""
     backbone = modules["backbone"]
     if not hasattr(backbone, "arch") or not hasattr(torchvision.models, backbone.arch):
-        hint = " (ViT backbones export with --format timm)" if _is_vit(backbone) else ""
+        hint = ""
+        if _is_vit(backbone):
+            hint = " (ViT backbones export with --format timm)"
+        elif isinstance(backbone, TimmBackbone):
+            hint = " (timm backbones export with --format timm or smp)"
         raise ExportError(f"no torchvision layout for a {type(backbone).__name__} backbone{hint}")
     return backbone
 
@@ -85,10 +91,13 @@ detector.backbone.body.load_state_dict(torch.load("{out}", weights_only=True))
 
 @EXPORT_FORMATS.register("timm")
 def write_timm(modules: dict[str, nn.Module], out: Path) -> ExportResult:
-    """ViTs: timm ``VisionTransformer`` weights (see :mod:`densessl.export.timm_vit`). ResNets:
-    the torchvision state dict, for ``timm.create_model(<arch>)`` (identical names)."""
+    """ViTs: timm ``VisionTransformer`` weights (see :mod:`densessl.export.timm_vit`). timm CNNs:
+    the full model's names (:mod:`densessl.export.timm_cnn`). ResNets: the torchvision state
+    dict, for ``timm.create_model(<arch>)`` (identical names)."""
     if _is_vit(modules["backbone"]):
         return write_timm_vit(modules["backbone"], out)
+    if isinstance(modules["backbone"], TimmBackbone):
+        return write_timm_cnn(modules["backbone"], out)
     backbone = resnet_backbone(modules)
     weights = torchvision_state_dict(backbone)
     atomic_save(weights, out)

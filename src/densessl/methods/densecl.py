@@ -26,6 +26,12 @@ Deviations from the reference:
   open-mmlab/mmselfsup#713).
 - ``dense_warmup_steps``: λ = 0 for the first N steps, then λ (the reference's optional
   DenseCLWarmupHook, a hard switch); 0 by default as in the paper's configs.
+
+Extension, not the paper (which trains ResNets only, as does the reference): ViT backbones
+(``vit_*``). The patch tokens of the last block, laid out as an h×w map, take C5's place as the
+dense map (matching and the dense head); the class token, or the mean of the patch tokens
+when the ViT has none, is the global vector. No recipe of the paper applies to it: the engine's
+defaults (SGD, lr 0.03) are MoCo-v2's ResNet values, untuned for ViTs.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from densessl.methods.base import LossOutput, MethodContext, StepState
 from densessl.methods.mocov2 import MoCoV2, MoCoV2Config
 from densessl.models.encoder import Encoder
 from densessl.models.heads import DenseHead
+from densessl.models.outputs import dense_level, global_vector
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
 from densessl.schedules import Schedule, Switch
@@ -66,7 +73,7 @@ class DenseCL(MoCoV2):
     def build_encoder(self) -> Encoder:
         """MoCo-v2's backbone and global head, plus the dense 1x1-conv head."""
         base = super().build_encoder()
-        channels = base.backbone.out_channels["c5"]
+        channels = base.backbone.out_channels[dense_level(base.backbone)]
         hidden = self.cfg.hidden_dim or channels
         dense_head = DenseHead(channels, hidden, self.cfg.dim)
         return Encoder(backbone=base.backbone, global_head=base.global_head, dense_head=dense_head)
@@ -79,8 +86,10 @@ class DenseCL(MoCoV2):
     def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> global (B, D), dense (B, N, D), pooled (B, D) normalised;
         feat (B, N, C) raw backbone features on the same S×S grid (N = S²)."""
-        c5 = encoder.backbone(images)["c5"]  # (B, C, h, w)
-        global_proj = encoder.global_head(c5.mean(dim=(2, 3)))
+        outputs = encoder.backbone(images)
+        level = dense_level(encoder.backbone)
+        c5 = outputs[level]  # (B, C, h, w): C5, or a ViT's patch tokens laid out as a map
+        global_proj = encoder.global_head(global_vector(outputs, level))
         grid = c5 if not self.cfg.grid_size else F.adaptive_avg_pool2d(c5, self.cfg.grid_size)
         dense = encoder.dense_head(grid).float()  # (B, D, S, S)
         return {

@@ -44,6 +44,7 @@ from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.heads import MLPHead
+from densessl.models.outputs import dense_level, global_vector
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
 from densessl.schedules import Constant, Schedule
@@ -73,7 +74,7 @@ class MoCoV2(TeacherStudent):
     def build_encoder(self) -> Encoder:
         """Backbone plus the global MLP head; DenseCL adds a dense head beside it."""
         backbone = build_backbone(self.ctx.backbone)
-        channels = backbone.out_channels["c5"]
+        channels = backbone.out_channels[dense_level(backbone)]
         hidden = self.cfg.hidden_dim or channels
         return Encoder(backbone=backbone, global_head=MLPHead(channels, hidden, self.cfg.dim))
 
@@ -85,8 +86,9 @@ class MoCoV2(TeacherStudent):
 
     def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> {"global": (B, D) L2-normalised}."""
-        c5 = encoder.backbone(images)["c5"]  # (B, C, H/32, W/32)
-        return {"global": F.normalize(encoder.global_head(c5.mean(dim=(2, 3))).float(), dim=1)}
+        outputs = encoder.backbone(images)  # C5 (B, C, H/32, W/32) pooled, or a ViT's class token
+        pooled = global_vector(outputs, dense_level(encoder.backbone))
+        return {"global": F.normalize(encoder.global_head(pooled).float(), dim=1)}
 
     @torch.no_grad()
     def encode_keys(self, images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:

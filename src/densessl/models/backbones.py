@@ -8,6 +8,8 @@ import torch
 import torchvision
 from torch import nn
 
+from densessl.models.timm_backbone import PREFIX as TIMM_PREFIX
+from densessl.models.timm_backbone import build_timm_backbone
 from densessl.registry import BACKBONES
 
 # Output channels of layer1..layer4: basic blocks (R18/34) vs bottlenecks (R50/101, 4x expansion).
@@ -105,5 +107,8 @@ for _arch in _ARCHS:
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
-    """Build the backbone registered as ``name`` (e.g. "resnet50") with ``kwargs``."""
+    """Build the backbone registered as ``name`` (e.g. "resnet50") with ``kwargs``; any
+    ``"timm/<model>"`` name builds that timm CNN (:mod:`densessl.models.timm_backbone`)."""
+    if name.startswith(TIMM_PREFIX):
+        return build_timm_backbone(name, **kwargs)
     return BACKBONES.get(name)(**kwargs)

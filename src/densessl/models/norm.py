@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import BatchNormAct2d, convert_sync_batchnorm
 from torch import nn
 
 from densessl import dist
@@ -88,6 +89,18 @@ class GlobalBatchNorm1d(_GlobalBatchNormMixin, nn.BatchNorm1d):
     """:class:`GlobalBatchNorm2d` for (B, C) or (B, C, L) inputs (e.g. BN in projector MLPs)."""
 
 
+class GlobalBatchNormAct2d(_GlobalBatchNormMixin, BatchNormAct2d):
+    """timm's ``BatchNormAct2d`` (batch norm, then its dropout and activation, as timm's
+    EfficientNets and RegNets use it) with :class:`GlobalBatchNorm2d`'s statistics. Replacing it
+    by a plain batch norm would silently drop the activation.
+
+    Input (B, C, H, W) -> output (B, C, H, W).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(_GlobalBatchNormMixin.forward(self, x)))
+
+
 def convert_batchnorm(module: nn.Module, mode: str) -> nn.Module:
     """Return ``module`` with its batch norms made synchronised (or not) across processes.
 
@@ -105,8 +118,8 @@ def convert_batchnorm(module: nn.Module, mode: str) -> nn.Module:
         raise ValueError(f"unknown batch-norm mode {mode!r}; known: {', '.join(_MODES)}")
     if mode == "bn":
         return module
-    if mode == "torch_sync":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if mode == "torch_sync":  # timm's converter: torch's, plus BatchNormAct2d -> SyncBatchNormAct
+        return convert_sync_batchnorm(module)
     return _to_global(module)
 
 
@@ -125,8 +138,10 @@ def _global_twin(module: nn.Module) -> nn.Module | None:
     """A GlobalBatchNorm sharing ``module``'s parameters and buffers, or None if not a BN."""
     if isinstance(module, _GlobalBatchNormMixin):
         return None
-    if isinstance(module, nn.BatchNorm2d):
-        cls: type[nn.modules.batchnorm._BatchNorm] = GlobalBatchNorm2d
+    if isinstance(module, BatchNormAct2d):
+        cls: type[nn.modules.batchnorm._BatchNorm] = GlobalBatchNormAct2d
+    elif isinstance(module, nn.BatchNorm2d):
+        cls = GlobalBatchNorm2d
     elif isinstance(module, nn.BatchNorm1d):
         cls = GlobalBatchNorm1d
     else:
@@ -143,5 +158,7 @@ def _global_twin(module: nn.Module) -> nn.Module | None:
         twin.running_mean = module.running_mean
         twin.running_var = module.running_var
         twin.num_batches_tracked = module.num_batches_tracked
+    if isinstance(twin, GlobalBatchNormAct2d):
+        twin.drop, twin.act = module.drop, module.act
     twin.train(module.training)
     return twin

@@ -34,6 +34,7 @@ from densessl.eval.weights import (
     run_modules,
 )
 from densessl.export.detection_heads import has_detection_heads, head_weights, torchvision_names
+from densessl.models.backbones import ResNetBackbone
 from densessl.runs import CHECKPOINT_FORMAT
 
 TRUNK_PREFIX = "backbone.body."
@@ -56,8 +57,22 @@ def load_detection_weights(
         for the FPN and box head, empty when the source pretrained none.
 
     Raises:
-        WeightsError: as ``load_backbone``.
+        WeightsError: as ``load_backbone``; or a backbone torchvision's detectors cannot take
+            (a timm CNN or a ViT: their exports go to timm, smp or the user's own detector).
     """
+    model, heads = _read_detection_weights(weights, backbone, network)
+    if not isinstance(model, ResNetBackbone):
+        arch = getattr(model, "arch", type(model).__name__)
+        raise WeightsError(
+            f"eval detect builds torchvision's ResNet-FPN detectors, which cannot take the {arch} "
+            f"backbone of {weights}; export it (--format timm or smp) for a library that does"
+        )
+    return model, heads
+
+
+def _read_detection_weights(
+    weights: str | Path, backbone: str | None, network: str | None
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     path = Path(str(weights))
     if str(weights) != RANDOM and path.is_dir():
         return _from_run(path, backbone, network)

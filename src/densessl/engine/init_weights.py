@@ -1,0 +1,184 @@
+"""Continued pretraining: start a run's backbones from existing weights (``--init WEIGHTS``).
+
+WEIGHTS is one of:
+
+* a state dict saved from torchvision or timm (``.pth``/``.pt``, read with
+  ``weights_only=True``; ``.safetensors``, read without pickle), wrapped or not;
+* a densessl export (``--format torchvision``, ``timm``, ``safetensors``, ``smp``, ``mmdet``);
+* a densessl run folder or training checkpoint: the backbone of the network its method
+  exports (online or teacher, as the method's authors released).
+
+The keys are mapped onto the run's backbone (a timm backbone's keys are the ``features_only``
+model's; the full timm model's names, smp's ``model.``/``encoder.`` prefixes and densessl's own
+``body.`` are all recognised), and tensors load where the name and the shape both match. The
+student's and the teacher's backbones both receive them, batch-norm running statistics
+included. Too few matching tensors stops the run with one line: a wrong architecture must not
+silently train from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from densessl.errors import WeightsError
+from densessl.methods import TeacherStudent
+from densessl.models.timm_backbone import TimmBackbone
+from densessl.models.vit import ViTBackbone
+from densessl.models.weight_files import STATE_DICT_SUFFIXES, read_weights_file, unwrap_state_dict
+from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, read_checkpoint
+
+# Below this share of the backbone's tensors (batch counters aside) the weights are refused.
+# A same-family architecture of another depth (ResNet-18 into ResNet-34) matches about half;
+# the right one with a renamed or dropped layer or two still matches nearly all.
+MIN_LOADED_FRACTION = 0.9
+# Prefixes under which exports and segmenters hold a backbone's keys (smp: encoder.model.*).
+_CONTAINER_PREFIXES = ("encoder.model.", "encoder.", "model.")
+_COUNTERS = "num_batches_tracked"  # BN step counters: absent from many checkpoints, unused
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What ``--init`` loaded into the backbone.
+
+    Attributes:
+        source: the weights given.
+        loaded: backbone keys that received a tensor.
+        missing: backbone keys without one (kept at their random init).
+        unexpected: source keys the backbone has no place for (a classifier, heads).
+        mismatched: keys present in both with different shapes (not loaded).
+        total: the backbone's keys.
+    """
+
+    source: str
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[str, ...]
+    total: int
+
+    def counted(self, keys: tuple[str, ...]) -> int:
+        return sum(not k.endswith(_COUNTERS) for k in keys)
+
+    @property
+    def fraction(self) -> float:
+        """Share of the backbone's tensors loaded, batch counters left out."""
+        total = self.counted(self.loaded) + self.counted(self.missing)
+        return self.counted(self.loaded) / max(total, 1)
+
+    def line(self) -> str:
+        shown = ", ".join(self.missing[:3]) + (" ..." if len(self.missing) > 3 else "")
+        return (
+            f"init from {self.source}: loaded {len(self.loaded)} of {self.total} backbone tensors, "
+            f"missing {len(self.missing)}{f' ({shown})' if shown else ''}, unexpected "
+            f"{len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"
+        )
+
+
+def read_init_weights(weights: str | Path) -> dict[str, torch.Tensor]:
+    """The backbone tensors held by ``weights`` (see the module docstring), on the CPU.
+
+    Raises:
+        WeightsError: no such path, an unreadable file, or a file that holds no state dict.
+    """
+    path = Path(weights)
+    accepted = "pass a .pth/.pt/.safetensors state dict, a densessl export or a run folder"
+    if not path.exists():
+        raise WeightsError(f"--init {path}: no such file or folder; {accepted}")
+    if path.is_dir():
+        try:
+            return _run_backbone(path, read_checkpoint(path))
+        except ValueError as err:
+            raise WeightsError(f"--init {path}: {err}; {accepted}") from err
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        raise WeightsError(f"--init {path}: unknown suffix {path.suffix!r}; {accepted}")
+    state = read_weights_file(path)
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        return _run_backbone(path, state)
+    try:
+        return unwrap_state_dict(state)
+    except WeightsError as err:
+        raise WeightsError(f"--init {path}: {err}; {accepted}") from err
+
+
+def _run_backbone(path: Path, state: dict) -> dict[str, torch.Tensor]:
+    """The exported network's backbone tensors of a densessl training checkpoint."""
+    method, _ = method_from_checkpoint(state)
+    return {k: v.detach().clone() for k, v in method.exportable()["backbone"].state_dict().items()}
+
+
+def _candidate_names(key: str, by_timm: dict[str, str] | None) -> list[str]:
+    """The backbone keys a source key may stand for, most literal first; ``by_timm`` maps a
+    timm backbone's full-model names to its own (None for other backbones)."""
+    names = [key] + [key.removeprefix(p) for p in _CONTAINER_PREFIXES if key.startswith(p)]
+    if by_timm is not None:  # timm's full names, or the features_only ones
+        names += [f"body.{by_timm.get(n, n)}" for n in list(names)]
+    return names
+
+
+def map_to_backbone(
+    source: dict[str, torch.Tensor], backbone: nn.Module, name: str = "weights"
+) -> tuple[dict[str, torch.Tensor], InitReport]:
+    """Source tensors renamed to ``backbone``'s keys, where name and shape match.
+
+    A ViT's position table of another grid size is resampled (bicubic, timm's rule), as timm
+    does when it loads weights at another image size.
+
+    Returns:
+        The tensors to load (backbone key -> tensor) and what matched.
+    """
+    target = backbone.state_dict()
+    by_timm = backbone.body_keys_by_timm_key() if isinstance(backbone, TimmBackbone) else None
+    mapped: dict[str, torch.Tensor] = {}
+    unexpected, mismatched = [], []
+    for key, value in source.items():
+        match = next((n for n in _candidate_names(key, by_timm) if n in target), None)
+        if match is None:
+            unexpected.append(key)
+            continue
+        if match == "pos_embed" and isinstance(backbone, ViTBackbone):
+            value = _resampled_positions(value, backbone)
+        if value.shape != target[match].shape:
+            mismatched.append(match)
+            continue
+        mapped[match] = value
+    missing = tuple(k for k in target if k not in mapped)
+    report = InitReport(name, tuple(mapped), missing, tuple(unexpected), tuple(mismatched),
+                        len(target))  # fmt: skip
+    return mapped, report
+
+
+def _resampled_positions(table: torch.Tensor, backbone: ViTBackbone) -> torch.Tensor:
+    """(1, prefix + g*g, D) position table -> the backbone's grid (unchanged when equal)."""
+    if table.shape == backbone.pos_embed.shape or table.dim() != 3:
+        return table
+    grid = backbone.patch_embed.grid_size
+    prefix = 0 if backbone.no_embed_class else backbone.num_prefix_tokens
+    return resample_abs_pos_embed(table, list(grid), num_prefix_tokens=prefix)
+
+
+def initialise_from(method: TeacherStudent, weights: str | Path) -> InitReport:
+    """Load ``weights`` into the student's and the teacher's backbones (running statistics
+    included); every other part of the method keeps its fresh init.
+
+    Raises:
+        WeightsError: fewer than :data:`MIN_LOADED_FRACTION` of the backbone's tensors match.
+    """
+    source = read_init_weights(weights)
+    student = method.student.get_submodule("backbone")
+    mapped, report = map_to_backbone(source, student, str(weights))
+    if report.fraction < MIN_LOADED_FRACTION:
+        arch = getattr(student, "arch", type(student).__name__)
+        raise WeightsError(
+            f"--init {weights}: only {report.counted(report.loaded)} of "
+            f"{report.counted(report.loaded + report.missing)} {arch} backbone tensors match "
+            f"({len(report.mismatched)} differ in shape, {len(report.unexpected)} unexpected): "
+            f"are these {arch} weights? Pass weights of that architecture or choose --backbone"
+        )
+    for network in (method.student, method.teacher):
+        network.get_submodule("backbone").load_state_dict(mapped, strict=False)
+    return report

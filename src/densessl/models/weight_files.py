@@ -1,0 +1,64 @@
+"""Reading user weight files: ``.pt``/``.pth`` with ``weights_only=True``, ``.safetensors``
+without pickle, and unwrapping the containers training scripts save state dicts in.
+
+Shared by the evaluation loaders (:mod:`densessl.eval.weights`) and continued pretraining
+(:mod:`densessl.engine.init_weights`), so both accept the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from densessl.errors import WeightsError
+
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
+# A DataParallel / DDP wrapper, or a detector / segmenter / method that holds a backbone.
+_WRAPPER_PREFIXES = ("module.", "backbone.")
+
+
+def read_weights_file(path: Path) -> Any:
+    """The contents of a ``.pt``/``.pth`` (``weights_only=True``: tensors and plain containers,
+    never arbitrary objects) or ``.safetensors`` file.
+
+    Raises:
+        WeightsError: one line naming the file and why it cannot be read.
+    """
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as err:
+            raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling and zip errors have no common base class
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"cannot read {path} as a torch file ({first_line})") from err
+
+
+def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
+    """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped.
+
+    ``{"state_dict": sd}`` (and ``{"model": sd}``, timm's and DeiT's training checkpoints) is
+    unwrapped; a ``module.`` prefix (DataParallel / DDP) is stripped; if some keys start with
+    ``backbone.``, only those are kept (a detector or segmenter checkpoint also holds its heads)
+    and the prefix is stripped.
+
+    Raises:
+        WeightsError: when ``state`` is not a mapping from names to tensors.
+    """
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not state:
+        raise WeightsError("not a state dict")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError("not a state dict (values must all be tensors)")
+    for prefix in _WRAPPER_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
