@@ -11,6 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from tqdm import tqdm
+
 from densessl import api
 from densessl.data.sources import UnreadableImageWarning
 from densessl.errors import DataError, TrainingDiverged, UserError
@@ -404,14 +406,16 @@ def _viz(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """Skipped files warn as one line; Python's format would add our source line."""
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Skipped files warn as one line of their own: Python's format would add our source line,
+    and a plain write would land after the progress bar's partial line (tqdm.write clears it)."""
     if issubclass(category, UnreadableImageWarning):
-        return f"densessl: warning: {message}\n"
-    return _default_format(message, category, filename, lineno, line)
+        tqdm.write(f"densessl: warning: {message}", file=file or sys.stderr)
+        return
+    _default_show(message, category, filename, lineno, file, line)
 
 
-_default_format = warnings.formatwarning
+_default_show = warnings.showwarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = _one_line_warning
+    warnings.showwarning = _one_line_warning
     commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
                 "viz": _viz, "proposals": _proposals, "list": _list}  # fmt: skip
     try:
