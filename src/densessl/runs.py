@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from densessl.config import build_config
 from densessl.errors import DataError, WeightsError
 from densessl.methods import Method, build_method, get_method
+from densessl.models.weight_files import load_torch_file
 
 CHECKPOINT_FORMAT = "densessl-checkpoint-v1"  # the "format" entry of every training checkpoint
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -41,28 +40,6 @@ def checkpoint_path(run: str | Path) -> Path:
     if not path.exists():
         raise WeightsError(f"no checkpoint at {path}: pass a run directory or a .pt checkpoint")
     return path
-
-
-def load_torch_file(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, every failure one WeightsError line.
-
-    The message is ours, not torch's: torch's refusal suggests ``weights_only=False``, which
-    would run whatever code an untrusted file holds, and densessl never suggests it.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip, unpickling and EOF errors share no base class
-        if isinstance(err, pickle.UnpicklingError) and "Weights only" in str(err):
-            raise WeightsError(
-                f"{path} holds Python objects other than tensors and plain containers; densessl "
-                "refuses to unpickle them (a file from an untrusted source could run code): "
-                "re-export it as a plain state dict or .safetensors"
-            ) from err
-        reason = "truncated or damaged" if path.stat().st_size else "empty"
-        raise WeightsError(
-            f"{path} is not a readable torch file ({reason}); re-export or re-train it, or "
-            "point at another checkpoint"
-        ) from err
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

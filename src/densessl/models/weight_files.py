@@ -7,6 +7,7 @@ Shared by the evaluation loaders (:mod:`densessl.eval.weights`) and continued pr
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,29 @@ def read_weights_file(path: Path) -> Any:
             return load_file(str(path), device="cpu")
         except Exception as err:
             raise WeightsError(f"cannot read {path} as safetensors: {err}") from err
+    return load_torch_file(path)
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure one WeightsError line.
+
+    The message is ours, not torch's: torch's refusal suggests ``weights_only=False``, which
+    would run whatever code an untrusted file holds, and densessl never suggests it.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling and zip errors have no common base class
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"cannot read {path} as a torch file ({first_line})") from err
+    except Exception as err:  # zip, unpickling and EOF errors share no base class
+        if isinstance(err, pickle.UnpicklingError) and "Weights only" in str(err):
+            raise WeightsError(
+                f"{path} holds Python objects other than tensors and plain containers; densessl "
+                "refuses to unpickle them (a file from an untrusted source could run code): "
+                "re-export it as a plain state dict or .safetensors"
+            ) from err
+        reason = "truncated or damaged" if path.stat().st_size else "empty"
+        raise WeightsError(
+            f"{path} is not a readable torch file ({reason}); re-export or re-train it, or "
+            "point at another checkpoint"
+        ) from err
 
 
 def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
