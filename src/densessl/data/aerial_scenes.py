@@ -30,9 +30,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image
 
-from densessl.data.synthetic import Scene, annotate_scene, value_noise
+from densessl.data.synthetic import Scene, SceneSet, annotate_scene, value_noise
 from densessl.registry import SCENES
 
 CLASS_NAMES = ("background", "roof", "tree", "vehicle", "field", "pond")
@@ -183,41 +182,14 @@ def _ground(
 
 
 @SCENES.register("aerial")
-class AerialScenes:
-    """Procedural top-down scenes of textured objects on cluttered ground.
-
-    Args:
-        num_images: number of scenes.
-        image_size: side, or (height, width), of every scene in pixels.
-        seed: scene ``i`` is drawn from ``np.random.default_rng([seed, i])``.
-    """
+class AerialScenes(SceneSet):
+    """Top-down scenes of textured objects on cluttered ground (see :class:`SceneSet`)."""
 
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
+    kind = "aerial scene"
 
-    def __init__(
-        self, num_images: int = 2048, image_size: int | tuple[int, int] = 256, seed: int = 0
-    ) -> None:
-        self.num_images = num_images
-        self.image_size = (
-            (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        )
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return self.num_images
-
-    def describe(self, i: int) -> str:
-        return f"aerial scene {i}"
-
-    def load_image(self, i: int) -> Image.Image:
-        return Image.fromarray(self.scene(i).image, mode="RGB")
-
-    def scene(self, i: int) -> Scene:
-        """Render scene ``i`` with its annotations (see :class:`~densessl.data.synthetic.Scene`)."""
-        if not 0 <= i < self.num_images:
-            raise IndexError(f"scene {i} out of range 0..{self.num_images - 1}")
-        rng = np.random.default_rng([self.seed, i])
+    def render(self, rng: np.random.Generator) -> Scene:
         height, width = self.image_size
         extent = float(min(height, width))
         x = np.arange(width, dtype=np.float32)[None, :] + 0.5

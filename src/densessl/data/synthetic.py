@@ -142,9 +142,12 @@ def shape_mask(
     return inside
 
 
-@SCENES.register("shapes")
-class SyntheticScenes:
-    """Procedural scenes of textured shapes on textured backgrounds.
+class SceneSet:
+    """A set of procedural scenes: scene ``i`` is a pure function of ``(seed, i)``.
+
+    Subclasses set ``class_names``, ``num_classes`` and ``kind`` and implement
+    :meth:`render`. Every length a subclass draws is a fraction of the shorter side, so a scene
+    renders at any size with the same random draws.
 
     Args:
         num_images: number of scenes.
@@ -152,8 +155,9 @@ class SyntheticScenes:
         seed: scene ``i`` is drawn from ``np.random.default_rng([seed, i])``.
     """
 
-    class_names = CLASS_NAMES
-    num_classes = len(CLASS_NAMES)
+    class_names: tuple[str, ...] = ()
+    num_classes: int = 0
+    kind: str = "scene"  # names a scene in messages: "<kind> <i>"
 
     def __init__(
         self, num_images: int = 2048, image_size: int | tuple[int, int] = 256, seed: int = 0
@@ -166,16 +170,30 @@ class SyntheticScenes:
         return self.num_images
 
     def describe(self, i: int) -> str:
-        return f"synthetic scene {i}"
+        return f"{self.kind} {i}"
 
     def load_image(self, i: int) -> Image.Image:
         return Image.fromarray(self.scene(i).image, mode="RGB")
 
     def scene(self, i: int) -> Scene:
-        """Render scene ``i`` with its annotations."""
+        """Render scene ``i`` with its annotations: (H, W, 3) uint8 image, (H, W) mask, boxes."""
         if not 0 <= i < self.num_images:
             raise IndexError(f"scene {i} out of range 0..{self.num_images - 1}")
-        rng = np.random.default_rng([self.seed, i])
+        return self.render(np.random.default_rng([self.seed, i]))
+
+    def render(self, rng: np.random.Generator) -> Scene:
+        raise NotImplementedError
+
+
+@SCENES.register("shapes")
+class SyntheticScenes(SceneSet):
+    """Procedural scenes of textured shapes on textured backgrounds (see :class:`SceneSet`)."""
+
+    class_names = CLASS_NAMES
+    num_classes = len(CLASS_NAMES)
+    kind = "synthetic scene"
+
+    def render(self, rng: np.random.Generator) -> Scene:
         height, width = self.image_size
         extent = float(min(height, width))
         x = np.arange(width, dtype=np.float32)[None, :] + 0.5
