@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import torch
 
 from densessl.cli import main
 from densessl.engine.checkpoint import atomic_write
+from densessl.engine.logging import setup_console_logging
 from densessl.engine.run_folder import LOCK_NAME, sweep_orphan_temporaries
 from densessl.runs import LAST_CHECKPOINT, read_metrics
 
@@ -413,6 +415,20 @@ def test_first_log_line_names_the_run_folder_and_the_last_the_next_commands(run,
     assert lines[0].startswith(f"run folder {run} (resumed at step 6)")
     assert f"densessl export {run} --format torchvision" in lines[-1]
     assert f"densessl eval linear-seg --weights {run}" in lines[-1]
+
+
+@pytest.mark.parametrize(("images", "warned"), [(12, True), (16, False)])
+def test_a_queue_longer_than_one_epoch_is_warned_about(
+    tmp_path, caplog, monkeypatch, images, warned
+):
+    # queue 16 (tiny_overrides): 12 images leave 4 keys of older epochs in it, 16 images none.
+    setup_console_logging(is_main=True)  # first, so that main() leaves propagation alone
+    monkeypatch.setattr(logging.getLogger("densessl"), "propagate", True)  # to caplog's handler
+    over = tiny_overrides(tmp_path / "run", steps=1, **{"data.synthetic_images": images})
+    assert main(["pretrain", "--method", "mocov2", *over]) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    expected = f"method.queue_size=16 holds more keys than the {images} images of one epoch"
+    assert any(expected in line for line in said) == warned
 
 
 def test_api_raises_the_one_line_error_the_command_prints(run, capsys):

@@ -146,6 +146,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         save_config(cfg, run_dir / "config.yaml")
     schedules = {**optim_schedules(cfg, run.steps_per_epoch), **method.schedules()}
     _log_start(cfg, device, len(source), run, start_step)
+    _warn_if_queue_outlasts_epoch(cfg, len(source))
     model: torch.nn.Module = method
     if dist.world_size() > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -172,6 +173,18 @@ def _restore(state: dict, method, optimizer, scaler, backbone: str) -> tuple[int
     if scaler.is_enabled() and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     return int(state["step"]), set(state["skipped_files"])
+
+
+def _warn_if_queue_outlasts_epoch(cfg: DictConfig, images: int) -> None:
+    """A key queue longer than one epoch holds older keys of each query's own image, which the
+    contrastive loss then treats as negatives (the small-data pitfall of mmpretrain#1541)."""
+    queue = cfg.method.get("queue_size")
+    if dist.is_main() and queue and images and queue > images:
+        log.warning(
+            "method.queue_size=%d holds more keys than the %d images of one epoch, so older keys "
+            "of each image come back as its negatives; set method.queue_size to at most %d",
+            queue, images, images,
+        )  # fmt: skip
 
 
 def _log_start(cfg: DictConfig, device, images: int, run: RunLength, start_step: int) -> None:
