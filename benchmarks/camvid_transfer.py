@@ -10,10 +10,12 @@ labels and scored on the validation split (11 classes, void ignored).
         --methods dino:vit_tiny_patch16,selfpatch:vit_tiny_patch16
 
 A method may name its backbone after a colon (default ``--backbone``); every backbone used gets
-a random-init row. Runs already in ``--out`` are reused, so rows can be added later; the JSON
-file accumulates the rows of every invocation and is rewritten after each row, so several
-invocations may run side by side. ``--set KEY=VALUE`` adds a config override to every method of
-the invocation and ``--tag`` names the variant (e.g. ``--set method.border=clamp --tag clamp``).
+a random-init row. ``--methods pixels`` adds the raw-pixel baseline (a probe on the RGB patches
+themselves, :mod:`densessl.eval.raw_pixels`). Runs already in ``--out`` are reused, so rows can
+be added later; the JSON file accumulates the rows of every invocation and is rewritten after
+each row, so several invocations may run side by side. ``--set KEY=VALUE`` adds a config
+override to every method of the invocation and ``--tag`` names the variant (e.g. ``--set
+method.border=clamp --tag clamp``).
 
 Reduced settings, the same for every method of a family: the queue is kept below one epoch of
 keys (367 images; a longer queue would hold older keys of the query's own image as negatives);
@@ -39,6 +41,9 @@ from densessl.eval.linear_seg import LinearSegOptions, linear_seg
 from densessl.eval.segmentation import open_segmentation
 from densessl.eval.weights import load_backbone
 from densessl.methods import get_method
+
+# Rows without pretraining: random init (of the backbone named) and the raw-pixel baseline.
+BASELINES = ("random", "pixels")
 
 
 def save_row(results: Path, name: str, row: dict) -> None:
@@ -101,7 +106,7 @@ def main() -> None:
     for method, backbone in candidates:
         name = f"{method} ({backbone}{suffix})"
         folder = f"{method}_{backbone}" + (f"_{args.tag}" if args.tag else "")
-        run_dir = None if method == "random" else out / folder
+        run_dir = None if method in BASELINES else out / folder
         if run_dir is None and results.exists() and name in json.loads(results.read_text()):
             continue  # a random-init row does not change between invocations
         start = time.perf_counter()
@@ -109,9 +114,10 @@ def main() -> None:
             overrides = pretrain_overrides(args, method, backbone, run_dir)
             train(build_config(get_method(method), overrides=overrides))
         pretrain_seconds = time.perf_counter() - start
-        weights = str(run_dir) if run_dir else "random"
+        weights = str(run_dir) if run_dir else method
         model = load_backbone(weights, backbone)
-        levels = requested_levels or (("c4", "c5") if backbone.startswith("resnet") else None)
+        network_levels = ("c4", "c5") if backbone.startswith("resnet") else None
+        levels = requested_levels or (None if method == "pixels" else network_levels)
         common = dict(levels=list(levels) if levels else None, image_size=args.probe_size)
         linear = linear_seg(model, train_set, val_set, LinearSegOptions(**common))
         knn = knn_seg(model, train_set, val_set, KnnSegOptions(**common))
