@@ -128,6 +128,21 @@ def test_group_merges_most_similar_first_and_ties_to_the_newest_pair():
     assert merged.tolist() == [*boxes, [2, 2, 8, 8], [0, 0, 8, 8]]
 
 
+def test_group_ties_between_new_pairs_go_to_the_later_one():
+    # A and B (same colour) merge first into E = 10..16 x 10..16; C (left, a neighbour of A) and
+    # D (right, of B) are alike and E+C, E+D have equal joint boxes (11 x 6), so the two new pairs
+    # tie. The reference made (E, C) before (E, D), from the order of A-C before B-D; the later
+    # one, E+D, merges first.
+    colour = np.zeros((4, 25))
+    colour[:2] = 1 / 25
+    colour[2:, 0] = 1.0
+    boxes = [[10, 10, 14, 14], [12, 12, 16, 16], [5, 11, 11, 15], [15, 11, 21, 15]]
+    regions = _regions(boxes, [10] * 4, colour, np.full((4, 30), 1 / 30))
+    assert box_neighbours(regions.boxes).tolist() == [[0, 1], [0, 2], [1, 3]]
+    merged = group(regions, area=1000)
+    assert merged.tolist() == [*boxes, [10, 10, 16, 16], [10, 10, 21, 16], [5, 10, 21, 16]]
+
+
 def _drawn_image() -> np.ndarray:
     rng = np.random.default_rng(0)
     rgb = np.full((96, 128, 3), 40, dtype=np.uint8) + rng.integers(0, 3, (96, 128, 3), np.uint8)

@@ -165,6 +165,12 @@ def search_scale(image_size: tuple[int, int], max_side: int | None = SEARCH_MAX_
     return min(1.0, max_side / max(image_size))
 
 
+def check_route(route: str) -> None:
+    """Raise a one-line ConfigError unless ``route`` is one of :data:`ROUTES`."""
+    if route not in ROUTES:
+        raise ConfigError(f"unknown proposal route {route!r}; use one of {', '.join(ROUTES)}")
+
+
 def _opencv_search(small: np.ndarray, min_size: int) -> np.ndarray:
     """OpenCV-contrib's selective search: (M, 4) ``x, y, x + w, y + h`` with ``w`` the pixel
     extent, in ``small``'s pixels."""
@@ -220,8 +226,7 @@ def selective_search(
     Raises:
         ConfigError: unknown ``route``, or ``"port"`` without scikit-image.
     """
-    if route not in ROUTES:
-        raise ConfigError(f"unknown proposal route {route!r}; use one of {', '.join(ROUTES)}")
+    check_route(route)
     # One thread per search: parallelism comes from the process pool, over images.
     cv2.setNumThreads(1)
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
