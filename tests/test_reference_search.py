@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -177,3 +178,22 @@ def test_unknown_route_and_missing_scikit_image_are_one_line_errors(monkeypatch)
     with pytest.raises(ConfigError, match="pip install scikit-image") as error:
         selective_search(_drawn_image(), 64, "port")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("route", ["opencv", "port_opencv_segments"])
+def test_felzenszwalb_settings_shrink_with_the_searched_copy(route, monkeypatch):
+    # A 512 x 384 image searched at longer side 256 (scale 1/2): sigma 0.9 -> 0.45 and min_size
+    # 100 -> 25 (area), k stays 300; at full size the reference's 0.9, 300, 100.
+    made = []
+    real = cv2.ximgproc.segmentation.createGraphSegmentation
+
+    def spy(sigma, k, min_size):
+        made.append((sigma, k, min_size))
+        return real(sigma, k, min_size)
+
+    monkeypatch.setattr(cv2.ximgproc.segmentation, "createGraphSegmentation", spy)
+    image = np.zeros((384, 512, 3), dtype=np.uint8)
+    image[100:300, 100:400] = 200
+    selective_search(image, 256, route)
+    selective_search(image, None, route)
+    assert made == [(0.45, 300, 25), (0.9, 300, 100)]

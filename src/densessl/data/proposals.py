@@ -171,7 +171,7 @@ def check_route(route: str) -> None:
         raise ConfigError(f"unknown proposal route {route!r}; use one of {', '.join(ROUTES)}")
 
 
-def _opencv_search(small: np.ndarray, min_size: int) -> np.ndarray:
+def _opencv_search(small: np.ndarray, sigma: float, min_size: int) -> np.ndarray:
     """OpenCV-contrib's selective search: (M, 4) ``x, y, x + w, y + h`` with ``w`` the pixel
     extent, in ``small``'s pixels."""
     seg = cv2.ximgproc.segmentation
@@ -180,7 +180,7 @@ def _opencv_search(small: np.ndarray, min_size: int) -> np.ndarray:
     # own single strategy segments HSV instead; on CamVid that recovered 66% of the reference's
     # filtered boxes at full resolution against 78% for RGB. Channel order does not matter here.
     search.addImage(np.ascontiguousarray(small))
-    search.addGraphSegmentation(seg.createGraphSegmentation(SEARCH_SIGMA, SEARCH_K, min_size))
+    search.addGraphSegmentation(seg.createGraphSegmentation(sigma, SEARCH_K, min_size))
     search.addStrategy(
         seg.createSelectiveSearchSegmentationStrategyMultiple(
             seg.createSelectiveSearchSegmentationStrategyColor(),
@@ -204,8 +204,8 @@ def selective_search(
 
     The image is shrunk (area interpolation) so its longer side is at most ``max_side`` (``None``:
     full resolution); Felzenszwalb's ``min_size`` shrinks with the area so it stays 100
-    full-resolution pixels (Felzenszwalb's ``k`` is kept: scaling it too measured no better);
-    on the port routes its ``sigma`` shrinks with the side.
+    full-resolution pixels, and its ``sigma`` shrinks with the side (``k`` is kept: scaling it
+    measured no better).
     Only boxes of at least 0.3 x the image scale survive the filter, and those are mostly found on
     the small image at a fraction of the cost (figures: benchmarks/proposals_speed.py).
 
@@ -238,20 +238,18 @@ def selective_search(
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     min_size = max(1, round(SEARCH_MIN_SIZE * scale * scale))
+    # The smoothing shrinks with the image, so it stays 0.9 full-resolution pixels: the area
+    # resize has already averaged the pixels. Measured on 100 CamVid frames (BENCHMARKS.md):
+    # more of the reference's boxes at every size, for more time (more, smaller segments).
+    sigma = SEARCH_SIGMA * scale
     sx, sy = width / small.shape[1], height / small.shape[0]
     if route == "opencv":
-        x1, y1, x2, y2 = _opencv_search(small, min_size).T
+        x1, y1, x2, y2 = _opencv_search(small, sigma, min_size).T
         # x2 is the end of the pixel extent here: it scales as it is.
         boxes = np.stack([x1 * sx, y1 * sy, np.minimum(x2 * sx, width),
                           np.minimum(y2 * sy, height)], axis=1)  # fmt: skip
     else:
         segmenter = "skimage" if route == "port" else "opencv"
-        # The smoothing shrinks with the image, so it stays 0.9 full-resolution pixels: the area
-        # resize has already averaged the pixels. On 100 CamVid frames at 256 px the port then
-        # recovers 68% of the reference's boxes instead of 62%, for twice the time (more, smaller
-        # segments): 6x faster than the reference instead of 11x, but no longer dominated by
-        # the opencv route (BENCHMARKS.md).
-        sigma = SEARCH_SIGMA * scale
         found = reference_selective_search(small, SEARCH_K, sigma, min_size, segmenter)
         x1, y1, x2, y2 = found.astype(np.float64).T
         # The reference's x2 is the last pixel's column, one less than the extent's end: scale
