@@ -9,14 +9,20 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from densessl.cli import main
+from densessl.cli import build_parser, main
 from densessl.data import proposal_store
 from densessl.data.proposal_store import (
     generate_proposals,
     load_proposals,
     proposals_for_source,
 )
-from densessl.data.proposals import assign_levels, filter_boxes, image_proposals
+from densessl.data.proposals import (
+    ROUTES,
+    SEARCH_ROUTE,
+    assign_levels,
+    filter_boxes,
+    image_proposals,
+)
 from densessl.data.sources import ImageFolder
 from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import DataError
@@ -144,9 +150,9 @@ def test_resume_redoes_nothing_and_equals_uninterrupted(folder, tmp_path, monkey
 
     searched = []
 
-    def counting(image, max_side):
+    def counting(image, max_side, route):
         searched.append(image.size)
-        return image_proposals(image, max_side)
+        return image_proposals(image, max_side, route)
 
     monkeypatch.setattr(proposal_store, "image_proposals", counting)
     second = generate_proposals(source, out, workers=1, progress=False)
@@ -204,3 +210,20 @@ def test_cli_writes_file_and_rejects_missing_or_empty_folder(folder, tmp_path, c
         code = main(["proposals", "--data", str(data), "--out", str(tmp_path / "x.npz")])
         error = capsys.readouterr().err
         assert code == 2 and error.startswith("densessl: error:") and error.count("\n") == 1
+
+
+def test_cli_route_option_runs_that_route_and_records_it(folder, tmp_path):
+    out = tmp_path / "port.npz"
+    argv = ["proposals", "--data", str(folder), "--out", str(out), "--workers", "1"]
+    assert main([*argv, "--route", "port_opencv_segments", "--max-side", "64"]) == 0
+    with np.load(out, allow_pickle=False) as raw:
+        assert json.loads(str(raw["meta"]))["search"] == ROUTES["port_opencv_segments"]
+    loaded = load_proposals(out)
+    image = ImageFolder(folder).load_image(0)
+    direct = image_proposals(image, 64, "port_opencv_segments")
+    np.testing.assert_array_equal(loaded[sorted(loaded)[0]], direct)
+    # The command line names its choices without importing cv2; they must be the library's.
+    args = build_parser().parse_args(["proposals", "--data", "x", "--out", "y"])
+    assert args.route == SEARCH_ROUTE
+    for route in ROUTES:
+        assert build_parser().parse_args([*argv, "--route", route]).route == route

@@ -202,6 +202,15 @@ def _proposals_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-side", type=int, default=256, help="longer side of the searched copy (0: full size)"
     )
+    p.add_argument(
+        "--route",
+        default="opencv",
+        choices=["opencv", "port", "port_opencv_segments"],
+        help="how selective search runs: opencv (OpenCV-contrib's search, the default), port "
+        "(SoCo's reference algorithm ported; its exact boxes at --max-side 0; needs "
+        "scikit-image), port_opencv_segments (the port's grouping on OpenCV's segments); "
+        "speed and recall of each: BENCHMARKS.md",
+    )
 
 
 def _add_weights_arguments(p: argparse.ArgumentParser) -> None:
@@ -337,7 +346,9 @@ def _proposals(args: argparse.Namespace) -> int:
     from densessl.data.sources import ImageFolder
 
     source = ImageFolder(args.data)
-    result = generate_proposals(source, args.out, args.workers, args.max_side or None)
+    result = generate_proposals(
+        source, args.out, args.workers, args.max_side or None, route=args.route
+    )
     print(
         f"wrote {result.path}: {len(source) - result.skipped} images, {result.skipped} "
         f"unreadable skipped ({result.computed} searched now, {result.reused} done before)"

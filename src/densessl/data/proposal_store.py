@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from densessl import dist
-from densessl.data.proposals import SEARCH_MAX_SIDE, image_proposals
+from densessl.data.proposals import (
+    ROUTES,
+    SEARCH_MAX_SIDE,
+    SEARCH_ROUTE,
+    check_route,
+    image_proposals,
+)
 from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage
 from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import DataError
@@ -90,8 +96,8 @@ def source_fingerprint(source: ImageSource, keys: list[str]) -> str:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(source: ImageSource, max_side: int | None) -> None:
-    _WORKER.update(source=source, max_side=max_side)
+def _init_worker(source: ImageSource, max_side: int | None, route: str) -> None:
+    _WORKER.update(source=source, max_side=max_side, route=route)
 
 
 def _search_one(index: int) -> tuple[int, dict[str, Any]]:
@@ -100,7 +106,7 @@ def _search_one(index: int) -> tuple[int, dict[str, Any]]:
         image = source.load_image(index)
     except UnreadableImage as error:
         return index, {"skipped": error.reason}
-    boxes = image_proposals(image, _WORKER["max_side"])
+    boxes = image_proposals(image, _WORKER["max_side"], _WORKER["route"])
     return index, {"size": [image.height, image.width], "boxes": boxes.tolist()}
 
 
@@ -204,6 +210,7 @@ def generate_proposals(
     max_side: int | None = SEARCH_MAX_SIDE,
     max_images: int | None = None,
     progress: bool = True,
+    route: str = SEARCH_ROUTE,
 ) -> GenerationResult:
     """Selective search + SoCo filter on every image of ``source``, resumable, into ``out``.
 
@@ -215,15 +222,18 @@ def generate_proposals(
         max_images: stop after searching this many images, leaving the run unfinished
             (for tests and for splitting a long job).
         progress: show a tqdm bar (ETA, images/s) on stderr.
+        route: how selective search runs, one of ``densessl.data.proposals.ROUTES``.
 
     Raises:
         DataError: ``out`` or its record file belongs to other images or settings.
+        ConfigError: unknown ``route``.
     """
+    check_route(route)
     out = Path(out)
     keys = source_keys(source)
     header = {
         "format": FORMAT, "version": VERSION, "fingerprint": source_fingerprint(source, keys),
-        "count": len(keys), "max_side": max_side, "search": "opencv-contrib selective search",
+        "count": len(keys), "max_side": max_side, "search": ROUTES[route],
     }  # fmt: skip
     if out.exists():
         arrays = _read_npz(out)
@@ -243,7 +253,7 @@ def generate_proposals(
         with open(records_path, "a") as log:
             if not reused:
                 log.write(json.dumps(header) + "\n")
-            for index, record in _run(source, todo, workers, max_side):
+            for index, record in _run(source, todo, workers, max_side, route):
                 # One flushed line per image: a kill loses at most the images in flight.
                 log.write(json.dumps({"index": index, **record}) + "\n")
                 log.flush()
@@ -263,15 +273,15 @@ def generate_proposals(
     return GenerationResult(out, True, len(todo), reused, skipped)
 
 
-def _run(source: ImageSource, todo: list[int], workers: int, max_side: int | None):
+def _run(source: ImageSource, todo: list[int], workers: int, max_side: int | None, route: str):
     """Yield ``(index, record)`` as images finish, in this process or a pool."""
     if workers == 1:
-        _init_worker(source, max_side)
+        _init_worker(source, max_side, route)
         yield from map(_search_one, todo)
         return
     # spawn, not fork: the caller may hold torch threads, which a forked child must not inherit.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _init_worker, (source, max_side)) as pool:
+    with context.Pool(workers, _init_worker, (source, max_side, route)) as pool:
         yield from pool.imap_unordered(_search_one, todo)
 
 

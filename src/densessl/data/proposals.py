@@ -5,8 +5,8 @@ selective-search box seen in different views. This module holds the per-image pi
 
 * :func:`filter_boxes`: the reference's ``ratio3size0308post`` rules and fall-backs;
 * :func:`assign_levels`: which FPN level (P2..P5) pools a box, by its size in view pixels;
-* :func:`selective_search`: OpenCV-contrib's compiled selective search on a down-scaled copy of the
-  image, boxes scaled back to the original pixels; :func:`image_proposals` = search + filter.
+* :func:`selective_search`: selective search on a down-scaled copy of the image, boxes scaled back
+  to the original pixels, by one of :data:`ROUTES`; :func:`image_proposals` = search + filter.
 
 Generating, storing and loading the boxes of a whole dataset lives in
 :mod:`densessl.data.proposal_store`.
@@ -15,8 +15,9 @@ Box convention: ``(M, 4)`` ``x1, y1, x2, y2`` in continuous pixel coordinates, s
 pixel columns ``a..b`` is ``x1 = a, x2 = b + 1`` and its width is ``x2 - x1``. The reference stores
 ``(x, y, w, h)`` with ``w = max_x - min_x`` (one less than the pixel extent) and loads it as the
 inclusive box ``x2 = x + w - 1``, whose width is again ``w``; so the rules below apply to the same
-number the reference tests, ``x2 - x1`` here. Deviation: our boxes come from OpenCV, whose width is
-the full pixel extent, i.e. one pixel wider than the reference's box of the same region.
+number the reference tests, ``x2 - x1`` here. The ``port`` routes return the reference's numbers;
+the ``opencv`` route's width is the full pixel extent, one pixel wider than the reference's box of
+the same region (a deviation).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from densessl.data.reference_search import reference_selective_search
+from densessl.errors import ConfigError
+
 # SoCo's "ratio3size0308" strategy [hologerry/SoCo selective_search/filters.py].
 MIN_SIDE = 32  # pixels of the original image, both sides
 MAX_ASPECT = 3.0  # w / h in [1/3, 3]
@@ -37,13 +41,22 @@ LEVEL_THRESHOLDS = (48, 96, 192, 224)  # upper bounds of sqrt(w h) for P2, P3, P
 
 # Selective search settings: the reference's single strategy (colour + texture + size + fill
 # similarity summed) with its Felzenszwalb parameters (scale 300, sigma 0.9, min_size 100 px at
-# full resolution), on an image whose longer side is at most SEARCH_MAX_SIDE pixels. 256 was
-# chosen by measurement on CamVid (benchmarks/proposals_speed.py): 4x faster than full
-# resolution for a few points of recall of the reference's boxes; 192 loses about 10 more.
+# full resolution), on an image whose longer side is at most SEARCH_MAX_SIDE pixels. 256 and the
+# opencv route were chosen by measurement on CamVid (BENCHMARKS.md, "SoCo proposals"): with
+# sigma scaled, as many of the reference's boxes as at full resolution (67.5%), 13x faster than
+# the reference; the best route at 10x, though none reached 90% of its boxes.
 SEARCH_K = 300
 SEARCH_SIGMA = 0.9
 SEARCH_MIN_SIZE = 100
 SEARCH_MAX_SIDE = 256
+
+# How selective search is computed (see selective_search): name -> what the proposals file records.
+ROUTES = {
+    "opencv": "opencv-contrib selective search",
+    "port": "reference selective search ported (scikit-image felzenszwalb)",
+    "port_opencv_segments": "reference grouping on opencv felzenszwalb segments",
+}
+SEARCH_ROUTE = "opencv"
 
 
 def _to_numpy(boxes: Any) -> np.ndarray:
@@ -153,43 +166,22 @@ def search_scale(image_size: tuple[int, int], max_side: int | None = SEARCH_MAX_
     return min(1.0, max_side / max(image_size))
 
 
-def selective_search(
-    image: Image.Image | np.ndarray, max_side: int | None = SEARCH_MAX_SIDE
-) -> np.ndarray:
-    """All selective-search boxes of an image (unfiltered), via OpenCV-contrib.
+def check_route(route: str) -> None:
+    """Raise a one-line ConfigError unless ``route`` is one of :data:`ROUTES`."""
+    if route not in ROUTES:
+        raise ConfigError(f"unknown proposal route {route!r}; use one of {', '.join(ROUTES)}")
 
-    The image is shrunk (area interpolation) so its longer side is at most ``max_side`` (``None``:
-    full resolution); Felzenszwalb's ``min_size`` shrinks with the area so it stays 100
-    full-resolution pixels (Felzenszwalb's ``k`` is kept: scaling it too measured no better).
-    Only boxes of at least 0.3 x the image scale survive the filter, and those are mostly found on
-    the small image at a fraction of the cost (figures: benchmarks/proposals_speed.py). OpenCV's
-    own duplicate removal applies; the output is sorted so it does not depend on OpenCV's
-    randomised ranking.
 
-    Args:
-        image: RGB PIL image or (H, W, 3) uint8 array.
-        max_side: longer side of the searched copy in pixels.
-
-    Returns:
-        (M, 4) float32 xyxy boxes in the original image's pixels.
-    """
-    # One thread per search: parallelism comes from the process pool, over images.
-    cv2.setNumThreads(1)
-    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    height, width = rgb.shape[:2]
-    scale = search_scale((height, width), max_side)
-    small = rgb
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+def _opencv_search(small: np.ndarray, sigma: float, min_size: int) -> np.ndarray:
+    """OpenCV-contrib's selective search: (M, 4) ``x, y, x + w, y + h`` with ``w`` the pixel
+    extent, in ``small``'s pixels."""
     seg = cv2.ximgproc.segmentation
     search = seg.createSelectiveSearchSegmentation()
     # Segment the RGB pixels, as the reference does (skimage's felzenszwalb on RGB). OpenCV's
     # own single strategy segments HSV instead; on CamVid that recovered 66% of the reference's
     # filtered boxes at full resolution against 78% for RGB. Channel order does not matter here.
     search.addImage(np.ascontiguousarray(small))
-    min_size = max(1, round(SEARCH_MIN_SIZE * scale * scale))
-    search.addGraphSegmentation(seg.createGraphSegmentation(SEARCH_SIGMA, SEARCH_K, min_size))
+    search.addGraphSegmentation(seg.createGraphSegmentation(sigma, SEARCH_K, min_size))
     search.addStrategy(
         seg.createSelectiveSearchSegmentationStrategyMultiple(
             seg.createSelectiveSearchSegmentationStrategyColor(),
@@ -199,27 +191,84 @@ def selective_search(
         )
     )
     rects = np.asarray(search.process(), dtype=np.float64).reshape(-1, 4)  # x, y, w, h
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+    # OpenCV ranks its boxes with a random draw: sort so the output does not depend on it.
+    return boxes[np.lexsort(boxes.T[::-1])]
+
+
+def selective_search(
+    image: Image.Image | np.ndarray,
+    max_side: int | None = SEARCH_MAX_SIDE,
+    route: str = SEARCH_ROUTE,
+) -> np.ndarray:
+    """All selective-search boxes of an image (unfiltered).
+
+    The image is shrunk (area interpolation) so its longer side is at most ``max_side`` (``None``:
+    full resolution); Felzenszwalb's ``min_size`` shrinks with the area so it stays 100
+    full-resolution pixels, and its ``sigma`` shrinks with the side (``k`` is kept: scaling it
+    measured no better).
+    Only boxes of at least 0.3 x the image scale survive the filter, and those are mostly found on
+    the small image at a fraction of the cost (figures: benchmarks/proposals_speed.py).
+
+    Routes (:data:`ROUTES`): ``"opencv"``, OpenCV-contrib's search with the reference's single
+    strategy and parameters (its own segmentation and similarities, its duplicate removal; boxes
+    sorted); ``"port"``, the reference algorithm ported (:mod:`densessl.data.reference_search`,
+    needs scikit-image), whose boxes at full resolution are the reference's, in its order and with
+    its duplicates; ``"port_opencv_segments"``, the same grouping on OpenCV's Felzenszwalb
+    segments. A port box found on the shrunk image is scaled as the pixel extent it covers.
+
+    Args:
+        image: RGB PIL image or (H, W, 3) uint8 array.
+        max_side: longer side of the searched copy in pixels.
+        route: one of :data:`ROUTES`.
+
+    Returns:
+        (M, 4) float32 xyxy boxes in the original image's pixels.
+
+    Raises:
+        ConfigError: unknown ``route``, or ``"port"`` without scikit-image.
+    """
+    check_route(route)
+    # One thread per search: parallelism comes from the process pool, over images.
+    cv2.setNumThreads(1)
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    height, width = rgb.shape[:2]
+    scale = search_scale((height, width), max_side)
+    small = rgb
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    min_size = max(1, round(SEARCH_MIN_SIZE * scale * scale))
+    # The smoothing shrinks with the image, so it stays 0.9 full-resolution pixels: the area
+    # resize has already averaged the pixels. Measured on 100 CamVid frames (BENCHMARKS.md):
+    # more of the reference's boxes at every size, for more time (more, smaller segments).
+    sigma = SEARCH_SIGMA * scale
     sx, sy = width / small.shape[1], height / small.shape[0]
-    boxes = np.stack(
-        [
-            rects[:, 0] * sx,
-            rects[:, 1] * sy,
-            np.minimum((rects[:, 0] + rects[:, 2]) * sx, width),
-            np.minimum((rects[:, 1] + rects[:, 3]) * sy, height),
-        ],
-        axis=1,
-    )
-    order = np.lexsort(boxes.T[::-1])
-    return boxes[order].astype(np.float32)
+    if route == "opencv":
+        x1, y1, x2, y2 = _opencv_search(small, sigma, min_size).T
+        # x2 is the end of the pixel extent here: it scales as it is.
+        boxes = np.stack([x1 * sx, y1 * sy, np.minimum(x2 * sx, width),
+                          np.minimum(y2 * sy, height)], axis=1)  # fmt: skip
+    else:
+        segmenter = "skimage" if route == "port" else "opencv"
+        found = reference_selective_search(small, SEARCH_K, sigma, min_size, segmenter)
+        x1, y1, x2, y2 = found.astype(np.float64).T
+        # The reference's x2 is the last pixel's column, one less than the extent's end: scale
+        # the extent [x1, x2 + 1) and step back one full-resolution pixel (identity at scale 1).
+        boxes = np.stack([x1 * sx, y1 * sy, (x2 + 1) * sx - 1, (y2 + 1) * sy - 1], axis=1)
+    return boxes.astype(np.float32)
 
 
 def image_proposals(
-    image: Image.Image | np.ndarray, max_side: int | None = SEARCH_MAX_SIDE
+    image: Image.Image | np.ndarray,
+    max_side: int | None = SEARCH_MAX_SIDE,
+    route: str = SEARCH_ROUTE,
 ) -> np.ndarray:
-    """Selective search then :func:`filter_boxes`: the boxes SoCo keeps for one image.
+    """Selective search (:func:`selective_search`) then :func:`filter_boxes`: the boxes SoCo
+    keeps for one image.
 
     Returns:
         (K, 4) float32 xyxy boxes in the image's pixels, K >= 1.
     """
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    return filter_boxes(selective_search(rgb, max_side), rgb.shape[:2])
+    return filter_boxes(selective_search(rgb, max_side, route), rgb.shape[:2])

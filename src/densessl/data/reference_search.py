@@ -1,0 +1,78 @@
+"""SoCo's reference selective search, ported: Felzenszwalb segments, then the reference grouping.
+
+The reference [hologerry/SoCo ``selective_search/selective_search.py``] segments the image with
+scikit-image's ``felzenszwalb(img_as_float(rgb), scale=300, sigma=0.9, min_size=100)`` and then
+runs its hierarchical grouping (:mod:`densessl.data.hierarchical_grouping`). Two segmenters:
+
+* ``"skimage"``: scikit-image's, called as the reference calls it. With it the port returns the
+  reference's boxes exactly (all of them, in its order: benchmarks/proposals_speed.py checks
+  this against the reference code). scikit-image is an optional dependency.
+* ``"opencv"``: OpenCV-contrib's implementation of the same Felzenszwalb-Huttenlocher algorithm
+  with the same ``k``, ``sigma`` and ``min_size``. It is several times faster, but its Gaussian
+  kernel, edge order and merging details differ, so the segments, and the boxes, differ too.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from densessl.data.hierarchical_grouping import hierarchical_grouping
+from densessl.errors import ConfigError
+
+SEGMENTERS = ("skimage", "opencv")
+
+
+def felzenszwalb_segments(
+    rgb: np.ndarray, k: float, sigma: float, min_size: int, segmenter: str = "skimage"
+) -> np.ndarray:
+    """Felzenszwalb-Huttenlocher over-segmentation of an RGB image.
+
+    Args:
+        rgb: (H, W, 3) uint8 image.
+        k: the scale of the merging threshold ``k / |C|``, in 0..255 intensity units
+            (scikit-image's ``scale``).
+        sigma: Gaussian smoothing before building the graph.
+        min_size: smallest segment in pixels (smaller ones are merged away).
+        segmenter: ``"skimage"`` (the reference's) or ``"opencv"``.
+
+    Returns:
+        (H, W) integer labels.
+
+    Raises:
+        ConfigError: ``segmenter`` is unknown, or "skimage" without scikit-image installed.
+    """
+    if segmenter == "opencv":
+        # One thread per search: parallelism comes from the process pool, over images.
+        cv2.setNumThreads(1)
+        graph = cv2.ximgproc.segmentation.createGraphSegmentation(sigma, k, min_size)
+        return graph.processImage(np.ascontiguousarray(rgb))
+    if segmenter != "skimage":
+        raise ConfigError(f"unknown segmenter {segmenter!r}; use one of {', '.join(SEGMENTERS)}")
+    try:
+        from skimage.segmentation import felzenszwalb
+        from skimage.util import img_as_float
+    except ImportError as error:
+        raise ConfigError(
+            "proposal route 'port' needs scikit-image: pip install scikit-image "
+            "(or use route 'port_opencv_segments' or 'opencv')"
+        ) from error
+    return felzenszwalb(img_as_float(rgb), scale=k, sigma=sigma, min_size=min_size)
+
+
+def reference_selective_search(
+    rgb: np.ndarray, k: float, sigma: float, min_size: int, segmenter: str = "skimage"
+) -> np.ndarray:
+    """Every box of the reference's selective search of one image (unfiltered).
+
+    Args:
+        rgb: (H, W, 3) uint8 image.
+        k, sigma, min_size: Felzenszwalb parameters (the reference: 300, 0.9, 100).
+        segmenter: see :func:`felzenszwalb_segments`.
+
+    Returns:
+        (M, 4) int64 ``min_x, min_y, max_x, max_y`` of each region's pixels (inclusive), which
+        are also the reference's ``x, y, x + w, y + h``.
+    """
+    labels = felzenszwalb_segments(rgb, k, sigma, min_size, segmenter)
+    return hierarchical_grouping(labels, rgb)
