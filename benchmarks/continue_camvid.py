@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 import torch
-from camvid_transfer import save_row  # run as a script: benchmarks/ is on sys.path
+
+# run as a script: benchmarks/ is on sys.path
+from camvid_transfer import pretrain_minutes, save_row
 
 from densessl.config import build_config
 from densessl.engine.train import train
@@ -58,14 +60,11 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.pt").exists()
 
 
-def pretrain(method: str, overrides: list[str], recipe: Path | None = None) -> float | None:
-    """Train unless the run exists; minutes spent, None when an existing run was reused."""
+def pretrain(method: str, overrides: list[str], recipe: Path | None = None) -> None:
+    """Train unless the run exists (a reused run keeps its summary's time)."""
     run_dir = Path(next(o for o in overrides if o.startswith("out=")).removeprefix("out="))
-    if finished(run_dir):
-        return None
-    start = time.perf_counter()
-    train(build_config(get_method(method), recipe, overrides=overrides))
-    return (time.perf_counter() - start) / 60
+    if not finished(run_dir):
+        train(build_config(get_method(method), recipe, overrides=overrides))
 
 
 def minutes_cell(minutes: float | None) -> str:
@@ -114,10 +113,8 @@ def main() -> None:
     levels = ["c4", "c5"]
     for key in [r for r in ROWS if r in rows]:  # start before continued
         name, method, run_dir, overrides, recipe = runs[key]
-        minutes = pretrain(method, overrides, recipe) if method else 0.0
-        if minutes is None:  # reused run: keep the time its own invocation recorded
-            earlier = json.loads(results.read_text()).get(name, {}) if results.exists() else {}
-            minutes = earlier.get("pretrain_minutes")
+        if method:
+            pretrain(method, overrides, recipe)
         probe_start = time.perf_counter()
         model = load_backbone(str(run_dir) if run_dir else "random", args.backbone)
         options = dict(levels=levels, image_size=args.probe_size)
@@ -126,7 +123,7 @@ def main() -> None:
         row = {
             "linear": linear.to_dict(),
             "knn": knn.to_dict(),
-            "pretrain_minutes": None if minutes is None else round(minutes, 1),
+            "pretrain_minutes": pretrain_minutes(run_dir) if run_dir else 0.0,
             "probe_minutes": round((time.perf_counter() - probe_start) / 60, 1),
             "steps": (args.start_steps if key == "start" else args.steps) if method else 0,
             "date": time.strftime("%Y-%m-%d", time.gmtime()),
