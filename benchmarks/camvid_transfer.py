@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -54,6 +53,15 @@ def save_row(results: Path, name: str, row: dict) -> None:
     scratch = results.with_suffix(f".{os.getpid()}.tmp")
     scratch.write_text(json.dumps(rows, indent=2) + "\n")
     scratch.replace(results)
+
+
+def pretrain_minutes(run_dir: Path) -> float | None:
+    """The training time the run recorded in its summary (None when it has none), so that a
+    run reused by a later invocation (a split job, a re-probe) keeps its own time."""
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        return None
+    return round(json.loads(summary.read_text())["seconds"] / 60, 1)
 
 
 def pretrain_overrides(args, method: str, backbone: str, run_dir: Path) -> list[str]:
@@ -109,11 +117,9 @@ def main() -> None:
         run_dir = None if method in BASELINES else out / folder
         if run_dir is None and results.exists() and name in json.loads(results.read_text()):
             continue  # a random-init row does not change between invocations
-        start = time.perf_counter()
         if run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
             overrides = pretrain_overrides(args, method, backbone, run_dir)
             train(build_config(get_method(method), overrides=overrides))
-        pretrain_seconds = time.perf_counter() - start
         weights = str(run_dir) if run_dir else method
         model = load_backbone(weights, backbone)
         network_levels = ("c4", "c5") if backbone.startswith("resnet") else None
@@ -124,7 +130,7 @@ def main() -> None:
         row = {
             "linear": linear.to_dict(),
             "knn": knn.to_dict(),
-            "pretrain_minutes": round(pretrain_seconds / 60, 1) if run_dir else 0.0,
+            "pretrain_minutes": pretrain_minutes(run_dir) if run_dir else 0.0,
             "steps": args.steps if run_dir else 0,
             "levels": "+".join(levels or model.default_levels),
             "overrides": list(args.set),

@@ -16,7 +16,11 @@ from scratch at the same CamVid budget. Runs already in ``--out`` are reused; th
 
     python benchmarks/continue_camvid.py --data ../shared/data/camvid --steps 300
 
-Long on a CPU (three pretraining runs and four probes): about an hour and a half on 2 cores.
+Long on a CPU (three pretraining runs and four probes). ``--rows`` runs only some rows, one
+invocation each, so that every job stays short on a shared machine; each invocation merges its
+rows into the same JSON file (``continued`` needs the ``start`` run first):
+
+    python benchmarks/continue_camvid.py --data ../shared/data/camvid --steps 300 --rows scratch
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import time
 from pathlib import Path
 
 import torch
-from camvid_transfer import save_row  # run as a script: benchmarks/ is on sys.path
+
+# run as a script: benchmarks/ is on sys.path
+from camvid_transfer import pretrain_minutes, save_row
 
 from densessl.config import build_config
 from densessl.engine.train import train
@@ -39,6 +45,7 @@ from densessl.eval.weights import load_backbone
 from densessl.methods import get_method
 
 CONTINUE_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "densecl_continue.yaml"
+ROWS = ("start", "continued", "scratch", "random")  # the order they run in
 
 
 def common_overrides(args, run_dir: Path, steps: int) -> list[str]:
@@ -49,14 +56,19 @@ def common_overrides(args, run_dir: Path, steps: int) -> list[str]:
     ]  # fmt: skip
 
 
-def pretrain(method: str, overrides: list[str], recipe: Path | None = None) -> float:
-    """Train unless the run exists; minutes spent."""
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "last.pt").exists()
+
+
+def pretrain(method: str, overrides: list[str], recipe: Path | None = None) -> None:
+    """Train unless the run exists (a reused run keeps its summary's time)."""
     run_dir = Path(next(o for o in overrides if o.startswith("out=")).removeprefix("out="))
-    if (run_dir / "checkpoints" / "last.pt").exists():
-        return 0.0
-    start = time.perf_counter()
-    train(build_config(get_method(method), recipe, overrides=overrides))
-    return (time.perf_counter() - start) / 60
+    if not finished(run_dir):
+        train(build_config(get_method(method), recipe, overrides=overrides))
+
+
+def minutes_cell(minutes: float | None) -> str:
+    return "—" if minutes is None else f"{minutes} min"
 
 
 def main() -> None:
@@ -71,29 +83,39 @@ def main() -> None:
     parser.add_argument("--probe-size", type=int, default=224)
     parser.add_argument("--out", default="runs/continue_camvid")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}"
+    )
     args = parser.parse_args()
+    rows = list(dict.fromkeys(filter(None, args.rows.split(","))))
+    if unknown := [r for r in rows if r not in ROWS]:
+        parser.error(f"--rows: unknown row {unknown[0]!r}; choose from {','.join(ROWS)}")
 
     out = Path(args.out)
     camvid_train = str(Path(args.data) / "train")
     start, continued, scratch = out / "start_mocov2_scenes", out / "continued", out / "scratch"
-    runs = {  # row -> (method, run folder, overrides, recipe)
-        "start: MoCo-v2 on the built-in scenes": (
-            "mocov2", start, common_overrides(args, start, args.start_steps), None),
-        "continued: start + DenseCL on CamVid": (
-            "densecl", continued, [*common_overrides(args, continued, args.steps),
-                                   f"data.path={camvid_train}", f"init={start}"],
-            CONTINUE_RECIPE),
-        "scratch: DenseCL on CamVid": (
-            "densecl", scratch, [*common_overrides(args, scratch, args.steps),
-                                 f"data.path={camvid_train}"], None),
-        "random init": (None, None, [], None),
+    runs = {  # row -> (table name, method, run folder, overrides, recipe)
+        "start": ("start: MoCo-v2 on the built-in scenes", "mocov2", start,
+                  common_overrides(args, start, args.start_steps), None),
+        "continued": ("continued: start + DenseCL on CamVid", "densecl", continued,
+                      [*common_overrides(args, continued, args.steps),
+                       f"data.path={camvid_train}", f"init={start}"], CONTINUE_RECIPE),
+        "scratch": ("scratch: DenseCL on CamVid", "densecl", scratch,
+                    [*common_overrides(args, scratch, args.steps), f"data.path={camvid_train}"],
+                    None),
+        "random": ("random init", None, None, [], None),
     }  # fmt: skip
+    if "continued" in rows and "start" not in rows and not finished(start):
+        parser.error(f"--rows continued needs the start run {start}: run --rows start first")
     train_set = open_segmentation(args.data, "camvid", "train")
     val_set = open_segmentation(args.data, "camvid", "val")
     results = out / "continue_camvid.json"
     levels = ["c4", "c5"]
-    for name, (method, run_dir, overrides, recipe) in runs.items():
-        minutes = pretrain(method, overrides, recipe) if method else 0.0
+    for key in [r for r in ROWS if r in rows]:  # start before continued
+        name, method, run_dir, overrides, recipe = runs[key]
+        if method:
+            pretrain(method, overrides, recipe)
+        probe_start = time.perf_counter()
         model = load_backbone(str(run_dir) if run_dir else "random", args.backbone)
         options = dict(levels=levels, image_size=args.probe_size)
         linear = linear_seg(model, train_set, val_set, LinearSegOptions(**options))
@@ -101,7 +123,11 @@ def main() -> None:
         row = {
             "linear": linear.to_dict(),
             "knn": knn.to_dict(),
-            "pretrain_minutes": round(minutes, 1),
+            "pretrain_minutes": pretrain_minutes(run_dir) if run_dir else 0.0,
+            "probe_minutes": round((time.perf_counter() - probe_start) / 60, 1),
+            "steps": (args.start_steps if key == "start" else args.steps) if method else 0,
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "threads": torch.get_num_threads(),
         }
         save_row(results, name, row)
         print(f"{name}: linear {linear.miou:.1f} mIoU, k-NN {knn.miou:.1f} mIoU", flush=True)
@@ -116,7 +142,7 @@ def main() -> None:
     for name, r in json.loads(results.read_text()).items():
         lin, knn = r["linear"], r["knn"]
         print(f"| {name} | {lin['miou']:.1f} | {lin['pixel_accuracy']:.1f} | {knn['miou']:.1f} | "
-              f"{knn['pixel_accuracy']:.1f} | {r['pretrain_minutes']} min |")  # fmt: skip
+              f"{knn['pixel_accuracy']:.1f} | {minutes_cell(r['pretrain_minutes'])} |")  # fmt: skip
 
 
 if __name__ == "__main__":

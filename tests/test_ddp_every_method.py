@@ -8,6 +8,9 @@ shuffle-BN is skipped in one process by design (it is the identity there), so wi
 processes would normalise keys over other images than one process does; synchronised BN
 normalises over the same global batch in both. Shuffle-BN itself is checked in
 ``test_shuffle_bn.py``.
+
+One timm CNN runs as well (DenseCL on RegNetY-200MF): timm fuses BN and activation in its own
+``BatchNormAct2d``, which must become synchronised BN and still average like torchvision's BN.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import torch
 from densessl.registry import METHODS
 
 from engine_harness import engine_steps, in_processes, tiny_config
+from tiny_timm import tiny_timm_name
 
 pytestmark = pytest.mark.dist
 
-NAMES = METHODS.names()
 STEPS = 1
+# case -> (method, extra overrides): every method on its golden-record backbone, plus a timm CNN.
+CASES = {name: (name, {}) for name in METHODS.names()}
+CASES["densecl-timm_regnety_002"] = ("densecl", {"backbone": tiny_timm_name("regnety_002")})
 
 
 # Randomness a process draws for its own images, by design, which no two-process run can share
@@ -39,15 +45,16 @@ PROCESS_LOCAL_RANDOMNESS = {
 }
 
 
-def run_config(name: str, out: Path):
-    extra = PROCESS_LOCAL_RANDOMNESS.get(name, {})
+def run_config(case: str, out: Path):
+    name, extra = CASES[case]
+    extra = {**PROCESS_LOCAL_RANDOMNESS.get(name, {}), **extra}
     return tiny_config(name, out, batch_norm="sync", steps=STEPS, **extra)
 
 
 def _every_method(rank: int, root: str) -> None:
-    for name in NAMES:
-        out = Path(root) / name
-        result = engine_steps(run_config(name, out), STEPS)
+    for case in CASES:
+        out = Path(root) / case
+        result = engine_steps(run_config(case, out), STEPS)
         if rank == 0:
             torch.save(result.__dict__, out / "two_processes.pt")
 
@@ -72,10 +79,10 @@ def assert_close_in_norm(got: dict, want: dict, rel: float, floor: float) -> Non
         assert error <= bound, (key, float(error), float(bound))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_two_processes_equal_one_on_the_concatenated_batch(name, two_processes, tmp_path):
-    two = torch.load(two_processes / name / "two_processes.pt", weights_only=False)
-    one = engine_steps(run_config(name, tmp_path), STEPS)
+@pytest.mark.parametrize("case", CASES)
+def test_two_processes_equal_one_on_the_concatenated_batch(case, two_processes, tmp_path):
+    two = torch.load(two_processes / case / "two_processes.pt", weights_only=False)
+    one = engine_steps(run_config(case, tmp_path), STEPS)
     assert all(torch.isfinite(torch.tensor(loss)) for loss in one.losses)
     assert two["losses"] == pytest.approx(one.losses, rel=1e-4, abs=1e-5)
     for grads_two, grads_one in zip(two["grads"], one.grads, strict=True):
