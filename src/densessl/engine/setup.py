@@ -31,7 +31,7 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> torch.dtype | No
 
 def build_source(cfg: DictConfig) -> ImageSource:
     if cfg.data.path:
-        return ImageFolder(cfg.data.path)
+        return ImageFolder(cfg.data.path, reduced_decode=cfg.data.reduced_decode)
     return built_in_scenes(
         cfg.data.scenes, cfg.data.synthetic_images, cfg.data.synthetic_size, seed=cfg.seed
     )
