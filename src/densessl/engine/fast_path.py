@@ -39,16 +39,17 @@ def batch_in_memory_format(batch: Batch, memory_format: torch.memory_format) -> 
     return replace(batch, views=[v.contiguous(memory_format=memory_format) for v in batch.views])
 
 
-def compile_networks(method: nn.Module) -> list[str]:
+def compile_networks(method: nn.Module, **options) -> list[str]:
     """``torch.compile`` every part of the student and teacher encoders, in place
     (``nn.Module.compile``: parameter names and the state dict stay as they are, so checkpoints
-    and exports do not see it). Returns the names of the compiled parts."""
+    and exports do not see it), with ``torch.compile``'s ``options`` (the engine passes none:
+    the inductor backend). Returns the names of the compiled parts."""
     compiled = []
     for network in ("student", "teacher"):
         encoder = getattr(method, network, None)
         if encoder is None:
             continue
         for name, part in encoder.named_children():
-            part.compile()
+            part.compile(**options)
             compiled.append(f"{network}.{name}")
     return compiled
