@@ -35,6 +35,11 @@ from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
+from densessl.engine.fast_path import (
+    apply_memory_format,
+    batch_in_memory_format,
+    resolve_memory_format,
+)
 from densessl.engine.optim import build_optimizer
 from densessl.engine.step import step_state
 from densessl.methods import build_method, get_method
@@ -42,7 +47,7 @@ from densessl.schedules import RunLength
 
 
 def build(method_name: str, args: argparse.Namespace, device: torch.device):
-    overrides = [f"backbone={args.backbone}", f"data.image_size={args.image_size}"]
+    overrides = [f"backbone={args.backbone}", f"data.image_size={args.image_size}", *args.set]
     if method_name in ("mocov2", "densecl"):
         overrides.append(f"method.queue_size={args.queue_size}")
     elif method_name in ("dino", "selfpatch"):  # multi-crop
@@ -53,8 +58,10 @@ def build(method_name: str, args: argparse.Namespace, device: torch.device):
     cfg = build_config(get_method(method_name), overrides=overrides)
     torch.manual_seed(0)
     method = build_method(cfg).to(device)
+    memory_format = resolve_memory_format(cfg)  # as the engine runs it (channels_last on CNNs)
+    apply_memory_format(method, memory_format)
     optimizer = build_optimizer(method.named_parameters(), cfg.optim)
-    return method, optimizer
+    return method, optimizer, memory_format
 
 
 RUN = RunLength(total_steps=1000, steps_per_epoch=100)
@@ -80,6 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for both")
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -95,20 +103,23 @@ def main() -> None:
         samples = [dataset[(0, i)] for i in range(args.batch_size)]
         return augment_batch(collate_views(samples)).to(device)
 
-    batches = {name: batch_for(method) for name, (method, _) in runners.items()}
+    batches = {
+        name: batch_in_memory_format(batch_for(method), memory_format)
+        for name, (method, _, memory_format) in runners.items()
+    }
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for name, (method, opt) in runners.items():  # warm-up
+    for name, (method, opt, _) in runners.items():  # warm-up
         for i in range(2):
             step(method, opt, batches[name], i)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(args.rounds):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for name in order:
-            method, opt = runners[name]
+            method, opt, _ = runners[name]
             sync()
             start = time.perf_counter()
             for i in range(args.steps_per_round):

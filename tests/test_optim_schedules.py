@@ -30,10 +30,12 @@ def set_grads(net: nn.Module, seed: int) -> None:
         p.grad = torch.randn(p.shape, generator=generator)
 
 
-def test_lars_two_steps_equal_the_hand_written_update():
+@pytest.mark.parametrize("implementation", ["loop", "foreach"])
+def test_lars_two_steps_equal_the_hand_written_update(implementation):
     net = tiny_net()
     cfg = OptimConfig(name="lars", base_lr=LR, weight_decay=WD, momentum=MOMENTUM,
-                      lars_eta=ETA, decay_norm_and_bias=False)  # fmt: skip
+                      lars_eta=ETA, decay_norm_and_bias=False,
+                      implementation=implementation)  # fmt: skip
     optimizer = build_optimizer(net.named_parameters(), cfg)
     start = {n: p.detach().clone() for n, p in net.named_parameters()}
     w, buffers = dict(start), {}
@@ -54,9 +56,39 @@ def test_lars_two_steps_equal_the_hand_written_update():
     assert not torch.equal(w["0.weight"], start["0.weight"])
 
 
-def test_adamw_one_step_equals_the_hand_written_update():
+@pytest.mark.parametrize("implementation", ["loop", "foreach", "fused"])
+def test_sgd_two_steps_equal_the_hand_written_update(implementation):
+    # torch's SGD as the engine builds it (every parameter decayed, as DenseCL's reference):
+    # d = g + wd·w; buf = d at the first step, else μ·buf + d; w -= lr·buf.
     net = tiny_net()
-    cfg = OptimConfig(name="adamw", base_lr=LR, weight_decay=WD, decay_norm_and_bias=False)
+    cfg = OptimConfig(name="sgd", base_lr=LR, weight_decay=WD, momentum=MOMENTUM,
+                      implementation=implementation)  # fmt: skip
+    optimizer = build_optimizer(net.named_parameters(), cfg)
+    w, buffers = {n: p.detach().clone().double() for n, p in net.named_parameters()}, {}
+    for seed in (1, 2):
+        set_grads(net, seed)
+        for name, p in net.named_parameters():
+            d = p.grad.double() + WD * w[name]
+            buffers[name] = d if name not in buffers else MOMENTUM * buffers[name] + d
+            w[name] = w[name] - LR * buffers[name]
+        optimizer.step()
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(p.detach().double(), w[name], rtol=1e-6, atol=1e-7)
+
+
+def test_auto_implementation_is_fused_sgd_and_adamw_and_foreach_lars():
+    net = tiny_net()
+    built = {name: build_optimizer(net.named_parameters(), OptimConfig(name=name))
+             for name in ("sgd", "adamw", "lars")}  # fmt: skip
+    assert built["sgd"].defaults["fused"] and built["adamw"].defaults["fused"]
+    assert built["lars"].foreach
+
+
+@pytest.mark.parametrize("implementation", ["loop", "foreach", "fused"])
+def test_adamw_one_step_equals_the_hand_written_update(implementation):
+    net = tiny_net()
+    cfg = OptimConfig(name="adamw", base_lr=LR, weight_decay=WD, decay_norm_and_bias=False,
+                      implementation=implementation)  # fmt: skip
     optimizer = build_optimizer(net.named_parameters(), cfg)
     start = {n: p.detach().clone() for n, p in net.named_parameters()}
     set_grads(net, 1)
@@ -102,14 +134,16 @@ def test_weight_decay_cosine(step):
     assert wd == pytest.approx(expected, rel=1e-12)
 
 
-def test_openselfsup_lars_two_steps_equal_the_hand_written_update():
+@pytest.mark.parametrize("implementation", ["loop", "foreach"])
+def test_openselfsup_lars_two_steps_equal_the_hand_written_update(implementation):
     # OpenSelfSup's LARS (MCL's reference): local_lr = η‖w‖/(‖g‖ + wd‖w‖) for adapted
     # parameters, 1 for excluded ones; d = lr·local_lr·(g + wd·w); buf = d at the first step,
     # else μ·buf + d; w -= buf. The lr changes between the steps, so buffering lr·d instead of d
     # (then w -= lr·buf) would differ.
     net = tiny_net()
     cfg = OptimConfig(name="lars", base_lr=LR, weight_decay=WD, momentum=MOMENTUM, lars_eta=ETA,
-                      decay_norm_and_bias=False, lars_variant="openselfsup")  # fmt: skip
+                      decay_norm_and_bias=False, lars_variant="openselfsup",
+                      implementation=implementation)  # fmt: skip
     optimizer = build_optimizer(net.named_parameters(), cfg)
     w, buffers = {n: p.detach().clone().double() for n, p in net.named_parameters()}, {}
     for seed, lr in ((1, 0.5), (2, 0.05)):

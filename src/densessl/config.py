@@ -31,6 +31,8 @@ class DataConfig:
     synthetic_size: int = 256  # side of a built-in scene before cropping
     scenes: str = "shapes"  # which built-in scene set: shapes | aerial (densessl.data.built_in)
     augment_on: str = "auto"  # photometric augmentation in "worker", on "device", or "auto"
+    reduced_decode: bool = True  # JPEG: decode at 1/2, 1/4, 1/8 when every crop is down-sampled
+    decode: str = "cpu"  # cpu: PIL in the workers | gpu: nvJPEG on the training GPU (else cpu)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class OptimConfig:
     clip_grad: float = 0.0  # max gradient norm; 0 disables (reference: none)
     clip_mode: str = "global"  # global: one norm over all grads | per_param: each tensor (DINO)
     weight_decay_end: float | None = None  # cosine weight decay to this value; None = constant
+    implementation: str = "auto"  # auto (fused, else foreach) | fused | foreach | loop
 
 
 @dataclass
@@ -65,6 +68,8 @@ class TrainConfig:
     batch_norm: str = "shuffle"  # shuffle (MoCo shuffle-BN on keys) | sync | local
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda
+    memory_format: str = "auto"  # auto (channels_last on CNNs) | channels_last | contiguous
+    compile: bool = False  # torch.compile the student's and teacher's parts (opt-in)
     seed: int = 0
     out: str = "runs/latest"
     log_every: int = 10
@@ -220,6 +225,9 @@ def validate(cfg: DictConfig) -> None:
         "optim.lars_variant": ("byol", "openselfsup"),
         "optim.clip_mode": ("global", "per_param"),
         "data.augment_on": ("auto", "worker", "device"),
+        "data.decode": ("cpu", "gpu"),
+        "memory_format": ("auto", "channels_last", "contiguous"),
+        "optim.implementation": ("auto", "fused", "foreach", "loop"),
     }
     for key, allowed in choices.items():
         value = OmegaConf.select(cfg, key)

@@ -59,10 +59,18 @@ class Batch:
         )
 
     def pin_memory(self) -> Batch:
+        """Every tensor in page-locked memory, so the step's ``to(device, non_blocking=True)``
+        copies asynchronously (the DataLoader calls this when the device is a GPU)."""
+        pin = lambda t: t.pin_memory()  # noqa: E731
         return replace(
             self,
-            views=[v.pin_memory() for v in self.views],
-            photometric=self.photometric.pin_memory(),
+            views=[pin(v) for v in self.views],
+            crop_boxes=pin(self.crop_boxes),
+            flipped=pin(self.flipped),
+            source_sizes=pin(self.source_sizes),
+            photometric=pin(self.photometric),
+            index=pin(self.index),
+            extras={name: pin(t) for name, t in self.extras.items()},
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from densessl.data.reduced_decode import open_deferred
 from densessl.data.sources import ImageSource, UnreadableImage, UnreadableImageWarning
 from densessl.data.views import ViewsWithExtras
 from densessl.errors import DataError
@@ -64,23 +65,36 @@ class MultiViewDataset:
                 f"skipping unreadable image {error.path}: {error.reason}", UnreadableImageWarning, 3
             )
 
+    def _views(self, position: int, generator: torch.Generator) -> Any:
+        """The transform's output for the image at ``position``; a JPEG the transform can
+        take undecoded is decoded there, at the size its crops allow."""
+        deferred = None
+        if self.proposals is None and hasattr(self.transform, "from_deferred"):
+            deferred = open_deferred(self.source, position)
+        if deferred is not None:
+            return self.transform.from_deferred(deferred, generator)
+        image = self.source.load_image(position)
+        if self.proposals is None:
+            return self.transform(image, generator)
+        # the boxes of the image actually read, not of a skipped one
+        return self.transform(image, generator, self.proposals(position))
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
+        seed = sample_seed(self.seed, epoch, index)
         skipped: list[str] = []
         size = len(self.source)
         for offset in range(size):
             position = (index + offset) % size
+            # A fresh generator per try: a file that fails after its crops were drawn leaves
+            # the next one the draws it would have had.
+            generator = torch.Generator().manual_seed(seed)
             try:
-                image = self.source.load_image(position)
+                result = self._views(position, generator)
             except UnreadableImage as error:
                 self._warn_once(error)
                 skipped.append(error.path)
                 continue
-            if self.proposals is None:
-                result = self.transform(image, generator)
-            else:  # the boxes of the image actually read, not of a skipped one
-                result = self.transform(image, generator, self.proposals(position))
             views, extras = result, {}
             if isinstance(result, ViewsWithExtras):
                 views, extras = result.views, result.extras

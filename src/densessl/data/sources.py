@@ -154,13 +154,16 @@ class ImageFolder:
 
     Args:
         root: the folder.
+        reduced_decode: offer JPEGs undecoded, so a transform that can decodes them at the
+            reduced size its crops allow (:func:`densessl.data.reduced_decode.open_deferred`).
 
     Raises:
         DataError: the folder is missing, is not a folder, or holds no images.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, reduced_decode: bool = False) -> None:
         self.root = Path(root)
+        self.reduced_decode = reduced_decode
         if not self.root.exists():
             raise DataError(
                 f"data folder not found: {self.root}; pass --data an existing folder of images, "

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from densessl.data.augment import PhotometricSpec, draw_photometric
+from densessl.data.reduced_decode import DeferredJpeg, decode_scale
 
 # MoCo-v2: ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, blur sigma U(0.1, 2) p=0.5.
 MOCO_V2_PHOTOMETRIC = PhotometricSpec()
@@ -235,8 +236,32 @@ def crop_resize(
     return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
 
 
+@dataclass(frozen=True)
+class ViewDraw:
+    """The random choices of one view, drawn before any pixel is decoded.
+
+    Attributes:
+        box: (x0, y0, x1, y1) crop box in source pixels.
+        flipped: whether the view is mirrored.
+        photometric: (P,) the drawn photometric parameters.
+    """
+
+    box: tuple[float, float, float, float]
+    flipped: bool
+    photometric: torch.Tensor
+
+    @property
+    def crop_size(self) -> tuple[float, float]:
+        """(height, width) of the crop box in source pixels."""
+        return self.box[3] - self.box[1], self.box[2] - self.box[0]
+
+
 class MultiViewTransform:
     """Make one view per spec from an image, every random draw from the given generator.
+
+    The draws of all views come first (crop box, flip, photometric parameters, view by view),
+    then the pixels, so a JPEG can be decoded at the reduced size the crops allow
+    (:meth:`from_deferred`) with the very draws of a full decode.
 
     Args:
         specs: one :class:`ViewSpec` per view.
@@ -247,20 +272,44 @@ class MultiViewTransform:
             raise ValueError("MultiViewTransform needs at least one ViewSpec")
         self.specs = list(specs)
 
-    def make_view(self, image: Image.Image, spec: ViewSpec, generator: torch.Generator) -> View:
-        width, height = image.size
-        top, left, h, w = sample_crop(height, width, spec.scale, spec.ratio, generator)
-        flipped = bool(torch.rand(1, generator=generator) < spec.flip_p)
-        photometric = draw_photometric(spec.photometric, generator)
-        box = (float(left), float(top), float(left + w), float(top + h))
-        pixels = crop_resize(image, box, spec.output_size)
-        if flipped:
-            pixels = pixels.flip(-1).contiguous()
-        geometry = ViewGeometry(box, flipped, spec.output_size, (height, width))
-        return View(pixels=pixels, geometry=geometry, photometric=photometric)
+    def draw(self, width: int, height: int, generator: torch.Generator) -> list[ViewDraw]:
+        """Every view's random choices for a ``width`` x ``height`` source, in spec order."""
+        draws = []
+        for spec in self.specs:
+            top, left, h, w = sample_crop(height, width, spec.scale, spec.ratio, generator)
+            flipped = bool(torch.rand(1, generator=generator) < spec.flip_p)
+            photometric = draw_photometric(spec.photometric, generator)
+            box = (float(left), float(top), float(left + w), float(top + h))
+            draws.append(ViewDraw(box, flipped, photometric))
+        return draws
+
+    def render(
+        self, image: Image.Image, draws: list[ViewDraw], source_size: tuple[int, int], scale: int
+    ) -> list[View]:
+        """The views' pixels from ``image``, the source decoded at 1/``scale`` (source pixel
+        x is x / scale there); geometry stays in source pixels of ``source_size`` (h, w)."""
+        views = []
+        for spec, d in zip(self.specs, draws, strict=True):
+            reduced_box = tuple(c / scale for c in d.box)
+            pixels = crop_resize(image, reduced_box, spec.output_size)
+            if d.flipped:
+                pixels = pixels.flip(-1).contiguous()
+            geometry = ViewGeometry(d.box, d.flipped, spec.output_size, source_size)
+            views.append(View(pixels=pixels, geometry=geometry, photometric=d.photometric))
+        return views
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> list[View]:
         """Views of ``image`` (RGB), in spec order."""
         if image.mode != "RGB":
             image = image.convert("RGB")
-        return [self.make_view(image, spec, generator) for spec in self.specs]
+        width, height = image.size
+        return self.render(image, self.draw(width, height, generator), (height, width), 1)
+
+    def from_deferred(self, jpeg: DeferredJpeg, generator: torch.Generator) -> list[View]:
+        """Views of a not yet decoded JPEG, decoded once at the smallest scale every crop
+        allows (:func:`densessl.data.reduced_decode.decode_scale`); same draws as
+        ``__call__`` on the full decode."""
+        width, height = jpeg.size
+        draws = self.draw(width, height, generator)
+        scale = decode_scale([d.crop_size for d in draws], [s.output_size for s in self.specs])
+        return self.render(jpeg.decode(scale), draws, (height, width), scale)

@@ -16,6 +16,7 @@ from densessl.config import save_config
 from densessl.data.batch import Batch
 from densessl.device import resolve_device
 from densessl.engine import checkpoint as ckpt
+from densessl.engine.fast_path import apply_memory_format, compile_networks, resolve_memory_format
 from densessl.engine.init_weights import initialise_from
 from densessl.engine.logging import MetricsWriter, Throughput, log, setup_console_logging
 from densessl.engine.optim import build_optimizer
@@ -65,6 +66,7 @@ class Session:
     bar: object = None
     throughput: Throughput = field(default_factory=Throughput)
     lock: RunLock | None = None
+    memory_format: torch.memory_format = torch.contiguous_format  # of the weights and the views
 
     def save(self, step: int) -> Path | None:
         """The full training state at ``step`` (main process only; None elsewhere)."""
@@ -136,6 +138,8 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
     if cfg.batch_norm == "sync" and dist.world_size() > 1:
         method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
     method.to(device)
+    memory_format = resolve_memory_format(cfg)
+    apply_memory_format(method, memory_format)
     optimizer = build_optimizer(method.named_parameters(), cfg.optim)
     autocast_dtype = resolve_precision(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
@@ -147,6 +151,8 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
     schedules = {**optim_schedules(cfg, run.steps_per_epoch), **method.schedules()}
     _log_start(cfg, device, len(source), run, start_step)
     _warn_if_queue_outlasts_epoch(cfg, len(source))
+    if cfg.compile:
+        log.info("torch.compile: %s (the first steps compile)", ", ".join(compile_networks(method)))
     model: torch.nn.Module = method
     if dist.world_size() > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -163,6 +169,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         batches, start_step, skipped,
         metrics=MetricsWriter(run_dir, start_step, enabled=dist.is_main()),
         bar=progress(total=run.total_steps, initial=start_step, unit="step"),
+        memory_format=memory_format,
     )  # fmt: skip
 
 

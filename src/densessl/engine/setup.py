@@ -12,10 +12,17 @@ from densessl import dist
 from densessl.data.batch import Batch, collate_views
 from densessl.data.batch_augment import augment_batch
 from densessl.data.built_in import built_in_scenes
+from densessl.data.device_decode import (
+    EncodedViewsTransform,
+    collate_encoded,
+    device_decode_unavailable,
+)
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import proposal_lookup
 from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
+from densessl.data.views import MultiViewTransform
+from densessl.engine.logging import log
 from densessl.errors import ConfigError, UserError
 from densessl.methods import Method, build_method
 from densessl.schedules import Constant, Cosine, CosineTimesWarmup, Schedule, WarmupConstant
@@ -31,7 +38,9 @@ def resolve_precision(cfg: DictConfig, device: torch.device) -> torch.dtype | No
 
 def build_source(cfg: DictConfig) -> ImageSource:
     if cfg.data.path:
-        return ImageFolder(cfg.data.path)
+        # JPEGs are opened undecoded for reduced decoding and for decoding on the device.
+        defer = cfg.data.reduced_decode or cfg.data.decode == "gpu"
+        return ImageFolder(cfg.data.path, reduced_decode=defer)
     return built_in_scenes(
         cfg.data.scenes, cfg.data.synthetic_images, cfg.data.synthetic_size, seed=cfg.seed
     )
@@ -94,6 +103,22 @@ def _collate(samples: list, augment_in_worker: bool) -> Batch:
     return augment_batch(batch) if augment_in_worker else batch
 
 
+def decode_on_device(cfg: DictConfig, method: Method, device: torch.device) -> bool:
+    """Whether JPEGs are decoded on the device (``data.decode=gpu``, a folder of images, a
+    plain multi-view transform, nvJPEG working); when asked for and impossible, one log line
+    says why and the CPU path is used."""
+    if cfg.data.decode != "gpu":
+        return False
+    reason = device_decode_unavailable(device)
+    if reason is None and not cfg.data.path:
+        reason = "the built-in scenes are not JPEG files"
+    if reason is None and type(method.make_transform()) is not MultiViewTransform:
+        reason = f"{cfg.method.name} cuts its views with its own transform"
+    if reason is not None:
+        log.info("data.decode=gpu: %s; decoding on the CPU in the data workers", reason)
+    return reason is None
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers are processes already; threads would oversubscribe
 
@@ -108,18 +133,23 @@ def build_loader(
     """Batches of the method's views for this process, from ``start_micro_batch`` on."""
     workers = int(cfg.data.workers)
     proposals = proposal_lookup(source, cfg.out, workers) if method.needs_proposals else None
-    dataset = MultiViewDataset(source, method.make_transform(), cfg.seed, proposals)
+    on_device = cfg.data.augment_on == "device" or (
+        cfg.data.augment_on == "auto" and device.type == "cuda"
+    )
+    transform = method.make_transform()
+    collate = functools.partial(_collate, augment_in_worker=not on_device)
+    if decode_on_device(cfg, method, device):  # the photometric step follows on the device
+        transform = EncodedViewsTransform(transform)
+        collate = functools.partial(collate_encoded, output_sizes=transform.output_sizes)
+    dataset = MultiViewDataset(source, transform, cfg.seed, proposals)
     global_micro = micro_batch(cfg) * dist.world_size()
     sampler = ResumableBatchSampler(
         len(dataset), global_micro, dist.rank(), dist.world_size(), cfg.seed, start_micro_batch
     )
-    on_device = cfg.data.augment_on == "device" or (
-        cfg.data.augment_on == "auto" and device.type == "cuda"
-    )
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=functools.partial(_collate, augment_in_worker=not on_device),
+        collate_fn=collate,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

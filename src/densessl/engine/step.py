@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from densessl import dist
 from densessl.data.batch_augment import augment_batch
+from densessl.engine.fast_path import batch_in_memory_format
 from densessl.engine.optim import clip_each_parameter_
 from densessl.engine.session import Session
 from densessl.errors import TrainingDiverged
@@ -64,6 +65,7 @@ def _accumulate(s: Session, state: StepState) -> tuple[torch.Tensor, dict[str, t
         batch = next(s.batches)
         s.skipped.update(batch.skipped)
         batch = augment_batch(batch.to(s.device, non_blocking=True))
+        batch = batch_in_memory_format(batch, s.memory_format)
         sync = contextlib.nullcontext()
         if isinstance(s.model, DistributedDataParallel) and micro < accum - 1:
             sync = s.model.no_sync()  # all-reduce gradients once, on the last micro-batch

@@ -1,0 +1,97 @@
+"""JPEG decoding at reduced size when every crop of the image will be down-sampled anyway.
+
+A baseline JPEG can be decoded at 1/2, 1/4 or 1/8 of its size by scaling its 8x8 DCT blocks
+(libjpeg's scaled IDCT, PIL's ``Image.draft``), several times faster than a full decode. Pixel
+``u`` of the image decoded at scale ``s`` covers source pixels ``[s u, s (u + 1))`` (the last
+partial block extends the edge), so a crop box ``(x0, y0, x1, y1)`` in source pixels is the box
+``(x0 / s, y0 / s, x1 / s, y1 / s)`` of the reduced image: the views keep their geometry in
+source pixels exactly; only the filtering differs (the DCT's block average before the bilinear
+resize instead of the resize's own antialiasing).
+
+The scale is chosen per image, after its crops are drawn: the largest ``s`` in 1, 2, 4, 8 for
+which every crop, reduced, is still at least its output size (so no view is up-sampled from a
+reduced decode where the full decode would down-sample it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage, to_rgb
+
+DCT_SCALES = (8, 4, 2, 1)
+_EXIF_ORIENTATION = 0x0112
+
+
+def decode_scale(
+    crop_sizes: Sequence[tuple[float, float]], output_sizes: Sequence[tuple[int, int]]
+) -> int:
+    """The largest DCT scale s (8, 4, 2 or 1) with ``crop / s >= output`` for every view.
+
+    Args:
+        crop_sizes: (height, width) of each crop box in source pixels.
+        output_sizes: (height, width) of each view.
+    """
+    room = min(
+        min(ch / oh, cw / ow) for (ch, cw), (oh, ow) in zip(crop_sizes, output_sizes, strict=True)
+    )
+    return next((s for s in DCT_SCALES if room >= s), 1)  # room < 1: up-sampled anyway
+
+
+class DeferredJpeg:
+    """A JPEG file whose header is read and whose pixels are decoded later, at a chosen scale.
+
+    Attributes:
+        path: the file.
+        size: (width, height) of the full image, as PIL's ``Image.size``.
+    """
+
+    def __init__(self, path: str | Path, size: tuple[int, int]) -> None:
+        self.path = str(path)
+        self.size = size
+
+    @classmethod
+    def open(cls, path: str | Path) -> DeferredJpeg | None:
+        """The deferred file, or None when reduced decoding does not apply: not a JPEG, or a
+        photo rotated by its EXIF orientation (its crops are drawn in the upright frame), or a
+        header PIL cannot read (the full decode then reports the error)."""
+        try:
+            with Image.open(path) as image:
+                if image.format != "JPEG":
+                    return None
+                if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                    return None
+                return cls(path, image.size)
+        except Exception:  # the full-decode path names the problem
+            return None
+
+    def decode(self, scale: int) -> Image.Image:
+        """The image decoded at 1/``scale`` (size ``ceil(W / scale) x ceil(H / scale)``), RGB.
+
+        Raises:
+            UnreadableImage: the pixels cannot be decoded (a truncated file ...).
+        """
+        try:
+            with Image.open(self.path) as image:
+                if scale > 1:
+                    width, height = self.size
+                    _, box = image.draft(image.mode, (width // scale, height // scale))
+                    if round(width / box[2]) != scale:  # PIL chose another scale: do not guess
+                        raise RuntimeError(f"draft gave scale {width / box[2]}, not {scale}")
+                image.load()
+                return to_rgb(image)
+        except Exception as error:
+            reason = str(error) or type(error).__name__
+            raise UnreadableImage(self.path, f"{type(error).__name__}: {reason}") from error
+
+
+def open_deferred(source: ImageSource, i: int) -> DeferredJpeg | None:
+    """The ``i``-th image of ``source`` with its header read and its pixels not yet, or None:
+    the source is not a folder with ``reduced_decode`` on, or the file does not qualify
+    (:meth:`DeferredJpeg.open`)."""
+    if isinstance(source, ImageFolder) and source.reduced_decode:
+        return DeferredJpeg.open(source.paths[i])
+    return None
