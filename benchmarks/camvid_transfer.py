@@ -27,41 +27,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 from pathlib import Path
 
 import torch
 
+# run as a script: benchmarks/ is on sys.path
+from probe_rows import miou_line, pretrain_minutes, probe_row, save_row
+
 from densessl.config import build_config
 from densessl.engine.train import train
-from densessl.eval.knn_seg import KnnSegOptions, knn_seg
-from densessl.eval.linear_seg import LinearSegOptions, linear_seg
 from densessl.eval.segmentation import open_segmentation
 from densessl.eval.weights import load_backbone
 from densessl.methods import get_method
 
 # Rows without pretraining: random init (of the backbone named) and the raw-pixel baseline.
 BASELINES = ("random", "pixels")
-
-
-def save_row(results: Path, name: str, row: dict) -> None:
-    """Merge one row into the JSON file, re-reading it so parallel invocations keep theirs."""
-    rows = json.loads(results.read_text()) if results.exists() else {}
-    rows[name] = row
-    results.parent.mkdir(parents=True, exist_ok=True)
-    scratch = results.with_suffix(f".{os.getpid()}.tmp")
-    scratch.write_text(json.dumps(rows, indent=2) + "\n")
-    scratch.replace(results)
-
-
-def pretrain_minutes(run_dir: Path) -> float | None:
-    """The training time the run recorded in its summary (None when it has none), so that a
-    run reused by a later invocation (a split job, a re-probe) keeps its own time."""
-    summary = run_dir / "summary.json"
-    if not summary.exists():
-        return None
-    return round(json.loads(summary.read_text())["seconds"] / 60, 1)
 
 
 def pretrain_overrides(args, method: str, backbone: str, run_dir: Path) -> list[str]:
@@ -124,19 +105,15 @@ def main() -> None:
         model = load_backbone(weights, backbone)
         network_levels = ("c4", "c5") if backbone.startswith("resnet") else None
         levels = requested_levels or (None if method == "pixels" else network_levels)
-        common = dict(levels=list(levels) if levels else None, image_size=args.probe_size)
-        linear = linear_seg(model, train_set, val_set, LinearSegOptions(**common))
-        knn = knn_seg(model, train_set, val_set, KnnSegOptions(**common))
-        row = {
-            "linear": linear.to_dict(),
-            "knn": knn.to_dict(),
-            "pretrain_minutes": pretrain_minutes(run_dir) if run_dir else 0.0,
-            "steps": args.steps if run_dir else 0,
-            "levels": "+".join(levels or model.default_levels),
-            "overrides": list(args.set),
-        }
+        row = probe_row(model, train_set, val_set, list(levels) if levels else None,
+                        args.probe_size)  # fmt: skip
+        row.update(
+            pretrain_minutes=pretrain_minutes(run_dir) if run_dir else 0.0,
+            steps=args.steps if run_dir else 0,
+            overrides=list(args.set),
+        )
         save_row(results, name, row)
-        print(f"{name}: linear {linear.miou:.1f} mIoU, k-NN {knn.miou:.1f} mIoU", flush=True)
+        print(miou_line(name, row), flush=True)
 
     rows = json.loads(results.read_text())
     print(

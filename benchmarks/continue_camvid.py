@@ -28,18 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 # run as a script: benchmarks/ is on sys.path
-from camvid_transfer import pretrain_minutes, save_row
+from probe_rows import miou_line, pretrain_minutes, probe_row, save_row
 
 from densessl.config import build_config
 from densessl.engine.train import train
-from densessl.eval.knn_seg import KnnSegOptions, knn_seg
-from densessl.eval.linear_seg import LinearSegOptions, linear_seg
 from densessl.eval.segmentation import open_segmentation
 from densessl.eval.weights import load_backbone
 from densessl.methods import get_method
@@ -115,22 +112,14 @@ def main() -> None:
         name, method, run_dir, overrides, recipe = runs[key]
         if method:
             pretrain(method, overrides, recipe)
-        probe_start = time.perf_counter()
         model = load_backbone(str(run_dir) if run_dir else "random", args.backbone)
-        options = dict(levels=levels, image_size=args.probe_size)
-        linear = linear_seg(model, train_set, val_set, LinearSegOptions(**options))
-        knn = knn_seg(model, train_set, val_set, KnnSegOptions(**options))
-        row = {
-            "linear": linear.to_dict(),
-            "knn": knn.to_dict(),
-            "pretrain_minutes": pretrain_minutes(run_dir) if run_dir else 0.0,
-            "probe_minutes": round((time.perf_counter() - probe_start) / 60, 1),
-            "steps": (args.start_steps if key == "start" else args.steps) if method else 0,
-            "date": time.strftime("%Y-%m-%d", time.gmtime()),
-            "threads": torch.get_num_threads(),
-        }
+        row = probe_row(model, train_set, val_set, levels, args.probe_size)
+        row.update(
+            pretrain_minutes=pretrain_minutes(run_dir) if run_dir else 0.0,
+            steps=(args.start_steps if key == "start" else args.steps) if method else 0,
+        )
         save_row(results, name, row)
-        print(f"{name}: linear {linear.miou:.1f} mIoU, k-NN {knn.miou:.1f} mIoU", flush=True)
+        print(miou_line(name, row), flush=True)
 
     print(
         f"\nmachine: {platform.machine()}, {torch.get_num_threads()} threads, torch "

@@ -1,6 +1,7 @@
-"""The CamVid benchmarks' bookkeeping, which lets one measurement be split into several short
-jobs on a shared machine: each row is merged into one JSON file, and a pretraining run reused
-by a later invocation keeps the time its own summary recorded (it used to be written as 0.0)."""
+"""The CamVid benchmarks' bookkeeping (benchmarks/probe_rows.py), which lets one measurement be
+split into several short jobs on a shared machine: each row is merged into one JSON file, a
+pretraining run reused by a later invocation keeps the time its own summary recorded (it used
+to be written as 0.0), and both benchmarks probe a backbone into a row the same way."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from camvid_transfer import pretrain_minutes, save_row
+from probe_rows import pretrain_minutes, probe_row, save_row
 
 
 def test_a_reused_run_keeps_the_minutes_of_its_summary(tmp_path):
@@ -25,3 +29,36 @@ def test_rows_of_separate_invocations_merge_into_one_file(tmp_path):
     save_row(results, "scratch", {"linear": 3.0})  # a re-run replaces only its own row
     assert json.loads(results.read_text()) == {"scratch": {"linear": 3.0}, "start": {"linear": 2.0}}
     assert [p.name for p in tmp_path.iterdir()] == ["rows.json"]  # no temporaries left
+
+
+def write_two_colour_camvid(root: Path, count: dict[str, int]) -> None:
+    """A CamVid-layout folder whose class is its colour: left half red = class 0 (sky), right
+    half blue = class 3 (road). 64 x 64 px, so each half is whole 16 px raw-pixel patches."""
+    from PIL import Image
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, :32, 0] = 200
+    image[:, 32:, 2] = 200
+    label = np.zeros((64, 64), np.uint8)
+    label[:, 32:] = 3
+    for split, n in count.items():
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for i in range(n):
+            Image.fromarray(image).save(root / split / f"{i}.png")
+            Image.fromarray(label).save(root / f"{split}annot" / f"{i}.png")
+
+
+def test_a_probe_row_scores_a_colour_coded_set_perfectly_from_raw_pixels(tmp_path):
+    from densessl.eval.segmentation import open_segmentation
+    from densessl.eval.weights import load_backbone
+
+    write_two_colour_camvid(tmp_path, {"train": 4, "val": 2})
+    train = open_segmentation(tmp_path, "camvid", "train")
+    val = open_segmentation(tmp_path, "camvid", "val")
+    row = probe_row(load_backbone("pixels"), train, val, None, probe_size=64)
+    # colour tells the class exactly, so both probes must get every pixel right
+    assert row["linear"]["pixel_accuracy"] == pytest.approx(100.0)
+    assert row["knn"]["pixel_accuracy"] == pytest.approx(100.0)
+    assert row["levels"] == "+".join(load_backbone("pixels").default_levels)
+    assert set(row) >= {"probe_minutes", "date", "threads"}
