@@ -62,3 +62,20 @@ def test_a_probe_row_scores_a_colour_coded_set_perfectly_from_raw_pixels(tmp_pat
     assert row["knn"]["pixel_accuracy"] == pytest.approx(100.0)
     assert row["levels"] == "+".join(load_backbone("pixels").default_levels)
     assert set(row) >= {"probe_minutes", "date", "threads"}
+
+
+def test_seed_runs_of_one_recipe_pool_and_other_recipes_stay_out():
+    from camvid_seeds import mean_sd, runs_of_recipe
+
+    recipe = ["optim.base_lr=0.48", "data.image_size=160"]
+    rows = {
+        "densecl (resnet18, a)": {"overrides": [*recipe]},
+        "densecl (resnet18, b)": {"overrides": [*reversed(recipe), "seed=2"]},  # any order
+        "densecl (resnet18, c)": {"overrides": [*recipe, "method.momentum=0.999"]},
+        "mocov2 (resnet18, d)": {"overrides": [*recipe, "seed=1"]},
+        "random (resnet18)": {"overrides": []},
+    }
+    pooled = runs_of_recipe(rows, recipe)
+    assert {m: sorted(s) for m, s in pooled.items()} == {"densecl": [0, 2], "mocov2": [1]}
+    assert pooled["densecl"][2] is rows["densecl (resnet18, b)"]
+    assert mean_sd([32.0, 35.0, 36.5]) == "34.5 ± 2.3"  # sd = sqrt((6.25 + 0.25 + 4) / 2)
