@@ -117,6 +117,15 @@ def test_residual_blocks_start_with_a_zero_last_bn_scale(tmp_path):
     assert torch.equal(stem, torch.ones_like(stem))
 
 
+def test_zero_init_residual_off_keeps_torchvisions_unit_scales(tmp_path):
+    # The small-data recipe's switch: every BN scale of both networks starts at 1.
+    method = tiny_byol(tmp_path, **{"method.zero_init_residual": False})
+    for network in (method.student, method.teacher):
+        blocks = [m for m in network.backbone.modules() if isinstance(m, BasicBlock)]
+        for block in blocks:
+            assert torch.equal(block.bn2.weight, torch.ones_like(block.bn2.weight))
+
+
 def test_projector_and_predictor_end_in_a_bias_free_linear(tmp_path):
     # networks.MLP: Linear(with_bias=True) BN ReLU Linear(with_bias=False).
     method = tiny_byol(tmp_path)

@@ -61,6 +61,9 @@ class BYOLConfig:
     hidden_dim: int = 4096  # H, MLP hidden width (paper: 4096)
     momentum: float = 0.99  # τ_base, cosine to 1 over the run (reference 300-ep preset: 0.99)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range (paper)
+    # Every block's last BN scale starts at 0 (reference). A short run on a small set leaves
+    # those scales near 0, so the small-data recipe turns it off (BENCHMARKS.md, BYOL family).
+    zero_init_residual: bool = True
 
 
 def byol_mlp(in_dim: int, hidden_dim: int, out_dim: int, last_bias: bool = False) -> MLPHead:
@@ -87,7 +90,8 @@ class BYOL(TeacherStudent):
     def __init__(self, cfg: BYOLConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         backbone = build_backbone(ctx.backbone)
-        zero_init_residual_(backbone)  # the reference's blocks start as the identity
+        if cfg.zero_init_residual:
+            zero_init_residual_(backbone)  # the reference's blocks start as the identity
         channels = backbone.out_channels["c5"]
         projector = byol_mlp(channels, cfg.hidden_dim, cfg.dim)
         self.student = Encoder(backbone=backbone, projector=projector)

@@ -110,6 +110,7 @@ class SoCoConfig:
     roi_size: int = 7  # RoIAlign output side (code: 7)
     momentum: float = 0.99  # τ_base, cosine to 1 (code: 0.99)
     boxes_per_pair: int = 4  # K (code: select_k = padding_k = 4)
+    zero_init_residual: bool = True  # each block's last BN scale starts at 0 (code; see BYOL)
     crop_scale: tuple[float, float] = (0.5, 1.0)  # V2/V3 area range (code: --crop 0.5)
     small_view_size: int = 0  # V3 side (SoCo*: V4 side); 0 = image_size // 2 (112 at 224)
     star: bool = False  # SoCo*: V3 at star_view_size plus V4 = V2 resized to small_view_size
@@ -151,7 +152,8 @@ class SoCo(TeacherStudent):
         if cfg.roi_levels not in ("assigned", "all"):
             raise ConfigError(f"method.roi_levels must be assigned or all, not {cfg.roi_levels!r}")
         backbone = build_backbone(ctx.backbone)
-        zero_init_residual_(backbone)  # the reference zeroes every block's bn3.weight
+        if cfg.zero_init_residual:
+            zero_init_residual_(backbone)  # the reference zeroes every block's bn3.weight
         fpn = FPN([backbone.out_channels[name] for name in LEVELS], cfg.fpn_channels)
         head = ConvFCBoxHead(cfg.fpn_channels, cfg.head_channels, cfg.head_fc_dim, cfg.roi_size)
         projector = byol_mlp(cfg.head_fc_dim, cfg.hidden_dim, cfg.dim, last_bias=True)
