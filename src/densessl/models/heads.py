@@ -85,9 +85,10 @@ class DenseHead(nn.Module):
         """Project every location.
 
         The 1x1 convs run as two matrix products over the B·H·W location rows, with the conv
-        weights viewed as (out, in) matrices: the same sums, but on DenseCL's small C5 grids
-        (B·9 rows at 96 px) oneDNN's convolution and its backward cost about 1.5x the plain
-        GEMMs. On a channels_last map the rows are a view, and so is the returned map.
+        weights viewed as (out, in) matrices: the same sums, but inside a training step on
+        DenseCL's small C5 grids (B·9 rows at 96 px) oneDNN's convolution and its backward ran
+        at 80-150 GFLOP/s on the CPU against 270-310 for the GEMMs (BENCHMARKS.md, issue 15).
+        On a channels_last map the rows are a view, and so is the returned map.
 
         Args:
             x: (B, in_dim, H, W).
