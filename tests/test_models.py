@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -126,29 +125,6 @@ def test_dense_head_is_pointwise_mlp():
     hidden = torch.relu(first.weight[:, :, 0, 0] @ vector + first.bias)
     expected = second.weight[:, :, 0, 0] @ hidden + second.bias
     torch.testing.assert_close(y[1, :, 2, 4], expected, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_dense_head_equals_its_1x1_convs_forward_and_backward(memory_format):
-    # The head computes its convs as matrix products: values and every gradient must be those
-    # of the two 1x1 convolutions it holds, whatever the input's layout.
-    torch.manual_seed(0)
-    head = DenseHead(6, 10, 4).double().to(memory_format=memory_format)
-    x = torch.randn(3, 6, 2, 5, dtype=torch.float64).contiguous(memory_format=memory_format)
-    x.requires_grad_()
-    first, second = head.mlp[0], head.mlp[2]
-    weights = [first.weight, first.bias, second.weight, second.bias]
-    upstream = torch.randn(3, 4, 2, 5, dtype=torch.float64)
-
-    y = head(x)
-    got = torch.autograd.grad((y * upstream).sum(), [x, *weights])
-    hidden = torch.relu(F.conv2d(x, first.weight, first.bias))
-    expected_y = F.conv2d(hidden, second.weight, second.bias)
-    expected = torch.autograd.grad((expected_y * upstream).sum(), [x, *weights])
-
-    torch.testing.assert_close(y, expected_y, rtol=0, atol=1e-12)
-    for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- EMA

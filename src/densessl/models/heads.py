@@ -84,22 +84,13 @@ class DenseHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project every location.
 
-        The 1x1 convs run as two matrix products over the B·H·W location rows, with the conv
-        weights viewed as (out, in) matrices: the same sums, but inside a training step on
-        DenseCL's small C5 grids (B·9 rows at 96 px) oneDNN's convolution and its backward ran
-        at 80-150 GFLOP/s on the CPU against 270-310 for the GEMMs (BENCHMARKS.md, issue 15).
-        On a channels_last map the rows are a view, and so is the returned map.
-
         Args:
             x: (B, in_dim, H, W).
 
         Returns:
-            (B, out_dim, H, W), not normalised; channels_last strides (a view of the rows).
+            (B, out_dim, H, W), not normalised.
         """
-        first, second = self.mlp[0], self.mlp[2]
-        rows = x.permute(0, 2, 3, 1)  # (B, H, W, in_dim)
-        hidden = F.relu(F.linear(rows, first.weight.flatten(1), first.bias))
-        return F.linear(hidden, second.weight.flatten(1), second.bias).permute(0, 3, 1, 2)
+        return self.mlp(x)
 
 
 class WeightNormLinear(nn.Module):
