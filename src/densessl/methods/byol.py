@@ -23,6 +23,11 @@ Recipe (engine): the reference's 300-epoch preset (``byol/configs/byol.py``): LA
 adaptation, 10 warm-up epochs then cosine; batch 4096, SyncBN. The 1000-epoch preset (lr 0.2,
 wd 1.5e-6, τ_base 0.996) is ``configs/byol_r50_in1k_1000ep.yaml``.
 
+Small-data recipe (``configs/byol_small_data.yaml``; not the paper's): SGD, lr 0.06 at batch
+32 (base 0.48), weight decay 1e-4 on every parameter, no warm-up, τ_base 0.99, 128 px views,
+ResNet-18, and ``zero_init_residual=False``, chosen over six configurations on CamVid val
+(BENCHMARKS.md, "The BYOL family"); SoCo and MCL use it unchanged.
+
 Deviations from the reference:
 - The momentum update runs in :meth:`after_step` with τ(k + 1) after optimizer step k, i.e. the
   target used at step k + 1 is τ(k + 1)·ξ_k + (1 − τ(k + 1))·θ_{k+1}, which is what updating
