@@ -142,6 +142,13 @@ def main() -> None:
         print(f"{name:9s} median step {value * 1000:8.1f} ms")
     ratio = median[dense] / median[base]
     print(f"{dense} / {base} step-time ratio: {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)")
+    # The two methods of one round ran back to back, so their ratio cancels the machine's slow
+    # drift (on a shared VM, step times move by several percent between minutes).
+    paired = sorted(d / b for d, b in zip(times[dense], times[base], strict=True))
+    quarter = len(paired) // 4
+    spread = f"{paired[quarter]:.3f}-{paired[-quarter - 1]:.3f}"
+    print(f"paired per round: median {statistics.median(paired):.3f}, interquartile {spread}, "
+          f"{len(paired)} rounds")  # fmt: skip
 
 
 if __name__ == "__main__":

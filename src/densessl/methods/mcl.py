@@ -38,6 +38,10 @@ batch 4096, 100 epochs, SyncBN; fp16 autocast in the paper YAML (the reference's
 The online backbone, FPN and the head's 4 convs are exported (the reference's detectron2
 converter does the same; the box head's fc is not pretrained).
 
+Small-data recipe (``configs/mcl_small_data.yaml``; not the paper's): BYOL's small-data recipe
+unchanged (SGD, lr 0.06 at batch 32, wd 1e-4, plain cosine without warm-up, 128 px); the
+gradient clip at 500 stays.
+
 Deviations from the reference:
 - The target network embeds only the full views (the reference also runs it on every montage
   and discards the output). Its batch-norm statistics (the target runs in training mode, as the
