@@ -30,6 +30,11 @@ reference's fp16 logits carry 11 significant bits; bf16's 8 would be 8x coarser,
 τ_t = 0.04 sharpening magnifies). The ViT initialises ``cls_token`` and ``pos_embed`` as DINO's
 ``vision_transformer.py`` (truncated normal, std 0.02), not timm's std-1e-6 ``cls_token``.
 
+Small-data recipe (``configs/dino_small_data.yaml``; not the paper's): ViT-tiny/16, batch 32,
+128 px global and 2 x 64 px local crops, 4096 prototypes, AdamW 5e-4 at batch 32 (base 4e-3,
+8x the paper's rate), 2 warm-up epochs, τ_base 0.99; the best k-NN of six configurations on
+CamVid val (BENCHMARKS.md, "The DINO family"). SelfPatch uses it unchanged.
+
 Deviations from the reference:
 - τ_t warms up per step (linear over ``warmup_teacher_temp_epochs`` epochs, reaching τ_t at
   the end of the warm-up) instead of per epoch (the reference's ``np.linspace`` reaches it at

@@ -28,6 +28,9 @@ Objective, τ_t constant 0.04 (reference default), τ_s = 0.1::
 The image centre c is updated with the teacher's image logits of all V views (DINO: only the
 global ones) and the patch centre c_p with the mean over every patch of every view.
 
+Small-data recipe (``configs/selfpatch_small_data.yaml``; not the paper's): DINO's small-data
+recipe unchanged (see :mod:`densessl.methods.dino`).
+
 Deviations from the reference:
 - Those of DINO (see :mod:`densessl.methods.dino`).
 - Any crop size, patch size and non-square grid: neighbour tables are built for the actual grid
