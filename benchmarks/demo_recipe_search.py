@@ -1,0 +1,108 @@
+"""MoCo-v2 recipe search on the demo scenes: what keeps a short pretraining under random init?
+
+Each configuration changes one thing of the demo recipe (configs/densecl_r18_aerial_demo.yaml:
+lr 0.06 at batch 32, m 0.99, queue 4096, 96 px views of 128 px scenes, 300 steps), pretrains
+MoCo-v2 with seed 0 and probes it exactly as ``make demo`` does (frozen C4 + C5, linear and k-NN
+segmentation, held-out scenes of seed 0). The recipe itself is seed 0 of benchmarks/demo_seeds.py.
+
+Two configurations change MoCo-v2's view recipe, which is not a setting: they replace the
+method's view function for the run (``VIEW_VARIANTS``). They ask whether the augmentations
+destroy what tells the scene classes apart (texture period, fine speckle).
+
+    python benchmarks/demo_recipe_search.py                  # about 40 minutes on 2 CPU cores
+    python benchmarks/demo_recipe_search.py --configs no_blur
+
+Finished configurations (a ``scores.json`` in ``--out``) are reused, so an interrupted search
+resumes where it stopped. Prints a Markdown table for BENCHMARKS.md and writes every score to
+``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from densessl.config import build_config
+from densessl.data.augment import PhotometricSpec
+from densessl.data.views import ViewSpec
+from densessl.demo import RECIPE, probe, probe_sets
+from densessl.engine.train import train
+from densessl.export import export
+from densessl.methods import get_method
+from densessl.methods import mocov2 as mocov2_module
+
+SEED = 0
+# name -> (what it changes, config overrides)
+CONFIGS = {
+    "lr_0.03": ("lr 0.03 (base 0.24), half the recipe's", ["optim.base_lr=0.24"]),
+    "lr_0.12": ("lr 0.12 (base 0.96), twice the recipe's", ["optim.base_lr=0.96"]),
+    "queue_1024": ("queue 1024 (a quarter of the scenes)", ["method.queue_size=1024"]),
+    "views_128": ("128 px views (C5 4 x 4, the whole scene side)", ["data.image_size=128"]),
+    "no_blur": ("no Gaussian blur in either view", []),
+    "crop_0.5": ("crop area (0.5, 1) instead of (0.2, 1)", []),
+}
+VIEW_VARIANTS = {
+    "no_blur": lambda size: [ViewSpec(size=size, photometric=PhotometricSpec(blur_p=0.0))] * 2,
+    "crop_0.5": lambda size: [ViewSpec(size=size, scale=(0.5, 1.0))] * 2,
+}
+
+
+def run_config(name: str, out: Path) -> dict:
+    """Pretrain MoCo-v2 with one configuration and probe it; returns its scores and minutes."""
+    _, overrides = CONFIGS[name]
+    original_views = mocov2_module.moco_v2_views
+    if name in VIEW_VARIANTS:
+        mocov2_module.moco_v2_views = VIEW_VARIANTS[name]
+    start = time.perf_counter()
+    try:
+        run = out / name
+        config = build_config(
+            get_method("mocov2"), RECIPE, overrides=[f"out={run}", f"seed={SEED}", *overrides]
+        )
+        train(config)
+    finally:
+        mocov2_module.moco_v2_views = original_views
+    minutes = (time.perf_counter() - start) / 60
+    weights = export(run, "torchvision", out / f"{name}.pt").path
+    train_set, val_set = probe_sets(SEED)
+    scores = probe(str(weights), train_set, val_set, SEED)
+    return {"scores": scores, "pretrain_minutes": minutes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--out", default="runs/demo_recipe_search")
+    parser.add_argument("--results", default="benchmarks/results/demo_recipe_search.json")
+    args = parser.parse_args()
+    out = Path(args.out)
+    rows = {}
+    for name in args.configs:
+        done = out / name / "scores.json"
+        if not done.exists():
+            result = run_config(name, out)
+            done.write_text(json.dumps(result, indent=2) + "\n")
+        rows[name] = json.loads(done.read_text())
+    summary = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "seed": SEED,
+        "rows": rows,
+    }
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
+    print("| MoCo-v2 configuration | linear mIoU | k-NN mIoU | pretraining min |")
+    print("|---|---|---|---|")
+    for name, row in rows.items():
+        lin, knn = row["scores"]["linear"]["miou"], row["scores"]["knn"]["miou"]
+        print(f"| {CONFIGS[name][0]} | {lin:.1f} | {knn:.1f} | {row['pretrain_minutes']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
