@@ -3,15 +3,17 @@
 Each configuration changes one thing of the demo recipe (the last one the two best single
 changes together) (configs/densecl_r18_aerial_demo.yaml:
 lr 0.06 at batch 32, m 0.99, queue 4096, 96 px views of 128 px scenes, 300 steps), pretrains
-MoCo-v2 with seed 0 and probes it exactly as ``make demo`` does (frozen C4 + C5, linear and k-NN
-segmentation, held-out scenes of seed 0). The recipe itself is seed 0 of benchmarks/demo_seeds.py.
+MoCo-v2 (``--method densecl`` for DenseCL) with seed 0 (``--seed``) and probes it exactly as
+``make demo`` does (frozen C4 + C5, linear and k-NN segmentation, the seed's held-out scenes).
+The recipe itself is that seed of benchmarks/demo_seeds.py.
 
 Three configurations change MoCo-v2's view recipe, which is not a setting: they replace the
-method's view function for the run (``VIEW_VARIANTS``). They ask whether the augmentations
-destroy what tells the scene classes apart (texture period, fine speckle).
+method's view function for the run (``VIEW_VARIANTS``; DenseCL inherits MoCo-v2's views). They
+ask whether the augmentations destroy what tells the scene classes apart (texture period,
+fine speckle).
 
     python benchmarks/demo_recipe_search.py                  # about 45 minutes on 2 CPU cores
-    python benchmarks/demo_recipe_search.py --configs no_blur
+    python benchmarks/demo_recipe_search.py --configs no_blur --method densecl --out runs/s_dcl
 
 Finished configurations (a ``scores.json`` in ``--out``) are reused, so an interrupted search
 resumes where it stopped. Prints a Markdown table for BENCHMARKS.md and writes every score to
@@ -38,7 +40,6 @@ from densessl.export import export
 from densessl.methods import get_method
 from densessl.methods import mocov2 as mocov2_module
 
-SEED = 0
 # name -> (what it changes, config overrides)
 CONFIGS = {
     "lr_0.03": ("lr 0.03 (base 0.24), half the recipe's", ["optim.base_lr=0.24"]),
@@ -58,8 +59,8 @@ VIEW_VARIANTS = {
 }
 
 
-def run_config(name: str, out: Path) -> dict:
-    """Pretrain MoCo-v2 with one configuration and probe it; returns its scores and minutes."""
+def run_config(name: str, out: Path, method: str = "mocov2", seed: int = 0) -> dict:
+    """Pretrain ``method`` with one configuration and probe it; returns its scores and minutes."""
     _, overrides = CONFIGS[name]
     original_views = mocov2_module.moco_v2_views
     if name in VIEW_VARIANTS:
@@ -68,21 +69,23 @@ def run_config(name: str, out: Path) -> dict:
     try:
         run = out / name
         config = build_config(
-            get_method("mocov2"), RECIPE, overrides=[f"out={run}", f"seed={SEED}", *overrides]
+            get_method(method), RECIPE, overrides=[f"out={run}", f"seed={seed}", *overrides]
         )
         train(config)
     finally:
         mocov2_module.moco_v2_views = original_views
     minutes = (time.perf_counter() - start) / 60
     weights = export(run, "torchvision", out / f"{name}.pt").path
-    train_set, val_set = probe_sets(SEED)
-    scores = probe(str(weights), train_set, val_set, SEED)
+    train_set, val_set = probe_sets(seed)
+    scores = probe(str(weights), train_set, val_set, seed)
     return {"scores": scores, "pretrain_minutes": minutes}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--method", default="mocov2", choices=["mocov2", "densecl"])
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/demo_recipe_search")
     parser.add_argument("--results", default="benchmarks/results/demo_recipe_search.json")
     args = parser.parse_args()
@@ -91,18 +94,19 @@ def main() -> None:
     for name in args.configs:
         done = out / name / "scores.json"
         if not done.exists():
-            result = run_config(name, out)
+            result = run_config(name, out, args.method, args.seed)
             done.write_text(json.dumps(result, indent=2) + "\n")
         rows[name] = json.loads(done.read_text())
     summary = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "seed": SEED,
+        "method": args.method,
+        "seed": args.seed,
         "rows": rows,
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
-    print("| MoCo-v2 configuration | linear mIoU | k-NN mIoU | pretraining min |")
+    print(f"| {args.method} configuration, seed {args.seed} | linear mIoU | k-NN mIoU | min |")
     print("|---|---|---|---|")
     for name, row in rows.items():
         lin, knn = row["scores"]["linear"]["miou"], row["scores"]["knn"]["miou"]
