@@ -31,13 +31,10 @@ from pathlib import Path
 
 import torch
 
-from densessl.config import build_config
 from densessl.data.augment import PhotometricSpec
 from densessl.data.views import ViewSpec
-from densessl.demo import RECIPE, probe, probe_sets
-from densessl.engine.train import train
+from densessl.demo import pretrain, probe, probe_sets
 from densessl.export import export
-from densessl.methods import get_method
 from densessl.methods import mocov2 as mocov2_module
 
 # name -> (what it changes, config overrides)
@@ -66,12 +63,9 @@ def run_config(name: str, out: Path, method: str = "mocov2", seed: int = 0) -> d
     if name in VIEW_VARIANTS:
         mocov2_module.moco_v2_views = VIEW_VARIANTS[name]
     start = time.perf_counter()
+    run = out / name
     try:
-        run = out / name
-        config = build_config(
-            get_method(method), RECIPE, overrides=[f"out={run}", f"seed={seed}", *overrides]
-        )
-        train(config)
+        pretrain(method, run, seed, overrides=tuple(overrides))
     finally:
         mocov2_module.moco_v2_views = original_views
     minutes = (time.perf_counter() - start) / 60

@@ -20,18 +20,20 @@ import argparse
 import math
 
 import torch
-import torch.nn.functional as F
 
 from densessl.demo import PROBE_LEVELS, PROBE_SIZE, probe_sets
-from densessl.eval.features import extract_features
+from densessl.eval.features import DenseFeatures, extract_features
+from densessl.eval.knn_seg import patch_label_histograms
 from densessl.eval.weights import load_backbone
 
 
-def cell_labels(labels: torch.Tensor, stride: int, num_classes: int) -> torch.Tensor:
-    """(N, H, W) pixel labels -> (N, H/s, W/s) majority class of each cell."""
-    assert int(labels.max()) < num_classes, "the demo scenes have no ignored pixels"
-    one_hot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2)
-    return F.avg_pool2d(one_hot.float(), stride).argmax(dim=1)
+def cell_classes(data: DenseFeatures) -> torch.Tensor:
+    """(N * h * w,) majority class of every cell, in the order of the flattened features."""
+    per_image = [
+        patch_label_histograms(labels, data.stride, data.num_classes, data.ignore_index)
+        for labels in data.labels
+    ]
+    return torch.cat(per_image).argmax(dim=1)
 
 
 def spectrum(features: torch.Tensor, classes: torch.Tensor) -> dict[str, float]:
@@ -63,7 +65,7 @@ def main() -> None:
     for weights in args.weights:
         backbone = load_backbone(weights, "resnet18")
         data = extract_features(backbone, val_set, list(PROBE_LEVELS), PROBE_SIZE)
-        classes = cell_labels(data.labels, data.stride, data.num_classes).flatten()
+        classes = cell_classes(data)
         cells = data.features.float().permute(0, 2, 3, 1).flatten(0, 2)
         s = spectrum(cells, classes)
         print(

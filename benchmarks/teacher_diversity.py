@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from densessl.eval.features import normalise
 from densessl.runs import open_run
 
 
@@ -37,8 +38,8 @@ def load_images(folder: Path, count: int, size: int) -> torch.Tensor:
     images = []
     for path in paths[:count]:
         image = TF.center_crop(TF.resize(Image.open(path).convert("RGB"), size), size)
-        images.append(TF.normalize(TF.to_tensor(image), IMAGENET_MEAN, IMAGENET_STD))
-    return torch.stack(images)
+        images.append(TF.pil_to_tensor(image))
+    return normalise(torch.stack(images))
 
 
 def diversity(logits: torch.Tensor, centre: torch.Tensor, temperature: float) -> dict[str, float]:
@@ -60,6 +61,9 @@ def diversity(logits: torch.Tensor, centre: torch.Tensor, temperature: float) ->
 @torch.no_grad()
 def measure(run: str, images: torch.Tensor) -> dict[str, dict[str, float]]:
     method, cfg = open_run(run)
+    if cfg.method.name not in ("dino", "selfpatch"):
+        print(f"{run}: a {cfg.method.name} run; give a dino or selfpatch run", file=sys.stderr)
+        raise SystemExit(2)
     temperature = cfg.method.teacher_temp
     if cfg.method.name == "selfpatch":
         image_logits, patch_logits = method.teacher_outputs([images])
@@ -67,10 +71,8 @@ def measure(run: str, images: torch.Tensor) -> dict[str, dict[str, float]]:
             "image head": diversity(image_logits[0], method.center, temperature),
             "patch head": diversity(patch_logits[0], method.patch_center, temperature),
         }
-    if cfg.method.name == "dino":
-        logits = method.image_logits(method.teacher, [images])[0]
-        return {"image head": diversity(logits, method.center, temperature)}
-    raise SystemExit(f"{run}: a {cfg.method.name} run; only dino and selfpatch have a teacher head")
+    logits = method.image_logits(method.teacher, [images])[0]
+    return {"image head": diversity(logits, method.center, temperature)}
 
 
 def main() -> None:

@@ -45,10 +45,13 @@ METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
 BASELINES = {"random init": "random", "raw pixels": "pixels"}
 
 
-def pretrain(method: str, run_dir: Path, seed: int = 0, steps: int | None = None) -> Path:
-    """Pretrain ``method`` with the demo recipe; the run's scenes are drawn with ``seed``."""
-    overrides = [f"out={run_dir}", f"seed={seed}"] + ([f"steps={steps}"] if steps else [])
-    train(build_config(get_method(method), RECIPE, overrides=overrides))
+def pretrain(
+    method: str, run_dir: Path, seed: int = 0, steps: int | None = None, overrides: tuple = ()
+) -> Path:
+    """Pretrain ``method`` with the demo recipe; the run's scenes are drawn with ``seed``.
+    ``overrides`` (``KEY=VALUE``) change the recipe, for the recipe search in benchmarks/."""
+    run = [f"out={run_dir}", f"seed={seed}"] + ([f"steps={steps}"] if steps else [])
+    train(build_config(get_method(method), RECIPE, overrides=[*run, *overrides]))
     return run_dir
 
 
