@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from densessl.data.augment import NUM_PHOTOMETRIC_PARAMS
+from densessl.config import build_config
+from densessl.data.augment import NUM_PHOTOMETRIC_PARAMS, P_BLUR_SIGMA
 from densessl.data.batch import collate_views
 from densessl.data.views import (
     MultiViewTransform,
@@ -19,6 +20,8 @@ from densessl.data.views import (
     moco_v2_views,
     sample_crop,
 )
+from densessl.methods import get_method
+from densessl.methods.base import MethodContext
 
 SOURCE_H, SOURCE_W = 160, 200
 
@@ -169,3 +172,22 @@ def test_views_collate_into_a_batch():
     assert batch.crop_boxes.shape == (3, 2, 4)
     assert batch.photometric.shape == (3, 2, NUM_PHOTOMETRIC_PARAMS)
     assert batch.source_sizes.tolist() == [[SOURCE_H, SOURCE_W]] * 3
+
+
+@pytest.mark.parametrize("method", ["mocov2", "densecl"])
+def test_moco_blur_sigma_setting_reaches_the_drawn_views(method):
+    """method.blur_sigma (the demo scales the paper's 0.1-2 px to its 96 px views) sets the
+    range every blurred view's σ is drawn from; the paper's range stays the default."""
+    cls = get_method(method)
+    ctx = MethodContext(backbone="resnet18", image_size=32)
+    paper = cls(build_config(cls).method, ctx)
+    scaled = cls(build_config(cls, overrides=["method.blur_sigma=[0.25,0.5]"]).method, ctx)
+    for model, (low, high) in ((paper, (0.1, 2.0)), (scaled, (0.25, 0.5))):
+        transform = MultiViewTransform(model.view_specs())
+        generator = torch.Generator().manual_seed(0)
+        drawn = torch.stack([v.photometric for _ in range(300)
+                             for v in transform(coordinate_image(), generator)])  # fmt: skip
+        sigma = drawn[:, P_BLUR_SIGMA][drawn[:, P_BLUR_SIGMA] > 0]
+        assert abs(len(sigma) / len(drawn) - 0.5) < 0.06  # MoCo-v2's blur p 0.5
+        assert sigma.min() >= low and sigma.max() <= high
+        assert sigma.min() < low + 0.1 * (high - low) and sigma.max() > high - 0.1 * (high - low)

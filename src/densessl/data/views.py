@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -47,9 +47,11 @@ class ViewSpec:
         return _pair(self.size)
 
 
-def moco_v2_views(size: int) -> list[ViewSpec]:
-    """The two identical MoCo-v2 views: RandomResizedCrop(size, scale=(0.2, 1)), flip 0.5."""
-    spec = ViewSpec(size=size)
+def moco_v2_views(size: int, blur_sigma: tuple[float, float] = (0.1, 2.0)) -> list[ViewSpec]:
+    """The two identical MoCo-v2 views: RandomResizedCrop(size, scale=(0.2, 1)), flip 0.5, and
+    the MoCo-v2 photometric recipe with Gaussian blur σ drawn from ``blur_sigma`` pixels."""
+    photometric = replace(MOCO_V2_PHOTOMETRIC, blur_sigma=tuple(blur_sigma))
+    spec = ViewSpec(size=size, photometric=photometric)
     return [spec, spec]
 
 

@@ -17,6 +17,8 @@ gathered from all processes, replace the oldest entries of a queue of K = 65536.
 Small-data recipe (``configs/mocov2_small_data.yaml``, shared with DenseCL; not the paper's):
 lr 0.06 at batch 32 (base 0.48), m = 0.99, K = 256, 160 px views, ResNet-18, chosen with
 MoCo-v2 on CamVid val (BENCHMARKS.md, "Small-data recipe on CamVid"; docs/deviations.md).
+The views' blur σ is a setting (``blur_sigma``, paper 0.1-2 px for 224 px views): the demo
+recipe scales it by 96/224 to its 96 px views (BENCHMARKS.md, the demo section).
 
 Deviations from the reference:
 - The momentum update runs after the optimizer step instead of before the next key forward.
@@ -62,6 +64,8 @@ class MoCoV2Config:
     queue_size: int = 65536  # K, negatives kept from earlier batches (paper: 65536)
     temperature: float = 0.2  # τ (MoCo-v2: 0.2)
     momentum: float = 0.999  # m, key encoder momentum, constant (paper: 0.999)
+    # Gaussian blur σ range in pixels, drawn per view with p 0.5 (paper: 0.1-2 px, for 224 px views)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
 
 
 @METHODS.register("mocov2")
@@ -86,7 +90,7 @@ class MoCoV2(TeacherStudent):
         return {"teacher_momentum": Constant(self.cfg.momentum)}
 
     def view_specs(self) -> list[ViewSpec]:
-        return moco_v2_views(self.ctx.image_size)
+        return moco_v2_views(self.ctx.image_size, tuple(self.cfg.blur_sigma))
 
     def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> {"global": (B, D) L2-normalised}."""
