@@ -18,7 +18,7 @@ average of the teacher's dense projection. τ = 0.2 for both terms; the dense CE
 B·S² query locations.
 
 Small-data recipe (``configs/densecl_small_data.yaml``): MoCo-v2's, unchanged (lr 0.06 at
-batch 32, m = 0.99, K = 256), at 160 px so that C5 is a 5×5 grid for L_r.
+batch 32, m = 0.999, K = 256), at 160 px so that C5 is a 5×5 grid for L_r.
 
 Deviations from the reference:
 - Those of MoCo-v2 (momentum update after the optimizer step; accumulated keys enqueued after the

@@ -15,8 +15,9 @@ The teacher follows θ' ← m·θ' + (1−m)·θ with m = 0.999; after each step
 gathered from all processes, replace the oldest entries of a queue of K = 65536.
 
 Small-data recipe (``configs/mocov2_small_data.yaml``, shared with DenseCL; not the paper's):
-lr 0.06 at batch 32 (base 0.48), m = 0.99, K = 256, 160 px views, ResNet-18, chosen with
-MoCo-v2 on CamVid val (BENCHMARKS.md, "Small-data recipe on CamVid"; docs/deviations.md).
+lr 0.06 at batch 32 (base 0.48), m = 0.999 (the paper's), K = 256, 160 px views, ResNet-18,
+chosen with MoCo-v2 on CamVid val (BENCHMARKS.md, "Small-data recipe on CamVid";
+docs/deviations.md).
 The views' blur σ is a setting (``blur_sigma``, paper 0.1-2 px for 224 px views): the demo
 recipe scales it by 96/224 to its 96 px views (BENCHMARKS.md, the demo section).
 
