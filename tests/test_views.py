@@ -20,6 +20,7 @@ from densessl.data.views import (
     moco_v2_views,
     sample_crop,
 )
+from densessl.errors import ConfigError
 from densessl.methods import get_method
 from densessl.methods.base import MethodContext
 
@@ -191,3 +192,11 @@ def test_moco_blur_sigma_setting_reaches_the_drawn_views(method):
         assert abs(len(sigma) / len(drawn) - 0.5) < 0.06  # MoCo-v2's blur p 0.5
         assert sigma.min() >= low and sigma.max() <= high
         assert sigma.min() < low + 0.1 * (high - low) and sigma.max() > high - 0.1 * (high - low)
+
+
+@pytest.mark.parametrize("bad", ["[0.0,2.0]", "[2.0,0.1]", "[-1.0,0.5]"])
+def test_moco_blur_sigma_out_of_range_is_a_config_error(bad):
+    cls = get_method("mocov2")
+    cfg = build_config(cls, overrides=[f"method.blur_sigma={bad}"])
+    with pytest.raises(ConfigError, match=r"method\.blur_sigma"):
+        cls(cfg.method, MethodContext(backbone="resnet18", image_size=32))

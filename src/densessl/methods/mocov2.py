@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from densessl import dist
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, moco_v2_views
+from densessl.errors import ConfigError
 from densessl.losses import info_nce
 from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
 from densessl.models import build_backbone
@@ -75,6 +76,12 @@ class MoCoV2(TeacherStudent):
 
     def __init__(self, cfg: MoCoV2Config, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
+        low, high = cfg.blur_sigma
+        if not 0 < low <= high:
+            raise ConfigError(
+                f"method.blur_sigma must be [low, high] pixels with 0 < low <= high "
+                f"(paper: [0.1, 2.0]), not [{low}, {high}]"
+            )
         self.student = self.build_encoder()
         self.teacher = make_teacher(self.student)
         self.queue = NegativeQueue(cfg.queue_size, cfg.dim)
