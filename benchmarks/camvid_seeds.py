@@ -2,9 +2,9 @@
 
 Reads the rows that ``benchmarks/camvid_transfer.py`` wrote (one per method and run, each with
 the ``--set`` overrides it ran with) and pools the runs of each method that differ only in
-``seed=N``. Prints each method's mean and standard deviation over seeds (``ddof=1``), the
-baselines (random init, raw pixels: no seed), and the margins the issue's targets name, with the
-seed-paired spread of DenseCL - MoCo-v2.
+``seed=N`` and ran the same number of steps (``--steps``, 300 by default). Prints each method's
+mean and standard deviation over seeds (``ddof=1``), the baselines (random init, raw pixels: no
+seed), and the margins the issue's targets name, with the seed-paired spread of DenseCL - MoCo-v2.
 
     python benchmarks/camvid_seeds.py benchmarks/results/camvid_small_data.json \
         --recipe optim.base_lr=0.48 method.momentum=0.99 data.image_size=160
@@ -22,11 +22,13 @@ def seed_of(overrides: list[str]) -> int:
     return next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("seed=")), 0)
 
 
-def runs_of_recipe(rows: dict, recipe: list[str]) -> dict[str, dict[int, dict]]:
-    """method -> seed -> row, for the rows whose overrides are ``recipe`` plus a seed."""
+def runs_of_recipe(rows: dict, recipe: list[str], steps: int) -> dict[str, dict[int, dict]]:
+    """method -> seed -> row: the ``steps``-step rows whose overrides are ``recipe`` + a seed."""
     pooled: dict[str, dict[int, dict]] = {}
     for name, row in rows.items():
         overrides = row.get("overrides", [])
+        if row.get("steps") != steps:
+            continue  # a longer run of the same recipe is another comparison, not another seed
         if sorted(o for o in overrides if not o.startswith("seed=")) == sorted(recipe):
             method = name.split(" ", 1)[0]
             pooled.setdefault(method, {})[seed_of(overrides)] = row
@@ -43,9 +45,10 @@ def main() -> None:
     parser.add_argument("rows", type=Path, help="camvid_transfer.py's JSON file")
     parser.add_argument("--recipe", nargs="+", required=True, help="the overrides, no seed")
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--steps", type=int, default=300, help="pool only runs of this length")
     args = parser.parse_args()
     rows = json.loads(args.rows.read_text())
-    pooled = runs_of_recipe(rows, args.recipe)
+    pooled = runs_of_recipe(rows, args.recipe, args.steps)
     means = {}
     print("| pretraining | seeds | linear mIoU (mean ± sd) | k-NN mIoU (mean ± sd) | "
           "per seed (linear / k-NN) |")  # fmt: skip

@@ -69,13 +69,16 @@ def test_seed_runs_of_one_recipe_pool_and_other_recipes_stay_out():
 
     recipe = ["optim.base_lr=0.48", "data.image_size=160"]
     rows = {
-        "densecl (resnet18, a)": {"overrides": [*recipe]},
-        "densecl (resnet18, b)": {"overrides": [*reversed(recipe), "seed=2"]},  # any order
-        "densecl (resnet18, c)": {"overrides": [*recipe, "method.momentum=0.999"]},
-        "mocov2 (resnet18, d)": {"overrides": [*recipe, "seed=1"]},
-        "random (resnet18)": {"overrides": []},
+        "densecl (resnet18, a)": {"overrides": [*recipe], "steps": 300},
+        "densecl (resnet18, b)": {"overrides": [*reversed(recipe), "seed=2"], "steps": 300},
+        "densecl (resnet18, c)": {"overrides": [*recipe, "method.momentum=0.999"], "steps": 300},
+        "densecl (resnet18, e)": {"overrides": [*recipe], "steps": 900},  # longer: not a seed
+        "mocov2 (resnet18, d)": {"overrides": [*recipe, "seed=1"], "steps": 300},
+        "random (resnet18)": {"overrides": [], "steps": 0},
     }
-    pooled = runs_of_recipe(rows, recipe)
+    pooled = runs_of_recipe(rows, recipe, steps=300)
     assert {m: sorted(s) for m, s in pooled.items()} == {"densecl": [0, 2], "mocov2": [1]}
     assert pooled["densecl"][2] is rows["densecl (resnet18, b)"]
+    assert pooled["densecl"][0] is rows["densecl (resnet18, a)"]  # not the 900-step run
+    assert list(runs_of_recipe(rows, recipe, steps=900)) == ["densecl"]
     assert mean_sd([32.0, 35.0, 36.5]) == "34.5 ± 2.3"  # sd = sqrt((6.25 + 0.25 + 4) / 2)
