@@ -23,8 +23,9 @@ import statistics
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from densessl.demo import SEED_SPREAD, compare, margins
+from densessl.demo import RECIPE, SEED_SPREAD, compare, margins
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -32,7 +33,7 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": std, "values": values}
 
 
-def summarise(per_seed: dict[int, dict], seeds: list[int]) -> dict:
+def summarise(per_seed: dict[int, dict], seeds: list[int], steps: int) -> dict:
     scores = [per_seed[s] for s in seeds]
     rows, gaps = {}, {}
     for probe_name in ("linear", "knn"):
@@ -43,6 +44,7 @@ def summarise(per_seed: dict[int, dict], seeds: list[int]) -> dict:
         gaps[probe_name] = {key: spread([m[key] for m in by_seed]) for key in by_seed[0]}
     return {
         "seeds": len(seeds),
+        "steps": steps,  # pretraining steps per run: the report warns when its own run differs
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "rows": rows,
@@ -81,7 +83,7 @@ def main() -> None:
             scores, _, _ = compare(run, seed=seed, steps=args.steps)
             done.write_text(json.dumps(scores, indent=2) + "\n")
         per_seed[seed] = json.loads(done.read_text())
-    summary = summarise(per_seed, args.seeds)
+    summary = summarise(per_seed, args.seeds, args.steps or int(OmegaConf.load(RECIPE).steps))
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(summary, indent=2) + "\n")

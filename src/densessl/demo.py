@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ PROBE_LEVELS = ("c4", "c5")
 PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES = 300, 100
 METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
 BASELINES = {"random init": "random", "raw pixels": "pixels"}
+# Issue 12's targets on the built-in scenes (linear probe, mean over seeds), in mIoU points;
+# each must also be at least twice its seed-to-seed spread.
+TARGETS = {"DenseCL - random init": 10.0, "MoCo-v2 - random init": 10.0, "DenseCL - MoCo-v2": 3.0}
 
 
 def pretrain(
@@ -99,15 +103,21 @@ def compare(out: Path, seed: int = 0, steps: int | None = None) -> tuple[dict, d
     return scores, runs, seconds
 
 
+COMPARISONS = (
+    ("DenseCL", "MoCo-v2"),
+    ("DenseCL", "random init"),
+    ("MoCo-v2", "random init"),
+    ("random init", "raw pixels"),
+    # the guard against a trivial proxy: pretrained features must stay far above raw pixels
+    ("DenseCL", "raw pixels"),
+    ("MoCo-v2", "raw pixels"),
+)
+
+
 def margins(scores: dict[str, dict], probe_name: str) -> dict[str, float]:
-    """The three comparisons the demo is about, in mIoU points."""
+    """The comparisons the demo is about, ``"A - B"`` -> mIoU(A) - mIoU(B) in points."""
     miou = {name: s[probe_name]["miou"] for name, s in scores.items()}
-    return {
-        "DenseCL - MoCo-v2": miou["DenseCL"] - miou["MoCo-v2"],
-        "DenseCL - random init": miou["DenseCL"] - miou["random init"],
-        "MoCo-v2 - random init": miou["MoCo-v2"] - miou["random init"],
-        "random init - raw pixels": miou["random init"] - miou["raw pixels"],
-    }
+    return {f"{a} - {b}": miou[a] - miou[b] for a, b in COMPARISONS}
 
 
 def read_spread(path: Path = SEED_SPREAD) -> dict | None:
@@ -115,17 +125,54 @@ def read_spread(path: Path = SEED_SPREAD) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def reading(scores: dict[str, dict], spread: dict | None) -> str:
-    """Plain sentences saying what the numbers show, whichever way they come out."""
+def paired_margin(spread: dict, probe_name: str, comparison: str) -> tuple[float, float]:
+    """Mean and standard deviation (``ddof=1``) over the benchmark's seeds of ``"A - B"``,
+    paired by seed from each row's per-seed scores (so any comparison of its rows can be read,
+    whether or not the benchmark listed it)."""
+    first, second = comparison.split(" - ")
+    rows = spread["rows"][probe_name]
+    gaps = [a - b for a, b in zip(rows[first]["values"], rows[second]["values"], strict=True)]
+    return statistics.fmean(gaps), statistics.stdev(gaps)
+
+
+def target_lines(scores: dict[str, dict], spread: dict | None) -> list[str]:
+    """Each target, met or not: on the seed benchmark's means where it was run, else on this
+    run alone (one seed and no spread, so never called met)."""
+    lines = []
+    for comparison, target in TARGETS.items():
+        gap = margins(scores, "linear")[comparison]
+        if spread is None:
+            lines.append(
+                f"- {comparison} >= +{target:.0f} (linear): this run {gap:+.1f}; not established "
+                "without the seed benchmark."
+            )
+            continue
+        mean, sd = paired_margin(spread, "linear", comparison)
+        met = mean >= target and mean >= 2 * sd
+        lines.append(
+            f"- {comparison} >= +{target:.0f} (linear), at least twice its spread: "
+            f"{mean:+.1f} ± {sd:.1f} over {spread['seeds']} seeds (this run {gap:+.1f}): "
+            f"{'met' if met else 'not met'}."
+        )
+    return lines
+
+
+def reading(scores: dict[str, dict], spread: dict | None, steps: int | None = None) -> str:
+    """Plain sentences saying what the numbers show, whichever way they come out; ``steps``
+    (this run's) is checked against the length the seed benchmark measured."""
     lines = []
     for probe_name, label in (("linear", "linear probe"), ("knn", "k-NN retrieval")):
         for comparison, gap in margins(scores, probe_name).items():
             noise = ""
             if spread is not None:
-                sd = spread["margins"][probe_name][comparison]["std"]
+                sd = paired_margin(spread, probe_name, comparison)[1]
                 verdict = "beyond" if abs(gap) >= 2 * sd else "within"
                 noise = f" (seed-to-seed spread of this margin: {sd:.1f}; {verdict} twice it)"
             lines.append(f"- {label}, {comparison}: {gap:+.1f} mIoU{noise}.")
+    lines.append("")
+    lines.append("The targets this demo is measured against (densessl's issue 12):")
+    lines += target_lines(scores, spread)
+    lines.append("")
     if spread is None:
         lines.append(
             "- No seed-spread measurement found (benchmarks/results/demo_seeds.json): run "
@@ -133,9 +180,14 @@ def reading(scores: dict[str, dict], spread: dict | None) -> str:
         )
     else:
         lines.append(
-            f"- Seed spread from {spread['seeds']} seeds, measured on {spread['date']} "
-            f"({spread['machine']}); see BENCHMARKS.md."
+            f"- Seed spread from {spread['seeds']} seeds of {spread.get('steps', '?')} steps, "
+            f"measured on {spread['date']} ({spread['machine']}); see BENCHMARKS.md."
         )
+        if steps is not None and spread.get("steps") not in (None, steps):
+            lines.append(
+                f"- This run pretrained {steps} steps, not the benchmark's {spread['steps']}: "
+                "its spreads and targets above describe the other length."
+            )
     lines.append(
         "- Scale: a few hundred CPU steps of a ResNet-18 (about 10,000 images seen; the paper's "
         "DenseCL sees 256 million). BENCHMARKS.md has the same comparison on real images."
@@ -172,7 +224,7 @@ mIoU over all classes in percent; pixel accuracy is dominated by the background.
 
 What the numbers show:
 
-{reading(scores, read_spread())}
+{reading(scores, read_spread(), steps)}
 
 Time on this machine: {timing}.
 
