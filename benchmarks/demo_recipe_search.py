@@ -57,7 +57,7 @@ CONFIGS = {name: (what, [*PAPER_BLUR, *overrides]) for name, (what, overrides) i
 # The paper's σ is for 224 px views; scaled to the 96 px views it is the recipe's blur since.
 CONFIGS["blur_scaled"] = ("blur sigma scaled to the 96 px view, (0.04, 0.86) px", [])
 # On the recipe with the scaled blur (2026-11-30): CamVid's regime, few images seen many times
-# (367 images, 26 epochs), against the demo's 4096 scenes seen about twice each; and CamVid's
+# (367 images, 27 epochs), against the demo's 4096 scenes seen about twice each; and CamVid's
 # key momentum, which beat 0.99 there at the same 300 steps.
 CONFIGS["scenes_512"] = (
     "512 scenes, each seen about 19 times, queue 256 (half of them)",
