@@ -35,7 +35,7 @@ import torch
 
 from densessl.data.augment import PhotometricSpec
 from densessl.data.views import ViewSpec
-from densessl.demo import pretrain, probe, probe_sets
+from densessl.demo import PROBE_SIZE, pretrain, probe, probe_sets
 from densessl.export import export
 from densessl.methods import mocov2 as mocov2_module
 
@@ -77,8 +77,11 @@ VIEW_VARIANTS = {
 }
 
 
-def run_config(name: str, out: Path, method: str = "mocov2", seed: int = 0) -> dict:
-    """Pretrain ``method`` with one configuration and probe it; returns its scores and minutes."""
+def run_config(
+    name: str, out: Path, method: str = "mocov2", seed: int = 0, probe_size: int = PROBE_SIZE
+) -> dict:
+    """Pretrain ``method`` with one configuration and probe it at ``probe_size`` px; returns
+    its scores and minutes."""
     _, overrides = CONFIGS[name]
     original_views = mocov2_module.moco_v2_views
     if name in VIEW_VARIANTS:
@@ -91,8 +94,8 @@ def run_config(name: str, out: Path, method: str = "mocov2", seed: int = 0) -> d
         mocov2_module.moco_v2_views = original_views
     minutes = (time.perf_counter() - start) / 60
     weights = export(run, "torchvision", out / f"{name}.pt").path
-    train_set, val_set = probe_sets(seed)
-    scores = probe(str(weights), train_set, val_set, seed)
+    train_set, val_set = probe_sets(seed, probe_size)
+    scores = probe(str(weights), train_set, val_set, seed, probe_size)
     return {"scores": scores, "pretrain_minutes": minutes}
 
 
@@ -101,6 +104,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--method", default="mocov2", choices=["mocov2", "densecl"])
     parser.add_argument("--seed", type=int, default=0)
+    # the rows in BENCHMARKS.md were probed at 128 px, the demo's probe size until 2026-11-30
+    parser.add_argument("--probe-size", type=int, default=PROBE_SIZE)
     parser.add_argument("--out", default="runs/demo_recipe_search")
     parser.add_argument("--results", default="benchmarks/results/demo_recipe_search.json")
     args = parser.parse_args()
@@ -109,7 +114,7 @@ def main() -> None:
     for name in args.configs:
         done = out / name / "scores.json"
         if not done.exists():
-            result = run_config(name, out, args.method, args.seed)
+            result = run_config(name, out, args.method, args.seed, args.probe_size)
             done.write_text(json.dumps(result, indent=2) + "\n")
         rows[name] = json.loads(done.read_text())
     summary = {
@@ -117,6 +122,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "method": args.method,
         "seed": args.seed,
+        "probe_size": args.probe_size,
         "rows": rows,
     }
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,12 @@ deviation (over seeds, ``ddof=1``) to benchmarks/results/demo_seeds.json, which 
 reads, and prints a Markdown table for BENCHMARKS.md.
 
     python benchmarks/demo_seeds.py --seeds 0 1 2          # about 30 minutes on 2 CPU cores
+    python benchmarks/demo_seeds.py --probe-size 256 --results \
+        benchmarks/results/demo_seeds_probe256.json         # the same runs, probed at 256 px
+
+Probing larger renders of the same held-out scenes measures how much the probe's grid limits
+the demo (BENCHMARKS.md); such results go to their own file, since the report reads the default
+one (and flags a probe size other than its own).
 
 Runs already in ``--out`` (a ``scores.json`` per seed) are reused, so an interrupted benchmark
 resumes where it stopped.
@@ -25,7 +31,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from densessl.demo import RECIPE, SEED_SPREAD, compare, margins
+from densessl.demo import PROBE_SIZE, RECIPE, SEED_SPREAD, compare, margins
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -33,7 +39,9 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": std, "values": values}
 
 
-def summarise(per_seed: dict[int, dict], seeds: list[int], steps: int) -> dict:
+def summarise(
+    per_seed: dict[int, dict], seeds: list[int], steps: int, probe_size: int = PROBE_SIZE
+) -> dict:
     scores = [per_seed[s] for s in seeds]
     rows, gaps = {}, {}
     for probe_name in ("linear", "knn"):
@@ -45,6 +53,7 @@ def summarise(per_seed: dict[int, dict], seeds: list[int], steps: int) -> dict:
     return {
         "seeds": len(seeds),
         "steps": steps,  # pretraining steps per run: the report warns when its own run differs
+        "probe_size": probe_size,  # side of the probe scenes, px (likewise)
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "rows": rows,
@@ -74,16 +83,18 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo_seeds")
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--results", default=str(SEED_SPREAD))
+    parser.add_argument("--probe-size", type=int, default=PROBE_SIZE, help="probe scenes' side")
     args = parser.parse_args()
     per_seed = {}
     for seed in args.seeds:
         run = Path(args.out) / f"seed{seed}"
         done = run / "scores.json"
         if not done.exists():
-            scores, _, _ = compare(run, seed=seed, steps=args.steps)
+            scores, _, _ = compare(run, seed=seed, steps=args.steps, probe_size=args.probe_size)
             done.write_text(json.dumps(scores, indent=2) + "\n")
         per_seed[seed] = json.loads(done.read_text())
-    summary = summarise(per_seed, args.seeds, args.steps or int(OmegaConf.load(RECIPE).steps))
+    steps = args.steps or int(OmegaConf.load(RECIPE).steps)
+    summary = summarise(per_seed, args.seeds, steps, args.probe_size)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(summary, indent=2) + "\n")

@@ -95,3 +95,10 @@ def test_a_run_of_another_length_is_told_that_the_spread_is_not_its_own():
     measured = {**SEEDS, "steps": 300}
     assert "not the benchmark's 300" in demo.reading(scores(30, 25, 18, 10), measured, steps=50)
     assert "not the benchmark's" not in demo.reading(scores(30, 25, 18, 10), measured, steps=300)
+
+
+def test_a_benchmark_of_another_probe_size_is_flagged():
+    other = {**SEEDS, "probe_size": demo.PROBE_SIZE // 2}
+    assert "describe the other probe" in demo.reading(scores(30, 25, 18, 10), other)
+    same = {**SEEDS, "probe_size": demo.PROBE_SIZE}
+    assert "describe the other probe" not in demo.reading(scores(30, 25, 18, 10), same)

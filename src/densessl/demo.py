@@ -39,7 +39,7 @@ RECIPE = ROOT / "configs" / "densecl_r18_aerial_demo.yaml"
 # Written by benchmarks/demo_seeds.py: every row's mean and spread over seeds.
 SEED_SPREAD = ROOT / "benchmarks" / "results" / "demo_seeds.json"
 SCENES = "aerial"
-PROBE_SIZE = 128  # eval image side: C5 is a 4x4 grid, C4 8x8
+PROBE_SIZE = 128  # eval image side: C5 is a 4x4 grid, C4 8x8 (256 px measured: BENCHMARKS.md)
 PROBE_LEVELS = ("c4", "c5")
 PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES = 300, 100
 METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
@@ -59,27 +59,34 @@ def pretrain(
     return run_dir
 
 
-def probe_sets(seed: int = 0) -> tuple[SyntheticSegmentation, SyntheticSegmentation]:
-    """Labelled scenes that no pretraining run of ``seed`` has seen: probe training, scoring."""
+def probe_sets(
+    seed: int = 0, size: int = PROBE_SIZE
+) -> tuple[SyntheticSegmentation, SyntheticSegmentation]:
+    """Labelled scenes that no pretraining run of ``seed`` has seen (probe training, scoring),
+    rendered ``size`` px square."""
     first = held_out_seed(seed)
-    train_set = SyntheticSegmentation(PROBE_TRAIN_IMAGES, PROBE_SIZE, first, scenes=SCENES)
-    val_set = SyntheticSegmentation(PROBE_VAL_IMAGES, PROBE_SIZE, first + 1, scenes=SCENES)
+    train_set = SyntheticSegmentation(PROBE_TRAIN_IMAGES, size, first, scenes=SCENES)
+    val_set = SyntheticSegmentation(PROBE_VAL_IMAGES, size, first + 1, scenes=SCENES)
     return train_set, val_set
 
 
-def probe(weights: str, train_set, val_set, seed: int = 0) -> dict[str, dict]:
+def probe(
+    weights: str, train_set, val_set, seed: int = 0, size: int = PROBE_SIZE
+) -> dict[str, dict]:
     """Linear and k-NN segmentation scores of frozen ``weights`` (a file, random or pixels)."""
     backbone = load_backbone(weights, "resnet18")
     levels = None if weights == BASELINES["raw pixels"] else list(PROBE_LEVELS)
-    common = dict(levels=levels, image_size=PROBE_SIZE, seed=seed)
+    common = dict(levels=levels, image_size=size, seed=seed)
     return {
         "linear": linear_seg(backbone, train_set, val_set, LinearSegOptions(**common)).to_dict(),
         "knn": knn_seg(backbone, train_set, val_set, KnnSegOptions(**common)).to_dict(),
     }
 
 
-def compare(out: Path, seed: int = 0, steps: int | None = None) -> tuple[dict, dict, dict]:
-    """Pretrain both methods, probe them and both baselines.
+def compare(
+    out: Path, seed: int = 0, steps: int | None = None, probe_size: int = PROBE_SIZE
+) -> tuple[dict, dict, dict]:
+    """Pretrain both methods, probe them and both baselines on ``probe_size`` px scenes.
 
     Returns:
         scores (row name -> {"linear": ..., "knn": ...}), run directories (method name -> Path)
@@ -97,8 +104,8 @@ def compare(out: Path, seed: int = 0, steps: int | None = None) -> tuple[dict, d
     }
     weights.update(BASELINES)
     start = time.perf_counter()
-    train_set, val_set = probe_sets(seed)
-    scores = {name: probe(w, train_set, val_set, seed) for name, w in weights.items()}
+    train_set, val_set = probe_sets(seed, probe_size)
+    scores = {name: probe(w, train_set, val_set, seed, probe_size) for name, w in weights.items()}
     seconds["probes"] = time.perf_counter() - start
     return scores, runs, seconds
 
@@ -187,6 +194,11 @@ def reading(scores: dict[str, dict], spread: dict | None, steps: int | None = No
             lines.append(
                 f"- This run pretrained {steps} steps, not the benchmark's {spread['steps']}: "
                 "its spreads and targets above describe the other length."
+            )
+        if spread.get("probe_size", PROBE_SIZE) != PROBE_SIZE:
+            lines.append(
+                f"- The benchmark probed {spread['probe_size']} px scenes, this demo "
+                f"{PROBE_SIZE} px: its spreads and targets above describe the other probe."
             )
     lines.append(
         "- Scale: a few hundred CPU steps of a ResNet-18 (about 10,000 images seen; the paper's "
