@@ -102,3 +102,16 @@ def test_a_benchmark_of_another_probe_size_is_flagged():
     assert "describe the other probe" in demo.reading(scores(30, 25, 18, 10), other)
     same = {**SEEDS, "probe_size": demo.PROBE_SIZE}
     assert "describe the other probe" not in demo.reading(scores(30, 25, 18, 10), same)
+
+
+def test_the_report_is_written_with_its_table_targets_and_pictures(tmp_path):
+    rows = scores(20.0, 21.0, 23.0, 13.0)
+    for row in rows.values():
+        for probe in row.values():
+            probe["pixel_accuracy"] = 75.0
+    figures = {"loss": "l.png", "matches": "m.png", "pca_densecl": "d.png", "pca_mocov2": "p.png"}
+    path = demo.write_report(tmp_path, rows, {"probes": 60.0}, 300, figures)
+    text = path.read_text()
+    assert "| DenseCL | 20.0 | 75.0 | 19.0 | 75.0 |" in text
+    assert "The targets this demo is measured against" in text
+    assert all(f"({name})" in text for name in figures.values())
