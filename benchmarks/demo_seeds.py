@@ -10,6 +10,8 @@ reads, and prints a Markdown table for BENCHMARKS.md.
     python benchmarks/demo_seeds.py --seeds 0 1 2          # about 30 minutes on 2 CPU cores
     python benchmarks/demo_seeds.py --probe-size 256 --results \
         benchmarks/results/demo_seeds_probe256.json         # the same runs, probed at 256 px
+    python benchmarks/demo_seeds.py --recipe benchmarks/recipes/aerial_demo_96px.yaml \
+        --results benchmarks/results/demo_seeds_96px.json  # the demo's recipe until 2026-11-30
 
 Probing larger renders of the same held-out scenes measures how much the probe's grid limits
 the demo (BENCHMARKS.md); such results go to their own file, since the report reads the default
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from densessl.demo import PROBE_SIZE, RECIPE, SEED_SPREAD, compare, margins
+from densessl.demo import DEMO_STEPS, PROBE_SIZE, SEED_SPREAD, compare, margins
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -40,7 +42,11 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def summarise(
-    per_seed: dict[int, dict], seeds: list[int], steps: int, probe_size: int = PROBE_SIZE
+    per_seed: dict[int, dict],
+    seeds: list[int],
+    steps: int,
+    probe_size: int = PROBE_SIZE,
+    recipe: str | None = None,
 ) -> dict:
     scores = [per_seed[s] for s in seeds]
     rows, gaps = {}, {}
@@ -52,6 +58,8 @@ def summarise(
         gaps[probe_name] = {key: spread([m[key] for m in by_seed]) for key in by_seed[0]}
     return {
         "seeds": len(seeds),
+        # None: the demo's own (the small-data recipes with densessl.demo.DEMO_SETTINGS)
+        "recipe": recipe,
         "steps": steps,  # pretraining steps per run: the report warns when its own run differs
         "probe_size": probe_size,  # side of the probe scenes, px (likewise)
         "date": datetime.date.today().isoformat(),
@@ -84,17 +92,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     parser.add_argument("--results", default=str(SEED_SPREAD))
     parser.add_argument("--probe-size", type=int, default=PROBE_SIZE, help="probe scenes' side")
+    parser.add_argument("--recipe", default=None, help="one file in place of the demo's recipe")
     args = parser.parse_args()
     per_seed = {}
     for seed in args.seeds:
         run = Path(args.out) / f"seed{seed}"
         done = run / "scores.json"
         if not done.exists():
-            scores, _, _ = compare(run, seed=seed, steps=args.steps, probe_size=args.probe_size)
+            scores, _, _ = compare(run, seed, args.steps, args.probe_size, args.recipe)
             done.write_text(json.dumps(scores, indent=2) + "\n")
         per_seed[seed] = json.loads(done.read_text())
-    steps = args.steps or int(OmegaConf.load(RECIPE).steps)
-    summary = summarise(per_seed, args.seeds, steps, args.probe_size)
+    steps = args.steps or (OmegaConf.load(args.recipe).steps if args.recipe else DEMO_STEPS)
+    summary = summarise(per_seed, args.seeds, steps, args.probe_size, args.recipe)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(summary, indent=2) + "\n")

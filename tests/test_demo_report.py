@@ -83,6 +83,8 @@ def test_without_the_benchmark_no_target_is_called_met():
 def test_the_shipped_seed_benchmark_is_readable_by_the_report():
     shipped = demo.read_spread()
     assert shipped is not None
+    # measured on the demo's own recipe and length, which the report reads it against
+    assert shipped["recipe"] is None and shipped["steps"] == demo.DEMO_STEPS
     for probe_rows in shipped["rows"].values():
         assert set(probe_rows) == {"DenseCL", "MoCo-v2", "random init", "raw pixels"}
         assert all(len(row["values"]) == shipped["seeds"] for row in probe_rows.values())

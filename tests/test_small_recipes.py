@@ -1,5 +1,6 @@
 """Every small-data recipe in configs/ (the ones that are not a paper's ``*_<N>ep.yaml``) loads
-for each method it is meant for and runs one training step, with its own settings kept."""
+for each method it is meant for and runs one training step, with its own settings kept; so does
+the demo's former recipe, which benchmarks/ keeps to reproduce the searches made on it."""
 
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ from densessl.methods import get_method
 from tests.golden.record import RUNS
 from tests.test_recipes import leaves
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
-SMALL = sorted(p for p in RECIPES.glob("*.yaml") if not p.stem.endswith("ep"))
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.stem.endswith("ep"))
+FORMER_DEMO = ROOT / "benchmarks" / "recipes" / "aerial_demo_96px.yaml"
 # A recipe that names no method is shared; these are the methods it is written for.
-SHARED_BY = {"densecl_r18_aerial_demo.yaml": ("densecl", "mocov2")}
+SHARED_BY = {FORMER_DEMO.name: ("densecl", "mocov2")}
 # The run settings shrunk for a unit test on top of each method's tiny sizes (the golden
 # record's); every other setting of the recipe is what the step runs with.
 RUN = {"steps": 1, "device": "cpu", "data.workers": 0, "log_every": 1, "checkpoint_every": 1000}
 
 CASES = [
     (path, method)
-    for path in SMALL
+    for path in [*SMALL, FORMER_DEMO]
     for method in SHARED_BY.get(path.name, (path.name.split("_")[0],))
 ]
 

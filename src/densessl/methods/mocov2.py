@@ -18,8 +18,8 @@ Small-data recipe (``configs/mocov2_small_data.yaml``, shared with DenseCL; not 
 lr 0.06 at batch 32 (base 0.48), m = 0.999 (the paper's), K = 256, 160 px views, ResNet-18,
 chosen with MoCo-v2 on CamVid val (BENCHMARKS.md, "Small-data recipe on CamVid";
 docs/deviations.md).
-The views' blur σ is a setting (``blur_sigma``, paper 0.1-2 px for 224 px views): the demo
-recipe scales it by 96/224 to its 96 px views (BENCHMARKS.md, the demo section).
+The views' blur σ is a setting (``blur_sigma``, paper 0.1-2 px for 224 px views): the former
+96 px demo recipe scaled it by 96/224 (BENCHMARKS.md, the demo section).
 
 Deviations from the reference:
 - The momentum update runs after the optimizer step instead of before the next key forward.
