@@ -36,7 +36,8 @@ import torch
 
 from densessl.data.augment import PhotometricSpec
 from densessl.data.views import ViewSpec
-from densessl.demo import PROBE_SIZE, pretrain, probe, probe_sets
+from densessl.demo import PROBE_SIZE, pretraining_config, probe, probe_sets
+from densessl.engine.train import train
 from densessl.export import export
 from densessl.methods import mocov2 as mocov2_module
 
@@ -93,7 +94,7 @@ def run_config(
     start = time.perf_counter()
     run = out / name
     try:
-        pretrain(method, run, seed, overrides=tuple(overrides), recipe=RECIPE)
+        train(pretraining_config(method, run, seed, overrides=tuple(overrides), recipe=RECIPE))
     finally:
         mocov2_module.moco_v2_views = original_views
     minutes = (time.perf_counter() - start) / 60

@@ -24,7 +24,7 @@ def test_demo_keeps_the_small_data_recipe(method, tmp_path):
     recipe = demo.RECIPES[method]
     assert recipe.name == f"{method}_small_data.yaml"
     stated = leaves(OmegaConf.to_container(OmegaConf.load(recipe)))
-    run = leaves(OmegaConf.to_container(demo.run_config(method, tmp_path)))
+    run = leaves(OmegaConf.to_container(demo.pretraining_config(method, tmp_path)))
     kept = {key: value for key, value in stated.items() if key not in DEMO_MAY_CHANGE}
     assert {key: run[key] for key in kept} == kept
     assert run["method.queue_size"] == run["data.synthetic_images"]  # one epoch of keys
@@ -33,7 +33,7 @@ def test_demo_keeps_the_small_data_recipe(method, tmp_path):
 
 
 def test_demo_densecl_trains_on_a_five_by_five_c5_grid(tmp_path):
-    cfg = demo.run_config("densecl", tmp_path)
+    cfg = demo.pretraining_config("densecl", tmp_path)
     backbone = build_backbone(cfg.backbone).eval()
     side = cfg.data.image_size
     with torch.no_grad():

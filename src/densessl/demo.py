@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[2]
 METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
 # The small-data recipe of each method; the two files differ only in the method.
 RECIPES = {method: ROOT / "configs" / f"{method}_small_data.yaml" for method in METHODS.values()}
-DEMO_STEPS = 180
+DEMO_STEPS = 150
 # What the demo sets on top of the recipe: the data, and a length that fits two pretrainings in
-# the 15-minute budget on 2 CPU cores (2 x 180 steps of 160 px views; the recipe's own length is
+# the 15-minute budget on 2 CPU cores (2 x 150 steps of 160 px views; the recipe's own length is
 # 82 epochs). The queue holds one epoch of keys, as the recipe asks of a data set this size.
 DEMO_SETTINGS = (
     "data.scenes=aerial",
@@ -69,7 +69,7 @@ BASELINES = {"random init": "random", "raw pixels": "pixels"}
 TARGETS = {"DenseCL - random init": 10.0, "MoCo-v2 - random init": 10.0, "DenseCL - MoCo-v2": 3.0}
 
 
-def run_config(
+def pretraining_config(
     method: str,
     run_dir: Path,
     seed: int = 0,
@@ -83,19 +83,6 @@ def run_config(
     base, settings = (RECIPES[method], DEMO_SETTINGS) if recipe is None else (recipe, ())
     run = [f"out={run_dir}", f"seed={seed}"] + ([f"steps={steps}"] if steps else [])
     return build_config(get_method(method), base, overrides=[*settings, *run, *overrides])
-
-
-def pretrain(
-    method: str,
-    run_dir: Path,
-    seed: int = 0,
-    steps: int | None = None,
-    overrides: tuple = (),
-    recipe: Path | None = None,
-) -> Path:
-    """Train :func:`run_config`'s run into ``run_dir``; returns ``run_dir``."""
-    train(run_config(method, run_dir, seed, steps, overrides, recipe))
-    return run_dir
 
 
 def probe_sets(
@@ -140,7 +127,8 @@ def compare(
     runs: dict[str, Path] = {}
     for name, method in METHODS.items():
         start = time.perf_counter()
-        runs[name] = pretrain(method, out / method, seed, steps, recipe=recipe)
+        runs[name] = out / method
+        train(pretraining_config(method, runs[name], seed, steps, recipe=recipe))
         seconds[f"{name} pretraining"] = time.perf_counter() - start
     weights = {
         name: str(export(run, "torchvision", out / f"resnet18_{METHODS[name]}.pt").path)
