@@ -9,7 +9,7 @@ queue (one epoch of keys, as the recipes ask) and the length are the demo's own
 on the raw pixels are then probed on held-out scenes with the linear segmentation probe and the
 dense k-NN retrieval. RUN/report.md holds the table, the margins beside the seed-to-seed spread
 measured by benchmarks/demo_seeds.py, an honest reading of them, and the pictures.
-About 10 minutes on 2 CPU cores.
+About 7 to 13 minutes on 2 CPU cores, by the machine (BENCHMARKS.md).
 """
 
 from __future__ import annotations
