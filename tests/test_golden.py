@@ -38,26 +38,29 @@ def mismatches(got: dict, want: dict) -> list[str]:
     return wrong
 
 
-def test_the_record_covers_every_registered_method_on_every_machine():
+def test_the_record_covers_every_registered_method():
+    """Each method in some machine's entry (a method just added has only its author's)."""
     import densessl.methods  # noqa: F401  (registers them)
 
-    assert RECORDS
-    for runs in RECORDS.values():
-        assert set(runs) == set(RUNS) == set(METHODS.names())
+    assert set(RUNS) == set(METHODS.names())
+    assert set().union(*RECORDS.values()) == set(RUNS)
+    assert all(set(runs) <= set(RUNS) for runs in RECORDS.values())
 
 
 def test_a_changed_run_matches_no_record():
     """The matching can fail: a run with one loss moved by 1e-5 matches none of the records."""
-    for runs in RECORDS.values():
-        moved = {**runs["mocov2"], "losses": [*runs["mocov2"]["losses"]]}
+    entries = [runs["mocov2"] for runs in RECORDS.values() if "mocov2" in runs]
+    for run in entries:
+        moved = {**run, "losses": [*run["losses"]]}
         moved["losses"][-1] += 1e-5 * max(1.0, abs(moved["losses"][-1]))
-        assert all(mismatches(moved, other["mocov2"]) for other in RECORDS.values())
+        assert all(mismatches(moved, other) for other in entries)
+        assert not mismatches(run, run)
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_training_matches_the_golden_record(name, tmp_path):
     got = run_method(name, tmp_path)
-    report = {machine: mismatches(got, runs[name]) for machine, runs in RECORDS.items()}
+    report = {m: mismatches(got, runs[name]) for m, runs in RECORDS.items() if name in runs}
     if any(not wrong for wrong in report.values()):
         return
     # Show the differences from this machine's own entry where there is one.
