@@ -7,7 +7,7 @@ the probes' own random choices. Writes every row's and every margin's mean and s
 deviation (over seeds, ``ddof=1``) to benchmarks/results/demo_seeds.json, which the demo's report
 reads, and prints a Markdown table for BENCHMARKS.md.
 
-    python benchmarks/demo_seeds.py --seeds 0 1 2          # about 30 minutes on 2 CPU cores
+    python benchmarks/demo_seeds.py --seeds 0 1 2          # 17 minutes on 2 AMD EPYC cores
     python benchmarks/demo_seeds.py --probe-size 256 --results \
         benchmarks/results/demo_seeds_probe256.json         # the same runs, probed at 256 px
     python benchmarks/demo_seeds.py --recipe benchmarks/recipes/aerial_demo_96px.yaml \
@@ -17,8 +17,9 @@ Probing larger renders of the same held-out scenes measures how much the probe's
 the demo (BENCHMARKS.md); such results go to their own file, since the report reads the default
 one (and flags a probe size other than its own).
 
-Runs already in ``--out`` (a ``scores.json`` per seed) are reused, so an interrupted benchmark
-resumes where it stopped.
+Runs already in ``--out`` are reused: a seed's scores at this probe size (``scores.json`` at
+the demo's, ``scores_<N>px.json`` at another), else its exported backbones, probed again; so an
+interrupted benchmark resumes where it stopped, and another probe size costs only the probes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from densessl.demo import DEMO_STEPS, PROBE_SIZE, SEED_SPREAD, compare, margins
+from densessl.demo import (
+    DEMO_STEPS,
+    METHODS,
+    PROBE_SIZE,
+    SEED_SPREAD,
+    compare,
+    margins,
+    probe_all,
+)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -97,9 +106,15 @@ def main() -> None:
     per_seed = {}
     for seed in args.seeds:
         run = Path(args.out) / f"seed{seed}"
-        done = run / "scores.json"
+        own_size = args.probe_size == PROBE_SIZE
+        done = run / ("scores.json" if own_size else f"scores_{args.probe_size}px.json")
+        exports = {name: run / f"resnet18_{method}.pt" for name, method in METHODS.items()}
         if not done.exists():
-            scores, _, _ = compare(run, seed, args.steps, args.probe_size, args.recipe)
+            if all(path.exists() for path in exports.values()):  # pretrained: probe again
+                weights = {name: str(path) for name, path in exports.items()}
+                scores = probe_all(weights, seed, args.probe_size)
+            else:
+                scores, _, _ = compare(run, seed, args.steps, args.probe_size, args.recipe)
             done.write_text(json.dumps(scores, indent=2) + "\n")
         per_seed[seed] = json.loads(done.read_text())
     steps = args.steps or (OmegaConf.load(args.recipe).steps if args.recipe else DEMO_STEPS)

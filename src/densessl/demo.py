@@ -134,12 +134,18 @@ def compare(
         name: str(export(run, "torchvision", out / f"resnet18_{METHODS[name]}.pt").path)
         for name, run in runs.items()
     }
-    weights.update(BASELINES)
     start = time.perf_counter()
-    train_set, val_set = probe_sets(seed, probe_size)
-    scores = {name: probe(w, train_set, val_set, seed, probe_size) for name, w in weights.items()}
+    scores = probe_all(weights, seed, probe_size)
     seconds["probes"] = time.perf_counter() - start
     return scores, runs, seconds
+
+
+def probe_all(weights: dict[str, str], seed: int = 0, probe_size: int = PROBE_SIZE) -> dict:
+    """Scores of every row: the pretrained ``weights`` (row name -> exported file) and both
+    baselines, probed on ``seed``'s held-out scenes at ``probe_size`` px."""
+    train_set, val_set = probe_sets(seed, probe_size)
+    rows = {**weights, **BASELINES}
+    return {name: probe(w, train_set, val_set, seed, probe_size) for name, w in rows.items()}
 
 
 COMPARISONS = (
