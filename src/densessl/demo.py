@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from densessl.config import build_config
 from densessl.data.built_in import built_in_scenes
@@ -43,7 +43,7 @@ METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
 RECIPES = {method: ROOT / "configs" / f"{method}_small_data.yaml" for method in METHODS.values()}
 DEMO_STEPS = 150
 # What the demo sets on top of the recipe: the data, and a length that fits two pretrainings in
-# the 15-minute budget on 2 CPU cores (2 x 150 steps of 160 px views; the recipe's own length is
+# the 15-minute budget on 2 CPU cores (two runs of 160 px views; the recipe's own length is
 # 82 epochs). The queue holds one epoch of keys, as the recipe asks of a data set this size.
 DEMO_SETTINGS = (
     "data.scenes=aerial",
@@ -238,10 +238,13 @@ def reading(scores: dict[str, dict], spread: dict | None, steps: int | None = No
                 f"- The benchmark probed {spread['probe_size']} px scenes, this demo "
                 f"{PROBE_SIZE} px: its spreads and targets above describe the other probe."
             )
+    recipe = OmegaConf.load(RECIPES["densecl"])  # the batch and view size both recipes share
+    run_steps, batch, view = steps or DEMO_STEPS, recipe.batch_size, recipe.data.image_size
     lines.append(
-        "- Scale: a few hundred CPU steps of a ResNet-18 (about 6,000 views of 160 px; the "
-        "paper's DenseCL sees 256 million at 224 px). BENCHMARKS.md has the same comparison on "
-        "real images, where the small-data recipe's full length does separate the rows."
+        f"- Scale: {run_steps} CPU steps of a ResNet-18 ({run_steps * batch:,} views of "
+        f"{view} px; the paper's DenseCL sees 256 million at 224 px). BENCHMARKS.md has the same "
+        "comparison on real images, where the small-data recipe's full length does separate the "
+        "rows."
     )
     return "\n".join(lines)
 
