@@ -185,3 +185,47 @@ def v2_detector_states(weights: dict, also_missing: tuple[str, ...] = ()) -> lis
         assert outcome.unexpected_keys == []
         states.append(model.state_dict())
     return states
+
+
+def tree_state(root) -> dict[str, tuple]:
+    """Everything under ``root`` a refused command must leave alone: each entry's kind, mode
+    and content (file bytes' hash, link target), by relative path."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    state: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        key = path.relative_to(root).as_posix()
+        info = path.lstat()
+        if path.is_symlink():
+            state[key] = ("link", os.readlink(path))
+        elif path.is_dir():
+            state[key] = ("dir", info.st_mode)
+        elif path.is_file():
+            state[key] = ("file", info.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
+        else:
+            state[key] = ("other", info.st_mode)
+    return state
+
+
+def refused(capsys, argv: list[str], root) -> str:
+    """Run the CLI on a command it must refuse: exit code 2, one stderr line, no traceback,
+    nothing on stdout, and ``root`` (the test's whole tree) byte for byte as it was. Returns
+    the line."""
+    from densessl.cli import main
+
+    before = tree_state(root)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    captured = capsys.readouterr()
+    err = captured.err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert captured.out == "", captured.out
+    assert len(lines) == 1, err
+    assert lines[0].startswith("densessl: error: ") and "Traceback" not in err, err
+    assert tree_state(root) == before, "a refused command changed the files"
+    return lines[0]

@@ -9,39 +9,47 @@ import sys
 import numpy as np
 from PIL import Image
 
-from conftest import tiny_overrides
+from conftest import tiny_overrides, tree_state
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 300, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "densessl.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
+
+
+def refused_in(tmp_path, *args: str) -> str:
+    """Run a command that must be refused from ``tmp_path``: exit code 2, one line on stderr,
+    no traceback, and no file of ``tmp_path`` changed. Returns the line."""
+    before = tree_state(tmp_path)
+    result = run_cli(*args, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree_state(tmp_path) == before
+    return lines[0]
 
 
 def test_empty_folder_fails_with_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli(
-        "pretrain", "--method", "densecl", "--data", str(empty), "--out", str(tmp_path / "run")
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(empty) in lines[0] and "Traceback" not in result.stderr
+    line = refused_in(tmp_path, "pretrain", "--method", "densecl", "--data", str(empty), "--out",
+                      str(tmp_path / "run"))  # fmt: skip
+    assert str(empty) in line
 
 
 def test_missing_folder_fails_with_one_line(tmp_path):
-    result = run_cli("pretrain", "--method", "densecl", "--data", str(tmp_path / "nope"))
-    assert result.returncode == 2
-    assert str(tmp_path / "nope") in result.stderr and "Traceback" not in result.stderr
+    line = refused_in(tmp_path, "pretrain", "--method", "densecl", "--data", str(tmp_path / "nope"))
+    assert str(tmp_path / "nope") in line
 
 
 def test_unknown_override_is_a_clear_error(tmp_path):
-    result = run_cli("pretrain", "--method", "densecl", "method.no_such_key=1")
-    assert result.returncode == 2 and "no_such_key" in result.stderr
-    assert "Traceback" not in result.stderr
+    line = refused_in(tmp_path, "pretrain", "--method", "densecl", "method.no_such_key=1")
+    assert "no_such_key" in line
 
 
 def write_messy_folder(root):

@@ -11,6 +11,8 @@ import pytest
 
 from densessl.cli import build_parser, main
 
+from conftest import refused
+
 # (id, argv, a word the message must contain). Files named here are made by `workspace`.
 MISTAKES = [
     ("no-method", ["pretrain"], "--method"),
@@ -70,17 +72,9 @@ def test_there_are_at_least_twenty_mistakes():
 
 
 @pytest.mark.parametrize("argv, word", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
-def test_mistake_is_one_line_with_exit_code_2(workspace, capsys, argv, word):
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's usage errors
-        code = exit_.code
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert code == 2, captured.err
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("densessl: error: ") and word in lines[0], lines[0]
-    assert "Traceback" not in captured.err
+def test_mistake_is_one_line_with_exit_code_2_and_changes_nothing(workspace, capsys, argv, word):
+    line = refused(capsys, argv, workspace)
+    assert word in line, line
     assert not (workspace / "runs").exists()  # nothing was trained
 
 

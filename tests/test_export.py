@@ -22,7 +22,7 @@ from densessl.export import detectron2, mmdet
 from densessl.models.backbones import build_backbone
 from densessl.runs import load_checkpoint
 
-from conftest import tiny_overrides
+from conftest import refused, tiny_overrides
 from reference.export_layouts import detectron2_resnet_keys, torchvision_trunk_keys
 
 
@@ -172,6 +172,7 @@ def test_mmdet_checkpoint_has_backbone_keys(run_dir, trained, tmp_path, capsys):
 # ---------------------------------------------------------------- errors
 
 
-def test_export_of_missing_run_is_a_clear_error(tmp_path, capsys):
-    code = main(["export", str(tmp_path / "nope"), "--format", "torchvision", "--out", "x.pt"])
-    assert code == 2 and "no checkpoint" in capsys.readouterr().err
+def test_export_of_missing_run_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["export", str(tmp_path / "nope"), "--format", "torchvision", "--out", "x.pt"]
+    assert "no checkpoint" in refused(capsys, argv, tmp_path)

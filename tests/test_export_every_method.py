@@ -28,6 +28,7 @@ from densessl.export import FORMATS
 from densessl.registry import METHODS
 from densessl.runs import open_run
 
+from conftest import refused
 from reference.export_layouts import (
     DENSESSL_NAME,
     detectron2_head_keys,
@@ -254,8 +255,5 @@ def test_an_unsupported_format_is_refused_in_one_line(runs, tmp_path, capsys, na
     run = runs[name]
     capsys.readouterr()  # drop the pretraining's output
     out = tmp_path / "refused.pt"
-    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 2
-    printed = capsys.readouterr()
-    lines = printed.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("densessl: error: "), printed.err
-    assert printed.out == "" and not out.exists()
+    refused(capsys, ["export", str(run), "--format", fmt, "--out", str(out)], tmp_path)
+    assert not out.exists()

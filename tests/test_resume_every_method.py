@@ -10,6 +10,8 @@ epochs) all cross the resume point.
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -35,12 +37,12 @@ def logged_losses(run_dir) -> list[tuple[int, float]]:
 
 
 def interrupt_at(step: int, monkeypatch) -> None:
-    """Make the engine's step raise KeyboardInterrupt when it reaches ``step``."""
+    """Send this process SIGINT during the step that ends at ``step``, so the run stops there."""
     real_step = engine_train.train_step
 
     def step_or_interrupt(s, state):
-        if state.step == step:
-            raise KeyboardInterrupt
+        if state.step == step - 1:
+            os.kill(os.getpid(), signal.SIGINT)
         return real_step(s, state)
 
     monkeypatch.setattr(engine_train, "train_step", step_or_interrupt)

@@ -26,11 +26,14 @@ function            command                                                retur
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from densessl.config import build_config, build_options, load_saved_config
+from omegaconf import DictConfig
+
+from densessl.config import build_config, build_options, load_saved_config, merge_layers, validate
 from densessl.errors import ConfigError
 from densessl.methods import get_method
 from densessl.models.timm_backbone import PREFIX as TIMM_PREFIX
@@ -49,7 +52,15 @@ PRETRAIN_KEYS = {
     "epochs": "epochs",
     "workers": "data.workers",
     "device": "device",
+    "init_partial": "init_partial",
 }
+
+# What --resume may change: the length (a run never moves backwards), how the data is fed, the
+# device, and the logging and checkpoint intervals. Anything else would train another run.
+RESUME_MAY_CHANGE = (
+    "steps", "epochs", "data.workers", "device", "log_every", "checkpoint_every",
+    "keep_checkpoints", "out",
+)  # fmt: skip
 
 
 def components() -> dict[str, list[str]]:
@@ -91,8 +102,10 @@ def pretrain(
     Raises:
         UserError: one line naming what is wrong and what to do (exit code 2 at the CLI).
     """
+    from densessl.engine.logging import setup_console_logging
     from densessl.engine.train import train
 
+    setup_console_logging(is_main=int(os.environ.get("RANK", "0")) == 0)
     cfg = pretrain_config(method, out=out, config=config, resume=resume, overrides=overrides,
                           **named)  # fmt: skip
     return train(cfg, resume=resume)
@@ -128,7 +141,9 @@ def pretrain_config(
         previous = load_saved_config(saved)
         if method and method != previous.method.name:
             raise ConfigError(f"{out} is a {previous.method.name} run, not {method}")
-        return _checked(build_config(get_method(previous.method.name), saved, flags, overrides))
+        cfg = merge_layers(previous.copy(), config, flags, overrides)
+        validate(cfg)
+        return _checked(_resumable(previous, cfg, saved))
     if not method:
         raise ConfigError(f"choose a method: --method {' | '.join(METHODS.names())}")
     flags["out"] = flags["out"] or f"runs/{method}"
@@ -138,6 +153,50 @@ def pretrain_config(
             f"{cfg.out} already holds a run; add --resume to continue it or pick another --out"
         )
     return cfg
+
+
+def _resumable(previous: DictConfig, cfg: DictConfig, saved: Path) -> DictConfig:
+    """``cfg`` when it changes only what :data:`RESUME_MAY_CHANGE` names (each change logged).
+
+    Raises:
+        ConfigError: listing every other entry that differs from the run's ``config.yaml``.
+    """
+    import logging
+
+    before, after = _flat(previous), _flat(cfg)
+    changed = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    refused = [k for k in changed if k not in RESUME_MAY_CHANGE]
+    if refused:
+        listed = ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in refused)
+        raise ConfigError(
+            f"--resume continues the run as it was configured in {saved}, but these differ: "
+            f"{listed}; drop them (only --steps/--epochs, --workers, --device, log_every, "
+            "checkpoint_every and keep_checkpoints may change), or start a new run with "
+            "another --out"
+        )
+    for key in changed:
+        if key not in ("out", "steps", "epochs"):  # the length is in the run's first line
+            logging.getLogger("densessl").info(
+                "resuming with %s %r (was %r)", key, after.get(key), before.get(key)
+            )
+    return cfg
+
+
+def _flat(cfg: DictConfig) -> dict[str, Any]:
+    """Every leaf of a config by its dotted key."""
+    from omegaconf import OmegaConf
+
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
 
 
 def _checked_length(steps: int | None, epochs: float | None) -> float | None:

@@ -7,6 +7,7 @@ adds the traceback), 130 interrupted. Anything else is a bug and shows its trace
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from densessl import api
 from densessl.data.sources import UnreadableImageWarning
 from densessl.errors import DataError, TrainingDiverged, UserError
 from densessl.registry import METHODS
-from densessl.runs import METRICS_NAME
+from densessl.runs import METRICS_NAME, refuse_run_file
 
 DESCRIPTION = """\
 Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, DINO,
@@ -94,6 +95,13 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
         "--init",
         help="continue from these backbone weights: a torchvision/timm state dict (.pth, .pt, "
         ".safetensors), a densessl export or run folder (default: random init)",
+    )
+    p.add_argument(
+        "--init-partial",
+        action="store_true",
+        default=None,
+        help="with --init: load the tensors that match even when the weights are of another "
+        "depth or width (default: refuse them)",
     )
     p.add_argument("--image-size", type=int, help="training view side in pixels (default 224)")
     p.add_argument(
@@ -368,6 +376,10 @@ _OPTION_FLAGS = {
 def _eval(args: argparse.Namespace) -> int:
     import json
 
+    from densessl.engine.checkpoint import atomic_write
+
+    if args.json:
+        refuse_run_file(Path(args.json))  # checked before the evaluation, not after
     options = {key: getattr(args, key) for key in _OPTION_FLAGS[args.eval_command]}
     common = dict(backbone=args.backbone, network=args.network, config=args.config,
                   overrides=args.overrides)  # fmt: skip
@@ -381,14 +393,15 @@ def _eval(args: argparse.Namespace) -> int:
                        train_split=args.train_split, **common, **options)  # fmt: skip
     print(scores.format_table(f"{args.eval_command}: {args.weights}"))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+        text = (json.dumps(scores.to_dict(), indent=2) + "\n").encode()
+        atomic_write(Path(args.json), lambda f: f.write(text))
     return 0
 
 
 def _viz(args: argparse.Namespace) -> int:
     from densessl import viz
 
+    refuse_run_file(Path(args.out))
     if args.viz_command == "loss":
         runs = {Path(r).name or str(r): Path(r) for r in args.runs}
         for run in runs.values():
@@ -429,6 +442,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 _default_show = warnings.showwarning
 
 
+def _print_once(line: str) -> None:
+    """Print on stderr from one process only: under torchrun every process meets the same
+    mistake, and rank 0 speaks for the job (the others exit quietly with the same code)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="densessl", description=DESCRIPTION, formatter_class=_HelpFormatter)
     parser.add_argument(
@@ -451,10 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         if args.debug:
             raise
-        print(f"densessl: error: {' '.join(str(err).split())}", file=sys.stderr)
+        _print_once(f"densessl: error: {' '.join(str(err).split())}")
         return 2
     except TrainingDiverged as err:
-        print(f"densessl: error: {err}", file=sys.stderr)
+        _print_once(f"densessl: error: {err}")
         return 1
     except KeyboardInterrupt:
         return 130

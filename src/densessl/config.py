@@ -61,6 +61,7 @@ class TrainConfig:
     method: Any = None  # filled with the chosen method's Config (``name`` plus its parameters)
     backbone: str = "resnet50"
     init: str | None = None  # backbone weights to continue from (--init): file, export or run
+    init_partial: bool = False  # --init-partial: load the tensors that match, however few or many
     batch_size: int = 256  # global batch per optimizer step, over all processes and accumulation
     steps: int = 0  # optimizer steps; 0 = derive from epochs
     epochs: float = 200.0  # used when steps == 0
@@ -241,13 +242,36 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be 0 or more, not {OmegaConf.select(cfg, key)}")
     if cfg.steps < 0 or (cfg.epochs <= 0 and cfg.steps == 0):
         raise ConfigError("give a positive number of --steps or --epochs")
+    _validate_ranges(cfg)
 
 
-def save_config(cfg: DictConfig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg))
-    tmp.replace(path)
+# Numeric settings torch or the schedules would refuse mid-run: (key, low, high, what they mean)
+RANGES = (
+    ("optim.base_lr", 0.0, None, "a learning rate per 256 images"),
+    ("optim.min_lr", 0.0, None, "the cosine floor"),
+    ("optim.weight_decay", 0.0, None, "a decay factor"),
+    ("optim.momentum", 0.0, 1.0, "a momentum"),
+    ("optim.warmup_steps", 0, None, "a number of steps"),
+    ("optim.warmup_epochs", 0.0, None, "a number of epochs"),
+    ("optim.warmup_ratio", 0.0, 1.0, "a factor"),
+    ("optim.clip_grad", 0.0, None, "a gradient norm (0 disables)"),
+    ("optim.lars_eta", 0.0, None, "a trust coefficient"),
+)
+
+
+def _validate_ranges(cfg: DictConfig) -> None:
+    """Refuse values outside their meaning before anything runs (one line naming the key)."""
+    for key, low, high, meaning in RANGES:
+        value = OmegaConf.select(cfg, key)
+        if value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{key}={value} is not {meaning}: give a value {span}")
+    for index, beta in enumerate(cfg.optim.betas):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"optim.betas[{index}]={beta}: AdamW's betas lie in [0, 1)")
+    decay_end = cfg.optim.weight_decay_end
+    if decay_end is not None and decay_end < 0:
+        raise ConfigError(f"optim.weight_decay_end={decay_end}: give a decay of at least 0")
 
 
 def load_saved_config(path: Path) -> DictConfig:

@@ -28,5 +28,25 @@ class ExportError(UserError):
     """A run or checkpoint that cannot be exported in the format asked for."""
 
 
+class OutputError(UserError):
+    """An output path densessl will not write: a run's own file, a folder that is not a run,
+    an existing file without ``--force``, or a place it cannot write."""
+
+
+class StorageError(UserError):
+    """A write failed (a full disk, a read-only folder); what was saved before is intact."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the state before the bad step is in last.pt (exit 1)."""
+
+
+def unwrapped(err: UserError) -> UserError:
+    """``err`` with its own message when a data-loading worker raised it: torch re-raises a
+    worker's exception with the worker's whole traceback as its message, whose last line is
+    ``module.ErrorType: message``."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return err
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return type(err)(last.split(": ", 1)[-1])

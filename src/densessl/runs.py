@@ -18,15 +18,55 @@ from typing import Any
 from omegaconf import DictConfig
 
 from densessl.config import build_config
-from densessl.errors import DataError, WeightsError
+from densessl.errors import DataError, OutputError, WeightsError
 from densessl.methods import Method, build_method, get_method
 from densessl.models.weight_files import load_torch_file
 
 CHECKPOINT_FORMAT = "densessl-checkpoint-v1"  # the "format" entry of every training checkpoint
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINT_ENTRIES = ("step", "config", "model", "optimizer", "scaler", "rng", "skipped_files")
 METRICS_NAME = "metrics.jsonl"
+RUN_MARK = ".densessl-run"  # written into every run folder densessl creates
+# What a run folder holds of densessl's own: nothing else writes these names there.
+RUN_FILES = ("config.yaml", METRICS_NAME, "summary.json", ".lock", RUN_MARK)
+RUN_FOLDERS = ("checkpoints", "tensorboard")
 
 log = logging.getLogger("densessl")
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a densessl run: it has the mark, or (a run written before the mark
+    existed) a ``config.yaml`` beside ``checkpoints/last.pt``."""
+    folder = Path(folder)
+    if (folder / RUN_MARK).is_file():
+        return True
+    return (folder / "config.yaml").is_file() and (folder / LAST_CHECKPOINT).is_file()
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run folder ``path`` is in (or is), or None."""
+    path = Path(path).absolute()
+    return next((f for f in (path, *path.parents) if f.is_dir() and is_run_folder(f)), None)
+
+
+def refuse_run_file(path: Path) -> None:
+    """Refuse to write ``path`` when it is one of a run's own files (its config, metrics,
+    summary, lock, mark, checkpoints or TensorBoard logs): those are densessl's, written only by
+    the run itself. Other names inside a run folder are the user's choice and allowed.
+
+    Raises:
+        OutputError: naming the run and the file.
+    """
+    path = Path(path).absolute()
+    run = enclosing_run(path.parent)
+    if run is None:
+        return
+    parts = path.relative_to(run).parts
+    if not parts or parts[0] in RUN_FOLDERS or (len(parts) == 1 and parts[0] in RUN_FILES):
+        raise OutputError(
+            f"{path} is a file of the run {run}, which only training writes; "
+            f"write another name (e.g. {run / 'backbone.pt'})"
+        )
 
 
 def checkpoint_path(run: str | Path) -> Path:
@@ -54,6 +94,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise WeightsError(
             f"{path} is not a densessl training checkpoint (an exported file, or another "
             "library's); pass a run folder or its checkpoints/last.pt"
+        )
+    missing = [key for key in CHECKPOINT_ENTRIES if key not in state]
+    if missing:
+        raise WeightsError(
+            f"{path} lacks {', '.join(map(repr, missing))}, which every densessl training "
+            "checkpoint holds (a file edited or written by hand?); pass an intact checkpoint"
         )
     return state
 

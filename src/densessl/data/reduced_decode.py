@@ -20,7 +20,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage, to_rgb
+from densessl.data.sources import (
+    ImageFolder,
+    ImageSource,
+    UnreadableImage,
+    require_regular_file,
+    to_rgb,
+)
 
 DCT_SCALES = (8, 4, 2, 1)
 _EXIF_ORIENTATION = 0x0112
@@ -57,8 +63,10 @@ class DeferredJpeg:
     def open(cls, path: str | Path) -> DeferredJpeg | None:
         """The deferred file, or None when reduced decoding does not apply: not a JPEG, or a
         photo rotated by its EXIF orientation (its crops are drawn in the upright frame), or a
-        header PIL cannot read (the full decode then reports the error)."""
+        header PIL cannot read, or not a regular file (the full decode then reports the
+        error)."""
         try:
+            require_regular_file(path)
             with Image.open(path) as image:
                 if image.format != "JPEG":
                     return None

@@ -17,6 +17,15 @@ import torch
 from densessl.errors import DataError
 
 
+def check_enough_images(dataset_size: int, global_batch: int) -> None:
+    """Raise DataError when one (drop-last) batch cannot be filled."""
+    if dataset_size < global_batch:
+        raise DataError(
+            f"the dataset has {dataset_size} images, fewer than one batch of {global_batch}; "
+            "lower --batch-size or add images"
+        )
+
+
 class ResumableBatchSampler:
     """Infinite stream of this process's share of each global micro-batch.
 
@@ -39,11 +48,7 @@ class ResumableBatchSampler:
     ) -> None:
         if global_batch % world_size:
             raise ValueError(f"batch {global_batch} is not divisible by {world_size} processes")
-        if dataset_size < global_batch:
-            raise DataError(
-                f"the dataset has {dataset_size} images, fewer than one batch of {global_batch}; "
-                "lower --batch-size or add images"
-            )
+        check_enough_images(dataset_size, global_batch)
         self.dataset_size = dataset_size
         self.global_batch = global_batch
         self.local_batch = global_batch // world_size

@@ -21,6 +21,7 @@ Conversion rules of :func:`to_rgb`:
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -131,12 +132,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def require_regular_file(path: str | Path) -> None:
+    """Raise :class:`UnreadableImage` unless ``path`` is a regular file (after links): opening
+    a FIFO blocks until something writes to it, and a device or socket is no image either."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise UnreadableImage(path, f"{type(error).__name__}: {error.strerror}") from error
+    if not stat.S_ISREG(mode):
+        raise UnreadableImage(path, "not a regular file (a pipe, socket or device)")
+
+
 def read_rgb(path: str | Path) -> Image.Image:
     """Open, fully decode and convert one file to 8-bit RGB.
 
     Raises:
-        UnreadableImage: on any failure (missing, empty, truncated, not an image, too large).
+        UnreadableImage: on any failure (missing, empty, truncated, not an image, too large,
+            not a regular file).
     """
+    require_regular_file(path)
     try:
         with Image.open(path) as image:
             # Decode now: PIL is lazy, and a truncated file only fails when pixels are read.

@@ -3,9 +3,10 @@
 A checkpoint holds the method (student, teacher, queues: everything in its state_dict), the
 optimizer, the AMP scaler, the next step to run, the data position and the RNG states. It is
 written to a temporary file in the same folder, flushed to disk, then renamed over the target,
-so a crash mid-write never leaves a half-written ``last.pt``. The temporary is removed on every
-exit path Python sees; one left by ``kill -9`` is swept when the next run takes the folder over
-(:mod:`densessl.engine.run_folder`).
+so a crash mid-write never leaves a half-written ``last.pt``; Ctrl-C and SIGTERM wait until the
+write is over (:func:`densessl.engine.interrupts.signals_deferred`). The temporary
+(``.NAME.densessl-tmp-PID``) is removed on every exit path Python sees; one left by ``kill -9``
+is swept when the next run takes its folder over (:mod:`densessl.engine.run_folder`).
 """
 
 from __future__ import annotations
@@ -19,22 +20,32 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from densessl.engine.interrupts import signals_deferred
 from densessl.runs import CHECKPOINT_FORMAT
+
+TEMPORARY_MARK = ".densessl-tmp-"  # ".<name>.densessl-tmp-<pid>": only densessl's own match
+
+
+def temporary_path(path: Path) -> Path:
+    """Where :func:`atomic_write` writes ``path`` before the rename."""
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it
-    over ``path``: readers see the old file or the whole new one, never half of it."""
+    over ``path``: readers see the old file or the whole new one, never half of it. Signals
+    received meanwhile are delivered after the rename (or after the failed write's clean-up)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:  # an error or Ctrl-C mid-write: no temporary is left (kill -9: swept at start)
-        tmp.unlink(missing_ok=True)
+    tmp = temporary_path(path)
+    with signals_deferred():
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:  # an error mid-write: no temporary is left (kill -9: swept at start)
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: Path) -> None:

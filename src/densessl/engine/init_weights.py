@@ -12,8 +12,10 @@ The keys are mapped onto the run's backbone (a timm backbone's keys are the ``fe
 model's; the full timm model's names, smp's ``model.``/``encoder.`` prefixes and densessl's own
 ``body.`` are all recognised), and tensors load where the name and the shape both match. The
 student's and the teacher's backbones both receive them, batch-norm running statistics
-included. Too few matching tensors stops the run with one line: a wrong architecture must not
-silently train from scratch.
+included. A wrong architecture stops the run with one line: too few matching tensors (it must
+not silently train from scratch), or many backbone tensors the backbone lacks (a bigger network
+of the same family, e.g. ResNet-34 weights into ResNet-18, whose every name exists in the bigger
+one). ``--init-partial`` loads whatever matches instead.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from densessl.runs import CHECKPOINT_FORMAT, method_from_checkpoint, read_checkp
 # A same-family architecture of another depth (ResNet-18 into ResNet-34) matches about half;
 # the right one with a renamed or dropped layer or two still matches nearly all.
 MIN_LOADED_FRACTION = 0.9
+# Above this share of the backbone's tensors, tensors under the backbone's own module names that
+# it has no place for mean a bigger network (ResNet-34 into ResNet-18 brings 96 for 120).
+MAX_EXTRA_FRACTION = 0.05
 # Prefixes under which exports and segmenters hold a backbone's keys (smp: encoder.model.*).
 _CONTAINER_PREFIXES = ("encoder.model.", "encoder.", "model.")
 _COUNTERS = "num_batches_tracked"  # BN step counters: absent from many checkpoints, unused
@@ -52,6 +57,7 @@ class InitReport:
         unexpected: source keys the backbone has no place for (a classifier, heads).
         mismatched: keys present in both with different shapes (not loaded).
         total: the backbone's keys.
+        backbone_like: unexpected keys under one of the backbone's own top-level modules.
     """
 
     source: str
@@ -60,6 +66,7 @@ class InitReport:
     unexpected: tuple[str, ...]
     mismatched: tuple[str, ...]
     total: int
+    backbone_like: frozenset[str] = frozenset()
 
     def counted(self, keys: tuple[str, ...]) -> int:
         return sum(not k.endswith(_COUNTERS) for k in keys)
@@ -69,6 +76,12 @@ class InitReport:
         """Share of the backbone's tensors loaded, batch counters left out."""
         total = self.counted(self.loaded) + self.counted(self.missing)
         return self.counted(self.loaded) / max(total, 1)
+
+    @property
+    def extra_backbone(self) -> tuple[str, ...]:
+        """Unexpected keys under the backbone's own top-level modules (``layer4.2.conv1`` in a
+        ResNet-18), as opposed to heads and classifiers it never had (``fc``, ``head``)."""
+        return tuple(k for k in self.unexpected if k in self.backbone_like)
 
     def line(self) -> str:
         shown = ", ".join(self.missing[:3]) + (" ..." if len(self.missing) > 3 else "")
@@ -147,9 +160,20 @@ def map_to_backbone(
             continue
         mapped[match] = value
     missing = tuple(k for k in target if k not in mapped)
+    modules = {_module_of(k) for k in target}
+    backbone_like = frozenset(
+        k for k in unexpected if any(_module_of(n) in modules for n in _candidate_names(k, by_timm))
+    )
     report = InitReport(name, tuple(mapped), missing, tuple(unexpected), tuple(mismatched),
-                        len(target))  # fmt: skip
+                        len(target), backbone_like)  # fmt: skip
     return mapped, report
+
+
+def _module_of(key: str) -> str:
+    """A key's top-level module (``layer4`` of ``layer4.1.conv1.weight``; a timm backbone's
+    ``body.stages`` of ``body.stages.3.blocks.0...``)."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "body" else parts[0]
 
 
 def _resampled_positions(table: torch.Tensor, backbone: ViTBackbone) -> torch.Tensor:
@@ -161,23 +185,38 @@ def _resampled_positions(table: torch.Tensor, backbone: ViTBackbone) -> torch.Te
     return resample_abs_pos_embed(table, list(grid), num_prefix_tokens=prefix)
 
 
-def initialise_from(method: TeacherStudent, weights: str | Path) -> InitReport:
+def initialise_from(
+    method: TeacherStudent, weights: str | Path, partial: bool = False
+) -> InitReport:
     """Load ``weights`` into the student's and the teacher's backbones (running statistics
     included); every other part of the method keeps its fresh init.
 
+    Args:
+        partial: load whatever matches, without the two checks below (``--init-partial``).
+
     Raises:
-        WeightsError: fewer than :data:`MIN_LOADED_FRACTION` of the backbone's tensors match.
+        WeightsError: fewer than :data:`MIN_LOADED_FRACTION` of the backbone's tensors match, or
+            more than :data:`MAX_EXTRA_FRACTION` of them come extra (a bigger network).
     """
     source = read_init_weights(weights)
     student = method.student.get_submodule("backbone")
     mapped, report = map_to_backbone(source, student, str(weights))
-    if report.fraction < MIN_LOADED_FRACTION:
-        arch = getattr(student, "arch", type(student).__name__)
+    arch = getattr(student, "arch", type(student).__name__)
+    loaded, total = report.counted(report.loaded), report.counted(report.loaded + report.missing)
+    if not partial and report.fraction < MIN_LOADED_FRACTION:
         raise WeightsError(
-            f"--init {weights}: only {report.counted(report.loaded)} of "
-            f"{report.counted(report.loaded + report.missing)} {arch} backbone tensors match "
+            f"--init {weights}: only {loaded} of {total} {arch} backbone tensors match "
             f"({len(report.mismatched)} differ in shape, {len(report.unexpected)} unexpected): "
-            f"are these {arch} weights? Pass weights of that architecture or choose --backbone"
+            f"are these {arch} weights? Pass weights of that architecture, choose --backbone, "
+            "or add --init-partial to load only what matches"
+        )
+    extra = report.extra_backbone
+    if not partial and report.counted(extra) > MAX_EXTRA_FRACTION * total:
+        raise WeightsError(
+            f"--init {weights}: holds {len(extra)} backbone tensors that {arch} lacks, beside "
+            f"the {len(report.loaded)} of {report.total} it loads: the weights of a bigger "
+            f"network? Pass {arch} weights, choose the --backbone they were trained with, or "
+            "add --init-partial to load only what matches"
         )
     for network in (method.student, method.teacher):
         network.get_submodule("backbone").load_state_dict(mapped, strict=False)

@@ -31,23 +31,34 @@ class MetricsWriter:
     """Appends one JSON object per logged step to RUN/metrics.jsonl; mirrors it to TensorBoard.
 
     On resume, records at or after the resumed step are dropped first, so the file never holds a
-    step twice (the steps after the last checkpoint of a crashed run are re-run).
+    step twice (the steps after the last checkpoint of a crashed run are re-run). Building the
+    writer only reads (a damaged file is refused before anything is written); :meth:`start`
+    writes.
     """
 
     def __init__(self, run_dir: Path, resume_step: int, enabled: bool) -> None:
         self.enabled = enabled
+        self.run_dir = run_dir
+        self.resume_step = resume_step
         self.path = run_dir / "metrics.jsonl"
         self.tb = None
-        if not enabled:
-            return
-        if self.path.exists():  # a torn last line (crash, full disk) is dropped with a warning
+        self._kept: str | None = None
+        if enabled and self.path.exists():  # a torn last line (crash, full disk) is dropped
             records = parse_metrics(self.path.read_text(), self.path)
-            kept = "".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step)
-            atomic_write(self.path, lambda f: f.write(kept.encode()))  # a crash keeps the old
+            self._kept = "".join(json.dumps(r) + "\n" for r in records if r["step"] <= resume_step)
+
+    def start(self) -> None:
+        """Drop the records past the resumed step and open TensorBoard (if installed)."""
+        if not self.enabled:
+            return
+        if self._kept is not None and self._kept != self.path.read_text():
+            kept = self._kept.encode()
+            atomic_write(self.path, lambda f: f.write(kept))  # a crash keeps the old file
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step + 1)
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                    purge_step=self.resume_step + 1)  # fmt: skip
         except ImportError:
             log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
 

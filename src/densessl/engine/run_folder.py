@@ -1,11 +1,14 @@
-"""Owning a run folder while training in it: a lock naming the holder, and sweeping what dead
-holders left behind.
+"""Owning a run folder while training in it: which folders may be one, a lock naming the
+holder, and sweeping what dead holders left behind.
 
-Two processes training into one ``--out`` would interleave their metrics and overwrite each
-other's checkpoint, so the main process holds ``RUN/.lock`` (its PID and host) for the whole
-run. A second process stops with one line naming the holder. A lock whose process is gone (a
-``kill -9``) is stale and is taken over. Taking the folder over also removes the temporary files
-a killed writer left (``.last.pt.tmp-PID``, see :func:`densessl.engine.checkpoint.atomic_write`).
+densessl writes only into folders it made: a new run's ``--out`` must be missing, empty or
+already a run (:func:`check_out_folder`); the folder gets the mark :data:`RUN_MARK` when the
+run first writes into it. Two processes training into one ``--out`` would interleave their
+metrics and overwrite each other's checkpoint, so the main process holds ``RUN/.lock`` (its PID
+and host) for the whole run. A second process stops with one line naming the holder. A lock
+whose process is gone (a ``kill -9``) is stale and is taken over. Taking the folder over also
+removes the temporary files a killed writer left there (``.last.pt.densessl-tmp-PID``, see
+:func:`densessl.engine.checkpoint.atomic_write`), and nothing else.
 """
 
 from __future__ import annotations
@@ -14,11 +17,46 @@ import os
 import socket
 from pathlib import Path
 
+from densessl.engine.checkpoint import TEMPORARY_MARK
 from densessl.engine.logging import log
-from densessl.errors import ConfigError
+from densessl.errors import ConfigError, OutputError
+from densessl.runs import LAST_CHECKPOINT, RUN_FOLDERS, RUN_MARK, is_run_folder
 
 LOCK_NAME = ".lock"
-TEMPORARY_MARK = ".tmp-"  # atomic_write's temporaries: ".<name>.tmp-<pid>"
+
+
+def check_out_folder(run_dir: Path, resume: bool) -> None:
+    """Refuse an ``--out`` densessl must not write into; writes nothing.
+
+    Raises:
+        OutputError: ``run_dir`` is a file, or (a new run) a non-empty folder that is not a
+            densessl run, or (``resume``) a folder that is not a run.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"--out {run_dir} is a file; give a folder for the run")
+    if resume:
+        if not is_run_folder(run_dir):
+            raise OutputError(
+                f"--out {run_dir} is not a densessl run (no {RUN_MARK}, no {LAST_CHECKPOINT}); "
+                "check --out"
+            )
+        return
+    if not run_dir.is_dir() or is_run_folder(run_dir):
+        return
+    # the lock alone: this run's main process got here first (other ranks check too)
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    if entries:
+        raise OutputError(
+            f"--out {run_dir} holds {len(entries)} file(s) densessl did not write (e.g. "
+            f"{entries[0]}); give a new or empty folder, e.g. --out {run_dir / 'run'}"
+        )
+
+
+def mark_run_folder(run_dir: Path) -> None:
+    """Write the mark that makes ``run_dir`` densessl's (once)."""
+    mark = run_dir / RUN_MARK
+    if not mark.exists():
+        mark.write_text("densessl run folder: written by densessl pretrain\n")
 
 
 def process_alive(pid: int) -> bool:
@@ -50,13 +88,26 @@ class RunLock:
     def acquire(self) -> RunLock:
         folder = self.path.parent.absolute()
         self.created = [d for d in (folder, *folder.parents) if not d.exists()]
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.abandon()
+            raise OutputError(
+                f"cannot create the run folder {folder}: {err.strerror}; choose an --out in "
+                "a folder you can write"
+            ) from err
         for _ in range(2):  # a second try after removing a stale lock
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 self._take_over_if_stale()
                 continue
+            except OSError as err:
+                self.abandon()
+                raise OutputError(
+                    f"cannot write in the run folder {folder}: {err.strerror}; choose an --out "
+                    "you can write"
+                ) from err
             with os.fdopen(fd, "w") as f:
                 f.write(self.owner + "\n")
             return self
@@ -83,7 +134,7 @@ class RunLock:
         try:
             if self.path.read_text().strip() == self.owner:
                 self.path.unlink()
-        except FileNotFoundError:
+        except OSError:  # gone, or never made
             pass
 
     def abandon(self) -> None:
@@ -98,13 +149,19 @@ class RunLock:
 
 
 def sweep_orphan_temporaries(folder: Path) -> list[Path]:
-    """Delete ``.*.tmp-PID`` files under ``folder`` (recursively) whose writer is dead.
+    """Delete densessl's temporaries (``.NAME.densessl-tmp-PID``) whose writer is dead, in a
+    run folder and its own subfolders only; a folder that is not a run is left alone.
 
     Returns:
         The removed paths.
     """
+    folder = Path(folder)
+    if not is_run_folder(folder):
+        return []
+    places = [folder, *(folder / name for name in RUN_FOLDERS)]
+    candidates = [p for place in places for p in place.glob(f".*{TEMPORARY_MARK}*")]
     removed = []
-    for path in sorted(Path(folder).rglob(f".*{TEMPORARY_MARK}*")):
+    for path in sorted(candidates):
         pid = path.name.rsplit(TEMPORARY_MARK, 1)[-1]
         if path.is_file() and pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)

@@ -12,29 +12,36 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from densessl import dist
-from densessl.config import save_config
 from densessl.data.batch import Batch
+from densessl.data.sampler import check_enough_images
 from densessl.device import resolve_device
 from densessl.engine import checkpoint as ckpt
 from densessl.engine.fast_path import apply_memory_format, compile_networks, resolve_memory_format
 from densessl.engine.init_weights import initialise_from
+from densessl.engine.interrupts import signals_deferred
 from densessl.engine.logging import MetricsWriter, Throughput, log, setup_console_logging
 from densessl.engine.optim import build_optimizer
-from densessl.engine.run_folder import RunLock, sweep_orphan_temporaries
+from densessl.engine.run_folder import (
+    RunLock,
+    check_out_folder,
+    mark_run_folder,
+    sweep_orphan_temporaries,
+)
 from densessl.engine.setup import (
     build_loader,
     build_method_checked,
     build_source,
+    micro_batch,
     optim_schedules,
     resolve_precision,
     steps_per_epoch,
     total_steps,
 )
-from densessl.errors import ConfigError
+from densessl.errors import ConfigError, StorageError
 from densessl.methods import Method
 from densessl.models.norm import convert_batchnorm
 from densessl.progress import progress
-from densessl.runs import load_method_weights, read_checkpoint
+from densessl.runs import LAST_CHECKPOINT, load_method_weights, read_checkpoint
 from densessl.schedules import RunLength, Schedule
 
 
@@ -67,9 +74,15 @@ class Session:
     throughput: Throughput = field(default_factory=Throughput)
     lock: RunLock | None = None
     memory_format: torch.memory_format = torch.contiguous_format  # of the weights and the views
+    saved_step: int | None = None  # step of the last checkpoint written (None: none yet)
 
     def save(self, step: int) -> Path | None:
-        """The full training state at ``step`` (main process only; None elsewhere)."""
+        """The full training state at ``step`` (main process only; None elsewhere). Signals
+        wait until the write is over (:mod:`densessl.engine.interrupts`).
+
+        Raises:
+            StorageError: the write failed (a full disk); the previous checkpoint is intact.
+        """
         if not dist.is_main():
             return None
         payload = {
@@ -80,11 +93,32 @@ class Session:
             "data_position": {"micro_batches": step * self.cfg.accum_steps},
             "skipped_files": sorted(self.skipped),
         }
-        return ckpt.save_training_state(self.run_dir, step, payload, self.cfg.keep_checkpoints)
+        with signals_deferred():
+            try:
+                path = ckpt.save_training_state(
+                    self.run_dir, step, payload, self.cfg.keep_checkpoints
+                )
+            except OSError as err:
+                raise StorageError(
+                    f"could not write the checkpoint of step {step} in {self.run_dir}: "
+                    f"{err.strerror or err}; {self.intact()}"
+                ) from err
+            self.saved_step = step
+        return path
+
+    def intact(self) -> str:
+        """Which saved state a stopped run continues from, in words."""
+        if self.saved_step is None:
+            return "no checkpoint was written yet, so the run starts again from step 0"
+        return (
+            f"the checkpoint of step {self.saved_step} ({self.run_dir / LAST_CHECKPOINT}) is "
+            "intact: continue with --resume"
+        )
 
     def close(self) -> None:
         self.bar.close()
         self.metrics.close()
+        self.batches = iter(())  # the loader's workers stop now, not at interpreter exit
 
     def release(self) -> None:
         """Free the run folder for the next process (after the summary is written)."""
@@ -95,21 +129,23 @@ class Session:
 def open_session(cfg: DictConfig, resume: bool = False) -> Session:
     """Build the run ``cfg`` describes, restored from its last checkpoint when ``resume``.
 
-    The main process locks the run folder first (:class:`RunLock`) and holds it until
-    :meth:`Session.release`; nothing in the folder is written before the lock is held.
+    Every check comes before the first write, so a refused run leaves the disk as it was: the
+    folder is checked (:func:`check_out_folder`), the main process locks it (:class:`RunLock`,
+    held until :meth:`Session.release`), everything is built and restored, and only then is the
+    folder marked, swept of dead temporaries and given its config and metrics.
 
     Raises:
-        ConfigError: the folder is in use, or the run would move backwards (fewer steps than
-            the checkpoint has done), or the backbone does not give what the method needs.
+        UserError: the folder is in use or not densessl's, the run would move backwards (fewer
+            steps than the checkpoint has done), the backbone does not give what the method
+            needs, or any other check fails.
     """
     device = resolve_device(cfg.device)
     dist.init(device.type)
     setup_console_logging(dist.is_main())
     run_dir = Path(cfg.out)
+    check_out_folder(run_dir, resume)
     lock = RunLock(run_dir).acquire() if dist.is_main() else None
     try:
-        if lock is not None:
-            sweep_orphan_temporaries(run_dir)
         s = _build_session(cfg, resume, device, run_dir)
     except BaseException:
         if lock is not None:
@@ -124,6 +160,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         torch.cuda.set_device(device)
     state = read_checkpoint(run_dir) if resume else None
     source = build_source(cfg)
+    check_enough_images(len(source), micro_batch(cfg) * dist.world_size())
     run = RunLength(total_steps(cfg, len(source)), steps_per_epoch(cfg, len(source)))
     if state is not None and int(state["step"]) > run.total_steps:
         raise ConfigError(
@@ -134,7 +171,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     method = build_method_checked(cfg)
     if cfg.init and state is None:  # a resumed run restores its own weights below
-        log.info("%s", initialise_from(method, cfg.init).line())
+        log.info("%s", initialise_from(method, cfg.init, cfg.init_partial).line())
     if cfg.batch_norm == "sync" and dist.world_size() > 1:
         method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
     method.to(device)
@@ -146,10 +183,16 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
     start_step, skipped = 0, set()
     if state is not None:
         start_step, skipped = _restore(state, method, optimizer, scaler, cfg.backbone)
-    if dist.is_main():
-        save_config(cfg, run_dir / "config.yaml")
-    schedules = {**optim_schedules(cfg, run.steps_per_epoch), **method.schedules()}
+    metrics = MetricsWriter(run_dir, start_step, enabled=dist.is_main())  # reads: may refuse
     _log_start(cfg, device, len(source), run, start_step)
+    if dist.is_main():  # every check passed: the first writes
+        with signals_deferred():
+            mark_run_folder(run_dir)
+            sweep_orphan_temporaries(run_dir)
+            text = OmegaConf.to_yaml(cfg).encode()
+            ckpt.atomic_write(run_dir / "config.yaml", lambda f: f.write(text))
+            metrics.start()
+    schedules = {**optim_schedules(cfg, run.steps_per_epoch), **method.schedules()}
     _warn_if_queue_outlasts_epoch(cfg, len(source))
     if cfg.compile:
         log.info("torch.compile: %s (the first steps compile)", ", ".join(compile_networks(method)))
@@ -166,10 +209,9 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         ckpt.set_rng_state(state["rng"])
     return Session(
         cfg, run_dir, device, method, model, optimizer, scaler, autocast_dtype, run, schedules,
-        batches, start_step, skipped,
-        metrics=MetricsWriter(run_dir, start_step, enabled=dist.is_main()),
+        batches, start_step, skipped, metrics=metrics,
         bar=progress(total=run.total_steps, initial=start_step, unit="step"),
-        memory_format=memory_format,
+        memory_format=memory_format, saved_step=start_step if state is not None else None,
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from densessl.data.batch_augment import augment_batch
 from densessl.engine.fast_path import batch_in_memory_format
 from densessl.engine.optim import clip_each_parameter_
 from densessl.engine.session import Session
-from densessl.errors import TrainingDiverged
+from densessl.errors import TrainingDiverged, UserError, unwrapped
 from densessl.methods import StepState
 from densessl.schedules import RunLength, Schedule
 
@@ -62,7 +62,10 @@ def _accumulate(s: Session, state: StepState) -> tuple[torch.Tensor, dict[str, t
     total = torch.zeros((), device=s.device)
     logs: dict[str, torch.Tensor] = {}
     for micro in range(accum):
-        batch = next(s.batches)
+        try:
+            batch = next(s.batches)
+        except UserError as err:  # raised in a loader worker: its own line, not the traceback
+            raise unwrapped(err) from None
         s.skipped.update(batch.skipped)
         batch = augment_batch(batch.to(s.device, non_blocking=True))
         batch = batch_in_memory_format(batch, s.memory_format)

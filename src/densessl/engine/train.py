@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,13 @@ from omegaconf import DictConfig
 
 from densessl import dist
 from densessl.engine.checkpoint import atomic_write
+from densessl.engine.interrupts import StopRequests
 from densessl.engine.logging import log
 from densessl.engine.session import Session, open_session
 from densessl.engine.step import step_state, train_step
+from densessl.errors import StorageError
 from densessl.methods import StepState
-from densessl.runs import METRICS_NAME, parse_metrics
+from densessl.runs import LAST_CHECKPOINT, METRICS_NAME, parse_metrics
 
 
 @dataclass
@@ -28,15 +29,16 @@ class RunResult:
     skipped_files: list[str]
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt  # preemption: checkpoint like Ctrl-C
-
-
 def train(cfg: DictConfig, resume: bool = False) -> RunResult:
     """Run (or continue) the pretraining described by ``cfg``; returns where it went.
 
     The run folder stays locked (:mod:`densessl.engine.run_folder`) from the first write to
     the summary; a run resumed at its last step trains nothing and rewrites only the summary.
+    Ctrl-C or SIGTERM ends it at a step boundary with its state saved
+    (:mod:`densessl.engine.interrupts`), raising KeyboardInterrupt.
+
+    Raises:
+        StorageError: a write failed (a full disk); the last checkpoint is intact.
     """
     s = open_session(cfg, resume)
     try:
@@ -46,30 +48,40 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
 
 
 def _run(s: Session) -> RunResult:
-    cfg, steps = s.cfg, s.run.total_steps
-    previous_handler = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    step, loss, last, started = s.start_step, math.nan, None, time.perf_counter()
+    steps = s.run.total_steps
+    step, loss, started, stopping = s.start_step, math.nan, time.perf_counter(), False
     try:
-        for step in range(s.start_step, steps):
-            state = step_state(step, s.schedules, s.run)
-            loss, logs = train_step(s, state)
-            _log_step(s, state, loss, logs)
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                s.save(step + 1)
-        step = steps
-        last = s.save(steps)
-    except KeyboardInterrupt:
-        s.method.after_step_aborted()
-        s.optimizer.zero_grad(set_to_none=True)
-        path = s.save(step)
-        log.warning(
-            "interrupted at step %d; state saved to %s (continue with --resume)", step, path
-        )
-        raise
+        with StopRequests() as stop:
+            while step < steps and not stopping:
+                state = step_state(step, s.schedules, s.run)
+                loss, logs = train_step(s, state)
+                _log_step(s, state, loss, logs)
+                step += 1
+                periodic = step < steps and step % s.cfg.checkpoint_every == 0
+                if periodic:
+                    s.save(step)
+                stopping = dist.any_rank(stop.requested, s.device)
+                if stopping and step < steps and not periodic:
+                    s.save(step)
+            last = s.save(steps) if step == steps else None  # None on other ranks too
+    except KeyboardInterrupt:  # a second signal: the step under way is dropped
+        _stopped(s, f"stopped at once during step {step}; {s.intact()}")
+    except OSError as err:  # a write of the loop (metrics ...) failed; checkpoints are atomic
+        raise StorageError(f"could not write {err.filename or s.run_dir}: "
+                           f"{err.strerror or err}; {s.intact()}") from err  # fmt: skip
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
         s.close()
+    if step < steps:
+        _stopped(s, f"interrupted at step {step}; state saved to "
+                    f"{s.run_dir / LAST_CHECKPOINT} (continue with --resume)")  # fmt: skip
     return _finish(s, loss, last, time.perf_counter() - started)
+
+
+def _stopped(s: Session, line: str) -> None:
+    """End the run after an interrupt with one line (exit code 130 at the command line)."""
+    if dist.is_main():
+        log.warning("%s", line)
+    raise KeyboardInterrupt
 
 
 def _log_step(s: Session, state: StepState, loss: float, logs: dict) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from densessl.errors import ExportError, WeightsError
+from densessl.errors import ExportError, OutputError, WeightsError
 
 # The writers register their formats in EXPORT_FORMATS when imported.
 from densessl.export import (  # noqa: F401
@@ -45,7 +45,7 @@ from densessl.export import (  # noqa: F401
 )
 from densessl.export.result import ExportResult
 from densessl.registry import EXPORT_FORMATS
-from densessl.runs import LAST_CHECKPOINT, open_run
+from densessl.runs import LAST_CHECKPOINT, enclosing_run, open_run, refuse_run_file
 
 __all__ = ["FORMATS", "ExportResult", "export"]
 
@@ -95,10 +95,18 @@ def export_target(run: str | Path, fmt: str, out: Path, force: bool) -> Path:
     Raises:
         ExportError: the file would replace a checkpoint of ``run`` (never allowed), or exists
             and ``force`` is False.
+        OutputError: the file would be one of a run's own files, or a name densessl chose
+            inside a run folder (only a name the user gives may go there).
     """
-    run = Path(run)
+    run, suffix = Path(run), DEFAULT_SUFFIXES.get(fmt, ".pt")
     if out.is_dir():
-        out = out / f"{run.resolve().stem}_{fmt}{DEFAULT_SUFFIXES.get(fmt, '.pt')}"
+        if enclosing_run(out) is not None:
+            raise OutputError(
+                f"--out {out} is a run folder: give the export a file name of your own, e.g. "
+                f"{out / ('backbone' + suffix)}"
+            )
+        out = out / f"{run.resolve().stem}_{fmt}{suffix}"
+    refuse_run_file(out)
     # Never an export target: the checkpoint exported from, nor anything in RUN/checkpoints.
     checkpoints = run.parent if run.is_file() else run / LAST_CHECKPOINT.parent
     inside = checkpoints.name == LAST_CHECKPOINT.parent.name and checkpoints.resolve() in (

@@ -20,6 +20,7 @@ def build_method(cfg: DictConfig) -> Method:
         image_size=cfg.data.image_size,
         batch_norm=cfg.batch_norm,
         seed=cfg.seed,
+        keys_per_step=cfg.batch_size // cfg.accum_steps,
     )
     return method_cls(OmegaConf.to_object(cfg.method), ctx)
 

@@ -41,6 +41,7 @@ class MethodContext:
     image_size: int
     batch_norm: str = "shuffle"  # shuffle | sync | local
     seed: int = 0
+    keys_per_step: int = 0  # images per forward over all processes (batch / accumulation)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,12 @@ class MoCoV2(TeacherStudent):
                 f"method.blur_sigma must be [low, high] pixels with 0 < low <= high "
                 f"(paper: [0.1, 2.0]), not [{low}, {high}]"
             )
+        if cfg.queue_size < ctx.keys_per_step:
+            raise ConfigError(
+                f"method.queue_size={cfg.queue_size} is shorter than the {ctx.keys_per_step} keys "
+                f"each forward pass adds (batch_size / accum_steps); set method.queue_size to at "
+                f"least {ctx.keys_per_step}"
+            )
         self.student = self.build_encoder()
         self.teacher = make_teacher(self.student)
         self.queue = NegativeQueue(cfg.queue_size, cfg.dim)

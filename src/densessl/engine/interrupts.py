@@ -1,0 +1,72 @@
+"""Ctrl-C and SIGTERM (preemption) that never leave a run half-saved.
+
+Two rules make every interrupt exact:
+
+* **Between steps only.** While training, the first SIGINT or SIGTERM only asks the loop to
+  stop (:class:`StopRequests`): the step under way finishes (weights, optimizer, teacher,
+  queues, RNG, data position and step number all move together), then the state is saved and
+  the run ends. A second signal stops at once, without saving the step under way; the last
+  checkpoint written stays whole.
+* **Never during a write.** Inside :func:`signals_deferred` (every atomic file write) a signal
+  is recorded and delivered once the write is over, so a checkpoint is either the old file or
+  the whole new one, and torch's writer never sees a KeyboardInterrupt.
+
+Signal handlers belong to the main thread; elsewhere both helpers do nothing.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver each one received, once."""
+    if not _main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda sig, frame: received.append(sig))
+                for sig in STOP_SIGNALS}  # fmt: skip
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)
+
+
+class StopRequests:
+    """SIGINT/SIGTERM handlers for the training loop (a context manager).
+
+    The first signal sets :attr:`requested`; the loop stops at the next step boundary. A second
+    raises KeyboardInterrupt where the program is (outside writes, see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopRequests:
+        if _main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
