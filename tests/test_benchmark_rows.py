@@ -82,3 +82,32 @@ def test_seed_runs_of_one_recipe_pool_and_other_recipes_stay_out():
     assert pooled["densecl"][0] is rows["densecl (resnet18, a)"]  # not the 900-step run
     assert list(runs_of_recipe(rows, recipe, steps=900)) == ["densecl"]
     assert mean_sd([32.0, 35.0, 36.5]) == "34.5 ± 2.3"  # sd = sqrt((6.25 + 0.25 + 4) / 2)
+
+
+def test_the_held_out_sequence_split_is_built_from_file_names(tmp_path):
+    """benchmarks/camvid_heldout.py on a fake CamVid: a whole sequence goes to val, every other
+    labelled frame (SegNet's train and val alike) to train; the pools link images, no copies."""
+    from camvid_heldout import write_split
+
+    frames = {"train": ["0001TP_1", "0006R0_1", "0006R0_2", "0016E5_1"], "val": ["0016E5_9"]}
+    for split, names in frames.items():
+        for folder in (split, f"{split}annot"):
+            (tmp_path / "camvid" / folder).mkdir(parents=True)
+            for name in names:
+                (tmp_path / "camvid" / folder / f"{name}.png").write_bytes(name.encode())
+    (tmp_path / "camvid" / "train" / "0001TP_2.png").write_bytes(b"no label: not used")
+    out = tmp_path / "split"
+    counts = write_split(tmp_path / "camvid", out, "0006R0")
+    assert counts == {"seg/train": 3, "seg/val": 2, "pool_new": 3, "pool_all": 5}
+
+    def names(folder):
+        return sorted(p.stem for p in (out / folder).iterdir())
+
+    assert names("seg/val") == names("seg/valannot") == ["0006R0_1", "0006R0_2"]
+    assert names("seg/train") == ["0001TP_1", "0016E5_1", "0016E5_9"]
+    assert names("pool_new") == names("seg/train")
+    assert names("pool_all") == sorted(names("seg/train") + names("seg/val"))
+    link = out / "seg" / "trainannot" / "0016E5_9.png"
+    assert link.is_symlink() and link.read_bytes() == b"0016E5_9"
+    with pytest.raises(SystemExit, match="no frame of sequence 9999XX"):
+        write_split(tmp_path / "camvid", tmp_path / "other", "9999XX")
