@@ -20,6 +20,7 @@ function            command                                                retur
 :func:`linear_seg`  ``densessl eval linear-seg``                           ``SegmentationScores``
 :func:`knn_seg`     ``densessl eval knn-seg``                              ``SegmentationScores``
 :func:`detect`      ``densessl eval detect``                               ``DetectionScores``
+:func:`finetune_seg` ``densessl eval finetune-seg``                        ``Comparison``
 :func:`components`  ``densessl list``                                      ``dict[str, list]``
 ==================  =====================================================  =====================
 """
@@ -39,7 +40,7 @@ from densessl.methods import get_method
 from densessl.models.timm_backbone import PREFIX as TIMM_PREFIX
 from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS
 
-__all__ = ["components", "detect", "export", "knn_seg", "linear_seg", "pretrain"]
+__all__ = ["components", "detect", "export", "finetune_seg", "knn_seg", "linear_seg", "pretrain"]
 
 # pretrain's named arguments -> the config keys they set (None = not given).
 PRETRAIN_KEYS = {
@@ -246,8 +247,10 @@ def knn_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
     Args:
         weights: run folder, checkpoint, exported file, or ``"random"``.
         data: labelled folder; None = held-out built-in scenes.
-        **kwargs: ``format``, ``split``, ``train_split``, ``backbone``, ``network``,
-            ``config``, ``overrides``, and any option of ``KnnSegOptions`` (``k``,
+        **kwargs: ``format``, ``split``, ``train_split``, ``labels`` (``"10%"`` or a count:
+            the memory holds that subset of the training split, drawn by ``seed``),
+            ``backbone``, ``network``, ``config``, ``overrides``, and any option of
+            ``KnnSegOptions`` (``k``,
             ``temperature``, ``levels``, ``image_size``, ``device``, ``cache_dir`` ...).
 
     Returns:
@@ -264,6 +267,7 @@ def _probe(
     format: str | None = None,
     split: str = "val",
     train_split: str = "train",
+    labels: str = "100%",
     backbone: str | None = None,
     network: str | None = None,
     config: str | Path | None = None,
@@ -273,6 +277,7 @@ def _probe(
     from densessl.device import resolve_device
     from densessl.eval.features import level_strides
     from densessl.eval.knn_seg import KnnSegOptions, knn_seg
+    from densessl.eval.labels import Subset, label_subset
     from densessl.eval.linear_seg import LinearSegOptions, linear_seg
     from densessl.eval.weights import load_backbone
 
@@ -288,7 +293,35 @@ def _probe(
         )
     model.to(resolve_device(opts.device))  # the probe runs where the backbone is
     train, val = _segmentation_sets(data, format, split, train_split, opts.image_size)
+    train = Subset(train, label_subset(len(train), labels, opts.seed))
+    _warn_missing_classes(train, labels, opts.seed)
     return probe(model, train, val, opts)
+
+
+def _warn_missing_classes(subset, labels: str, seed: int) -> None:
+    """One warning when a labelled subset holds no pixel of some class."""
+    import logging
+
+    import numpy as np
+
+    from densessl.eval.labels import missing_classes
+
+    if labels in ("100%", str(len(subset.dataset))):
+        return
+    counts = np.zeros(subset.num_classes, dtype=np.int64)
+    for i in range(len(subset)):
+        values = subset[i][1]
+        counts += np.bincount(values[values != subset.ignore_index].ravel(),
+                              minlength=subset.num_classes)[: subset.num_classes]  # fmt: skip
+    absent = missing_classes(counts, subset.class_names)
+    if absent:
+        logging.getLogger("densessl").warning(
+            "--labels %s at seed %d: no labelled pixel of %s; those classes can only score "
+            "by chance (try more labels or another seed)",
+            labels,
+            seed,
+            ", ".join(absent),
+        )
 
 
 def _options(schema: type, config, named: dict[str, Any], overrides: Sequence[str]):
@@ -311,6 +344,101 @@ def _segmentation_sets(data, layout, split: str, train_split: str, image_size: i
             SyntheticSegmentation(100, image_size, 102),
         )
     return open_segmentation(data, layout, train_split), open_segmentation(data, layout, split)
+
+
+def finetune_seg(
+    weights: str | Path,
+    data: str | Path | None = None,
+    *,
+    compare: Sequence[str] = (),
+    labels: Sequence[str] = ("100%",),
+    seeds: int = 1,
+    format: str | None = None,
+    split: str = "val",
+    train_split: str = "train",
+    backbone: str | None = None,
+    network: str | None = None,
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    **options: Any,
+):
+    """Fine-tune a segmenter from ``weights`` (and from each ``compare`` init) on a labelled
+    subset, over seeds, and compare (``densessl eval finetune-seg``).
+
+    Args:
+        weights: run folder, checkpoint or exported file: the first row of the comparison.
+        data: labelled folder; None = the built-in scenes (held-out seeds).
+        compare: other inits: ``"random"`` (the same architecture, random weights) or files.
+        labels: label fractions or counts (``"10%"``, ``"37"``) of the training split.
+        seeds: seeds 0 .. seeds-1; each draws the subset, the decoder init and the crops.
+        **options: any ``FinetuneSegOptions`` field (``decoder``, ``iterations``, ``lr`` ...).
+
+    Returns:
+        ``Comparison``: ``format_table()``, ``to_dict()``, ``plot(path)``.
+    """
+    from dataclasses import replace
+
+    from densessl.eval.compare import Comparison, run_comparison
+    from densessl.eval.finetune_seg import FinetuneSegOptions
+    from densessl.eval.finetune_seg import finetune_seg as finetune
+    from densessl.eval.labels import Subset, label_count, label_subset
+    from densessl.eval.weights import load_backbone
+
+    opts = _options(FinetuneSegOptions, config, options, overrides)
+    opts.check()
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: give at least 1")
+    train, val = _segmentation_sets(data, format, split, train_split, opts.image_size or 128)
+    labels = list(dict.fromkeys(labels))
+    for spec in labels:
+        label_count(spec, len(train))  # refused before anything is trained
+    sources = _init_sources(weights, compare)
+    if "pixels" in sources.values():
+        raise ConfigError("pixels has no network to fine-tune; compare it with eval linear-seg")
+    first = load_backbone(weights, backbone, network)
+    arch = backbone or getattr(first, "arch", None)
+    for source in list(sources.values())[1:]:  # every init loads before the first run
+        load_backbone(source, arch if source == "random" else backbone, network)
+    if opts.decoder != "linear":
+        from densessl.eval.segmenter import build_segmenter
+
+        build_segmenter(first, opts.decoder, train.num_classes, 0)  # a decoder that fits
+    warned: set[tuple[str, int]] = set()
+
+    def score(init: str, spec: str, seed: int) -> tuple[float, list[str]]:
+        source = sources[init]
+        model = load_backbone(source, arch if source == "random" else backbone, network)
+        indices = label_subset(len(train), spec, seed)
+        if (spec, seed) not in warned:
+            warned.add((spec, seed))
+            _warn_missing_classes(Subset(train, indices), spec, seed)
+        result = finetune(model, train, val, replace(opts, seed=seed), indices)
+        return result.scores.miou, result.train_images
+
+    comparison = Comparison(
+        protocol=f"finetune-seg ({opts.decoder})", inits=list(sources), sources=sources,
+        labels=labels, train_images=len(train),
+        details={"iterations": {spec: opts.length(label_count(spec, len(train)))
+                                for spec in labels}, "options": _plain(opts)},
+    )  # fmt: skip
+    return run_comparison(comparison, range(seeds), score)
+
+
+def _init_sources(weights: str | Path, compare: Sequence[str]) -> dict[str, str]:
+    """Row name -> weights: the user's first, then each ``compare`` entry (names unique)."""
+    sources: dict[str, str] = {}
+    for source in [str(weights), *map(str, compare)]:
+        name = "random" if source == "random" else (Path(source).stem or source)
+        while name in sources:
+            name += "'"
+        sources[name] = source
+    return sources
+
+
+def _plain(options: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(options)
 
 
 def detect(

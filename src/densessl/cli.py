@@ -267,6 +267,11 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
             "--levels", help="comma-separated feature levels (default: c5, or patch for a ViT)"
         )
         e.add_argument("--image-size", type=int, help="shorter image side (default 224)")
+        e.add_argument(
+            "--labels", default="100%",
+            help="share (10%%) or count (37) of the training split the probe learns from, "
+            "drawn by seed=N",
+        )  # fmt: skip
         if name == "knn-seg":
             e.add_argument("--k", type=int, help="neighbours per patch, at least 1 (default 30)")
             e.add_argument(
@@ -296,6 +301,51 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--min-size", type=int, help="short side of the input (default 800)")
     d.add_argument("--max-size", type=int, help="cap on the long side (default 1333)")
     d.add_argument("--workers", type=int, help="data-loading processes (default 2)")
+    d.add_argument(
+        "--labels", help="share (10%%) or count (37) of the train images to learn from, drawn "
+        "by seed=N (default: all)",
+    )  # fmt: skip
+    _finetune_parser(kinds)
+
+
+def _finetune_parser(kinds: argparse._SubParsersAction) -> None:
+    from densessl.eval.segmentation import LAYOUTS
+    from densessl.eval.segmenter import DECODERS
+
+    f = _add_parser(
+        kinds,
+        "finetune-seg",
+        help="fine-tune a segmenter from the weights, on few labels, compared with other inits",
+        description="Fine-tune the whole network (the backbone under a fresh FPN or Unet "
+        "decoder) on a labelled subset of the training split, score mIoU on the validation "
+        "split, and compare inits with the same recipe, subsets and seeds. Example: "
+        "densessl eval finetune-seg --weights runs/mine --data DIR --labels 10% --compare "
+        "random --seeds 3",
+    )
+    _add_weights_arguments(f)
+    _add_options_arguments(f)
+    f.add_argument("--data", help="labelled folder; default: the built-in scenes")
+    f.add_argument("--format", choices=LAYOUTS, help="dataset layout (default: detected)")
+    f.add_argument("--split", default="val", help="split to score")
+    f.add_argument("--train-split", default="train", help="split the labels come from")
+    f.add_argument(
+        "--labels", nargs="+", default=["100%"],
+        help="shares (10%%) or counts (37) of the training split; several give a curve "
+        "(default: 100%%)",
+    )  # fmt: skip
+    f.add_argument(
+        "--compare", nargs="+", default=[],
+        help="other inits trained the same way: random, or weights files (default: none)",
+    )  # fmt: skip
+    f.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per init and fraction")
+    f.add_argument("--decoder", choices=DECODERS, help="fpn (default), unet, or linear (ViTs)")
+    f.add_argument("--iterations", type=int, help="steps (default: 40 epochs of the labels)")
+    f.add_argument("--batch-size", type=int, help="crops per step (default 8)")
+    f.add_argument("--crop-size", type=int, help="training crop side (default 256)")
+    f.add_argument("--image-size", type=int, help="shorter side (default: as stored)")
+    f.add_argument("--lr", type=float, help="peak AdamW learning rate (default 0.001)")
+    f.add_argument("--workers", type=int, help="data-loading processes (default 2)")
+    f.add_argument("--plot", help="PNG of mIoU against the labels (default: none)")
 
 
 def _viz_parser(sub: argparse._SubParsersAction) -> None:
@@ -369,7 +419,9 @@ _OPTION_FLAGS = {
     "linear-seg": ("image_size", "device", "cache_dir"),
     "knn-seg": ("image_size", "device", "cache_dir", "k", "temperature"),
     "detect": ("model", "iterations", "batch_size", "lr", "norm", "heads", "max_size", "device",
-               "workers"),
+               "workers", "labels"),
+    "finetune-seg": ("decoder", "iterations", "batch_size", "crop_size", "image_size", "lr",
+                     "device", "workers"),
 }  # fmt: skip
 
 
@@ -386,11 +438,26 @@ def _eval(args: argparse.Namespace) -> int:
     if args.eval_command == "detect":
         options["min_size"] = None if args.min_size is None else [args.min_size]
         scores = api.detect(args.weights, args.data, **common, **options)
+    elif args.eval_command == "finetune-seg":
+        if args.plot:
+            refuse_run_file(Path(args.plot))
+        scores = api.finetune_seg(
+            args.weights, args.data, compare=args.compare, labels=args.labels, seeds=args.seeds,
+            format=args.format, split=args.split, train_split=args.train_split, **common,
+            **options,
+        )  # fmt: skip
+        print(scores.format_table())
+        if args.plot and len(args.labels) > 1:
+            print(f"wrote {scores.plot(Path(args.plot))}")
+        if args.json:
+            print(f"wrote {scores.write_json(Path(args.json))}")
+        return 0
     else:
         options["levels"] = args.levels.split(",") if args.levels else None
         probe = api.linear_seg if args.eval_command == "linear-seg" else api.knn_seg
         scores = probe(args.weights, args.data, format=args.format, split=args.split,
-                       train_split=args.train_split, **common, **options)  # fmt: skip
+                       train_split=args.train_split, labels=args.labels, **common,
+                       **options)  # fmt: skip
     print(scores.format_table(f"{args.eval_command}: {args.weights}"))
     if args.json:
         text = (json.dumps(scores.to_dict(), indent=2) + "\n").encode()

@@ -16,6 +16,7 @@ COCOeval still treats crowds as "ignore" regions).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Iterable
 from pathlib import Path
@@ -104,6 +105,13 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def subset(self, indices: list[int]) -> CocoDetection:
+        """The images ``indices`` only (a few-label split); the annotations stay shared."""
+        part = copy.copy(self)
+        part.image_ids = [self.image_ids[i] for i in indices]
+        part._kept = [self._kept[i] for i in indices]
+        return part
 
     def num_boxes(self, i: int) -> int:
         """How many boxes sample ``i``'s target holds (0 for an image with nothing kept)."""

@@ -27,6 +27,7 @@ from densessl.eval.detection.model import (
 )
 from densessl.eval.detection.options import DetectOptions
 from densessl.eval.detection.train import EPOCHS_1X, LR_PER_IMAGE, train_detector
+from densessl.eval.labels import label_subset
 from densessl.models.backbones import ResNetBackbone
 
 log = logging.getLogger("densessl")
@@ -83,6 +84,12 @@ def finetune_detector(
         heads = "v2" if has_v2_heads(extra_state) else "v1"
     device = resolve_device(options.device)
     train, val = _open_splits(data_root, with_masks=options.model == "mask_rcnn")
+    train = train.subset(label_subset(len(train), options.labels, options.seed))
+    if not any(train.num_boxes(i) for i in range(len(train))):
+        raise DataError(
+            f"--labels {options.labels} at seed {options.seed}: none of the {len(train)} "
+            "images drawn holds a box; give more labels or another seed"
+        )
     iterations = options.iterations
     if iterations is None:
         usable = sum(1 for i in range(len(train)) if train.num_boxes(i))

@@ -31,6 +31,8 @@ class DetectOptions:
         device: "auto" (this process's GPU when there is one, else the CPU), "cpu", "cuda".
         seed: seeds the detector's random init, the image order and the flips.
         workers: data-loading processes per training process.
+        labels: share (``"10%"``) or count (``"37"``) of the train images to learn from, drawn
+            by ``seed`` (:mod:`densessl.eval.labels`); ``"100%"`` = all.
         detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``
             (e.g. ``box_detections_per_img``); torchvision's defaults when empty.
     """
@@ -47,6 +49,7 @@ class DetectOptions:
     device: str = "auto"
     seed: int = 0
     workers: int = 2
+    labels: str = "100%"
     detector_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self, world: int) -> None:
