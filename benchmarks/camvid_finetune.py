@@ -1,0 +1,158 @@
+"""Fine-tuning on CamVid's held-out sequence: does pretraining help a segmenter on new scenes?
+
+Each init (``random`` or a pretraining run folder) is fine-tuned with ``densessl eval
+finetune-seg``'s recipe on a labelled subset of the training split built by
+``benchmarks/camvid_heldout.py`` and scored on the held-out sequence. A run folder named
+``<method>_<setting>_s<N>`` is fine-tuned at seed N only (its pretraining seed), so each
+pretraining seed pairs with the subset and crops of the same fine-tuning seed as random init's.
+
+    python benchmarks/camvid_finetune.py --split runs/camvid_heldout --labels 10% \
+        --inits random runs/camvid_pretrain/densecl_all_s0 --seeds 0 1 2 --out rows.json
+    python benchmarks/camvid_finetune.py --out rows.json --summary   # the table
+
+Rows accumulate in ``--out`` (one per init, setting, label fraction, seed and recipe tag);
+a row already there is not run again, so a benchmark can be split into short jobs.
+``--set KEY=VALUE`` changes the recipe (a ``FinetuneSegOptions`` field) and ``--tag`` names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import time
+from dataclasses import asdict, replace
+from datetime import date
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
+from densessl.eval.labels import label_subset
+from densessl.eval.segmentation import open_segmentation
+from densessl.eval.weights import load_backbone
+
+RUN_NAME = re.compile(r"^(?P<method>[a-z0-9]+)_(?P<setting>[a-z]+)_s(?P<seed>\d+)$")
+
+
+def describe_init(init: str) -> tuple[str, str, int | None]:
+    """(method, setting, pretraining seed) of an init: ``random`` has neither."""
+    if init == "random":
+        return "random", "-", None
+    match = RUN_NAME.match(Path(init).name)
+    if match is None:
+        raise SystemExit(f"{init}: name pretraining runs <method>_<setting>_s<seed>")
+    return match["method"], match["setting"], int(match["seed"])
+
+
+def row_key(init: str, labels: str, seed: int, tag: str) -> str:
+    method, setting, _ = describe_init(init)
+    return f"{method} {setting} labels={labels} seed={seed}" + (f" {tag}" if tag else "")
+
+
+def options_of(sets: list[str], seed: int) -> FinetuneSegOptions:
+    base = OmegaConf.structured(FinetuneSegOptions)
+    merged = OmegaConf.merge(base, OmegaConf.from_dotlist(sets)) if sets else base
+    return replace(OmegaConf.to_object(merged), seed=seed)
+
+
+def save(path: Path, rows: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def run(args: argparse.Namespace) -> None:
+    split = Path(args.split) / "seg"
+    train = open_segmentation(split, "camvid", "train")
+    val = open_segmentation(split, "camvid", "val")
+    rows = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for labels in args.labels:
+        for seed in args.seeds:
+            for init in args.inits:
+                pretrain_seed = describe_init(init)[2]
+                if pretrain_seed is not None and pretrain_seed != seed:
+                    continue
+                key = row_key(init, labels, seed, args.tag)
+                if key in rows:
+                    continue
+                options = options_of(args.set, seed)
+                indices = label_subset(len(train), labels, seed)
+                started = time.perf_counter()
+                result = finetune_seg(load_backbone(init, "resnet18"), train, val, options,
+                                      indices)  # fmt: skip
+                method, setting, _ = describe_init(init)
+                rows[key] = {
+                    "init": init, "method": method, "setting": setting, "labels": labels,
+                    "seed": seed, "tag": args.tag, "set": args.set,
+                    "miou": round(result.scores.miou, 2),
+                    "pixel_accuracy": round(result.scores.pixel_accuracy, 2),
+                    "per_class_iou": {k: round(v, 2) for k, v in
+                                      result.scores.per_class_iou.items()},
+                    "iterations": result.iterations, "final_loss": round(result.final_loss, 4),
+                    "train_images": len(indices),
+                    "minutes": round((time.perf_counter() - started) / 60, 1),
+                    "options": asdict(options), "date": date.today().isoformat(),
+                    "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                }  # fmt: skip
+                save(args.out, rows)
+                print(f"{key}: mIoU {result.scores.miou:.1f} "
+                      f"({rows[key]['minutes']} min)", flush=True)  # fmt: skip
+
+
+def summary(rows: dict, tag: str) -> None:
+    """Per (method, setting, labels): mean ± sd over seeds; margins to random paired by seed."""
+    groups: dict[tuple[str, str, str], dict[int, float]] = {}
+    minutes: dict[tuple[str, str, str], list[float]] = {}
+    for row in rows.values():
+        if row.get("tag", "") != tag:
+            continue
+        key = (row["method"], row["setting"], row["labels"])
+        groups.setdefault(key, {})[row["seed"]] = row["miou"]
+        minutes.setdefault(key, []).append(row["minutes"])
+    print("| init | pretraining pool | labels | seeds | mIoU | - random (paired) | "
+          "beyond 2 sd | min per run |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for key in sorted(groups):
+        method, setting, labels = key
+        by_seed = groups[key]
+        values = [by_seed[s] for s in sorted(by_seed)]
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        margin, verdict = "", ""
+        base = groups.get(("random", "-", labels))
+        if base and method != "random":
+            gaps = [by_seed[s] - base[s] for s in sorted(by_seed) if s in base]
+            if gaps:
+                gap_sd = statistics.stdev(gaps) if len(gaps) > 1 else float("nan")
+                margin = f"{statistics.fmean(gaps):+.1f} ± {gap_sd:.1f}"
+                verdict = "n/a" if gap_sd != gap_sd else (
+                    "yes" if abs(statistics.fmean(gaps)) > 2 * gap_sd else "no")  # fmt: skip
+        print(f"| {method} | {setting} | {labels} | {', '.join(map(str, sorted(by_seed)))} | "
+              f"{statistics.fmean(values):.1f} ± {sd:.1f} | {margin} | {verdict} | "
+              f"{statistics.fmean(minutes[key]):.0f} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", help="camvid_heldout.py's output folder")
+    parser.add_argument("--inits", nargs="+", default=["random"])
+    parser.add_argument("--labels", nargs="+", default=["10%"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--set", action="append", default=[], help="recipe KEY=VALUE")
+    parser.add_argument("--tag", default="", help="names the recipe variant")
+    parser.add_argument("--out", type=Path, required=True, help="rows JSON (accumulates)")
+    parser.add_argument("--summary", action="store_true", help="print the table and stop")
+    args = parser.parse_args()
+    if args.summary:
+        summary(json.loads(args.out.read_text()), args.tag)
+        return
+    if not args.split:
+        parser.error("--split is required to run")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
