@@ -13,10 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m densessl.demo --out runs/demo
+	$(BIN)/densessl demo --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	PYTHON=$(BIN)/python bash .ci/wheel_smoke.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

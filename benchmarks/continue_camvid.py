@@ -6,7 +6,7 @@ probe and dense k-NN on the validation split, fitted on the training labels):
 1. ``start``: a ResNet-18 pretrained with MoCo-v2 on the built-in synthetic scenes, standing in
    for weights from another domain (``--start-steps`` steps);
 2. ``continued``: that backbone continued with DenseCL on the CamVid training images
-   (``--init`` the start run, ``configs/densecl_continue.yaml``: lower lr, short warm-up);
+   (``--init`` the start run, ``densecl_continue``: lower lr, short warm-up);
 3. ``scratch``: DenseCL from random init on the CamVid training images, the same budget as 2;
 4. ``random``: the random-init baseline.
 

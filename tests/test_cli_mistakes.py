@@ -114,7 +114,8 @@ def test_list_prints_the_registries(capsys):
     from densessl.registry import BACKBONES, METHODS
 
     assert main(["list"]) == 0
-    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    out = capsys.readouterr().out.split("\nrecipes")[0]  # the recipes: tests/test_package.py
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
     assert lines["methods"].split(", ") == METHODS.names()
     assert lines["backbones"].split(", ") == BACKBONES.names()
     assert lines["export formats"].split(", ") == sorted(FORMATS)

@@ -1,6 +1,6 @@
 """`make demo` pretrains with the small-data recipes themselves, on a real dense grid (issue 12).
 
-The demo may set only its data and its length on top of configs/<method>_small_data.yaml; and
+The demo may set only its data and its length on top of the <method>_small_data recipe; and
 DenseCL's C5 map must be at least 5 x 5 in training, the issue's floor for a dense term.
 """
 

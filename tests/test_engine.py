@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +12,12 @@ from densessl.config import build_config
 from densessl.errors import ConfigError
 from densessl.methods import get_method
 from densessl.methods.densecl import DenseCL
+from densessl.recipes import RECIPES_DIR
 from densessl.runs import load_checkpoint
 
 from conftest import refused, tiny_overrides
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = RECIPES_DIR
 
 
 def pretrain(out, steps, *extra, resume=False, method="densecl", **overrides):

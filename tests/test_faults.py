@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from densessl.cli import main
+from densessl.console import setup_console_logging
 from densessl.engine.checkpoint import TEMPORARY_MARK, atomic_write
-from densessl.engine.logging import setup_console_logging
 from densessl.engine.run_folder import LOCK_NAME, sweep_orphan_temporaries
 from densessl.runs import LAST_CHECKPOINT, read_metrics
 

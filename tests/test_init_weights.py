@@ -6,8 +6,6 @@ The references are the saved models themselves (torchvision's and timm's), not o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
@@ -20,13 +18,14 @@ from densessl.config import build_config
 from densessl.engine.session import open_session
 from densessl.methods import get_method
 from densessl.models.vit import vit_timm_kwargs
+from densessl.recipes import RECIPES_DIR
 from densessl.registry import METHODS
 from densessl.runs import open_run
 
 from conftest import refused, tiny_overrides
 from tiny_timm import TINY_TIMM, tiny_timm_name
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = RECIPES_DIR
 
 
 def started(out, method: str = "densecl", **extra):

@@ -15,6 +15,7 @@ import pytest
 
 from densessl.config import build_config
 from densessl.methods import get_method
+from densessl.recipes import RECIPES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = json.loads((ROOT / "benchmarks" / "results" / "camvid_small_data.json").read_text())
@@ -48,7 +49,7 @@ def measured_config(method: str, backbone: str, row: dict):
 
 
 def test_every_small_data_recipe_is_listed():
-    shipped = {p.name for p in (ROOT / "configs").glob("*_small_data.yaml")}
+    shipped = {p.name for p in RECIPES_DIR.glob("*_small_data.yaml")}
     assert shipped == set(RECIPES)
 
 
@@ -57,7 +58,7 @@ def test_recipe_matches_its_measured_row(recipe):
     method, backbone, key = RECIPES[recipe]
     row = ROWS[key]
     measured = measured_config(method, backbone, row)
-    shipped = build_config(get_method(method), ROOT / "configs" / recipe)
+    shipped = build_config(get_method(method), RECIPES_DIR / recipe)
     assert shipped.method == measured.method
     assert shipped.optim == measured.optim
     assert (shipped.backbone, shipped.batch_size) == (measured.backbone, measured.batch_size)

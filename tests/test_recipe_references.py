@@ -4,15 +4,14 @@ configs, argument defaults), not from densessl's defaults, so a default that dri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from omegaconf import OmegaConf
 
 from densessl.config import build_config
 from densessl.methods import get_method
+from densessl.recipes import RECIPES_DIR
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = RECIPES_DIR
 
 LARS_COMMON = {
     "optim.name": "lars",

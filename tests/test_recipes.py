@@ -1,18 +1,17 @@
-"""Each recipe is written once: a method's defaults are its paper recipe, and a YAML in configs/
+"""Each recipe is written once: a method's defaults are its paper recipe, and a shipped recipe YAML
 states only its differences from them."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from densessl.config import build_config
 from densessl.methods import get_method
+from densessl.recipes import RECIPES_DIR
 from densessl.registry import METHODS
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = RECIPES_DIR
 YAMLS = sorted(RECIPES.glob("*.yaml"))
 
 
@@ -29,7 +28,7 @@ def leaves(node, prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_has_a_paper_recipe(name):
-    assert list(RECIPES.glob(f"{name}_*ep.yaml")), f"configs/{name}_<backbone>_<data>_<N>ep.yaml"
+    assert list(RECIPES.glob(f"{name}_*ep.yaml")), f"recipes/{name}_<backbone>_<data>_<N>ep.yaml"
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=[p.name for p in YAMLS])

@@ -1,4 +1,4 @@
-"""Every small-data recipe in configs/ (the ones that are not a paper's ``*_<N>ep.yaml``) loads
+"""Every shipped small-data recipe (the ones that are not a paper's ``*_<N>ep.yaml``) loads
 for each method it is meant for and runs one training step, with its own settings kept; so does
 the demo's former recipe, which benchmarks/ keeps to reproduce the searches made on it."""
 
@@ -14,11 +14,12 @@ from omegaconf import OmegaConf
 from densessl.config import build_config
 from densessl.engine.train import train
 from densessl.methods import get_method
+from densessl.recipes import RECIPES_DIR
 from tests.golden.record import RUNS
 from tests.test_recipes import leaves
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.stem.endswith("ep"))
+SMALL = sorted(p for p in RECIPES_DIR.glob("*.yaml") if not p.stem.endswith("ep"))
 FORMER_DEMO = ROOT / "benchmarks" / "recipes" / "aerial_demo_96px.yaml"
 # A recipe that names no method is shared; these are the methods it is written for.
 SHARED_BY = {FORMER_DEMO.name: ("densecl", "mocov2")}
@@ -34,7 +35,7 @@ CASES = [
 
 
 def test_there_are_small_recipes():
-    assert SMALL, "configs/ holds no small-data recipe"
+    assert SMALL, "no small-data recipe is shipped"
 
 
 @pytest.mark.parametrize(("path", "method"), CASES, ids=[f"{p.stem}-{m}" for p, m in CASES])

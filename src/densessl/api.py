@@ -36,9 +36,7 @@ from omegaconf import DictConfig
 
 from densessl.config import build_config, build_options, load_saved_config, merge_layers, validate
 from densessl.errors import ConfigError
-from densessl.methods import get_method
-from densessl.models.timm_backbone import PREFIX as TIMM_PREFIX
-from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS
+from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS, method_names
 
 __all__ = ["components", "detect", "export", "finetune_seg", "knn_seg", "linear_seg", "pretrain"]
 
@@ -67,7 +65,8 @@ RESUME_MAY_CHANGE = (
 def components() -> dict[str, list[str]]:
     """The registered names: methods, backbones, export formats and segmentation layouts."""
     import densessl.eval.segmentation
-    import densessl.export  # noqa: F401  (the formats register on import)
+    import densessl.export
+    import densessl.methods  # noqa: F401  (each registers its names on import)
 
     return {
         "methods": METHODS.names(),
@@ -103,12 +102,13 @@ def pretrain(
     Raises:
         UserError: one line naming what is wrong and what to do (exit code 2 at the CLI).
     """
-    from densessl.engine.logging import setup_console_logging
-    from densessl.engine.train import train
+    from densessl.console import setup_console_logging
 
     setup_console_logging(is_main=int(os.environ.get("RANK", "0")) == 0)
     cfg = pretrain_config(method, out=out, config=config, resume=resume, overrides=overrides,
                           **named)  # fmt: skip
+    from densessl.engine.train import train  # torch: after the command line was checked
+
     return train(cfg, resume=resume)
 
 
@@ -139,6 +139,8 @@ def pretrain_config(
         saved = Path(out) / "config.yaml"
         if not saved.exists():
             raise ConfigError(f"nothing to resume: {saved} does not exist; check --out")
+        import densessl.methods  # noqa: F401  (the methods register their schemas)
+
         previous = load_saved_config(saved)
         if method and method != previous.method.name:
             raise ConfigError(f"{out} is a {previous.method.name} run, not {method}")
@@ -146,7 +148,11 @@ def pretrain_config(
         validate(cfg)
         return _checked(_resumable(previous, cfg, saved))
     if not method:
-        raise ConfigError(f"choose a method: --method {' | '.join(METHODS.names())}")
+        raise ConfigError(f"choose a method: --method {' | '.join(method_names())}")
+    if method not in method_names():  # before importing any method: a typo answers at once
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(method_names())}")
+    from densessl.methods import get_method
+
     flags["out"] = flags["out"] or f"runs/{method}"
     cfg = _checked(build_config(get_method(method), config, flags, overrides))
     if (Path(cfg.out) / "checkpoints" / "last.pt").exists():
@@ -213,6 +219,8 @@ def _checked_length(steps: int | None, epochs: float | None) -> float | None:
 
 def _checked(cfg):
     """Names that only the registries know, checked before anything is built or written."""
+    from densessl.models.timm_backbone import PREFIX as TIMM_PREFIX
+
     if not cfg.backbone.startswith(TIMM_PREFIX):  # timm names are checked when built
         BACKBONES.get(cfg.backbone)  # an unknown name is a one-line ConfigError listing the known
     return cfg
@@ -284,6 +292,7 @@ def _probe(
     schema, probe = {"linear-seg": (LinearSegOptions, linear_seg),
                      "knn-seg": (KnnSegOptions, knn_seg)}[kind]  # fmt: skip
     opts = _options(schema, config, options, overrides)
+    _check_layout(format)
     model = load_backbone(weights, backbone, network)
     unknown = [level for level in opts.levels or () if level not in level_strides(model)]
     if unknown:
@@ -333,6 +342,14 @@ def _options(schema: type, config, named: dict[str, Any], overrides: Sequence[st
         raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(sorted(known))}")
     cfg = build_options(schema, config, named, list(overrides))
     return OmegaConf.to_object(cfg)
+
+
+def _check_layout(layout: str | None) -> None:
+    """Refuse an unknown ``--format`` before anything is built."""
+    from densessl.eval.segmentation import LAYOUTS
+
+    if layout is not None and layout not in LAYOUTS:
+        raise ConfigError(f"--format {layout}: not a segmentation layout; use {', '.join(LAYOUTS)}")
 
 
 def _segmentation_sets(data, layout, split: str, train_split: str, image_size: int):
@@ -386,6 +403,7 @@ def finetune_seg(
 
     opts = _options(FinetuneSegOptions, config, options, overrides)
     opts.check()
+    _check_layout(format)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: give at least 1")
     train, val = _segmentation_sets(data, format, split, train_split, opts.image_size or 128)

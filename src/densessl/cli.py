@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 training diverged, 2 a mistake to fix (one line on stderr; ``--debug``
 adds the traceback), 130 interrupted. Anything else is a bug and shows its traceback.
+
+The parser imports nothing heavy: ``--help``, ``--version`` and a mistake found while parsing
+or checking the command line answer before torch is imported; each command imports what it
+runs.
 """
 
 from __future__ import annotations
@@ -12,13 +16,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from tqdm import tqdm
-
-from densessl import api
-from densessl.data.sources import UnreadableImageWarning
-from densessl.errors import DataError, TrainingDiverged, UserError
-from densessl.registry import METHODS
-from densessl.runs import METRICS_NAME, refuse_run_file
+from densessl import __version__
+from densessl.errors import DataError, TrainingDiverged, UnreadableImageWarning, UserError
+from densessl.registry import method_names, module_names
 
 DESCRIPTION = """\
 Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, DINO,
@@ -62,6 +62,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"densessl: error: {message} (see {self.prog} --help)\n")
 
 
+# The segmentation layouts, one module each (tests/test_eval_seg.py holds them equal to the
+# registered layouts), listed without importing them.
+_LAYOUTS = ", ".join(
+    module_names("densessl.eval.segmentation", exclude=("base", "files", "open", "synthetic"))
+)
+
+
 def _add_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
     return sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
 
@@ -77,10 +84,12 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        help=f"{' | '.join(METHODS.names())} (required; taken from the run when resuming)",
+        help=f"{' | '.join(method_names())} (required; taken from the run when resuming)",
     )
     p.add_argument(
-        "--config", help="YAML recipe, e.g. configs/densecl_r50_coco_800ep.yaml (default: none)"
+        "--config",
+        help="a shipped recipe by name (densessl list), e.g. densecl_small_data, or a YAML file "
+        "(default: none)",
     )
     p.add_argument(
         "--data", help="folder of images, searched recursively (default: the built-in scenes)"
@@ -133,8 +142,6 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
-    from densessl.export import FORMATS
-
     p = _add_parser(
         sub,
         "export",
@@ -145,8 +152,10 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument(
-        "--format", required=True, choices=FORMATS, help="target library's layout (no default)"
-    )
+        "--format", required=True,
+        help="target library's layout: torchvision, torchvision_detection, timm, smp, "
+        "detectron2, mmdet or safetensors (densessl list; no default)",
+    )  # fmt: skip
     p.add_argument(
         "--out",
         required=True,
@@ -189,10 +198,29 @@ def _list_parser(sub: argparse._SubParsersAction) -> None:
     _add_parser(
         sub,
         "list",
-        help="methods, backbones, export formats and segmentation layouts",
+        help="methods, backbones, export formats, segmentation layouts and shipped recipes",
         description="Print every registered method, backbone, export format and segmentation "
-        "dataset layout.",
+        "dataset layout, and every shipped recipe with what it is for.",
     )
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = _add_parser(
+        sub,
+        "demo",
+        help="does dense pretraining help? a few minutes on the built-in scenes, with a report",
+        description="Pretrain DenseCL and MoCo-v2 on the built-in scenes, compare them with "
+        "random init, and write a report with tables and pictures into --out.",
+    )
+    p.add_argument("--out", default="runs/demo", help="folder of the report and runs")
+    p.add_argument(
+        "--steps", type=int, default=None,
+        help="pretraining steps per method (default: the demo's measured length)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quick", action="store_true",
+        help="a few steps and small probes: checks that everything runs, measures nothing",
+    )  # fmt: skip
 
 
 def _proposals_parser(sub: argparse._SubParsersAction) -> None:
@@ -245,8 +273,6 @@ def _add_options_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
-    from densessl.eval.segmentation import LAYOUTS
-
     p = _add_parser(sub, "eval", help="frozen-feature probes and detection fine-tuning")
     kinds = p.add_subparsers(dest="eval_command", required=True)
     for name, text in (
@@ -257,7 +283,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
         _add_weights_arguments(e)
         _add_options_arguments(e)
         e.add_argument("--data", help="labelled folder; default: the built-in scenes")
-        e.add_argument("--format", choices=LAYOUTS, help="dataset layout (default: detected)")
+        e.add_argument("--format", help=f"dataset layout: {_LAYOUTS} (default: detected)")
         e.add_argument("--split", default="val", help="split to score")
         e.add_argument("--train-split", default="train", help="split the probe learns from")
         e.add_argument(
@@ -309,9 +335,6 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _finetune_parser(kinds: argparse._SubParsersAction) -> None:
-    from densessl.eval.segmentation import LAYOUTS
-    from densessl.eval.segmenter import DECODERS
-
     f = _add_parser(
         kinds,
         "finetune-seg",
@@ -325,7 +348,7 @@ def _finetune_parser(kinds: argparse._SubParsersAction) -> None:
     _add_weights_arguments(f)
     _add_options_arguments(f)
     f.add_argument("--data", help="labelled folder; default: the built-in scenes")
-    f.add_argument("--format", choices=LAYOUTS, help="dataset layout (default: detected)")
+    f.add_argument("--format", help=f"dataset layout: {_LAYOUTS} (default: detected)")
     f.add_argument("--split", default="val", help="split to score")
     f.add_argument("--train-split", default="train", help="split the labels come from")
     f.add_argument(
@@ -338,7 +361,7 @@ def _finetune_parser(kinds: argparse._SubParsersAction) -> None:
         help="other inits trained the same way: random, or weights files (default: none)",
     )  # fmt: skip
     f.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per init and fraction")
-    f.add_argument("--decoder", choices=DECODERS, help="fpn (default), unet, or linear (ViTs)")
+    f.add_argument("--decoder", help="fpn (default), unet, or linear (for ViTs)")
     f.add_argument("--iterations", type=int, help="steps (default: 40 epochs of the labels)")
     f.add_argument("--batch-size", type=int, help="crops per step (default 8)")
     f.add_argument("--crop-size", type=int, help="training crop side (default 256)")
@@ -370,6 +393,8 @@ def _viz_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from densessl import api
+
     named = {key: getattr(args, key) for key in api.PRETRAIN_KEYS}
     api.pretrain(args.method, out=args.out, config=args.config, resume=args.resume,
                  overrides=args.overrides, **named)  # fmt: skip
@@ -377,6 +402,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from densessl import api
+
     result = api.export(args.run, args.format, args.out, args.network, args.force)
     print(f"wrote {result.path}")
     print(result.instructions)
@@ -384,8 +411,23 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from densessl import api
+    from densessl.recipes import shipped_recipes
+
     for kind, names in api.components().items():
         print(f"{kind}: {', '.join(names)}")
+    recipes = shipped_recipes()
+    width = max(map(len, recipes))
+    print("recipes (pretrain --config NAME):")
+    for name, purpose in recipes.items():
+        print(f"  {name:<{width}}  {purpose}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from densessl import demo
+
+    demo.run_demo(Path(args.out), steps=args.steps, quick=args.quick)
     return 0
 
 
@@ -428,7 +470,9 @@ _OPTION_FLAGS = {
 def _eval(args: argparse.Namespace) -> int:
     import json
 
+    from densessl import api
     from densessl.engine.checkpoint import atomic_write
+    from densessl.runs import refuse_run_file
 
     if args.json:
         refuse_run_file(Path(args.json))  # checked before the evaluation, not after
@@ -467,6 +511,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _viz(args: argparse.Namespace) -> int:
     from densessl import viz
+    from densessl.runs import METRICS_NAME, refuse_run_file
 
     refuse_run_file(Path(args.out))
     if args.viz_command == "loss":
@@ -501,6 +546,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     """Skipped files warn as one line of their own: Python's format would add our source line,
     and a plain write would land after the progress bar's partial line (tqdm.write clears it)."""
     if issubclass(category, UnreadableImageWarning):
+        from tqdm import tqdm
+
         tqdm.write(f"densessl: warning: {message}", file=file or sys.stderr)
         return
     _default_show(message, category, filename, lineno, file, line)
@@ -521,9 +568,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback of an error, not one line"
     )
+    parser.add_argument(
+        "--version", action="version", version=f"densessl {__version__}",
+        help=f"print the version ({__version__}) and exit (default: off)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_pretrain_parser, _export_parser, _eval_parser, _list_parser, _data_parser,
-                _viz_parser, _proposals_parser):  # fmt: skip
+                _viz_parser, _proposals_parser, _demo_parser):  # fmt: skip
         add(sub)
     return parser
 
@@ -532,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
-                "viz": _viz, "proposals": _proposals, "list": _list}  # fmt: skip
+                "viz": _viz, "proposals": _proposals, "list": _list, "demo": _demo}  # fmt: skip
     try:
         return commands[args.command](args)
     except UserError as err:

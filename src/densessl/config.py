@@ -4,7 +4,8 @@ Each recipe is written once. The defaults are a method's paper recipe: :class:`T
 holds the engine settings with the MoCo-v2 / DenseCL reference values; a method whose paper
 trains otherwise gives its values as ``Method.run_defaults``, a TrainConfig instance (BYOL's
 LARS, DINO's AdamW ...), and its ``Method.Config`` dataclass fills ``method``. A YAML recipe
-in ``configs/`` states only its differences from those defaults; named command-line flags are
+(shipped in :mod:`densessl.recipes`, or the user's own file) states only its differences from
+those defaults; named command-line flags are
 shorthand for ``key=value`` overrides. Unknown keys and wrong types are one-line errors
 (OmegaConf structured configs), and the resolved configuration is saved to ``RUN/config.yaml``.
 """
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from densessl.errors import ConfigError
+from densessl.recipes import resolve_recipe
 from densessl.registry import METHODS
 
 
@@ -116,6 +118,7 @@ def build_config(
             ``method``.
     """
     method_name = method_cls.Config.name
+    config_file = None if config_file is None else resolve_recipe(config_file)
     try:
         cfg = OmegaConf.structured(method_cls.run_defaults)
         cfg.method = OmegaConf.structured(method_cls.Config)
@@ -155,7 +158,9 @@ def merge_layers(
     overrides: list[str] | None = None,
 ) -> DictConfig:
     """``cfg`` <- YAML file <- named flags (``{"data.path": x}``; None = not given) <-
-    ``key=value`` overrides. Unknown keys and wrong types raise a one-line ConfigError."""
+    ``key=value`` overrides. Unknown keys and wrong types raise a one-line ConfigError.
+    ``config_file`` is a path, or the name of a shipped recipe (:mod:`densessl.recipes`)."""
+    config_file = None if config_file is None else resolve_recipe(config_file)
     try:
         if config_file is not None:
             cfg = OmegaConf.merge(cfg, _load_yaml(config_file))
@@ -186,7 +191,10 @@ def _one_line(err: OmegaConfBaseException, config_file: str | Path | None) -> st
 
 def _load_yaml(path: str | Path) -> DictConfig:
     if not Path(path).is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(
+            f"config file not found: {path}, and no shipped recipe has that name; "
+            "densessl list shows the shipped recipes"
+        )
     try:
         loaded = OmegaConf.load(path)
     except Exception as err:  # yaml's errors span several lines; keep the first

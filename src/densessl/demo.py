@@ -2,7 +2,7 @@
 
 On the built-in aerial scenes (:mod:`densessl.data.aerial_scenes`: many small objects whose class
 is carried by texture and parts, never by colour), DenseCL and MoCo-v2 pretrain a ResNet-18 with
-the small-data recipes (configs/densecl_small_data.yaml and configs/mocov2_small_data.yaml, which
+the small-data recipes (densecl_small_data and mocov2_small_data, which
 differ only in the method: 160 px views, so DenseCL's C5 grid is 5 x 5). Only the data, the
 queue (one epoch of keys, as the recipes ask) and the length are the demo's own
 (``DEMO_SETTINGS``). Both, the random-init baseline and a linear probe
@@ -14,7 +14,6 @@ About 7 to 13 minutes on 2 CPU cores, by the machine (BENCHMARKS.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -28,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from densessl.config import build_config
 from densessl.data.built_in import built_in_scenes
 from densessl.engine.train import train
+from densessl.errors import OutputError
 from densessl.eval.knn_seg import KnnSegOptions, knn_seg
 from densessl.eval.linear_seg import LinearSegOptions, linear_seg
 from densessl.eval.scene_export import held_out_seed
@@ -35,12 +35,12 @@ from densessl.eval.segmentation import SyntheticSegmentation
 from densessl.eval.weights import load_backbone
 from densessl.export import export
 from densessl.methods import get_method
+from densessl.recipes import RECIPES_DIR
 from densessl.viz import plot_correspondences, plot_feature_pca, plot_loss_curves
 
-ROOT = Path(__file__).resolve().parents[2]
 METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
 # The small-data recipe of each method; the two files differ only in the method.
-RECIPES = {method: ROOT / "configs" / f"{method}_small_data.yaml" for method in METHODS.values()}
+RECIPES = {method: RECIPES_DIR / f"{method}_small_data.yaml" for method in METHODS.values()}
 DEMO_STEPS = 150
 # What the demo sets on top of the recipe: the data, and a length that fits two pretrainings in
 # the 15-minute budget on 2 CPU cores (two runs of 160 px views; the recipe's own length is
@@ -57,12 +57,16 @@ DEMO_SETTINGS = (
     "log_every=5",
     "checkpoint_every=100",
 )
-# Written by benchmarks/demo_seeds.py: every row's mean and spread over seeds.
-SEED_SPREAD = ROOT / "benchmarks" / "results" / "demo_seeds.json"
+# Written by benchmarks/demo_seeds.py: every row's mean and spread over seeds (package data).
+SEED_SPREAD = Path(__file__).resolve().parent / "reference" / "demo_seeds.json"
+DEMO_MARK = ".densessl-demo"  # a folder the demo wrote, which the next demo may replace
 SCENES = "aerial"
 PROBE_SIZE = 128  # eval image side: C5 is a 4x4 grid, C4 8x8 (256 px measured: BENCHMARKS.md)
 PROBE_LEVELS = ("c4", "c5")
 PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES = 300, 100
+PROBE_IMAGES = (PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES)
+# --quick: a check that everything runs (an installed package, CI), not a measurement
+QUICK_STEPS, QUICK_PROBE_IMAGES = 2, (24, 8)
 BASELINES = {"random init": "random", "raw pixels": "pixels"}
 # Issue 12's targets on the built-in scenes (linear probe, mean over seeds), in mIoU points;
 # each must also be at least twice its seed-to-seed spread.
@@ -86,13 +90,13 @@ def pretraining_config(
 
 
 def probe_sets(
-    seed: int = 0, size: int = PROBE_SIZE
+    seed: int = 0, size: int = PROBE_SIZE, counts: tuple[int, int] = PROBE_IMAGES
 ) -> tuple[SyntheticSegmentation, SyntheticSegmentation]:
     """Labelled scenes that no pretraining run of ``seed`` has seen (probe training, scoring),
-    rendered ``size`` px square."""
+    rendered ``size`` px square, ``counts`` of each."""
     first = held_out_seed(seed)
-    train_set = SyntheticSegmentation(PROBE_TRAIN_IMAGES, size, first, scenes=SCENES)
-    val_set = SyntheticSegmentation(PROBE_VAL_IMAGES, size, first + 1, scenes=SCENES)
+    train_set = SyntheticSegmentation(counts[0], size, first, scenes=SCENES)
+    val_set = SyntheticSegmentation(counts[1], size, first + 1, scenes=SCENES)
     return train_set, val_set
 
 
@@ -115,6 +119,8 @@ def compare(
     steps: int | None = None,
     probe_size: int = PROBE_SIZE,
     recipe: Path | None = None,
+    probe_images: tuple[int, int] = PROBE_IMAGES,
+    overrides: tuple[str, ...] = (),
 ) -> tuple[dict, dict, dict]:
     """Pretrain both methods (with ``recipe`` in place of the demo's, where given), probe them
     and both baselines on ``probe_size`` px scenes.
@@ -128,22 +134,27 @@ def compare(
     for name, method in METHODS.items():
         start = time.perf_counter()
         runs[name] = out / method
-        train(pretraining_config(method, runs[name], seed, steps, recipe=recipe))
+        train(pretraining_config(method, runs[name], seed, steps, overrides, recipe=recipe))
         seconds[f"{name} pretraining"] = time.perf_counter() - start
     weights = {
         name: str(export(run, "torchvision", out / f"resnet18_{METHODS[name]}.pt").path)
         for name, run in runs.items()
     }
     start = time.perf_counter()
-    scores = probe_all(weights, seed, probe_size)
+    scores = probe_all(weights, seed, probe_size, probe_images)
     seconds["probes"] = time.perf_counter() - start
     return scores, runs, seconds
 
 
-def probe_all(weights: dict[str, str], seed: int = 0, probe_size: int = PROBE_SIZE) -> dict:
+def probe_all(
+    weights: dict[str, str],
+    seed: int = 0,
+    probe_size: int = PROBE_SIZE,
+    probe_images: tuple[int, int] = PROBE_IMAGES,
+) -> dict:
     """Scores of every row: the pretrained ``weights`` (row name -> exported file) and both
     baselines, probed on ``seed``'s held-out scenes at ``probe_size`` px."""
-    train_set, val_set = probe_sets(seed, probe_size)
+    train_set, val_set = probe_sets(seed, probe_size, probe_images)
     rows = {**weights, **BASELINES}
     return {name: probe(w, train_set, val_set, seed, probe_size) for name, w in rows.items()}
 
@@ -319,17 +330,37 @@ def draw_figures(out: Path, runs: dict[str, Path]) -> dict[str, str]:
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/demo", help="folder of the runs and the report")
-    parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+def fresh_folder(out: Path) -> None:
+    """Empty ``out`` for a new demo: a folder an earlier demo wrote is replaced; any other
+    non-empty folder, or a file, is refused (the demo never deletes what it did not write)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder for the demo")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / DEMO_MARK).is_file():
+            raise OutputError(
+                f"--out {out} holds files the demo did not write; give a new or empty folder "
+                f"(e.g. --out {out / 'demo'})"
+            )
+        shutil.rmtree(out)  # an earlier demo's: the demo always starts fresh
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("written by densessl demo; the next demo may replace it\n")
 
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)  # the demo always starts fresh
-    scores, runs, seconds = compare(out, steps=args.steps)
+
+def run_demo(out: Path, steps: int | None = None, quick: bool = False) -> Path:
+    """Pretrain, probe and report into ``out`` (``densessl demo``); returns the report.
+    ``quick``: a few steps and small probes, to check that everything runs (no measurement).
+
+    Raises:
+        OutputError: ``out`` is a file, or a non-empty folder the demo did not write.
+    """
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    fresh_folder(out)
+    if quick:
+        steps = steps or QUICK_STEPS
+    probe_images = QUICK_PROBE_IMAGES if quick else PROBE_IMAGES
+    overrides = ("data.workers=0",) if quick else ()  # no batches prefetched beyond the two
+    scores, runs, seconds = compare(out, steps=steps, probe_images=probe_images,
+                                    overrides=overrides)  # fmt: skip
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     figures = draw_figures(out, runs)
     steps = json.loads((runs["DenseCL"] / "summary.json").read_text())["steps"]
@@ -337,6 +368,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nreport: {report}")
     for name, s in scores.items():
         print(f"  {name:12s} linear {s['linear']['miou']:5.1f}  k-NN {s['knn']['miou']:5.1f} mIoU")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m densessl.demo [--out DIR] [--steps N] [--quick]``: ``densessl demo``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m densessl.demo", description=__doc__)
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    run_demo(Path(args.out), steps=args.steps, quick=args.quick)
     return 0
 
 

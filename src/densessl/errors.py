@@ -37,6 +37,11 @@ class StorageError(UserError):
     """A write failed (a full disk, a read-only folder); what was saved before is intact."""
 
 
+class UnreadableImageWarning(RuntimeWarning):
+    """Warned once per skipped image file; the command line prints it as one line, without
+    the source line Python's default format adds."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the state before the bad step is in last.pt (exit 1)."""
 

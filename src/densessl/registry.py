@@ -7,7 +7,9 @@ the names that exist.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from densessl.errors import ConfigError
@@ -60,3 +62,22 @@ EXPORT_FORMATS = Registry("export format")
 SEG_LAYOUTS = Registry("segmentation layout")
 # Filled by the generators of densessl.data: name -> class(num_images, image_size, seed).
 SCENES = Registry("built-in scene set")
+
+
+def module_names(package: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The modules of ``package`` (its ``*.py`` files, private and ``exclude`` ones left out),
+    found without importing the package: what a command line lists without paying for torch."""
+    spec = importlib.util.find_spec(package)
+    folders = spec.submodule_search_locations if spec is not None else None
+    return sorted(
+        p.stem
+        for folder in folders or ()
+        for p in Path(folder).glob("*.py")
+        if not p.stem.startswith("_") and p.stem not in exclude
+    )
+
+
+def method_names() -> list[str]:
+    """Every method's name: each lives in ``densessl/methods/<name>.py`` and registers under
+    its module's name (tests/test_methods.py holds the two equal)."""
+    return module_names("densessl.methods", exclude=("base",))

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from densessl.data.reduced_decode import open_deferred
-from densessl.data.sources import ImageSource, UnreadableImage, UnreadableImageWarning
+from densessl.data.sources import ImageSource, UnreadableImage
 from densessl.data.views import ViewsWithExtras
-from densessl.errors import DataError
+from densessl.errors import DataError, UnreadableImageWarning
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -25,12 +25,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from densessl.data.reference_search import reference_selective_search
+from densessl.data.reference_search import opencv, reference_selective_search
 from densessl.errors import ConfigError
 
 # SoCo's "ratio3size0308" strategy [hologerry/SoCo selective_search/filters.py].
@@ -175,7 +174,7 @@ def check_route(route: str) -> None:
 def _opencv_search(small: np.ndarray, sigma: float, min_size: int) -> np.ndarray:
     """OpenCV-contrib's selective search: (M, 4) ``x, y, x + w, y + h`` with ``w`` the pixel
     extent, in ``small``'s pixels."""
-    seg = cv2.ximgproc.segmentation
+    seg = opencv().ximgproc.segmentation
     search = seg.createSelectiveSearchSegmentation()
     # Segment the RGB pixels, as the reference does (skimage's felzenszwalb on RGB). OpenCV's
     # own single strategy segments HSV instead; on CamVid that recovered 66% of the reference's
@@ -229,6 +228,7 @@ def selective_search(
         ConfigError: unknown ``route``, or ``"port"`` without scikit-image.
     """
     check_route(route)
+    cv2 = opencv()
     # One thread per search: parallelism comes from the process pool, over images.
     cv2.setNumThreads(1)
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)

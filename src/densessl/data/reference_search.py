@@ -14,11 +14,36 @@ runs its hierarchical grouping (:mod:`densessl.data.hierarchical_grouping`). Two
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from densessl.data.hierarchical_grouping import hierarchical_grouping
 from densessl.errors import ConfigError
+
+SOCO_EXTRA = "soco"  # the extra that installs OpenCV-contrib
+
+
+def opencv():
+    """OpenCV-contrib, imported where selective search runs: only SoCo's proposals need it,
+    so it is an extra (``pip install 'densessl[soco]'``).
+
+    Raises:
+        ConfigError: OpenCV is missing, or installed without its contrib modules.
+    """
+    try:
+        import cv2
+    except ImportError as err:
+        raise ConfigError(
+            "SoCo's object proposals need OpenCV-contrib, which is not installed: "
+            f"pip install 'densessl[{SOCO_EXTRA}]'"
+        ) from err
+    if not hasattr(cv2, "ximgproc"):
+        raise ConfigError(
+            "SoCo's object proposals need OpenCV's contrib modules (cv2.ximgproc): replace "
+            f"opencv-python with opencv-contrib-python-headless, or pip install "
+            f"'densessl[{SOCO_EXTRA}]'"
+        )
+    return cv2
+
 
 SEGMENTERS = ("skimage", "opencv")
 
@@ -43,6 +68,7 @@ def felzenszwalb_segments(
         ConfigError: ``segmenter`` is unknown, or "skimage" without scikit-image installed.
     """
     if segmenter == "opencv":
+        cv2 = opencv()
         # One thread per search: parallelism comes from the process pool, over images.
         cv2.setNumThreads(1)
         graph = cv2.ximgproc.segmentation.createGraphSegmentation(sigma, k, min_size)

@@ -47,11 +47,6 @@ class UnreadableImage(Exception):
         self.reason = reason
 
 
-class UnreadableImageWarning(RuntimeWarning):
-    """Warned once per skipped file; the command line prints it as one line, without the
-    source line Python's default format adds."""
-
-
 @runtime_checkable
 class ImageSource(Protocol):
     """A finite, indexable collection of RGB images."""

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from densessl.console import log
 from densessl.engine.checkpoint import atomic_write
 from densessl.runs import parse_metrics
-
-log = logging.getLogger("densessl")
-
-
-def setup_console_logging(is_main: bool) -> None:
-    """INFO messages from the main process only; other ranks report warnings and errors."""
-    if log.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s densessl: %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO if is_main else logging.WARNING)
-    log.propagate = False
 
 
 class MetricsWriter:

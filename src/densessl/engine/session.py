@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from densessl import dist
+from densessl.console import setup_console_logging
 from densessl.data.batch import Batch
 from densessl.data.sampler import check_enough_images
 from densessl.device import resolve_device
@@ -19,7 +20,7 @@ from densessl.engine import checkpoint as ckpt
 from densessl.engine.fast_path import apply_memory_format, compile_networks, resolve_memory_format
 from densessl.engine.init_weights import initialise_from
 from densessl.engine.interrupts import signals_deferred
-from densessl.engine.logging import MetricsWriter, Throughput, log, setup_console_logging
+from densessl.engine.logging import MetricsWriter, Throughput, log
 from densessl.engine.optim import build_optimizer
 from densessl.engine.run_folder import (
     RunLock,

@@ -21,9 +21,9 @@ zero (the reference's haiku blocks). The target follows ξ ← τ·ξ + (1 − �
 Recipe (engine): the reference's 300-epoch preset (``byol/configs/byol.py``): LARS, lr
 0.3 × batch/256, weight decay 1e-6, τ_base 0.99; biases and norms excluded from decay and LARS
 adaptation, 10 warm-up epochs then cosine; batch 4096, SyncBN. The 1000-epoch preset (lr 0.2,
-wd 1.5e-6, τ_base 0.996) is ``configs/byol_r50_in1k_1000ep.yaml``.
+wd 1.5e-6, τ_base 0.996) is ``byol_r50_in1k_1000ep``.
 
-Small-data recipe (``configs/byol_small_data.yaml``; not the paper's): SGD, lr 0.06 at batch
+Small-data recipe (``byol_small_data``; not the paper's): SGD, lr 0.06 at batch
 32 (base 0.48), weight decay 1e-4 on every parameter, no warm-up, τ_base 0.99, 128 px views,
 ResNet-18, and ``zero_init_residual=False``, chosen over six configurations on CamVid val
 (BENCHMARKS.md, "The BYOL family"); SoCo and MCL use it unchanged.

@@ -17,7 +17,7 @@ projections). The dense negatives are a second queue holding, per image, the L2-
 average of the teacher's dense projection. τ = 0.2 for both terms; the dense CE averages all
 B·S² query locations.
 
-Small-data recipe (``configs/densecl_small_data.yaml``): MoCo-v2's, unchanged (lr 0.06 at
+Small-data recipe (``densecl_small_data``): MoCo-v2's, unchanged (lr 0.06 at
 batch 32, m = 0.999, K = 256), at 160 px so that C5 is a 5×5 grid for L_r.
 
 Deviations from the reference:

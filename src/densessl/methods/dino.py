@@ -19,7 +19,7 @@ views, batch of all processes), and θ_t ← m·θ_t + (1 − m)·θ_s with m fo
 Defaults: one published run, the README's "vanilla" ViT-S/16 (``main_dino.py`` default
 arguments on 8 GPUs x 64 images): 100 epochs, batch 512, τ_t constant 0.04, last layer
 weight-normalised with its gain fixed. The "boosted" run (300 epochs, batch 1024, τ_t 0.04 ->
-0.07 over 30 epochs, ``norm_last_layer: false``) is ``configs/dino_vits16_in1k_300ep.yaml``.
+0.07 over 30 epochs, ``norm_last_layer: false``) is ``dino_vits16_in1k_300ep``.
 Training recipe (engine): AdamW, lr 5e-4 × batch/256 after 10 warm-up epochs then cosine to
 1e-6, weight decay cosine 0.04 -> 0.4 (not on biases and norms), each parameter's gradient
 clipped to norm 3, the head's last layer frozen during the first epoch, stochastic depth 0.1 on
@@ -30,7 +30,7 @@ reference's fp16 logits carry 11 significant bits; bf16's 8 would be 8x coarser,
 τ_t = 0.04 sharpening magnifies). The ViT initialises ``cls_token`` and ``pos_embed`` as DINO's
 ``vision_transformer.py`` (truncated normal, std 0.02), not timm's std-1e-6 ``cls_token``.
 
-Small-data recipe (``configs/dino_small_data.yaml``; not the paper's): ViT-tiny/16, batch 32,
+Small-data recipe (``dino_small_data``; not the paper's): ViT-tiny/16, batch 32,
 128 px global and 2 x 64 px local crops, 4096 prototypes, AdamW 5e-4 at batch 32 (base 4e-3,
 8x the paper's rate), 2 warm-up epochs, τ_base 0.99; the best k-NN of six configurations on
 CamVid val (BENCHMARKS.md, "The DINO family"). SelfPatch uses it unchanged.

@@ -38,7 +38,7 @@ batch 4096, 100 epochs, SyncBN; fp16 autocast in the paper YAML (the reference's
 The online backbone, FPN and the head's 4 convs are exported (the reference's detectron2
 converter does the same; the box head's fc is not pretrained).
 
-Small-data recipe (``configs/mcl_small_data.yaml``; not the paper's): BYOL's small-data recipe
+Small-data recipe (``mcl_small_data``; not the paper's): BYOL's small-data recipe
 unchanged (SGD, lr 0.06 at batch 32, wd 1e-4, plain cosine without warm-up, 128 px); the
 gradient clip at 500 stays.
 

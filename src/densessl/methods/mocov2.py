@@ -14,7 +14,7 @@ Objective, for a query view q and key view k of the same image:
 The teacher follows θ' ← m·θ' + (1−m)·θ with m = 0.999; after each step the batch's keys,
 gathered from all processes, replace the oldest entries of a queue of K = 65536.
 
-Small-data recipe (``configs/mocov2_small_data.yaml``, shared with DenseCL; not the paper's):
+Small-data recipe (``mocov2_small_data``, shared with DenseCL; not the paper's):
 lr 0.06 at batch 32 (base 0.48), m = 0.999 (the paper's), K = 256, 160 px views, ResNet-18,
 chosen with MoCo-v2 on CamVid val (BENCHMARKS.md, "Small-data recipe on CamVid";
 docs/deviations.md).

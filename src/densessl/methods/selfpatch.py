@@ -28,7 +28,7 @@ Objective, τ_t constant 0.04 (reference default), τ_s = 0.1::
 The image centre c is updated with the teacher's image logits of all V views (DINO: only the
 global ones) and the patch centre c_p with the mean over every patch of every view.
 
-Small-data recipe (``configs/selfpatch_small_data.yaml``; not the paper's): DINO's small-data
+Small-data recipe (``selfpatch_small_data``; not the paper's): DINO's small-data
 recipe unchanged (see :mod:`densessl.methods.dino`).
 
 Deviations from the reference:

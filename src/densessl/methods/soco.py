@@ -38,7 +38,7 @@ weight decay 1e-5, norms and biases excluded, 10 warm-up epochs, cosine to 1e-6;
 100 epochs, SyncBN, fp16 autocast (the reference's apex AMP O1) in the paper YAMLs. The online
 network (backbone + FPN + box head) is exported, as the reference's converters do.
 
-Small-data recipe (``configs/soco_small_data.yaml``; not the paper's): BYOL's small-data recipe
+Small-data recipe (``soco_small_data``; not the paper's): BYOL's small-data recipe
 unchanged (SGD, lr 0.06 at batch 32, wd 1e-4, no warm-up, 128 px, ``zero_init_residual=False``).
 
 Deviations from the reference:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The installed package works on its own, as a user who never clones gets it: build the sdist
+# and, from it, the wheel; install the wheel into a fresh virtual environment outside the
+# checkout; run the first commands from a folder that is not the checkout. A file the package
+# reads but the wheel lacks (a recipe, a reference table) fails one of them.
+#
+# The new environment sees the test environment's packages (the suite's own pinned versions, no
+# download) through a .pth line; .pth files there are not read, so the checkout's editable
+# install stays invisible and densessl comes from the wheel alone (checked below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+checkout=$(pwd)
+python=${PYTHON:-.venv/bin/python}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$python" -m build --outdir "$work/dist" . > "$work/build.log" 2>&1 \
+  || { cat "$work/build.log"; exit 1; }
+"$python" -m venv --without-pip "$work/env"
+site() { "$1" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; }
+site "$python" > "$(site "$work/env/bin/python")/suite-dependencies.pth"
+"$python" -m pip --python "$work/env/bin/python" install --quiet --no-deps --no-index \
+  "$work"/dist/densessl-*.whl
+
+cd "$work"
+export PATH="$work/env/bin:$PATH"
+installed=$(python -c "import densessl; print(densessl.__file__)")
+case "$installed" in
+  "$work/env/"*) ;;
+  *) echo "densessl was imported from $installed, not from the wheel"; exit 1 ;;
+esac
+case "$installed" in "$checkout"*) echo "imported from the checkout"; exit 1 ;; esac
+tiny=(backbone=resnet18 batch_size=8 data.image_size=64 data.synthetic_images=16
+      data.synthetic_size=80 data.workers=0 method.queue_size=16 device=cpu)
+set -x
+densessl --version
+python -m densessl --help > /dev/null
+densessl list | grep -q "densecl_small_data"
+densessl pretrain --method densecl --config densecl_small_data --steps 2 --out run "${tiny[@]}"
+densessl export run --format torchvision --out backbone.pt
+densessl demo --quick --out demo
+test -s demo/report.md
