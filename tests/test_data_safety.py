@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -62,9 +63,14 @@ def finished(tmp_path_factory):
 
 @pytest.fixture
 def run(finished, workspace):
-    """A copy of the finished run inside the test's folder."""
+    """A copy of the finished run inside the test's folder; checkpoints are hard links (they
+    are replaced by rename, never rewritten in place; a case that damages one unlinks it)."""
     copy = workspace / "run"
-    shutil.copytree(finished, copy)
+
+    def link_checkpoints(src, dst):
+        (os.link if src.endswith(".pt") else shutil.copy2)(src, dst)
+
+    shutil.copytree(finished, copy, copy_function=link_checkpoints)
     return copy
 
 
@@ -275,6 +281,7 @@ def test_every_file_unreadable_with_loader_workers_is_one_line(workspace, capsys
     lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(lines) == 1 and "none of the 4 images could be read" in lines[0], lines
     assert "Traceback" not in lines[0]
+    assert not multiprocessing.active_children()  # the workers stopped with the run
 
 
 @pytest.mark.parametrize("missing", ["step", "config", "model", "rng"])
@@ -282,6 +289,7 @@ def test_a_checkpoint_without_an_entry_is_one_line(run, workspace, capsys, missi
     checkpoint = run / LAST_CHECKPOINT
     state = torch.load(checkpoint, weights_only=True)
     del state[missing]
+    checkpoint.unlink()  # break the hard link: the shared run keeps its checkpoint
     torch.save(state, checkpoint)
     for argv in (resume(run, steps=STEPS + 1),
                  ["export", str(run), "--format", "torchvision", "--out", "b.pt"]):  # fmt: skip

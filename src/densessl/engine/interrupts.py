@@ -16,6 +16,7 @@ Signal handlers belong to the main thread; elsewhere both helpers do nothing.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -70,3 +71,25 @@ class StopRequests:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+WORKER_GRACE_SECONDS = 60
+
+
+def data_worker_signals() -> None:
+    """Signal handling for a data-loader worker process (call it in the worker).
+
+    A terminal's Ctrl-C and a process-group SIGTERM (a scheduler's preemption) reach the workers
+    together with the trainer, which still needs them to serve the step it finishes before it
+    saves. So a worker ignores SIGINT, and on SIGTERM keeps serving for
+    ``WORKER_GRACE_SECONDS`` before it leaves. It leaves with exit status 0, which the loader
+    does not report as a crash. SIGTERM is also how a loader, or Python at exit, ends workers
+    that did not stop on their own; ignoring it would make that wait forever.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _leave_after_grace)
+
+
+def _leave_after_grace(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGALRM, lambda signum, frame: os._exit(0))
+    signal.alarm(WORKER_GRACE_SECONDS)

@@ -119,7 +119,12 @@ class Session:
     def close(self) -> None:
         self.bar.close()
         self.metrics.close()
-        self.batches = iter(())  # the loader's workers stop now, not at interpreter exit
+        # The loader's workers stop now, not at interpreter exit, even when an error's
+        # traceback still holds the loader's iterator.
+        shutdown_workers = getattr(self.batches, "_shutdown_workers", None)
+        if shutdown_workers is not None:
+            shutdown_workers()
+        self.batches = iter(())
 
     def release(self) -> None:
         """Free the run folder for the next process (after the summary is written)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import signal
 
 import torch
 from omegaconf import DictConfig
@@ -23,7 +22,7 @@ from densessl.data.proposal_store import proposal_lookup
 from densessl.data.sampler import ResumableBatchSampler
 from densessl.data.sources import ImageFolder, ImageSource
 from densessl.data.views import MultiViewTransform
-from densessl.engine.interrupts import STOP_SIGNALS
+from densessl.engine.interrupts import data_worker_signals
 from densessl.engine.logging import log
 from densessl.errors import ConfigError, UserError
 from densessl.methods import Method, build_method
@@ -123,10 +122,7 @@ def decode_on_device(cfg: DictConfig, method: Method, device: torch.device) -> b
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # workers are processes already; threads would oversubscribe
-    # Ctrl-C reaches the whole process group: the workers keep serving the step the main
-    # process finishes before it saves, and stop when the loader shuts them down.
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    data_worker_signals()
 
 
 def build_loader(
