@@ -2,16 +2,16 @@
 
 - :func:`plot_correspondences`: DenseCL's figure: two views of one image and, for each query
   location, a line to the key location of highest C5 cosine similarity (the positive DenseCL
-  trains with). Because views carry their geometry, each line is also checked against the true
-  correspondence: green when the match lands within one grid cell of where that point really is
-  in the other view, red otherwise, grey when the point is outside the other view.
+  trains with), checked against the true correspondence
+  (:mod:`densessl.eval.correspondence`): green when the match lands within one grid cell of
+  where that point really is in the other view, red otherwise, grey when the point is outside
+  the other view.
 - :func:`plot_feature_pca`: the first three principal components of a dense feature map as RGB.
 - :func:`plot_loss_curves`: every logged loss term of one or more runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -20,16 +20,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from densessl.data.views import MultiViewTransform, PhotometricSpec, View, moco_v2_views
-from densessl.device import module_device
-from densessl.eval.features import normalise
-from densessl.models.matching import match_by_similarity
+from densessl.eval.correspondence import (
+    cell_centres,
+    correspondence_quality,
+    dense_features,
+    match_views,
+    two_views,
+)
 from densessl.runs import read_metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-NO_COLOUR_CHANGE = PhotometricSpec(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
 
 def plot_loss_curves(runs: dict[str, Path], out: Path) -> Path:
@@ -55,54 +56,12 @@ def plot_loss_curves(runs: dict[str, Path], out: Path) -> Path:
     return out
 
 
-@torch.no_grad()
-def dense_features(backbone: torch.nn.Module, pixels: torch.Tensor, level: str = "c5"):
-    """(C, h, w) features of one uint8 (3, H, W) image; the backbone runs in eval mode."""
-    device = module_device(backbone)
-    return backbone.eval()(normalise(pixels[None]).to(device))[level][0].float().cpu()
-
-
-def two_views(image: Image.Image, size: int, seed: int = 0) -> list[View]:
-    """Two MoCo-v2 crops of ``image`` (geometry only, colours untouched, for display)."""
-    specs = [replace(s, photometric=NO_COLOUR_CHANGE) for s in moco_v2_views(size)]
-    return MultiViewTransform(specs)(image, torch.Generator().manual_seed(seed))
-
-
-def cell_centres(h: int, w: int, view_size: tuple[int, int]) -> torch.Tensor:
-    """(h*w, 2) centres (x, y), in view pixels, of an h x w feature grid over the view."""
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    scale = torch.tensor([view_size[1] / w, view_size[0] / h])
-    return (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * scale
-
-
-def correspondence_quality(views: list[View], matched: torch.Tensor, grid: tuple[int, int]):
-    """Classify each query cell's match: 1 correct, 0 wrong, -1 point not in the key view.
-
-    The true location of query cell i in the key view is its centre mapped view -> source ->
-    key view; the match is correct when the matched key cell contains a point within one cell of
-    that location (Chebyshev distance in cells ≤ 1).
-    """
-    h, w = grid
-    query, key = views[0].geometry, views[1].geometry
-    truth = key.source_to_view(query.view_to_source(cell_centres(h, w, query.output_size)))
-    kh, kw = key.output_size
-    inside = (truth[:, 0] >= 0) & (truth[:, 0] < kw) & (truth[:, 1] >= 0) & (truth[:, 1] < kh)
-    true_cell = torch.stack([truth[:, 0] * w / kw, truth[:, 1] * h / kh], -1).floor()
-    matched_cell = torch.stack([matched % w, matched // w], -1).float()
-    correct = (true_cell - matched_cell).abs().amax(dim=1) <= 1
-    return torch.where(inside, correct.long(), torch.full_like(correct, -1, dtype=torch.long))
-
-
 def plot_correspondences(
     backbone: torch.nn.Module, image: Image.Image, out: Path, size: int = 224, seed: int = 0
 ) -> dict[str, float]:
     """Draw the DenseCL matches between two views of ``image``; returns match statistics."""
     views = two_views(image, size, seed)
-    q_feat, k_feat = (dense_features(backbone, v.pixels) for v in views)
-    c, h, w = q_feat.shape
-    matched = match_by_similarity(q_feat.reshape(c, -1).t()[None], k_feat.reshape(c, -1).t()[None])[
-        0
-    ]
+    matched, (h, w) = match_views(backbone, views)
     quality = correspondence_quality(views, matched, (h, w))
     q_xy = cell_centres(h, w, views[0].geometry.output_size)
     k_xy = cell_centres(h, w, views[1].geometry.output_size)[matched]
