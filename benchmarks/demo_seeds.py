@@ -34,15 +34,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from densessl.demo import (
-    DEMO_STEPS,
-    METHODS,
-    PROBE_SIZE,
-    SEED_SPREAD,
-    compare,
-    margins,
-    probe_all,
-)
+from densessl.demo import DEMO_STEPS, METHODS, PROBE_SIZE, compare, probe_all
+from densessl.demo_report import PROBES, SEED_SPREAD, margins
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -59,12 +52,18 @@ def summarise(
 ) -> dict:
     scores = [per_seed[s] for s in seeds]
     rows, gaps = {}, {}
-    for probe_name in ("linear", "knn"):
+    for probe_name in (p for p in PROBES if all(p in s["DenseCL"] for s in scores)):
         rows[probe_name] = {
             name: spread([s[name][probe_name]["miou"] for s in scores]) for name in scores[0]
         }
         by_seed = [margins(s, probe_name) for s in scores]
         gaps[probe_name] = {key: spread([m[key] for m in by_seed]) for key in by_seed[0]}
+    matched = [name for name in scores[0] if "correspondence" in scores[0][name]]
+    correspondence = {
+        name: {key: spread([s[name]["correspondence"][key] for s in scores])
+               for key in ("accuracy", "chance")}
+        for name in matched
+    }  # fmt: skip
     return {
         "seeds": len(seeds),
         # None: the demo's own (the small-data recipes with densessl.demo.DEMO_SETTINGS)
@@ -75,6 +74,7 @@ def summarise(
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "rows": rows,
         "margins": gaps,
+        "correspondence": correspondence,
     }
 
 
@@ -83,14 +83,20 @@ def _cell(value: dict, sign: str = "") -> str:
 
 
 def table(summary: dict) -> str:
-    lines = ["| features | linear mIoU | k-NN mIoU |", "|---|---|---|"]
-    for name in summary["rows"]["linear"]:
-        lin, knn = summary["rows"]["linear"][name], summary["rows"]["knn"][name]
-        lines.append(f"| {name} | {_cell(lin)} | {_cell(knn)} |")
-    lines += ["", "| margin | linear | k-NN |", "|---|---|---|"]
-    for key in summary["margins"]["linear"]:
-        lin, knn = summary["margins"]["linear"][key], summary["margins"]["knn"][key]
-        lines.append(f"| {key} | {_cell(lin, '+')} | {_cell(knn, '+')} |")
+    probes = list(summary["rows"])
+    head = "| features | " + " | ".join(f"{p} mIoU" for p in probes) + " | correspondence % |"
+    lines = [head, "|---" * (len(probes) + 2) + "|"]
+    matched = summary.get("correspondence", {})
+    for name in summary["rows"][probes[0]]:
+        cells = [_cell(summary["rows"][p][name]) for p in probes]
+        match = matched.get(name)
+        cells.append(f"{_cell(match['accuracy'])} (chance {match['chance']['mean']:.0f})"
+                     if match else "—")  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| margin | " + " | ".join(probes) + " |", "|---" * (len(probes) + 1) + "|"]
+    for key in summary["margins"][probes[0]]:
+        cells = [_cell(summary["margins"][p][key], "+") for p in probes]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

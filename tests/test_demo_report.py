@@ -1,42 +1,56 @@
-"""The demo's report: margins, their seed spread and the targets, read from worked examples.
+"""The demo's report: margins, their seed spread, which probe it leads with, read from worked
+examples.
 
 The figures are chosen so that every value has a closed form: per-seed gaps 5, 6, 7 have mean 6
 and standard deviation (ddof=1) exactly 1."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
-from densessl import demo
+from densessl import demo, demo_report
+from densessl.demo_report import PROBES
+
+ROWS = ("DenseCL", "MoCo-v2", "random init", "raw pixels")
 
 
 def scores(dense: float, moco: float, random: float, pixels: float) -> dict:
-    rows = {"DenseCL": dense, "MoCo-v2": moco, "random init": random, "raw pixels": pixels}
-    return {name: {"linear": {"miou": v}, "knn": {"miou": v - 1.0}} for name, v in rows.items()}
+    values = dict(zip(ROWS, (dense, moco, random, pixels), strict=True))
+    out = {}
+    for name, v in values.items():
+        out[name] = {"linear": {"miou": v}, "knn": {"miou": v - 1.0}, "linear_few": {"miou": v - 5}}
+        if name != "raw pixels":
+            out[name]["correspondence"] = {"accuracy": 50.0, "chance": 30.0, "scored": 100}
+    return out
 
 
-def spread(values: dict[str, list[float]]) -> dict:
-    rows = {name: {"values": v} for name, v in values.items()}
-    return {
-        "seeds": 3,
-        "date": "2026-01-01",
-        "machine": "test",
-        "rows": {"linear": rows, "knn": rows},
+def spread(per_probe: dict[str, dict[str, list[float]]]) -> dict:
+    rows = {
+        probe: {n: {"values": v} for n, v in values.items()} for probe, values in per_probe.items()
     }
+    return {"seeds": 3, "date": "2026-01-01", "machine": "test", "rows": rows}
 
 
-SEEDS = spread(
-    {
-        "DenseCL": [30.0, 32.0, 34.0],
-        "MoCo-v2": [25.0, 26.0, 27.0],
-        "random init": [18.0, 18.0, 18.0],
-        "raw pixels": [10.0, 12.0, 11.0],
-    }
-)
+ABOVE = {  # both pretrained rows separate from random init: gaps 12, 14, 16 and 7, 8, 9
+    "DenseCL": [30.0, 32.0, 34.0],
+    "MoCo-v2": [25.0, 26.0, 27.0],
+    "random init": [18.0, 18.0, 18.0],
+    "raw pixels": [10.0, 12.0, 11.0],
+}
+NOISY = {  # DenseCL - random init: gaps 4, -2, 1 (mean +1, sd 3): within the noise
+    "DenseCL": [22.0, 16.0, 19.0],
+    "MoCo-v2": [25.0, 26.0, 27.0],
+    "random init": [18.0, 18.0, 18.0],
+    "raw pixels": [10.0, 12.0, 11.0],
+}
+FACTS = demo.demo_facts(150)
 
 
 def test_margins_are_differences_of_rows():
-    gaps = demo.margins(scores(30.0, 25.0, 18.0, 10.0), "linear")
+    gaps = demo_report.margins(scores(30.0, 25.0, 18.0, 10.0), "linear")
     assert gaps == {
         "DenseCL - MoCo-v2": 5.0,
         "DenseCL - random init": 12.0,
@@ -48,72 +62,95 @@ def test_margins_are_differences_of_rows():
 
 
 def test_margin_spread_is_paired_by_seed():
-    assert demo.paired_margin(SEEDS, "linear", "DenseCL - MoCo-v2") == pytest.approx((6.0, 1.0))
-    assert demo.paired_margin(SEEDS, "linear", "DenseCL - random init") == pytest.approx(
+    seeds = spread({"linear": ABOVE})
+    assert demo_report.paired_margin(seeds, "linear", "DenseCL - MoCo-v2") == pytest.approx(
+        (6.0, 1.0)
+    )
+    assert demo_report.paired_margin(seeds, "linear", "DenseCL - random init") == pytest.approx(
         (14.0, 2.0)
     )
     # unpaired, the rows' own spreads (2 and 1) would give a different figure
-    assert demo.paired_margin(SEEDS, "linear", "MoCo-v2 - raw pixels")[1] == pytest.approx(1.0)
-
-
-def test_targets_are_met_only_by_the_mean_and_beyond_twice_the_spread():
-    lines = demo.target_lines(scores(30.0, 25.0, 18.0, 10.0), SEEDS)
-    dense_random, moco_random, dense_moco = lines
-    assert "+14.0 ± 2.0 over 3 seeds (this run +12.0): met." in dense_random
-    assert "+8.0 ± 1.0 over 3 seeds (this run +7.0): not met." in moco_random  # under +10
-    assert "+6.0 ± 1.0 over 3 seeds (this run +5.0): met." in dense_moco
-    # gaps 0, 8, 3: the mean +3.7 clears +3, but not twice its spread (4.0)
-    noisy = spread(
-        {
-            "DenseCL": [30.0, 32.0, 34.0],
-            "MoCo-v2": [30.0, 24.0, 31.0],
-            "random init": [18.0, 18.0, 18.0],
-            "raw pixels": [10.0, 12.0, 11.0],
-        }
+    assert demo_report.paired_margin(seeds, "linear", "MoCo-v2 - raw pixels")[1] == pytest.approx(
+        1.0
     )
-    gap_line = demo.target_lines(scores(30.0, 25.0, 18.0, 10.0), noisy)[2]
-    assert "+3.7 ± 4.0 over 3 seeds" in gap_line and gap_line.endswith("not met.")
+    assert demo_report.paired_margin(seeds, "knn", "DenseCL - MoCo-v2") is None  # not measured
 
 
-def test_without_the_benchmark_no_target_is_called_met():
-    lines = demo.target_lines(scores(40.0, 25.0, 18.0, 10.0), None)
-    assert all("not established" in line and " met" not in line for line in lines)
+def test_a_separation_needs_a_positive_mean_at_least_twice_its_spread():
+    assert demo_report.separates(spread({"linear": ABOVE}), "linear", "DenseCL - random init")
+    assert not demo_report.separates(spread({"linear": NOISY}), "linear", "DenseCL - random init")
+    below = {**ABOVE, "DenseCL": [8.0, 8.0, 9.0]}  # far beyond its spread, but negative
+    assert not demo_report.separates(spread({"linear": below}), "linear", "DenseCL - random init")
+    assert demo_report.separates(None, "linear", "DenseCL - random init") is None
+
+
+def test_the_report_leads_with_the_first_probe_that_separates():
+    # k-NN noisy, linear separates: the lead is the linear probe
+    seeds = spread({"knn": NOISY, "linear": ABOVE, "linear_few": ABOVE})
+    assert demo_report.lead_probe(seeds) == "linear"
+    text = demo_report.in_short(scores(30.0, 25.0, 18.0, 10.0), seeds, FACTS)
+    assert "**linear probe, 300 labelled scenes**" in text
+    assert "DenseCL +12.0, MoCo-v2 +7.0" in text
+    # none separates: said so, with no probe named as the answer
+    nothing = spread({probe: NOISY for probe in PROBES})
+    assert demo_report.lead_probe(nothing) is None
+    assert "no probe separates" in demo_report.in_short(scores(20, 25, 18, 10), nothing, FACTS)
 
 
 def test_the_shipped_seed_benchmark_is_readable_by_the_report():
-    shipped = demo.read_spread()
+    shipped = demo_report.read_spread()
     assert shipped is not None
     # measured on the demo's own recipe and length, which the report reads it against
     assert shipped["recipe"] is None and shipped["steps"] == demo.DEMO_STEPS
     for probe_rows in shipped["rows"].values():
-        assert set(probe_rows) == {"DenseCL", "MoCo-v2", "random init", "raw pixels"}
+        assert set(probe_rows) == set(ROWS)
         assert all(len(row["values"]) == shipped["seeds"] for row in probe_rows.values())
-    text = demo.reading(scores(20.0, 20.0, 23.0, 13.0), shipped)
-    assert text.count("seed-to-seed spread of this margin") == 2 * len(demo.COMPARISONS)
-    assert len(demo.target_lines(scores(20.0, 20.0, 23.0, 13.0), shipped)) == len(demo.TARGETS)
+    lines = demo_report.reading(scores(20.0, 20.0, 23.0, 13.0), shipped, FACTS)
+    measured = [p for p in PROBES if p in shipped["rows"]]
+    assert sum(line.count(f"over {shipped['seeds']} seeds") for line in lines) == 3 * len(measured)
 
 
 def test_a_run_of_another_length_is_told_that_the_spread_is_not_its_own():
-    measured = {**SEEDS, "steps": 300}
-    assert "not the benchmark's 300" in demo.reading(scores(30, 25, 18, 10), measured, steps=50)
-    assert "not the benchmark's" not in demo.reading(scores(30, 25, 18, 10), measured, steps=300)
+    measured = {**spread({"linear": ABOVE}), "steps": 300}
+    other = demo.demo_facts(50)
+    assert any(
+        "the benchmark 300" in line
+        for line in demo_report.reading(scores(30, 25, 18, 10), measured, other)
+    )
+    same = demo.demo_facts(300)
+    assert not any(
+        "the benchmark 300" in line
+        for line in demo_report.reading(scores(30, 25, 18, 10), measured, same)
+    )
 
 
-def test_a_benchmark_of_another_probe_size_is_flagged():
-    other = {**SEEDS, "probe_size": demo.PROBE_SIZE // 2}
-    assert "describe the other probe" in demo.reading(scores(30, 25, 18, 10), other)
-    same = {**SEEDS, "probe_size": demo.PROBE_SIZE}
-    assert "describe the other probe" not in demo.reading(scores(30, 25, 18, 10), same)
+def test_each_margin_says_ahead_behind_or_within_the_noise():
+    seeds = spread({"knn": NOISY, "linear": ABOVE})
+    lines = demo_report.reading(scores(30.0, 25.0, 18.0, 10.0), seeds, FACTS)
+    knn, linear = lines[0], lines[1]
+    assert "DenseCL - random init +12.0 this run, +1.0 ± 3.0 over 3 seeds (within the noise)" in knn
+    assert "+14.0 ± 2.0 over 3 seeds (ahead, beyond twice the spread)" in linear
+    behind = {**ABOVE, "DenseCL": [8.0, 8.0, 9.0]}  # -10, -10, -9
+    line = demo_report.reading(scores(8.0, 25.0, 18.0, 10.0), spread({"linear": behind}), FACTS)[1]
+    assert "-9.7 ± 0.6 over 3 seeds (behind, beyond twice the spread)" in line
 
 
-def test_the_report_is_written_with_its_table_targets_and_pictures(tmp_path):
+def test_correspondence_is_read_against_chance():
+    line = demo_report.correspondence_line(scores(30, 25, 18, 10))
+    assert "DenseCL 50%, MoCo-v2 50%, random init 50%" in line
+    assert "a random match scores 30%" in line
+
+
+def test_the_report_speaks_of_the_product_and_holds_its_tables(tmp_path):
     rows = scores(20.0, 21.0, 23.0, 13.0)
-    for row in rows.values():
-        for probe in row.values():
-            probe["pixel_accuracy"] = 75.0
     figures = {"loss": "l.png", "matches": "m.png", "pca_densecl": "d.png", "pca_mocov2": "p.png"}
-    path = demo.write_report(tmp_path, rows, {"probes": 60.0}, 300, figures)
+    path = demo_report.write_report(tmp_path, rows, {"probes": 60.0}, FACTS, figures, None)
     text = path.read_text()
-    assert "| DenseCL | 20.0 | 75.0 | 19.0 | 75.0 |" in text
-    assert "The targets this demo is measured against" in text
+    assert "| DenseCL | 19.0 | 20.0 | 15.0 | 50% (30%) |" in text
+    assert "| raw pixels | 12.0 | 13.0 | 8.0 | — |" in text
     assert all(f"({name})" in text for name in figures.values())
+    assert not re.search(r"\bissues?\b|\btargets?\b", text, re.IGNORECASE)
+    shipped = json.loads(demo_report.REAL_IMAGES.read_text())
+    for table in shipped["tables"]:
+        assert table["title"] in text
+        assert all("| " + " | ".join(row) + " |" in text for row in table["rows"])

@@ -47,7 +47,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # viz.py draws what eval sees (dense features, correspondences), so it sits with eval.
     ("eval", ("densessl.eval", "densessl.viz")),
     # api.py is the commands as Python functions; the command line is a thin layer over it.
-    ("cli", ("densessl.cli", "densessl.api", "densessl.demo", "densessl.__main__")),
+    (
+        "cli",
+        (
+            "densessl.cli",
+            "densessl.api",
+            "densessl.demo",
+            "densessl.demo_report",
+            "densessl.__main__",
+        ),
+    ),
 ]
 
 

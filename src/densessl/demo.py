@@ -7,16 +7,16 @@ differ only in the method: 160 px views, so DenseCL's C5 grid is 5 x 5). Only th
 queue (one epoch of keys, as the recipes ask) and the length are the demo's own
 (``DEMO_SETTINGS``). Both, the random-init baseline and a linear probe
 on the raw pixels are then probed on held-out scenes with the linear segmentation probe and the
-dense k-NN retrieval. RUN/report.md holds the table, the margins beside the seed-to-seed spread
-measured by benchmarks/demo_seeds.py, an honest reading of them, and the pictures.
-About 7 to 13 minutes on 2 CPU cores, by the machine (BENCHMARKS.md).
+dense k-NN retrieval, the linear probe again on a tenth of the labels, and the correspondence
+check (:mod:`densessl.eval.correspondence`). RUN/report.md (:mod:`densessl.demo_report`) holds
+the table, the margins beside their seed-to-seed spread, a reading of them, the same question on
+real images, and the pictures.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,9 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from densessl.config import build_config
 from densessl.data.built_in import built_in_scenes
+from densessl.demo_report import PROBES, DemoFacts, read_spread, write_report
 from densessl.engine.train import train
 from densessl.errors import OutputError
+from densessl.eval.correspondence import correspondence_accuracy
 from densessl.eval.knn_seg import KnnSegOptions, knn_seg
+from densessl.eval.labels import Subset, label_count, label_subset
 from densessl.eval.linear_seg import LinearSegOptions, linear_seg
 from densessl.eval.scene_export import held_out_seed
 from densessl.eval.segmentation import SyntheticSegmentation
@@ -42,35 +45,34 @@ METHODS = {"DenseCL": "densecl", "MoCo-v2": "mocov2"}
 # The small-data recipe of each method; the two files differ only in the method.
 RECIPES = {method: RECIPES_DIR / f"{method}_small_data.yaml" for method in METHODS.values()}
 DEMO_STEPS = 150
+# Scenes rendered at 4/3 of the 160 px view side, as the earlier 96 px views' 128 px scenes
+# were: a crop of the whole scene is downscaled, not upsampled.
+SCENE_SIZE = 213
 # What the demo sets on top of the recipe: the data, and a length that fits two pretrainings in
 # the 15-minute budget on 2 CPU cores (two runs of 160 px views; the recipe's own length is
 # 82 epochs). The queue holds one epoch of keys, as the recipe asks of a data set this size.
 DEMO_SETTINGS = (
     "data.scenes=aerial",
     "data.synthetic_images=4096",
-    # scenes rendered at 4/3 of the 160 px view side, as the earlier 96 px views' 128 px scenes
-    # were: a crop of the whole scene is downscaled, not upsampled
-    "data.synthetic_size=213",
+    f"data.synthetic_size={SCENE_SIZE}",
     "method.queue_size=4096",
     f"steps={DEMO_STEPS}",
     "data.workers=2",
     "log_every=5",
     "checkpoint_every=100",
 )
-# Written by benchmarks/demo_seeds.py: every row's mean and spread over seeds (package data).
-SEED_SPREAD = Path(__file__).resolve().parent / "reference" / "demo_seeds.json"
 DEMO_MARK = ".densessl-demo"  # a folder the demo wrote, which the next demo may replace
 SCENES = "aerial"
 PROBE_SIZE = 128  # eval image side: C5 is a 4x4 grid, C4 8x8 (256 px measured: BENCHMARKS.md)
 PROBE_LEVELS = ("c4", "c5")
-PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES = 300, 100
-PROBE_IMAGES = (PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES)
+# Held-out scenes: the probes' labelled and scored ones, and those of the correspondence check
+# (one crop pair each, at the pretraining's scene and view sizes).
+PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES, CORRESPONDENCE_IMAGES = 300, 100, 32
+PROBE_IMAGES = (PROBE_TRAIN_IMAGES, PROBE_VAL_IMAGES, CORRESPONDENCE_IMAGES)
+FEW_LABELS = "10%"  # the few-label linear probe: this share of the probe's labelled scenes
 # --quick: a check that everything runs (an installed package, CI), not a measurement
-QUICK_STEPS, QUICK_PROBE_IMAGES = 2, (24, 8)
+QUICK_STEPS, QUICK_PROBE_IMAGES = 2, (24, 8, 4)
 BASELINES = {"random init": "random", "raw pixels": "pixels"}
-# Issue 12's targets on the built-in scenes (linear probe, mean over seeds), in mIoU points;
-# each must also be at least twice its seed-to-seed spread.
-TARGETS = {"DenseCL - random init": 10.0, "MoCo-v2 - random init": 10.0, "DenseCL - MoCo-v2": 3.0}
 
 
 def pretraining_config(
@@ -90,7 +92,7 @@ def pretraining_config(
 
 
 def probe_sets(
-    seed: int = 0, size: int = PROBE_SIZE, counts: tuple[int, int] = PROBE_IMAGES
+    seed: int = 0, size: int = PROBE_SIZE, counts: tuple[int, ...] = PROBE_IMAGES
 ) -> tuple[SyntheticSegmentation, SyntheticSegmentation]:
     """Labelled scenes that no pretraining run of ``seed`` has seen (probe training, scoring),
     rendered ``size`` px square, ``counts`` of each."""
@@ -101,16 +103,39 @@ def probe_sets(
 
 
 def probe(
-    weights: str, train_set, val_set, seed: int = 0, size: int = PROBE_SIZE
+    weights: str,
+    train_set,
+    val_set,
+    seed: int = 0,
+    size: int = PROBE_SIZE,
+    correspondence_images: int = CORRESPONDENCE_IMAGES,
 ) -> dict[str, dict]:
-    """Linear and k-NN segmentation scores of frozen ``weights`` (a file, random or pixels)."""
+    """Scores of frozen ``weights`` (a file, random or pixels): k-NN retrieval, the linear
+    probe on every labelled scene and on :data:`FEW_LABELS` of them, and (backbones only) the
+    correspondence accuracy on held-out scenes at the pretraining's scene and view sizes."""
     backbone = load_backbone(weights, "resnet18")
     levels = None if weights == BASELINES["raw pixels"] else list(PROBE_LEVELS)
     common = dict(levels=levels, image_size=size, seed=seed)
-    return {
-        "linear": linear_seg(backbone, train_set, val_set, LinearSegOptions(**common)).to_dict(),
+    few = Subset(train_set, label_subset(len(train_set), FEW_LABELS, seed))
+    scores = {
         "knn": knn_seg(backbone, train_set, val_set, KnnSegOptions(**common)).to_dict(),
+        "linear": linear_seg(backbone, train_set, val_set, LinearSegOptions(**common)).to_dict(),
+        "linear_few": linear_seg(backbone, few, val_set, LinearSegOptions(**common)).to_dict(),
     }
+    if levels is not None:
+        images = correspondence_scenes(seed, correspondence_images)
+        view = int(OmegaConf.load(RECIPES["densecl"]).data.image_size)
+        scores["correspondence"] = correspondence_accuracy(
+            backbone, images, view, seed=seed
+        ).to_dict()
+    return scores
+
+
+def correspondence_scenes(seed: int, count: int) -> list:
+    """``count`` held-out scenes of ``seed`` (neither pretrained nor probed on), rendered at the
+    pretraining's scene size, for the correspondence check."""
+    scenes = built_in_scenes(SCENES, count, SCENE_SIZE, held_out_seed(seed) + 2)
+    return [scenes.load_image(i) for i in range(count)]
 
 
 def compare(
@@ -119,15 +144,16 @@ def compare(
     steps: int | None = None,
     probe_size: int = PROBE_SIZE,
     recipe: Path | None = None,
-    probe_images: tuple[int, int] = PROBE_IMAGES,
+    probe_images: tuple[int, int, int] = PROBE_IMAGES,
     overrides: tuple[str, ...] = (),
 ) -> tuple[dict, dict, dict]:
     """Pretrain both methods (with ``recipe`` in place of the demo's, where given), probe them
-    and both baselines on ``probe_size`` px scenes.
+    and both baselines on ``probe_size`` px scenes (``probe_images``: labelled, scored and
+    correspondence scenes).
 
     Returns:
-        scores (row name -> {"linear": ..., "knn": ...}), run directories (method name -> Path)
-        and seconds spent per stage.
+        scores (row name -> probe name -> scores, :func:`probe`), run directories (method name
+        -> Path) and seconds spent per stage.
     """
     seconds: dict[str, float] = {}
     runs: dict[str, Path] = {}
@@ -150,170 +176,16 @@ def probe_all(
     weights: dict[str, str],
     seed: int = 0,
     probe_size: int = PROBE_SIZE,
-    probe_images: tuple[int, int] = PROBE_IMAGES,
+    probe_images: tuple[int, int, int] = PROBE_IMAGES,
 ) -> dict:
     """Scores of every row: the pretrained ``weights`` (row name -> exported file) and both
     baselines, probed on ``seed``'s held-out scenes at ``probe_size`` px."""
     train_set, val_set = probe_sets(seed, probe_size, probe_images)
     rows = {**weights, **BASELINES}
-    return {name: probe(w, train_set, val_set, seed, probe_size) for name, w in rows.items()}
-
-
-COMPARISONS = (
-    ("DenseCL", "MoCo-v2"),
-    ("DenseCL", "random init"),
-    ("MoCo-v2", "random init"),
-    ("random init", "raw pixels"),
-    # the guard against a trivial proxy: pretrained features must stay far above raw pixels
-    ("DenseCL", "raw pixels"),
-    ("MoCo-v2", "raw pixels"),
-)
-
-
-def margins(scores: dict[str, dict], probe_name: str) -> dict[str, float]:
-    """The comparisons the demo is about, ``"A - B"`` -> mIoU(A) - mIoU(B) in points."""
-    miou = {name: s[probe_name]["miou"] for name, s in scores.items()}
-    return {f"{a} - {b}": miou[a] - miou[b] for a, b in COMPARISONS}
-
-
-def read_spread(path: Path = SEED_SPREAD) -> dict | None:
-    """The seed benchmark's results, or None when it has not been run on this checkout."""
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def paired_margin(spread: dict, probe_name: str, comparison: str) -> tuple[float, float]:
-    """Mean and standard deviation (``ddof=1``) over the benchmark's seeds of ``"A - B"``,
-    paired by seed from each row's per-seed scores (so any comparison of its rows can be read,
-    whether or not the benchmark listed it)."""
-    first, second = comparison.split(" - ")
-    rows = spread["rows"][probe_name]
-    gaps = [a - b for a, b in zip(rows[first]["values"], rows[second]["values"], strict=True)]
-    return statistics.fmean(gaps), statistics.stdev(gaps)
-
-
-def target_lines(scores: dict[str, dict], spread: dict | None) -> list[str]:
-    """Each target, met or not: on the seed benchmark's means where it was run, else on this
-    run alone (one seed and no spread, so never called met)."""
-    lines = []
-    for comparison, target in TARGETS.items():
-        gap = margins(scores, "linear")[comparison]
-        if spread is None:
-            lines.append(
-                f"- {comparison} >= +{target:.0f} (linear): this run {gap:+.1f}; not established "
-                "without the seed benchmark."
-            )
-            continue
-        mean, sd = paired_margin(spread, "linear", comparison)
-        met = mean >= target and mean >= 2 * sd
-        lines.append(
-            f"- {comparison} >= +{target:.0f} (linear), at least twice its spread: "
-            f"{mean:+.1f} ± {sd:.1f} over {spread['seeds']} seeds (this run {gap:+.1f}): "
-            f"{'met' if met else 'not met'}."
-        )
-    return lines
-
-
-def reading(scores: dict[str, dict], spread: dict | None, steps: int | None = None) -> str:
-    """Plain sentences saying what the numbers show, whichever way they come out; ``steps``
-    (this run's) is checked against the length the seed benchmark measured."""
-    lines = []
-    for probe_name, label in (("linear", "linear probe"), ("knn", "k-NN retrieval")):
-        for comparison, gap in margins(scores, probe_name).items():
-            noise = ""
-            if spread is not None:
-                sd = paired_margin(spread, probe_name, comparison)[1]
-                verdict = "beyond" if abs(gap) >= 2 * sd else "within"
-                noise = f" (seed-to-seed spread of this margin: {sd:.1f}; {verdict} twice it)"
-            lines.append(f"- {label}, {comparison}: {gap:+.1f} mIoU{noise}.")
-    lines.append("")
-    lines.append("The targets this demo is measured against (densessl's issue 12):")
-    lines += target_lines(scores, spread)
-    lines.append("")
-    if spread is None:
-        lines.append(
-            "- No seed-spread measurement found (benchmarks/results/demo_seeds.json): run "
-            "`python benchmarks/demo_seeds.py` before reading margins of a point or two."
-        )
-    else:
-        lines.append(
-            f"- Seed spread from {spread['seeds']} seeds of {spread.get('steps', '?')} steps, "
-            f"measured on {spread['date']} ({spread['machine']}); see BENCHMARKS.md."
-        )
-        if steps is not None and spread.get("steps") not in (None, steps):
-            lines.append(
-                f"- This run pretrained {steps} steps, not the benchmark's {spread['steps']}: "
-                "its spreads and targets above describe the other length."
-            )
-        if spread.get("probe_size", PROBE_SIZE) != PROBE_SIZE:
-            lines.append(
-                f"- The benchmark probed {spread['probe_size']} px scenes, this demo "
-                f"{PROBE_SIZE} px: its spreads and targets above describe the other probe."
-            )
-    recipe = OmegaConf.load(RECIPES["densecl"])  # the batch and view size both recipes share
-    run_steps, batch, view = steps or DEMO_STEPS, recipe.batch_size, recipe.data.image_size
-    lines.append(
-        f"- Scale: {run_steps} CPU steps of a ResNet-18 ({run_steps * batch:,} views of "
-        f"{view} px; the paper's DenseCL sees 256 million at 224 px). BENCHMARKS.md has the same "
-        "comparison on real images, where the small-data recipe's full length does separate the "
-        "rows."
-    )
-    return "\n".join(lines)
-
-
-def write_report(out: Path, scores: dict, seconds: dict, steps: int, figures: dict) -> Path:
-    rows = [
-        "| features | linear mIoU | linear pixel acc. | k-NN mIoU | k-NN pixel acc. |",
-        "|---|---|---|---|---|",
-    ]
-    for name, s in scores.items():
-        lin, knn = s["linear"], s["knn"]
-        rows.append(
-            f"| {name} | {lin['miou']:.1f} | {lin['pixel_accuracy']:.1f} | "
-            f"{knn['miou']:.1f} | {knn['pixel_accuracy']:.1f} |"
-        )
-    timing = ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
-    classes = ", ".join(built_in_scenes(SCENES, 1, 8, 0).class_names)
-    recipes = ", ".join(path.name for path in RECIPES.values())
-    text = f"""# densessl demo: does dense pretraining help?
-
-DenseCL and MoCo-v2 each pretrained a ResNet-18 for {steps} steps with the small-data recipes
-({recipes}) on the built-in aerial scenes. The random-init baseline had no pretraining; the
-raw-pixel row is a linear probe on the image's own 16 x 16 pixel blocks. All were frozen and
-probed on held-out scenes ({PROBE_TRAIN_IMAGES} for the probe's training,
-{PROBE_VAL_IMAGES} scored; classes: {classes}; colours are drawn independently of the class,
-so only texture and parts tell the classes apart) at {PROBE_SIZE} px with features
-{" + ".join(PROBE_LEVELS)}.
-
-{chr(10).join(rows)}
-
-mIoU over all classes in percent; pixel accuracy is dominated by the background.
-
-What the numbers show:
-
-{reading(scores, read_spread(), steps)}
-
-Time on this machine: {timing}.
-
-## Pictures
-
-Loss curves:
-
-![loss curves]({figures["loss"]})
-
-DenseCL's correspondences after pretraining (lines from each query location to its most similar
-key location; green when that is within one cell of the true point, known from the crop
-geometry):
-
-![DenseCL matches]({figures["matches"]})
-
-PCA of C5 features (first three components as RGB), DenseCL then MoCo-v2:
-
-![DenseCL PCA]({figures["pca_densecl"]})
-![MoCo-v2 PCA]({figures["pca_mocov2"]})
-"""
-    path = out / "report.md"
-    path.write_text(text)
-    return path
+    return {
+        name: probe(w, train_set, val_set, seed, probe_size, probe_images[2])
+        for name, w in rows.items()
+    }
 
 
 def draw_figures(out: Path, runs: dict[str, Path]) -> dict[str, str]:
@@ -364,11 +236,36 @@ def run_demo(out: Path, steps: int | None = None, quick: bool = False) -> Path:
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     figures = draw_figures(out, runs)
     steps = json.loads((runs["DenseCL"] / "summary.json").read_text())["steps"]
-    report = write_report(out, scores, seconds, steps, figures)
+    facts = demo_facts(steps, probe_images)
+    report = write_report(out, scores, seconds, facts, figures, read_spread())
     print(f"\nreport: {report}")
+    print(f"  {'':12s} " + "  ".join(f"{PRINTED[p]:>8s}" for p in PROBES))
     for name, s in scores.items():
-        print(f"  {name:12s} linear {s['linear']['miou']:5.1f}  k-NN {s['knn']['miou']:5.1f} mIoU")
+        print(f"  {name:12s} " + "  ".join(f"{s[p]['miou']:8.1f}" for p in PROBES))
     return report
+
+
+PRINTED = {"knn": "k-NN", "linear": "linear", "linear_few": "few-label"}
+
+
+def demo_facts(steps: int, probe_images: tuple[int, int, int] = PROBE_IMAGES) -> DemoFacts:
+    """What this demo ran, for the report."""
+    recipe = OmegaConf.load(RECIPES["densecl"])  # batch and view size: both recipes share them
+    scenes = OmegaConf.from_dotlist(list(DEMO_SETTINGS)).data.synthetic_images
+    return DemoFacts(
+        steps=steps,
+        batch=int(recipe.batch_size),
+        view=int(recipe.data.image_size),
+        scenes=int(scenes),
+        classes=list(built_in_scenes(SCENES, 1, 8, 0).class_names),
+        recipes=[path.stem for path in RECIPES.values()],
+        probe_size=PROBE_SIZE,
+        levels=list(PROBE_LEVELS),
+        probe_train=probe_images[0],
+        probe_few=label_count(FEW_LABELS, probe_images[0]),
+        probe_val=probe_images[1],
+        correspondence_images=probe_images[2],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
