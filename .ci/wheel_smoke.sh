@@ -7,7 +7,12 @@
 # The new environment sees the test environment's packages (the suite's own pinned versions, no
 # download) through a .pth line; .pth files there are not read, so the checkout's editable
 # install stays invisible and densessl comes from the wheel alone (checked below).
+#
+# --full (by hand, about ten minutes on 2 cores): the demo at full length, and every README
+# command that needs no data of the user's, on the built-in scenes.
 set -euo pipefail
+full=false
+[ "${1:-}" = "--full" ] && full=true
 cd "$(dirname "$0")/.."
 checkout=$(pwd)
 python=${PYTHON:-.venv/bin/python}
@@ -38,5 +43,25 @@ python -m densessl --help > /dev/null
 densessl list | grep -q "densecl_small_data"
 densessl pretrain --method densecl --config densecl_small_data --steps 2 --out run "${tiny[@]}"
 densessl export run --format torchvision --out backbone.pt
-densessl demo --quick --out demo
+if ! $full; then
+  densessl demo --quick --out demo
+  test -s demo/report.md
+  exit 0
+fi
+time densessl demo --out demo
 test -s demo/report.md
+# The README's commands, with the built-in scenes in place of the user's data.
+densessl pretrain --method densecl --backbone resnet18 --out runs/mine --steps 2 \
+  batch_size=8 data.image_size=64 data.workers=0 method.queue_size=16 device=cpu
+densessl pretrain --out runs/mine --resume --steps 3
+for format in torchvision timm smp detectron2 mmdet safetensors; do
+  densessl export runs/mine --format "$format" --out "backbone.$format"
+done
+densessl eval linear-seg --weights runs/mine --json scores.json
+densessl eval knn-seg --weights runs/mine
+densessl eval linear-seg --weights random --backbone resnet18
+densessl eval linear-seg --weights pixels
+densessl eval finetune-seg --weights runs/mine --labels 10% --compare random --seeds 1 \
+  --iterations 20 --crop-size 128 --json finetune.json
+densessl eval detect --weights runs/mine --model mask_rcnn --iterations 4 --batch-size 2
+test -s scores.json && test -s finetune.json
