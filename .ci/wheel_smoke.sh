@@ -40,7 +40,8 @@ tiny=(backbone=resnet18 batch_size=8 data.image_size=64 data.synthetic_images=16
 set -x
 densessl --version
 python -m densessl --help > /dev/null
-densessl list | grep -q "densecl_small_data"
+densessl list > list.txt
+grep -q "densecl_small_data" list.txt
 densessl pretrain --method densecl --config densecl_small_data --steps 2 --out run "${tiny[@]}"
 densessl export run --format torchvision --out backbone.pt
 if ! $full; then

@@ -7,6 +7,7 @@ extras, and a command line that answers without importing torch.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import tomllib
@@ -134,3 +135,14 @@ def test_the_demo_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     line = refused(capsys, ["demo", "--out", str(tmp_path / "mine"), "--quick"], tmp_path)
     assert "the demo did not write" in line
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`densessl list | head -1`: the reader leaves early; the writer ends with the exit status
+    of a process killed by SIGPIPE and no traceback."""
+    job = subprocess.Popen([sys.executable, "-m", "densessl", "list"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)  # fmt: skip
+    job.stdout.close()  # before anything is written: every write meets a closed pipe
+    stderr = job.stderr.read().decode()
+    assert job.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
