@@ -13,17 +13,27 @@ from densessl.recipes import RECIPES_DIR
 
 RECIPES = RECIPES_DIR
 
+# LARS eta 1e-3 and momentum 0.9 in all three: byol/configs/byol.py (eta=1e-3, momentum=.9);
+# SoCo contrast/lars.py (trust_coef=0.001) with option.py --momentum 0.9; MCL's OpenSelfSup
+# LARS default eta=0.001 with momentum=0.9 in configs/selfsup/MCL/MCL.py. Each excludes biases
+# and norm parameters from decay and adaptation. Views 224 px in each.
 LARS_COMMON = {
     "optim.name": "lars",
     "optim.decay_norm_and_bias": False,
+    "optim.lars_eta": 0.001,
+    "optim.momentum": 0.9,
     "optim.warmup_epochs": 10.0,
     "batch_norm": "sync",
     "backbone": "resnet50",
+    "data.image_size": 224,
 }
-# google-deepmind/deepmind-research byol/configs/byol.py presets; batch 4096; networks.py widths.
+# google-deepmind/deepmind-research byol/configs/byol.py presets; batch 4096; networks.py widths;
+# utils/dataset.py crops area (0.08, 1); float32 throughout (no half precision in byol/).
 BYOL = {
     **LARS_COMMON,
     "batch_size": 4096,
+    "precision": "fp32",
+    "method.crop_scale": [0.08, 1.0],
     "method.dim": 256,
     "method.hidden_dim": 4096,
     "optim.lars_variant": "byol",
@@ -46,9 +56,15 @@ SOCO = {
     "method.jitter_ratio": 0.1,
     "method.cutout_scale": [0.1, 0.3],
 }
-# facebookresearch/dino main_dino.py argument defaults.
+# facebookresearch/dino main_dino.py argument defaults; DINOHead(hidden_dim=2048,
+# bottleneck_dim=256); utils.get_params_groups leaves biases and norms undecayed; 224 / 96 px.
 DINO = {
     "backbone": "vit_small_patch16",
+    "data.image_size": 224,
+    "method.local_crop_size": 96,
+    "method.hidden_dim": 2048,
+    "method.bottleneck_dim": 256,
+    "optim.decay_norm_and_bias": False,
     "optim.name": "adamw",
     "optim.base_lr": 5e-4,
     "optim.min_lr": 1e-6,
@@ -66,9 +82,12 @@ DINO = {
     "method.drop_path_rate": 0.1,
     "method.local_crops": 8,
 }
-# WXinlong/DenseCL configs/selfsup/densecl/*.py: SGD 0.9, wd 1e-4, cosine, 8 GPUs x 32, fp32.
+# WXinlong/DenseCL configs/selfsup/densecl/*.py: SGD 0.9, wd 1e-4, cosine, 8 GPUs x 32, fp32;
+# no paramwise_options, so weight decay reaches every parameter (openselfsup/apis/train.py).
 MOCO = {
     "backbone": "resnet50",
+    "data.image_size": 224,
+    "optim.decay_norm_and_bias": True,
     "batch_size": 256,
     "optim.name": "sgd",
     "optim.momentum": 0.9,
@@ -160,6 +179,7 @@ REFERENCE_RUNS = {
         "method.local_crop_scale": [0.05, 0.25],
         "method.patch_out_dim": 4096,
         "method.patch_loss_weight": 0.1,
+        "method.neighbours": 4,  # --k_num 4: top 4 of the 8 neighbours in a 3 x 3 window
     },
     "mocov2_r50_in1k_200ep.yaml": {**MOCO, "epochs": 200.0, "optim.base_lr": 0.03},
     "densecl_r50_in1k_200ep.yaml": {
@@ -195,3 +215,13 @@ def test_recipe_matches_its_reference_run(name):
         if value != expected:
             wrong[key] = (value, expected)
     assert not wrong, f"{name}: (resolved, reference) {wrong}"
+
+
+def test_moco_family_views_crop_as_the_reference():
+    """WXinlong/DenseCL configs (moco/r50_v2.py, densecl/*.py): RandomResizedCrop(224,
+    scale=(0.2, 1.)) for both views of MoCo-v2 and DenseCL; the crop is not a setting."""
+    from densessl.data.views import moco_v2_views
+
+    views = moco_v2_views(224)
+    assert len(views) == 2
+    assert all((v.size, tuple(v.scale)) == (224, (0.2, 1.0)) for v in views)

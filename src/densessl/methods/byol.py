@@ -31,7 +31,8 @@ ResNet-18, and ``zero_init_residual=False``, chosen over six configurations on C
 Deviations from the reference:
 - The momentum update runs in :meth:`after_step` with τ(k + 1) after optimizer step k, i.e. the
   target used at step k + 1 is τ(k + 1)·ξ_k + (1 − τ(k + 1))·θ_{k+1}, which is what updating
-  before the target forward of step k + 1 gives (SoCo's order).
+  before the target forward of step k + 1 gives (SoCo's order). BYOL's reference updates after
+  step k with τ(k): the same cosine one step earlier.
 - Views come from :mod:`densessl.data.views` (bilinear crops, batched photometric ops, our blur
   kernel radius ceil(3σ) instead of BYOL's fixed 23-px kernel).
 - Linear layers keep PyTorch's default init (as SoCo's PyTorch port); the JAX reference uses
