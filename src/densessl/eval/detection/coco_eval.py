@@ -30,6 +30,8 @@ class DetectionScores:
 
     Attributes:
         box_ap, box_ap50, box_ap75: box AP at IoU 0.5:0.95, 0.5 and 0.75.
+        box_ap_per_class: box AP at IoU 0.5:0.95 of each category, by name (NaN: a category
+            with no ground truth in the val split).
         mask_ap, mask_ap50, mask_ap75: the same for masks; None for Faster R-CNN.
         iterations: training iterations run.
         extra_keys_used: ``extra_state`` keys loaded into the detector.
@@ -45,14 +47,13 @@ class DetectionScores:
     iterations: int = 0
     extra_keys_used: list[str] = field(default_factory=list)
     heads: str = "v1"
+    box_ap_per_class: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-safe scores rounded to 4 decimals; NaN becomes None (null)."""
         out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, float):
-                out[key] = None if math.isnan(value) else round(value, 4)
-        return out
+        out["box_ap_per_class"] = {k: _json_safe(v) for k, v in self.box_ap_per_class.items()}
+        return {key: _json_safe(value) for key, value in out.items()}
 
     def format_table(self, title: str = "detection (COCO AP, %)") -> str:
         """A plain-text table: AP, AP50, AP75 for boxes (and masks)."""
@@ -63,6 +64,8 @@ class DetectionScores:
         lines = [title, rule, f"{'':<6}{'AP':>8} {'AP50':>8} {'AP75':>8}", rule]
         for kind, values in kinds:
             lines.append(f"{kind:<6}" + " ".join(f"{v:>8.2f}" for v in values))
+        lines.append(rule)
+        lines += [f"{name:<14}{ap:>8.2f}" for name, ap in self.box_ap_per_class.items()]
         lines += [rule, f"after {self.iterations} iterations"]
         lines.append(f"{self.heads} heads, {len(self.extra_keys_used)} pretrained tensors loaded")
         return "\n".join(lines)
@@ -112,15 +115,34 @@ def predict(
     return [r for b, _ in gathered for r in b], [r for _, m in gathered for r in m]
 
 
-def coco_ap(dataset: CocoDetection, results: list[dict], iou_type: str) -> tuple[float, ...]:
-    """(AP, AP50, AP75) in percent of COCO ``results`` against ``dataset.coco``; 0 if empty."""
+def _json_safe(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    return value
+
+
+def coco_ap(
+    dataset: CocoDetection, results: list[dict], iou_type: str
+) -> tuple[float, float, float, dict[str, float]]:
+    """(AP, AP50, AP75, {category name: AP}) in percent of COCO ``results`` against
+    ``dataset.coco``; 0 if empty. A category's AP is COCOeval's precision averaged over IoU
+    0.5:0.95 and recall, all areas, 100 detections, as COCOeval's own AP; NaN for a category
+    with no ground truth."""
+    names = {c: dataset.coco.cats[c]["name"] for c in dataset.category_ids}
     if not results:  # loadRes cannot take an empty list; nothing detected scores 0
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, {name: 0.0 for name in names.values()}
     # pycocotools reports progress with print(); keep the console for our own bars.
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(dataset.coco, dataset.coco.loadRes(results), iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    # precision: (IoU thresholds, recall points, categories, area ranges, max detections)
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, category in enumerate(evaluator.params.catIds):
+        scored = precision[:, :, k][precision[:, :, k] > -1]  # -1: nothing to score
+        per_class[names[category]] = 100.0 * float(scored.mean()) if scored.size else math.nan
     # COCOeval writes -1 when nothing was scoreable.
-    return tuple(100.0 * float(v) if v >= 0 else math.nan for v in evaluator.stats[:3])
+    ap = tuple(100.0 * float(v) if v >= 0 else math.nan for v in evaluator.stats[:3])
+    return (*ap, per_class)

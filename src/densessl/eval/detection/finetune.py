@@ -109,10 +109,11 @@ def finetune_detector(
     box_results, mask_results = predict(detector, val, per_rank, device, options.workers)
     scores = None
     if dist.is_main():
-        box = coco_ap(val, box_results, "bbox")
+        *box, per_class = coco_ap(val, box_results, "bbox")
         masks = options.model == "mask_rcnn"
-        mask = coco_ap(val, mask_results, "segm") if masks else (None,) * 3
+        mask = coco_ap(val, mask_results, "segm")[:3] if masks else (None,) * 3
         scores = DetectionScores(
-            *box, *mask, iterations=iterations, extra_keys_used=used, heads=heads
-        )
+            *box, *mask, iterations=iterations, extra_keys_used=used, heads=heads,
+            box_ap_per_class=per_class,
+        )  # fmt: skip
     return dist.all_gather_objects(scores)[0]
