@@ -46,7 +46,7 @@ NOISY = {  # DenseCL - random init: gaps 4, -2, 1 (mean +1, sd 3): within the no
     "random init": [18.0, 18.0, 18.0],
     "raw pixels": [10.0, 12.0, 11.0],
 }
-FACTS = demo.demo_facts(150)
+FACTS = demo.demo_facts(demo.DEMO_STEPS)
 
 
 def test_margins_are_differences_of_rows():
@@ -91,8 +91,16 @@ def test_the_report_leads_with_the_first_probe_that_separates():
     text = demo_report.in_short(scores(30.0, 25.0, 18.0, 10.0), seeds, FACTS)
     assert "**linear probe, 300 labelled scenes**" in text
     assert "DenseCL +12.0, MoCo-v2 +7.0" in text
+    # only DenseCL separates, on k-NN: the answer names it and says MoCo-v2's lead is noise
+    one = {**ABOVE, "MoCo-v2": NOISY["DenseCL"]}  # MoCo-v2 - random init: +1 ± 3
+    partly = spread({"knn": one, "linear": NOISY, "linear_few": NOISY})
+    assert demo_report.lead_probe(partly) is None
+    text = demo_report.in_short(scores(30.0, 25.0, 18.0, 10.0), partly, FACTS)
+    assert "**k-NN retrieval" in text and "for DenseCL:" in text and "DenseCL +12.0 mIoU" in text
+    assert "MoCo-v2's lead there is within that spread" in text
     # none separates: said so, with no probe named as the answer
-    nothing = spread({probe: NOISY for probe in PROBES})
+    both_noisy = {**NOISY, "MoCo-v2": NOISY["DenseCL"]}
+    nothing = spread({probe: both_noisy for probe in PROBES})
     assert demo_report.lead_probe(nothing) is None
     assert "no probe separates" in demo_report.in_short(scores(20, 25, 18, 10), nothing, FACTS)
 

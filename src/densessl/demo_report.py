@@ -117,6 +117,23 @@ def in_short(scores: dict, spread: dict | None, facts: DemoFacts) -> str:
     """The answer first: which protocol, if any, shows the pretraining's effect at this budget."""
     lead = lead_probe(spread)
     if lead is None:
+        partial = [
+            (probe, [m for m in PRETRAINED if separates(spread, probe, f"{m} - random init")])
+            for probe in PROBES
+        ]
+        probe, ahead = next(((p, a) for p, a in partial if a), (None, []))
+        if probe is not None:
+            behind = [m for m in PRETRAINED if m not in ahead]
+            gaps = ", ".join(
+                f"{m} {margins(scores, probe)[f'{m} - random init']:+.1f}" for m in ahead
+            )
+            return (
+                f"After {facts.steps} CPU steps the pretraining shows on "
+                f"**{facts.probe_title(probe)}** for {' and '.join(ahead)}: over random init, "
+                f"{gaps} mIoU in this run, and ahead beyond twice the seed-to-seed spread over "
+                f"{spread['seeds']} seeds; {' and '.join(behind)}'s lead there is within that "
+                "spread. The other probes, below, say how far that goes."
+            )
         return (
             f"At {facts.steps} CPU steps, no probe separates the pretrained backbones from random "
             "init beyond the seed-to-seed noise on these scenes. The real-image tables below are "
