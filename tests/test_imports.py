@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "densessl.schedules",
             "densessl.recipes",
             "densessl.console",
+            # pure collapse measures (RankMe, spread, entropy) that methods and the engine read
+            "densessl.health",
         ),
     ),
     ("data", ("densessl.data",)),

@@ -35,7 +35,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from densessl.config import build_config, build_options, load_saved_config, merge_layers, validate
-from densessl.errors import ConfigError
+from densessl.errors import ConfigError, DataError
 from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS, method_names
 
 __all__ = ["components", "detect", "export", "finetune_seg", "knn_seg", "linear_seg", "pretrain"]
@@ -58,7 +58,7 @@ PRETRAIN_KEYS = {
 # device, and the logging and checkpoint intervals. Anything else would train another run.
 RESUME_MAY_CHANGE = (
     "steps", "epochs", "data.workers", "device", "log_every", "checkpoint_every",
-    "keep_checkpoints", "out",
+    "keep_checkpoints", "health_every", "out",
 )  # fmt: skip
 
 
@@ -178,8 +178,8 @@ def _resumable(previous: DictConfig, cfg: DictConfig, saved: Path) -> DictConfig
         raise ConfigError(
             f"--resume continues the run as it was configured in {saved}, but these differ: "
             f"{listed}; drop them (only --steps/--epochs, --workers, --device, log_every, "
-            "checkpoint_every and keep_checkpoints may change), or start a new run with "
-            "another --out"
+            "checkpoint_every, keep_checkpoints and health_every may change), or start a new "
+            "run with another --out"
         )
     for key in changed:
         if key not in ("out", "steps", "epochs"):  # the length is in the run's first line
@@ -224,6 +224,29 @@ def _checked(cfg):
     if not cfg.backbone.startswith(TIMM_PREFIX):  # timm names are checked when built
         BACKBONES.get(cfg.backbone)  # an unknown name is a one-line ConfigError listing the known
     return cfg
+
+
+def health(run: str | Path) -> tuple[str, bool]:
+    """A run's last health check beside its first, and whether it is healthy
+    (:func:`densessl.health.health_report`).
+
+    Raises:
+        DataError: ``run`` has no metrics, or no health check in them.
+    """
+    from densessl.health import health_report
+    from densessl.runs import METRICS_NAME, read_metrics
+
+    path = Path(run) / METRICS_NAME
+    if not path.is_file():
+        raise DataError(f"{path} not found; pass a run folder that has trained")
+    records = read_metrics(run)
+    if not any("effective_rank" in r for r in records):
+        raise DataError(
+            f"{path} holds no health check: the run was trained with health_every=-1, by a "
+            "densessl without health checks, or stopped before its first; resume it with "
+            "more --steps to get one"
+        )
+    return health_report(records)
 
 
 def export(

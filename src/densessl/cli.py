@@ -205,6 +205,18 @@ def _list_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _health_parser(sub: argparse._SubParsersAction) -> None:
+    p = _add_parser(
+        sub,
+        "health",
+        help="has a run collapsed? its last health check, with the verdict",
+        description="Print a run's last health check (effective rank and spread of its "
+        "embeddings of a held batch, and the teacher's entropy where it has one) beside its "
+        "first, and the verdict. Exit status 0 when healthy, 1 when collapsing.",
+    )
+    p.add_argument("run", help="run folder")
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     p = _add_parser(
         sub,
@@ -411,6 +423,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    from densessl import api
+
+    text, healthy = api.health(args.run)
+    print(f"run {args.run}: {text}")
+    return 0 if healthy else 1
+
+
 def _list(args: argparse.Namespace) -> int:
     from densessl import api
     from densessl.recipes import shipped_recipes
@@ -575,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_pretrain_parser, _export_parser, _eval_parser, _list_parser, _data_parser,
-                _viz_parser, _proposals_parser, _demo_parser):  # fmt: skip
+                _viz_parser, _proposals_parser, _demo_parser, _health_parser):  # fmt: skip
         add(sub)
     return parser
 
@@ -584,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
     commands = {"pretrain": _pretrain, "export": _export, "data": _data, "eval": _eval,
-                "viz": _viz, "proposals": _proposals, "list": _list, "demo": _demo}  # fmt: skip
+                "viz": _viz, "proposals": _proposals, "list": _list, "demo": _demo,
+                "health": _health}  # fmt: skip
     try:
         return commands[args.command](args)
     except UserError as err:

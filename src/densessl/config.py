@@ -76,6 +76,7 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/latest"
     log_every: int = 10
+    health_every: int = 0  # steps between health checks (densessl.health); 0: 1/4 epoch, -1: none
     checkpoint_every: int = 500  # steps between full-state checkpoints (plus one at the end)
     keep_checkpoints: int = 0  # step-numbered copies kept beside last.pt; 0 keeps only last.pt
     data: DataConfig = field(default_factory=DataConfig)
@@ -245,6 +246,10 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "accum_steps", "data.image_size", "log_every", "checkpoint_every"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1")
+    if cfg.health_every < -1:
+        raise ConfigError(
+            f"health_every={cfg.health_every}: give -1 (no checks), 0 (a quarter epoch) or more"
+        )
     for key in ("data.workers", "keep_checkpoints", "data.synthetic_images"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be 0 or more, not {OmegaConf.select(cfg, key)}")

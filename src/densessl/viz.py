@@ -27,24 +27,36 @@ from densessl.eval.correspondence import (
     match_views,
     two_views,
 )
+from densessl.health import COLLAPSE, MEASURES
 from densessl.runs import read_metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+HEALTH_THRESHOLDS = {
+    "effective_rank": COLLAPSE.rank,
+    "spread": COLLAPSE.spread,
+    "teacher_entropy": COLLAPSE.entropy,
+    "teacher_diversity": COLLAPSE.diversity,
+}
+
 
 def plot_loss_curves(runs: dict[str, Path], out: Path) -> Path:
-    """One panel per logged loss term (total first), one line per run."""
+    """One panel per logged loss term (total first), then one per health measure the runs
+    logged (:mod:`densessl.health`, dashed: its collapse threshold); one line per run."""
     records = {name: read_metrics(d) for name, d in runs.items()}
-    term_names = {k for rs in records.values() for r in rs for k in r if k.startswith("loss_")}
-    terms = ["loss", *sorted(term_names)]
+    logged = {k for rs in records.values() for r in rs for k in r}
+    terms = ["loss", *sorted(k for k in logged if k.startswith("loss_"))]
+    terms += [k for k in HEALTH_THRESHOLDS if k in logged]
     fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.4), squeeze=False)
     for ax, term in zip(axes[0], terms, strict=True):
         for name, rs in records.items():
             points = [(r["step"], r[term]) for r in rs if term in r]
             if points:
                 ax.plot(*zip(*points, strict=True), label=name)
-        ax.set_title(term)
+        if term in HEALTH_THRESHOLDS:
+            ax.axhline(HEALTH_THRESHOLDS[term], color="0.4", ls="--", lw=0.8)
+        ax.set_title(MEASURES.get(term, term))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend()

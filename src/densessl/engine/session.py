@@ -18,6 +18,7 @@ from densessl.data.sampler import check_enough_images
 from densessl.device import resolve_device
 from densessl.engine import checkpoint as ckpt
 from densessl.engine.fast_path import apply_memory_format, compile_networks, resolve_memory_format
+from densessl.engine.health_check import health_interval, held_batch
 from densessl.engine.init_weights import initialise_from
 from densessl.engine.interrupts import signals_deferred
 from densessl.engine.logging import MetricsWriter, Throughput, log
@@ -76,6 +77,10 @@ class Session:
     lock: RunLock | None = None
     memory_format: torch.memory_format = torch.contiguous_format  # of the weights and the views
     saved_step: int | None = None  # step of the last checkpoint written (None: none yet)
+    held: torch.Tensor | None = None  # the health checks' images (main process only)
+    health_every: int = 0  # steps between health checks; 0: none
+    health_signs: dict[str, str] = field(default_factory=dict)  # the last check's collapse signs
+    health_values: dict[str, float] = field(default_factory=dict)  # the last check's measures
 
     def save(self, step: int) -> Path | None:
         """The full training state at ``step`` (main process only; None elsewhere). Signals
@@ -209,6 +214,11 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         model = DistributedDataParallel(method, device_ids=ids, broadcast_buffers=False)
     loader = build_loader(cfg, source, method, device, start_step * cfg.accum_steps)
     batches = iter(loader)  # draws the loader's base seed from torch's global generator
+    held, health_every = None, 0
+    if cfg.health_every >= 0 and dist.is_main():
+        held = held_batch(source, cfg.data.image_size).to(device)
+        held = held.contiguous(memory_format=memory_format)
+        health_every = health_interval(cfg.health_every, run.steps_per_epoch)
     if state is not None:
         # Restored last, after every draw of the setup, so that the resumed steps draw what the
         # straight run drew (stochastic depth, MCL's montage placement).
@@ -218,6 +228,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         batches, start_step, skipped, metrics=metrics,
         bar=progress(total=run.total_steps, initial=start_step, unit="step"),
         memory_format=memory_format, saved_step=start_step if state is not None else None,
+        held=held, health_every=health_every,
     )  # fmt: skip
 
 

@@ -12,11 +12,13 @@ from omegaconf import DictConfig
 
 from densessl import dist
 from densessl.engine.checkpoint import atomic_write
+from densessl.engine.health_check import measure
 from densessl.engine.interrupts import StopRequests
 from densessl.engine.logging import log
 from densessl.engine.session import Session, open_session
 from densessl.engine.step import step_state, train_step
 from densessl.errors import StorageError
+from densessl.health import MEASURES, collapse_signs
 from densessl.methods import StepState
 from densessl.runs import LAST_CHECKPOINT, METRICS_NAME, parse_metrics
 
@@ -85,10 +87,13 @@ def _stopped(s: Session, line: str) -> None:
 
 
 def _log_step(s: Session, state: StepState, loss: float, logs: dict) -> None:
-    """A metrics record every ``log_every`` steps (and at the first and last); the bar always."""
+    """A metrics record every ``log_every`` steps (and at the first and last) and at every
+    health check; the bar always."""
     s.throughput.add(s.cfg.batch_size)
     done = state.step + 1
-    if done % s.cfg.log_every == 0 or done == s.run.total_steps or state.step == s.start_step:
+    health = _health(s, state, done)
+    logged = done % s.cfg.log_every == 0 or done == s.run.total_steps
+    if logged or state.step == s.start_step or health:
         rate = s.throughput.rate()
         record = {
             "step": done,
@@ -100,9 +105,23 @@ def _log_step(s: Session, state: StepState, loss: float, logs: dict) -> None:
         if s.cfg.optim.weight_decay_end is not None:
             record["weight_decay"] = state.weight_decay
         record.update({k: dist.all_reduce_mean(v).item() for k, v in logs.items()})
-        s.metrics.write(record)
+        s.metrics.write({**record, **health})
         s.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}", refresh=False)
     s.bar.update(1)
+
+
+def _health(s: Session, state: StepState, done: int) -> dict[str, float]:
+    """The health measures at a check step (main process), with one warning line when a
+    collapse sign appears; {} elsewhere."""
+    if s.held is None or (done % s.health_every and done != s.run.total_steps):
+        return {}
+    values = measure(s.method, s.held, state)
+    signs = collapse_signs(values)
+    if signs.keys() - s.health_signs.keys():  # a measure crossed its threshold at this check
+        log.warning("step %d: the run looks collapsed: %s (densessl health %s)",
+                    done, "; ".join(signs.values()), s.run_dir)  # fmt: skip
+    s.health_signs, s.health_values = signs, values
+    return values
 
 
 def _last_logged_loss(run_dir: Path) -> float | None:
@@ -137,6 +156,8 @@ def _finish(s: Session, loss: float, last: Path | None, elapsed: float) -> RunRe
         "skipped_paths": skipped,
         "checkpoint": str(last) if last else None,
     }
+    if s.health_values:
+        summary["health"] = {k: round(v, 4) for k, v in s.health_values.items()}
     if dist.is_main():
         text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
         atomic_write(s.run_dir / "summary.json", lambda f: f.write(text.encode()))
@@ -145,6 +166,10 @@ def _finish(s: Session, loss: float, last: Path | None, elapsed: float) -> RunRe
             steps, elapsed, summary["images_per_sec"],
             "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}", last,
         )  # fmt: skip
+        if s.health_values:
+            measures = ", ".join(f"{MEASURES[k]} {v:.3f}" for k, v in s.health_values.items())
+            verdict = f"collapsing (densessl health {s.run_dir})" if s.health_signs else "healthy"
+            log.info("health at the end: %s: %s", measures, verdict)
         if skipped:
             log.warning(
                 "skipped %d unreadable file(s); list in %s",

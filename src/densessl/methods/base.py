@@ -104,6 +104,11 @@ class Method(nn.Module):
         """The layers ``freeze_last_layer`` freezes (DINO's head output layer)."""
         return []
 
+    def teacher_distribution(self, images: torch.Tensor, state: StepState) -> torch.Tensor | None:
+        """For a method whose teacher outputs a distribution, its target for each of ``images``
+        (N, K), which the run's health checks read (:mod:`densessl.health`); None otherwise."""
+        return None
+
     def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
         """Parameters the engine must not update at this step: their gradients are dropped
         (set to None, so the optimizer skips them entirely, weight decay included) after the

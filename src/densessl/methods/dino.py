@@ -206,6 +206,15 @@ class DINO(TeacherStudent):
             logits += encoder.head(cls).float().chunk(len(run))
         return logits
 
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's image logits (B, K) of one batch of global-size views."""
+        return self.image_logits(self.teacher, [images])[0]
+
+    def teacher_distribution(self, images: torch.Tensor, state: StepState) -> torch.Tensor:
+        """The teacher's target softmax((g_t(x) − C) / τ_t), (N, K)."""
+        logits = (self.teacher_logits(images) - self.center) / state.teacher_temp
+        return torch.softmax(logits, dim=-1)
+
     def forward(self, batch: Batch, state: StepState) -> LossOutput:
         views = batch.views
         with torch.no_grad():

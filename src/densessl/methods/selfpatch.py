@@ -136,6 +136,10 @@ class SelfPatch(DINO):
             patches.append(teacher.patch_head(targets.reshape(batch, n, dim)).float())
         return images, patches
 
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's image logits (B, K): its head on the aggregated tokens."""
+        return self.teacher_outputs([images])[0][0]
+
     def student_outputs(self, views: list[torch.Tensor]):
         """Image logits (B, K) and own-token patch logits (B, N, Kp) of every view."""
         student = self.student

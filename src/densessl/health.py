@@ -1,0 +1,136 @@
+"""Collapse signals of a pretraining run, measured on embeddings of a fixed held batch.
+
+A self-supervised run can find a trivial solution, the same output for every image, while its
+loss still looks sane. Three measures show it while it happens:
+
+- **effective rank** (RankMe, Garrido et al., ICML 2023): for embeddings Z (N, D) with
+  singular values σ_k, p_k = σ_k / Σ_j σ_j + ε and rank = exp(−Σ_k p_k log p_k). It is k for a
+  matrix of rank k with equal singular values, 1 when every row is the same direction, and at
+  most min(N, D).
+- **spread**: the per-dimension standard deviation of the ℓ2-normalised embeddings, averaged
+  over dimensions and multiplied by √D (SimSiam's collapse check, Chen & He, CVPR 2021). Unit
+  vectors spread evenly give about 1; identical rows give 0.
+- **teacher entropy** (teacher-student methods with a softmax output, DINO's check): the mean
+  per-image entropy of the teacher's output distribution over its maximum log K. A teacher
+  collapsed to the uniform distribution sits at 1.
+- **teacher diversity**: the entropy of the teacher's output averaged over the held images,
+  over its maximum log min(N, K). It is 1 when the N images go to N different prototypes, and
+  0 when they all go to the same one, DINO's other collapse, which a sharp per-image entropy
+  alone cannot tell from a healthy confident teacher.
+
+:data:`COLLAPSE` holds the thresholds; :func:`collapse_signs` reads them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+RANKME_EPS = 1e-7  # RankMe's ε: keeps log p finite for zero singular values
+
+
+def effective_rank(embeddings: torch.Tensor) -> float:
+    """RankMe of (N, D) embeddings (module docstring): exp of the entropy of the normalised
+    singular values."""
+    sigma = torch.linalg.svdvals(embeddings.float())
+    p = sigma / sigma.sum().clamp_min(1e-12) + RANKME_EPS
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def spread(embeddings: torch.Tensor) -> float:
+    """√D times the mean per-dimension standard deviation of the ℓ2-normalised (N, D) rows:
+    about 1 when they point every way, 0 when they all point one way."""
+    unit = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    return float(unit.std(dim=0, unbiased=False).mean() * math.sqrt(unit.shape[1]))
+
+
+def entropy_ratio(probabilities: torch.Tensor) -> float:
+    """Mean entropy of (N, K) distributions over its maximum log K: 1 for uniform rows,
+    0 for one-hot rows."""
+    p = probabilities.float()
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
+    return float(entropy.mean() / math.log(p.shape[1]))
+
+
+def diversity_ratio(probabilities: torch.Tensor) -> float:
+    """Entropy of the mean of (N, K) distributions over log min(N, K): 1 when the rows are
+    one-hot on N different entries, 0 when they all put their mass on the same one."""
+    p = probabilities.float().mean(dim=0)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return float(min(1.0, entropy / math.log(min(probabilities.shape))))
+
+
+@dataclass(frozen=True)
+class CollapseThresholds:
+    """Values past which a run is reported as collapsing (docs/health.md says how they were
+    measured): effective rank at or under ``rank`` (of a held batch of 64), spread under
+    ``spread``, teacher entropy over ``entropy`` of its maximum, teacher diversity under
+    ``diversity``."""
+
+    rank: float = 2.0
+    spread: float = 0.05
+    entropy: float = 0.95
+    diversity: float = 0.3
+
+
+COLLAPSE = CollapseThresholds()
+
+
+def collapse_signs(
+    values: dict[str, float], limits: CollapseThresholds = COLLAPSE
+) -> dict[str, str]:
+    """What in ``values`` (``effective_rank``, ``spread``, ``teacher_entropy``,
+    ``teacher_diversity``; any may be missing) says the run is collapsing: a short phrase by
+    measure; empty when nothing does."""
+    crossed = {
+        "effective_rank": lambda v: v <= limits.rank,
+        "spread": lambda v: v < limits.spread,
+        "teacher_entropy": lambda v: v > limits.entropy,
+        "teacher_diversity": lambda v: v < limits.diversity,
+    }
+    phrases = {
+        "effective_rank": f"<= {limits.rank:g}: the embeddings span a line",
+        "spread": f"< {limits.spread:g}: every image embeds alike",
+        "teacher_entropy": f"> {limits.entropy:g} of its maximum: the teacher outputs the "
+        "uniform distribution",
+        "teacher_diversity": f"< {limits.diversity:g}: the teacher sends every image to the "
+        "same few outputs",
+    }
+    return {
+        key: f"{MEASURES[key]} {values[key]:.3f} {phrases[key]}"
+        for key in crossed
+        if key in values and crossed[key](values[key])
+    }
+
+
+MEASURES = {
+    "effective_rank": "effective rank",
+    "spread": "spread",
+    "teacher_entropy": "teacher entropy",
+    "teacher_diversity": "teacher diversity",
+}
+MEANING = {
+    "effective_rank": "of the held images' embeddings; collapsed at or under {rank:g}",
+    "spread": "about 1 when embeddings point every way; collapsed under {spread:g}",
+    "teacher_entropy": "share of its maximum; a uniform teacher over {entropy:g}",
+    "teacher_diversity": "1: the images go to different outputs; collapsed under {diversity:g}",
+}
+
+
+def health_report(records: list[dict], limits: CollapseThresholds = COLLAPSE) -> tuple[str, bool]:
+    """The text ``densessl health`` prints for a run's metrics records (those with health
+    measures; the caller checks there is one) and whether the last check is healthy."""
+    checks = [r for r in records if "effective_rank" in r]
+    first, last = checks[0], checks[-1]
+    lines = [f"health at step {last['step']} (first check: step {first['step']})"]
+    for key, name in MEASURES.items():
+        if key in last:
+            meaning = MEANING[key].format(**vars(limits))
+            lines.append(f"  {name:<16}{last[key]:>8.3f}  (step {first['step']}: "
+                         f"{first[key]:.3f}; {meaning})")  # fmt: skip
+    signs = collapse_signs(last, limits)
+    verdict = "collapsing: " + "; ".join(signs.values()) if signs else "healthy"
+    lines.append("verdict: " + verdict)
+    return "\n".join(lines), not signs
