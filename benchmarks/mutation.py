@@ -111,8 +111,8 @@ MUTATIONS = [
     M(
         "dino_loss_no_centre",
         "losses/dino.py",
-        "target = F.softmax((teacher_logits.detach().to(dtype) - center.to(dtype)) / teacher_temp, -1)",
-        "target = F.softmax(teacher_logits.detach().to(dtype) / teacher_temp, -1)",
+        "teacher = teacher_logits.detach().to(dtype) - center.to(dtype)",
+        "teacher = teacher_logits.detach().to(dtype)",
         "frozen centre",
     ),
     M(
@@ -239,7 +239,7 @@ MUTATIONS = [
     ),
     M(
         "byol_momentum_now",
-        "methods/byol.py",
+        "schedules.py",
         "return Cosine(base, 1.0, ahead=1)",
         "return Cosine(base, 1.0)",
         "swapped momentum",
@@ -324,7 +324,7 @@ MUTATIONS = [
         "teacher = self.image_logits(self.student, views[:2])  # 2 x (B, K)",
         "wrong network",
     ),
-    M("dino_same_view_pairs", "methods/dino.py", "        if a != b\n", "", "swapped pair"),
+    M("dino_same_view_pairs", "losses/dino.py", "        if a != b\n", "", "swapped pair"),
     M(
         "dino_frozen_centre",
         "methods/dino.py",
@@ -416,6 +416,7 @@ OWN = {
     "methods/dino.py": ["tests/test_dino.py", "tests/test_selfpatch.py"],
     "methods/selfpatch.py": ["tests/test_selfpatch.py"],
     "methods/base.py": ["tests/test_methods.py", "tests/test_export.py"],
+    "schedules.py": ["tests/test_method_schedules.py", "tests/test_byol.py"],
 }  # fmt: skip
 EVERY_METHOD = [
     "tests/test_method_schedules.py",

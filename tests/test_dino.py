@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from densessl.engine.optim import clip_each_parameter_
-from densessl.losses import dino_loss
-from densessl.methods.dino import cross_view_loss, same_size_runs
+from densessl.losses import cross_view_loss, dino_loss
+from densessl.methods.dino import same_size_runs
 from densessl.schedules import Constant, Cosine, RunLength
 
 from conftest import augmented_batch, state_at, tiny_vit_method

@@ -137,3 +137,9 @@ class Switch(Schedule):
     def at(self, step: int, run: RunLength) -> float:
         switch = self.at_steps or run.steps(self.at_epochs)
         return self.before if step < switch else self.after
+
+
+def byol_momentum(base: float) -> Cosine:
+    """τ: 1 − (1 − base)·(cos(π·k/K) + 1)/2, from ``base`` to 1. The update after step k
+    prepares the target of step k + 1, so it reads τ(k + 1)."""
+    return Cosine(base, 1.0, ahead=1)

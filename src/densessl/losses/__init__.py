@@ -9,7 +9,7 @@ objectives, live in :mod:`densessl.models.matching` and :mod:`densessl.models.ne
 
 from densessl.losses.byol import byol_loss
 from densessl.losses.densecl import densecl_dense_loss
-from densessl.losses.dino import dino_loss
+from densessl.losses.dino import cross_view_loss, dino_loss
 from densessl.losses.mcl import mcl_cell_loss
 from densessl.losses.moco import info_nce
 from densessl.losses.soco import box_pair_loss
@@ -17,6 +17,7 @@ from densessl.losses.soco import box_pair_loss
 __all__ = [
     "box_pair_loss",
     "byol_loss",
+    "cross_view_loss",
     "densecl_dense_loss",
     "dino_loss",
     "info_nce",

@@ -46,3 +46,27 @@ def dino_loss(
         target = F.softmax(teacher / teacher_temp, dim=-1)
         log_prob = F.log_softmax(student_logits.to(dtype) / student_temp, dim=-1)
         return -(target * log_prob).sum(dim=-1).mean()
+
+
+def cross_view_loss(
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
+    """DINO's multi-crop loss: mean of :func:`dino_loss` over every (teacher view a, student
+    view b ≠ a) pair; ``teacher`` holds the first len(teacher) views (the global ones).
+
+    Args:
+        student: V tensors (B, K).
+        teacher: T ≤ V tensors (B, K), for views 0..T-1.
+        center: (1, K).
+    """
+    terms = [
+        dino_loss(s, t, center, student_temp, teacher_temp)
+        for a, t in enumerate(teacher)
+        for b, s in enumerate(student)
+        if a != b
+    ]
+    return torch.stack(terms).mean()

@@ -54,10 +54,10 @@ from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherS
 from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
-from densessl.models.heads import MLPHead
+from densessl.models.heads import byol_mlp
 from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine
+from densessl.schedules import Cosine, byol_momentum
 
 
 @dataclass
@@ -70,20 +70,6 @@ class BYOLConfig:
     # Every block's last BN scale starts at 0 (reference). A short run on a small set leaves
     # those scales near 0; turning it off scored best on CamVid (BENCHMARKS.md, BYOL family).
     zero_init_residual: bool = True
-
-
-def byol_mlp(in_dim: int, hidden_dim: int, out_dim: int, last_bias: bool = False) -> MLPHead:
-    """BYOL's projector / predictor: Linear BN ReLU Linear, PyTorch default init, the last
-    Linear without bias as in BYOL's reference (SoCo's port keeps one: ``last_bias=True``)."""
-    return MLPHead(
-        in_dim, hidden_dim, out_dim, batch_norm=True, kaiming_init=False, last_bias=last_bias
-    )
-
-
-def byol_momentum(base: float) -> Cosine:
-    """τ: 1 − (1 − base)·(cos(π·k/K) + 1)/2, from ``base`` to 1. The update after step k
-    prepares the target of step k + 1, so it reads τ(k + 1)."""
-    return Cosine(base, 1.0, ahead=1)
 
 
 @METHODS.register("byol")

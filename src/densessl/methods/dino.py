@@ -63,7 +63,7 @@ from densessl.config import OptimConfig, TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, multi_crop_views
 from densessl.errors import ConfigError
-from densessl.losses import dino_loss
+from densessl.losses import cross_view_loss
 from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
 from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
@@ -105,30 +105,6 @@ def same_size_runs(views: list[torch.Tensor]) -> list[list[int]]:
         else:
             runs.append([i])
     return runs
-
-
-def cross_view_loss(
-    student: list[torch.Tensor],
-    teacher: list[torch.Tensor],
-    center: torch.Tensor,
-    student_temp: float,
-    teacher_temp: float,
-) -> torch.Tensor:
-    """DINO's multi-crop loss: mean of :func:`dino_loss` over every (teacher view a, student
-    view b ≠ a) pair; ``teacher`` holds the first len(teacher) views (the global ones).
-
-    Args:
-        student: V tensors (B, K).
-        teacher: T ≤ V tensors (B, K), for views 0..T-1.
-        center: (1, K).
-    """
-    terms = [
-        dino_loss(s, t, center, student_temp, teacher_temp)
-        for a, t in enumerate(teacher)
-        for b, s in enumerate(student)
-        if a != b
-    ]
-    return torch.stack(terms).mean()
 
 
 @METHODS.register("dino")

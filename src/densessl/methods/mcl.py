@@ -86,7 +86,6 @@ from densessl.methods.base import (
     TeacherStudent,
     keep_in_graph,
 )
-from densessl.methods.byol import byol_momentum
 from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
@@ -94,7 +93,7 @@ from densessl.models.fpn import FPN, LEVELS
 from densessl.models.heads import MLPHead
 from densessl.models.window_head import WindowHead, cut_windows
 from densessl.registry import METHODS
-from densessl.schedules import Cosine
+from densessl.schedules import Cosine, byol_momentum
 
 HEAD_INPUTS = ("cells", "all")
 STRIDE = 32  # of P5: the window side is the view side over this

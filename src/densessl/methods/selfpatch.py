@@ -54,9 +54,9 @@ from torch import nn
 
 from densessl.data.batch import Batch
 from densessl.errors import ConfigError
-from densessl.losses import dino_loss
+from densessl.losses import cross_view_loss, dino_loss
 from densessl.methods.base import LossOutput, MethodContext, StepState
-from densessl.methods.dino import DINO, DINOConfig, cross_view_loss, same_size_runs
+from densessl.methods.dino import DINO, DINOConfig, same_size_runs
 from densessl.models.class_attention import TokenAggregator
 from densessl.models.encoder import Encoder
 from densessl.models.neighbours import BORDERS, selfpatch_neighbors

@@ -91,15 +91,15 @@ from densessl.methods.base import (
     TeacherStudent,
     keep_in_graph,
 )
-from densessl.methods.byol import byol_mlp, byol_momentum
 from densessl.models import build_backbone
 from densessl.models.box_head import ConvFCBoxHead, roi_align_assigned, roi_align_levels
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.fpn import FPN, LEVELS
+from densessl.models.heads import byol_mlp
 from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine
+from densessl.schedules import Cosine, byol_momentum
 
 
 @dataclass

@@ -165,3 +165,11 @@ class DINOHead(nn.Module):
         hidden = self.mlp(x)  # (..., bottleneck), the autocast dtype
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return self.last_layer(F.normalize(hidden.float(), dim=-1))
+
+
+def byol_mlp(in_dim: int, hidden_dim: int, out_dim: int, last_bias: bool = False) -> MLPHead:
+    """BYOL's projector / predictor: Linear BN ReLU Linear, PyTorch default init, the last
+    Linear without bias as in BYOL's reference (SoCo's port keeps one: ``last_bias=True``)."""
+    return MLPHead(
+        in_dim, hidden_dim, out_dim, batch_norm=True, kaiming_init=False, last_bias=last_bias
+    )
