@@ -235,11 +235,13 @@ def test_resume_with_another_batch_is_refused(run, workspace, capsys):
 
 def test_resume_applies_and_logs_the_settings_that_may_change(run, caplog):
     caplog.set_level("INFO", logger="densessl")
-    assert main(resume(run, "--workers", "1", "log_every=3", steps=STEPS + 5)) == 0
+    args = resume(run, "--workers", "1", "log_every=3", "health_every=-1", steps=STEPS + 5)
+    assert main(args) == 0
     said = [r.getMessage() for r in caplog.records]
     assert "resuming with data.workers 1 (was 0)" in said
     assert "resuming with log_every 3 (was 1)" in said
-    # the first step of the session, every third and the last are logged
+    assert "resuming with health_every -1 (was 0)" in said
+    # with no health checks, the first step of the session, every third and the last are logged
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6, 9]
 
 

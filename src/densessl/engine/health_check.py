@@ -38,14 +38,17 @@ def _centre_square(image: Image.Image, side: int) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.float32)
 
 
-def held_batch(source: ImageSource, side: int, count: int = HELD_IMAGES) -> torch.Tensor:
-    """(N, 3, side, side) normalised images: the first ``count`` readable ones of ``source``."""
+def held_batch(source: ImageSource, side: int, count: int = HELD_IMAGES) -> torch.Tensor | None:
+    """(N, 3, side, side) normalised images: the first ``count`` readable ones of ``source``
+    (None when it has none: the loader then says so in its own words)."""
     pixels = []
     for i in range(len(source)):
         if len(pixels) == count:
             break
         with contextlib.suppress(UnreadableImage):
             pixels.append(_centre_square(source.load_image(i).convert("RGB"), side))
+    if not pixels:
+        return None
     images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2) / 255.0
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     return (images - mean[:, None, None]) / std[:, None, None]

@@ -216,9 +216,10 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
     batches = iter(loader)  # draws the loader's base seed from torch's global generator
     held, health_every = None, 0
     if cfg.health_every >= 0 and dist.is_main():
-        held = held_batch(source, cfg.data.image_size).to(device)
-        held = held.contiguous(memory_format=memory_format)
-        health_every = health_interval(cfg.health_every, run.steps_per_epoch)
+        held = held_batch(source, cfg.data.image_size)
+        if held is not None:
+            held = held.to(device).contiguous(memory_format=memory_format)
+            health_every = health_interval(cfg.health_every, run.steps_per_epoch)
     if state is not None:
         # Restored last, after every draw of the setup, so that the resumed steps draw what the
         # straight run drew (stochastic depth, MCL's montage placement).
