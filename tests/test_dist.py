@@ -37,3 +37,19 @@ def test_two_processes_with_shuffle_bn(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records(out))  # rank 0 logs
     model = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
     assert int(model["queue.ptr"]) == 16 % 16 and int(model["dense_queue.ptr"]) == 0
+
+
+def test_health_checks_between_log_steps_under_two_processes(tmp_path):
+    """A check at a step that is not a log step writes a record whose terms are averaged over
+    both processes: each must take part, though only rank 0 measures (it hung before)."""
+    out = tmp_path / "health"
+    overrides = tiny_overrides(out, steps=3, log_every=100, health_every=2)[1:]
+    cli = ["-m", "densessl.cli", "pretrain", "--method", "mocov2", "--out", str(out), *overrides]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", *cli]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = records(out)
+    assert [r["step"] for r in logged] == [1, 2, 3]  # first step, the check at 2, the last
+    assert [r["step"] for r in logged if "effective_rank" in r] == [2, 3]

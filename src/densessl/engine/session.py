@@ -78,7 +78,7 @@ class Session:
     memory_format: torch.memory_format = torch.contiguous_format  # of the weights and the views
     saved_step: int | None = None  # step of the last checkpoint written (None: none yet)
     held: torch.Tensor | None = None  # the health checks' images (main process only)
-    health_every: int = 0  # steps between health checks; 0: none
+    health_every: int = 0  # steps between health checks, the same in every process; 0: none
     health_signs: dict[str, str] = field(default_factory=dict)  # the last check's collapse signs
     health_values: dict[str, float] = field(default_factory=dict)  # the last check's measures
 
@@ -214,12 +214,13 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         model = DistributedDataParallel(method, device_ids=ids, broadcast_buffers=False)
     loader = build_loader(cfg, source, method, device, start_step * cfg.accum_steps)
     batches = iter(loader)  # draws the loader's base seed from torch's global generator
+    # Every process knows the check steps (their records hold collectives); one measures.
     held, health_every = None, 0
-    if cfg.health_every >= 0 and dist.is_main():
-        held = held_batch(source, cfg.data.image_size)
-        if held is not None:
-            held = held.to(device).contiguous(memory_format=memory_format)
-            health_every = health_interval(cfg.health_every, run.steps_per_epoch)
+    if cfg.health_every >= 0:
+        health_every = health_interval(cfg.health_every, run.steps_per_epoch)
+        if dist.is_main():
+            held = held_batch(source, cfg.data.image_size)
+            held = held if held is None else held.to(device).contiguous(memory_format=memory_format)
     if state is not None:
         # Restored last, after every draw of the setup, so that the resumed steps draw what the
         # straight run drew (stochastic depth, MCL's montage placement).

@@ -91,9 +91,11 @@ def _log_step(s: Session, state: StepState, loss: float, logs: dict) -> None:
     health check; the bar always."""
     s.throughput.add(s.cfg.batch_size)
     done = state.step + 1
-    health = _health(s, state, done)
+    check = s.health_every > 0 and (done % s.health_every == 0 or done == s.run.total_steps)
+    health = _health(s, state, done) if check else {}
     logged = done % s.cfg.log_every == 0 or done == s.run.total_steps
-    if logged or state.step == s.start_step or health:
+    # The same decision in every process: a record's terms are averaged over all of them.
+    if logged or state.step == s.start_step or check:
         rate = s.throughput.rate()
         record = {
             "step": done,
@@ -111,9 +113,9 @@ def _log_step(s: Session, state: StepState, loss: float, logs: dict) -> None:
 
 
 def _health(s: Session, state: StepState, done: int) -> dict[str, float]:
-    """The health measures at a check step (main process), with one warning line when a
-    collapse sign appears; {} elsewhere."""
-    if s.held is None or (done % s.health_every and done != s.run.total_steps):
+    """The health measures at a check step (the main process; {} in the others), with one
+    warning line when a collapse sign appears."""
+    if s.held is None:
         return {}
     values = measure(s.method, s.held, state)
     signs = collapse_signs(values)
