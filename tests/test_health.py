@@ -102,6 +102,9 @@ def test_a_backbone_that_outputs_one_vector_measures_collapsed(tmp_path):
     collapsed = measure(method, images, state_at(method, 0))
     assert collapsed["effective_rank"] <= COLLAPSE.rank and collapsed["spread"] < 1e-5
     assert backbone.training and method.training  # the modes are restored
+    with torch.no_grad():
+        next(backbone.parameters()).fill_(float("nan"))
+    assert measure(method, images, state_at(method, 0)) == {}  # no SVD of NaN: no crash
 
 
 def _records(run):
