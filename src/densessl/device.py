@@ -11,8 +11,6 @@ from torch import nn
 from densessl import dist
 from densessl.errors import ConfigError
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` (or None): this process's GPU under torchrun when CUDA is available, else the

@@ -60,9 +60,6 @@ class StepState:
     freeze_last_layer: bool = False  # drop the last head layer's gradients (DINO)
 
 
-METHOD_SCHEDULES = ("teacher_momentum", "teacher_temp", "dense_weight", "freeze_last_layer")
-
-
 class Method(nn.Module):
     """Base class of every pretraining method (see the module docstring)."""
 
