@@ -42,8 +42,8 @@ LEVEL_THRESHOLDS = (48, 96, 192, 224)  # upper bounds of sqrt(w h) for P2, P3, P
 # similarity summed) with its Felzenszwalb parameters (scale 300, sigma 0.9, min_size 100 px at
 # full resolution), on an image whose longer side is at most SEARCH_MAX_SIDE pixels. 256 and the
 # opencv route were chosen by measurement on CamVid (BENCHMARKS.md, "SoCo proposals"): with
-# sigma scaled, as many of the reference's boxes as at full resolution (67.5%), 13x faster than
-# the reference; the best route at 10x, though none reached 90% of its boxes.
+# sigma scaled, as many of the reference's boxes as at full resolution, and the best route at
+# the speed asked of it.
 SEARCH_K = 300
 SEARCH_SIGMA = 0.9
 SEARCH_MIN_SIZE = 100

@@ -1,8 +1,8 @@
 """Speed settings the engine applies to a built method: memory format and torch.compile.
 
 Neither changes what is computed, only how: ``channels_last`` lays 4-D weights and images out
-as NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster than NCHW (a ResNet-50 training step
-at 224 px, batch 8, 2 CPU threads: about 1.2x); ``compile`` hands each network part to
+as NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster than NCHW (BENCHMARKS.md,
+"Speed"); ``compile`` hands each network part to
 ``torch.compile``. Results agree with the plain path to float rounding. The method code stays
 layout- and device-agnostic; only the engine calls this.
 """

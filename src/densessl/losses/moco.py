@@ -47,8 +47,8 @@ class _QueueInfoNCE(torch.autograd.Function):
     With a 65536-key queue and DenseCL's M = B·S² query rows, the logit matrix dominates the
     loss's cost: 1568 × 65536 floats (392 MiB) per GPU in the paper setting. Forward writes the
     logits once and exponentiates them in place; backward is one matrix product with those
-    exponentials, so the loss costs little more than its two matrix products (about 2x faster
-    than the concat form on CPU, same values).
+    exponentials, so the loss costs little more than its two matrix products (same values as
+    the concat form; its speed-up is in BENCHMARKS.md).
     Computed in float32 even under autocast: bf16 logits at τ = 0.2 lose too much.
     """
 

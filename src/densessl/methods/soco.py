@@ -61,11 +61,10 @@ Deviations from the reference:
 - The lr warm-up is the engine's linear ramp from lr/warmup_steps, not the reference's ramp from
   lr/100; cosine floor 1e-6 as the reference.
 - Proposals (:mod:`densessl.data.proposals`): OpenCV-contrib's selective search on a copy with
-  longer side 256 (route ``opencv``), not the reference's Python search on the full image: 13x
-  faster, but it recovers only 67.5% of the reference's filtered boxes at IoU 0.7 on CamVid and
-  keeps about half as many. ``densessl proposals --route port --max-side 0`` gives the
-  reference's boxes exactly (the algorithm ported, about 3x faster than the reference; needs
-  scikit-image). No route reached 90% of the boxes at 10x the speed (BENCHMARKS.md).
+  longer side 256 (route ``opencv``), not the reference's Python search on the full image: much
+  faster, but it recovers only part of the reference's boxes (BENCHMARKS.md, "SoCo
+  proposals"). ``densessl proposals --route port --max-side 0`` gives the reference's boxes
+  exactly (the algorithm ported; needs scikit-image).
 - Precision: the paper YAMLs set ``precision: fp16`` (torch autocast + GradScaler, the analogue
   of AMP O1); the dataclass default stays ``auto`` (bf16 on CUDA, fp32 on CPU) because fp16
   autocast needs a GPU, so a run without a paper YAML trains in bf16 on CUDA.
