@@ -78,17 +78,28 @@ class CollapseThresholds:
 COLLAPSE = CollapseThresholds()
 
 
+def thresholds(limits: CollapseThresholds = COLLAPSE) -> dict[str, float]:
+    """Each measure's collapse threshold, by its key in the metrics."""
+    return {
+        "effective_rank": limits.rank,
+        "spread": limits.spread,
+        "teacher_entropy": limits.entropy,
+        "teacher_diversity": limits.diversity,
+    }
+
+
 def collapse_signs(
     values: dict[str, float], limits: CollapseThresholds = COLLAPSE
 ) -> dict[str, str]:
     """What in ``values`` (``effective_rank``, ``spread``, ``teacher_entropy``,
     ``teacher_diversity``; any may be missing) says the run is collapsing: a short phrase by
     measure; empty when nothing does."""
+    limit = thresholds(limits)
     crossed = {
-        "effective_rank": lambda v: v <= limits.rank,
-        "spread": lambda v: v < limits.spread,
-        "teacher_entropy": lambda v: v > limits.entropy,
-        "teacher_diversity": lambda v: v < limits.diversity,
+        "effective_rank": lambda v: v <= limit["effective_rank"],
+        "spread": lambda v: v < limit["spread"],
+        "teacher_entropy": lambda v: v > limit["teacher_entropy"],
+        "teacher_diversity": lambda v: v < limit["teacher_diversity"],
     }
     phrases = {
         "effective_rank": f"<= {limits.rank:g}: the embeddings span a line",

@@ -27,18 +27,13 @@ from densessl.eval.correspondence import (
     match_views,
     two_views,
 )
-from densessl.health import COLLAPSE, MEASURES
+from densessl.health import MEASURES, thresholds
 from densessl.runs import read_metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-HEALTH_THRESHOLDS = {
-    "effective_rank": COLLAPSE.rank,
-    "spread": COLLAPSE.spread,
-    "teacher_entropy": COLLAPSE.entropy,
-    "teacher_diversity": COLLAPSE.diversity,
-}
+HEALTH_THRESHOLDS = thresholds()
 
 
 def plot_loss_curves(runs: dict[str, Path], out: Path) -> Path:
