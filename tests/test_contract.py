@@ -9,7 +9,6 @@ registry.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 import torch
@@ -24,7 +23,8 @@ NAMES = METHODS.names()
 
 
 def with_momentum(method, momentum: float) -> StepState:
-    return dataclasses.replace(state_at(method, 0), teacher_momentum=momentum)
+    state = state_at(method, 0)
+    return StepState(state.step, {**state.values, "teacher_momentum": momentum})
 
 
 def buffers(method) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import pytest
 from densessl.engine.step import step_state
 from densessl.methods import build_method
 from densessl.registry import METHODS
-from densessl.schedules import RunLength
+from densessl.schedules import Constant, RunLength
 
 from engine_harness import tiny_config
 
@@ -39,7 +39,7 @@ def expected(name: str, c, k: int) -> dict:
     return {
         "teacher_momentum": cosine_to_one(c.momentum, k),
         "teacher_temp": temp,
-        "freeze_last_layer": k < round(c.freeze_last_layer_epochs * RUN.steps_per_epoch),
+        "freeze_last_layer": float(k < round(c.freeze_last_layer_epochs * RUN.steps_per_epoch)),
     }
 
 
@@ -50,3 +50,10 @@ def test_declared_schedules_equal_their_closed_forms(name, tmp_path):
         state = step_state(k, method.schedules(), RUN)
         for field, value in expected(name, method.cfg, k).items():
             assert getattr(state, field) == pytest.approx(value, rel=1e-12), (k, field)
+
+
+def test_a_name_nobody_declared_fails_loudly_naming_what_was():
+    state = step_state(0, {"teacher_momentum": Constant(0.99)}, RUN)
+    assert state.teacher_momentum == 0.99
+    with pytest.raises(AttributeError, match=r"'dense_weight'.*declared: teacher_momentum"):
+        _ = state.dense_weight

@@ -53,7 +53,7 @@ class Session:
 
     Attributes:
         method: the method itself; ``model`` is what the step calls (DDP-wrapped under torchrun).
-        schedules: lr and weight decay (the engine's) plus the method's, by StepState field.
+        schedules: lr and weight decay (the engine's) plus the method's, by declared name.
         batches: micro-batches from ``start_step`` on.
         skipped: files the data workers could not read, so far.
     """

@@ -20,10 +20,7 @@ from densessl.schedules import RunLength, Schedule
 
 def step_state(step: int, schedules: dict[str, Schedule], run: RunLength) -> StepState:
     """Every declared schedule evaluated at ``step``."""
-    values = {name: schedule.at(step, run) for name, schedule in schedules.items()}
-    if "freeze_last_layer" in values:
-        values["freeze_last_layer"] = bool(values["freeze_last_layer"])
-    return StepState(step=step, **values)
+    return StepState(step, {name: schedule.at(step, run) for name, schedule in schedules.items()})
 
 
 def train_step(s: Session, state: StepState) -> tuple[float, dict[str, torch.Tensor]]:

@@ -11,7 +11,7 @@ teacher and queue per step).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -46,18 +46,23 @@ class MethodContext:
 
 @dataclass(frozen=True)
 class StepState:
-    """The values of one optimizer step, evaluated by the engine from the declared schedules.
+    """The values of one optimizer step: ``step`` (from 0) and every declared schedule evaluated
+    there, by the name it was declared under (the engine's ``lr`` and ``weight_decay``, the
+    method's own names), read as attributes: ``state.teacher_momentum``.
 
-    A value the method did not declare is None (using it is a bug that fails loudly).
+    The engine knows no method's value by name; reading a name nobody declared is a bug and
+    fails loudly, naming what was declared.
     """
 
-    step: int  # optimizer step, from 0
-    lr: float | None = None
-    weight_decay: float | None = None
-    teacher_momentum: float | None = None  # m of θ_t ← m·θ_t + (1 − m)·θ_s after this step
-    teacher_temp: float | None = None  # τ_t (DINO, SelfPatch)
-    dense_weight: float | None = None  # λ of the dense term (DenseCL)
-    freeze_last_layer: bool = False  # drop the last head layer's gradients (DINO)
+    step: int
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        declared = ", ".join(sorted(values)) or "none"
+        raise AttributeError(f"no schedule named {name!r} was declared (declared: {declared})")
 
 
 class Method(nn.Module):
@@ -97,10 +102,6 @@ class Method(nn.Module):
         """Called instead of :meth:`after_step` when a step is abandoned (NaN, interrupt):
         drop whatever the step's forward passes left pending (keys waiting for the queue)."""
 
-    def last_layers(self) -> list[nn.Module]:
-        """The layers ``freeze_last_layer`` freezes (DINO's head output layer)."""
-        return []
-
     def teacher_distribution(self, images: torch.Tensor, state: StepState) -> torch.Tensor | None:
         """For a method whose teacher outputs a distribution, its target for each of ``images``
         (N, K), which the run's health checks read (:mod:`densessl.health`); None otherwise."""
@@ -109,10 +110,8 @@ class Method(nn.Module):
     def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
         """Parameters the engine must not update at this step: their gradients are dropped
         (set to None, so the optimizer skips them entirely, weight decay included) after the
-        backward pass. DINO freezes its last layer during the first epoch this way."""
-        if not state.freeze_last_layer:
-            return []
-        return [p for layer in self.last_layers() for p in layer.parameters() if p.requires_grad]
+        backward pass."""
+        return []
 
     def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
         """The modules that go downstream, by role (``{"backbone": ...}``)."""

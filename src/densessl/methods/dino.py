@@ -221,4 +221,12 @@ class DINO(TeacherStudent):
         self._pending_centers.clear()
 
     def last_layers(self) -> list[nn.Module]:
+        """The head's output layer, which ``freeze_last_layer`` holds still."""
         return [self.student.head.last_layer]
+
+    def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
+        """The last layers while ``freeze_last_layer`` is on (the first epoch, paper): their
+        gradients are dropped, so the optimizer skips them, weight decay included."""
+        if not state.freeze_last_layer:
+            return []
+        return [p for layer in self.last_layers() for p in layer.parameters() if p.requires_grad]
