@@ -139,6 +139,12 @@ class Switch(Schedule):
         return self.before if step < switch else self.after
 
 
+def cosine_to_one(base: float, step: int, total_steps: int) -> float:
+    """BYOL's τ(k) = 1 − (1 − base)·(cos(π·k/K) + 1)/2 written out (methods'
+    ``schedule_formulas``), with k capped at K."""
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step, total_steps) / total_steps) + 1) / 2
+
+
 def byol_momentum(base: float) -> Cosine:
     """τ: 1 − (1 − base)·(cos(π·k/K) + 1)/2, from ``base`` to 1. The update after step k
     prepares the target of step k + 1, so it reads τ(k + 1)."""

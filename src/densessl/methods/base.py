@@ -22,7 +22,7 @@ from densessl.config import TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.views import MultiViewTransform, ViewSpec
 from densessl.models.ema import ema_update_
-from densessl.schedules import Schedule
+from densessl.schedules import RunLength, Schedule
 
 
 @dataclass
@@ -80,6 +80,12 @@ class Method(nn.Module):
 
     def schedules(self) -> dict[str, Schedule]:
         """The time-dependent values this method reads, by :class:`StepState` field name."""
+        return {}
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        """Each declared schedule's value at ``step`` written out as the paper's formula, plain
+        arithmetic with no :mod:`densessl.schedules` object: the contract test holds
+        :meth:`schedules` to it, so every declared name needs its formula here."""
         return {}
 
     def view_specs(self) -> list[ViewSpec]:

@@ -57,7 +57,7 @@ from densessl.models.encoder import Encoder
 from densessl.models.heads import byol_mlp
 from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, byol_momentum
+from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
 
 
 @dataclass
@@ -95,6 +95,10 @@ class BYOL(TeacherStudent):
 
     def schedules(self) -> dict[str, Cosine]:
         return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        # The update after step k prepares the target of step k + 1: τ(k + 1).
+        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
     @staticmethod
     def project(encoder: Encoder, images: torch.Tensor) -> torch.Tensor:

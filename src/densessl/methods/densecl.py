@@ -54,7 +54,7 @@ from densessl.models.heads import DenseHead
 from densessl.models.outputs import dense_level, global_vector
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
-from densessl.schedules import Schedule, Switch
+from densessl.schedules import RunLength, Schedule, Switch
 
 
 @dataclass
@@ -85,6 +85,11 @@ class DenseCL(MoCoV2):
         # λ = 0 before the warm-up step: the switch of the reference's DenseCLWarmupHook.
         dense_weight = Switch(0.0, self.cfg.dense_weight, at_steps=self.cfg.dense_warmup_steps)
         return {**super().schedules(), "dense_weight": dense_weight}
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        c = self.cfg
+        lam = c.dense_weight if step >= c.dense_warmup_steps else 0.0
+        return {**super().schedule_formulas(step, run), "dense_weight": lam}
 
     def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> global (B, D), dense (B, N, D), pooled (B, D) normalised;

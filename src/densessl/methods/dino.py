@@ -71,7 +71,14 @@ from densessl.models.encoder import Encoder
 from densessl.models.heads import DINOHead
 from densessl.models.vit import ViTBackbone, disable_drop_path_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, LinearThenConstant, Schedule, Switch
+from densessl.schedules import (
+    Cosine,
+    LinearThenConstant,
+    RunLength,
+    Schedule,
+    Switch,
+    cosine_to_one,
+)
 
 
 @dataclass
@@ -172,6 +179,19 @@ class DINO(TeacherStudent):
                 c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs
             ),
             "freeze_last_layer": Switch(1.0, 0.0, at_epochs=c.freeze_last_layer_epochs),
+        }
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        c = self.cfg
+        warm = round(c.warmup_teacher_temp_epochs * run.steps_per_epoch)
+        frozen = round(c.freeze_last_layer_epochs * run.steps_per_epoch)
+        temp = c.teacher_temp
+        if step < warm:  # linear from τ_t's warm-up value, per step
+            temp = c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * step / warm
+        return {
+            "teacher_momentum": cosine_to_one(c.momentum, step, run.total_steps),
+            "teacher_temp": temp,
+            "freeze_last_layer": float(step < frozen),
         }
 
     def image_logits(self, encoder: Encoder, views: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -93,7 +93,7 @@ from densessl.models.fpn import FPN, LEVELS
 from densessl.models.heads import MLPHead
 from densessl.models.window_head import WindowHead, cut_windows
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, byol_momentum
+from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
 
 HEAD_INPUTS = ("cells", "all")
 STRIDE = 32  # of P5: the window side is the view side over this
@@ -205,6 +205,10 @@ class MCL(TeacherStudent):
 
     def schedules(self) -> dict[str, Cosine]:
         return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        # The update after step k prepares the target of step k + 1: τ(k + 1).
+        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
     @staticmethod
     def pyramid(encoder: Encoder, images: torch.Tensor) -> list[torch.Tensor]:

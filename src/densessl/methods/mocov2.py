@@ -55,7 +55,7 @@ from densessl.models.heads import MLPHead
 from densessl.models.outputs import dense_level, global_vector
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
-from densessl.schedules import Constant, Schedule
+from densessl.schedules import Constant, RunLength, Schedule
 
 
 @dataclass
@@ -102,6 +102,9 @@ class MoCoV2(TeacherStudent):
 
     def schedules(self) -> dict[str, Schedule]:
         return {"teacher_momentum": Constant(self.cfg.momentum)}
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        return {"teacher_momentum": self.cfg.momentum}
 
     def view_specs(self) -> list[ViewSpec]:
         return moco_v2_views(self.ctx.image_size, tuple(self.cfg.blur_sigma))
