@@ -23,6 +23,7 @@ import torch
 from densessl.registry import METHODS
 
 from engine_harness import engine_steps, in_processes, tiny_config
+from tiny_methods import where_config_has
 from tiny_timm import tiny_timm_name
 
 pytestmark = pytest.mark.dist
@@ -38,16 +39,12 @@ CASES["densecl-timm_regnety_002"] = ("densecl", {"backbone": tiny_timm_name("reg
 # and MCL's montages (each process tiles its own images, as the reference does, from the global
 # generator). Off here; MCL keeps level 0 (the full views), so its cross-process negatives, the
 # gathered targets, are still checked.
-PROCESS_LOCAL_RANDOMNESS = {
-    "dino": {"method.drop_path_rate": 0.0},
-    "selfpatch": {"method.drop_path_rate": 0.0},
-    "mcl": {"method.levels": 1},
-}
+PROCESS_LOCAL_RANDOMNESS = {"drop_path_rate": 0.0, "levels": 1}
 
 
 def run_config(case: str, out: Path):
     name, extra = CASES[case]
-    extra = {**PROCESS_LOCAL_RANDOMNESS.get(name, {}), **extra}
+    extra = {**where_config_has(name, PROCESS_LOCAL_RANDOMNESS), **extra}
     return tiny_config(name, out, batch_norm="sync", steps=STEPS, **extra)
 
 

@@ -20,9 +20,10 @@ from densessl.engine.fast_path import (
 )
 from densessl.engine.setup import build_loader, build_source
 from densessl.methods import get_method
+from densessl.registry import METHODS
 
 from conftest import state_at, tiny_overrides
-from tiny_methods import tiny_batch, tiny_method
+from tiny_methods import is_vit, tiny_batch, tiny_method
 
 
 def loss_and_grads(method, batch, state):
@@ -49,7 +50,7 @@ def first_conv(method) -> nn.Conv2d:
     return next(m for m in method.student.modules() if isinstance(m, nn.Conv2d))
 
 
-@pytest.mark.parametrize("name", ["mocov2", "densecl", "byol", "soco", "mcl"])
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if not is_vit(n)])
 def test_a_channels_last_step_equals_the_contiguous_one(name, tmp_path):
     method, cfg = tiny_method(name, tmp_path)
     batch = tiny_batch(method, cfg)

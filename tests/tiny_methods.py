@@ -6,6 +6,7 @@ build each method and its views one way.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -18,9 +19,22 @@ from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.methods import build_method, get_method
+from densessl.registry import METHODS
 
 sys.path.insert(0, str(Path(__file__).with_name("golden")))
 from record import RUNS  # the tiny run of every method
+
+
+def where_config_has(name: str, settings: dict) -> dict:
+    """The ``settings`` (field -> value) that method ``name``'s config has, as overrides: how a
+    test applies a setting to every method it concerns without naming them."""
+    fields = {f.name for f in dataclasses.fields(METHODS.get(name).Config)}
+    return {f"method.{key}": value for key, value in settings.items() if key in fields}
+
+
+def is_vit(name: str) -> bool:
+    """Whether ``name``'s tiny run trains a ViT (else a ResNet-18)."""
+    return RUNS[name]["backbone"].startswith("vit")
 
 
 def tiny_method(name: str, out: Path, **extra):

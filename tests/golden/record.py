@@ -22,6 +22,7 @@ writes it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -33,9 +34,11 @@ import torch
 from densessl.config import build_config
 from densessl.engine.train import train
 from densessl.methods import get_method
+from densessl.registry import METHODS
 from densessl.runs import load_checkpoint
 
-RECORD = Path(__file__).with_name("record.json")  # {"about": ..., "machines": {machine: runs}}
+# {"about": ..., "runs": {method: tiny-run overrides}, "machines": {machine: {method: results}}}
+RECORD = Path(__file__).with_name("record.json")
 STEPS = 10
 THREADS = 2
 
@@ -46,33 +49,50 @@ _CNN = {
     "data.synthetic_images": 8,
     "data.synthetic_size": 80,
 }
-_FPN = {**_CNN, "method.dim": 16, "method.hidden_dim": 32, "method.fpn_channels": 16,
-        "method.head_channels": 16}  # fmt: skip
 _VIT = {
     "backbone": "vit_test_patch8",
     "batch_size": 4,
     "data.image_size": 48,
     "data.synthetic_images": 8,
     "data.synthetic_size": 64,
-    "method.local_crops": 2,
-    "method.local_crop_size": 24,
-    "method.out_dim": 64,
-    "method.hidden_dim": 32,
-    "method.bottleneck_dim": 16,
 }
-# Each method's tiny run. Epochs are a couple of steps long, so epoch-based schedules (warm-up,
-# DINO's teacher temperature and last-layer freeze) all change inside the 10 steps.
-RUNS: dict[str, dict] = {
-    "mocov2": {**_CNN, "method.queue_size": 16, "method.dim": 16, "method.hidden_dim": 32},
-    "densecl": {**_CNN, "method.queue_size": 16, "method.dim": 16, "method.hidden_dim": 32},
-    "byol": {**_CNN, "method.dim": 16, "method.hidden_dim": 32},
-    "soco": {**_FPN, "method.head_fc_dim": 32},
-    "mcl": _FPN,
-    "dino": {**_VIT, "method.warmup_teacher_temp_epochs": 2, "method.freeze_last_layer_epochs": 1},
-    "selfpatch": {**_VIT, "method.patch_out_dim": 32},
+# Tiny widths and crops, set on every method whose config has the field.
+_TINY_FIELDS = {
+    "queue_size": 16,
+    "dim": 16,
+    "hidden_dim": 32,
+    "fpn_channels": 16,
+    "head_channels": 16,
+    "head_fc_dim": 32,
+    "patch_out_dim": 32,
+    "local_crops": 2,
+    "local_crop_size": 24,
+    "out_dim": 64,
+    "bottleneck_dim": 16,
 }
 _COMMON = {"steps": STEPS, "seed": 0, "device": "cpu", "data.workers": 0, "log_every": 1,
            "checkpoint_every": 1000}  # fmt: skip
+
+
+def tiny_run(name: str) -> dict:
+    """A new method's tiny run, from its class alone: the tiny ResNet-18 or ViT setting of its
+    default backbone, and :data:`_TINY_FIELDS` where its config has them."""
+    method = get_method(name)
+    fields = {f.name for f in dataclasses.fields(method.Config)}
+    run = dict(_VIT if method.run_defaults.backbone.startswith("vit") else _CNN)
+    return {**run, **{f"method.{k}": v for k, v in _TINY_FIELDS.items() if k in fields}}
+
+
+def recorded_runs() -> dict[str, dict]:
+    """Every registered method's tiny run: as recorded (the record keeps the overrides each entry
+    was made with), else :func:`tiny_run`."""
+    import densessl.methods  # noqa: F401  (registers them)
+
+    recorded = json.loads(RECORD.read_text()).get("runs", {}) if RECORD.exists() else {}
+    return {name: recorded.get(name) or tiny_run(name) for name in METHODS.names()}
+
+
+RUNS = recorded_runs()
 
 
 def run_method(name: str, out: Path) -> dict:
@@ -88,7 +108,7 @@ def run_method(name: str, out: Path) -> dict:
 
 def _run(name: str, out: Path) -> dict:
     overrides = {**RUNS[name], **_COMMON, "out": str(out)}
-    if name in ("byol", "soco", "mcl", "dino", "selfpatch"):  # warm-up inside the run
+    if get_method(name).run_defaults.optim.warmup_epochs:  # a warm-up, short enough to end
         overrides.setdefault("optim.warmup_steps", 3)
     cfg = build_config(get_method(name), overrides=[f"{k}={v}" for k, v in overrides.items()])
     train(cfg)
@@ -139,7 +159,8 @@ def main(argv=None) -> int:
     # "about": where and from which code each entry was written (edit this machine's by hand)
     about = {name: kept.get("about", {}).get(name, "") for name in machines}
     if args.write:
-        RECORD.write_text(json.dumps({"about": about, "machines": machines}, indent=1) + "\n")
+        record = {"about": about, "runs": RUNS, "machines": machines}
+        RECORD.write_text(json.dumps(record, indent=1) + "\n")
     sys.stdout.write(json.dumps({this_machine(): runs}, indent=1) + "\n")
     return 0
 
