@@ -1,4 +1,4 @@
-"""Projection heads: a vector MLP (global), a 1x1-conv MLP (dense) and DINO's head."""
+"""Projection heads: a vector MLP (global), a 1x1-conv MLP (dense, per location) and DINO's head."""
 
 from __future__ import annotations
 
@@ -61,25 +61,27 @@ class MLPHead(nn.Module):
 
 
 class DenseHead(nn.Module):
-    """Conv1x1 -> ReLU -> Conv1x1: DenseCL's dense projection head, applied per location.
+    """Conv1x1 -> [BN] -> ReLU -> Conv1x1, applied per location: DenseCL's dense projection head
+    (no BN) and PixPro's projector and predictor (``batch_norm=True``, the reference's MLP2d).
 
-    The convs keep PyTorch's default init on purpose: the DenseCL reference's init helper touches
-    only Linear and norm layers, so its dense head is default-initialised while its global head is
-    Kaiming (an asymmetry we reproduce).
+    The convs keep PyTorch's default init, with biases, as both references do (the DenseCL
+    reference's init helper touches only Linear and norm layers, so its dense head is
+    default-initialised while its global head is Kaiming).
 
     Args:
         in_dim: input channels C.
         hidden_dim: hidden channels.
         out_dim: output channels D.
+        batch_norm: add BatchNorm2d after the hidden conv (statistics over B·H·W).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Conv2d(in_dim, hidden_dim, kernel_size=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_dim, out_dim, kernel_size=1),
-        )
+        layers: list[nn.Module] = [nn.Conv2d(in_dim, hidden_dim, kernel_size=1)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(hidden_dim))
+        layers += [nn.ReLU(inplace=True), nn.Conv2d(hidden_dim, out_dim, kernel_size=1)]
+        self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project every location.
