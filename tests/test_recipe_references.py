@@ -56,6 +56,31 @@ SOCO = {
     "method.jitter_ratio": 0.1,
     "method.cutout_scale": [0.1, 0.3],
 }
+# zdaxie/PixPro tools/pixpro_base_r50_{100,400}ep.sh: 8 GPUs x 128, --base-lr 1.0
+# --weight-decay 1e-5 --warmup-epoch 5 --crop 0.08 --aug BYOL --pixpro-p 2
+# --pixpro-momentum 0.99 --pixpro-pos-ratio 0.7 --pixpro-transform-layer 1
+# --pixpro-ins-loss-weight 0. --amp-opt-level O1; contrast/models/PixPro.py Proj_Head
+# 2048-4096-256 and clamp 0 (option.py); contrast/resnet.py zero-starts bn3; cosine to 1e-6.
+PIXPRO = {
+    **LARS_COMMON,
+    "batch_size": 1024,
+    "optim.base_lr": 1.0,
+    "optim.weight_decay": 1e-5,
+    "optim.warmup_epochs": 5.0,
+    "optim.min_lr": 1e-6,
+    "optim.lars_variant": "byol",
+    "precision": "fp16",
+    "method.momentum": 0.99,
+    "method.crop_scale": [0.08, 1.0],
+    "method.dim": 256,
+    "method.hidden_dim": 4096,
+    "method.gamma": 2.0,
+    "method.pos_ratio": 0.7,
+    "method.clamp": 0.0,
+    "method.transform_layers": 1,
+    "method.instance_weight": 0.0,
+    "method.zero_init_residual": True,
+}
 # facebookresearch/dino main_dino.py argument defaults; DINOHead(hidden_dim=2048,
 # bottleneck_dim=256); utils.get_params_groups leaves biases and norms undecayed; 224 / 96 px.
 DINO = {
@@ -181,6 +206,8 @@ REFERENCE_RUNS = {
         "method.patch_loss_weight": 0.1,
         "method.neighbours": 4,  # --k_num 4: top 4 of the 8 neighbours in a 3 x 3 window
     },
+    "pixpro_r50_in1k_100ep.yaml": {**PIXPRO, "epochs": 100.0},
+    "pixpro_r50_in1k_400ep.yaml": {**PIXPRO, "epochs": 400.0},
     "mocov2_r50_in1k_200ep.yaml": {**MOCO, "epochs": 200.0, "optim.base_lr": 0.03},
     "densecl_r50_in1k_200ep.yaml": {
         **MOCO,

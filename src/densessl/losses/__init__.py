@@ -4,7 +4,8 @@ No modules, no state, no collectives: every function takes already-gathered tens
 keys across processes and keeping the negative queue are the caller's business), so each can be
 checked in one process against a plain-loop reference (``tests/reference/``). Each file's
 docstrings give the formula and the shapes. Matching and neighbour tables, which are not
-objectives, live in :mod:`densessl.models.matching` and :mod:`densessl.models.neighbours`.
+objectives, live in :mod:`densessl.models.matching`, :mod:`densessl.models.neighbours` and
+:mod:`densessl.models.pixel_pairs`.
 """
 
 from densessl.losses.byol import byol_loss
@@ -12,6 +13,7 @@ from densessl.losses.densecl import densecl_dense_loss
 from densessl.losses.dino import cross_view_loss, dino_loss
 from densessl.losses.mcl import mcl_cell_loss
 from densessl.losses.moco import info_nce
+from densessl.losses.pixpro import pixpro_loss
 from densessl.losses.soco import box_pair_loss
 
 __all__ = [
@@ -22,4 +24,5 @@ __all__ = [
     "dino_loss",
     "info_nce",
     "mcl_cell_loss",
+    "pixpro_loss",
 ]

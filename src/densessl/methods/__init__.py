@@ -3,7 +3,7 @@
 from omegaconf import DictConfig, OmegaConf
 
 # Imported for their registration side effect.
-from densessl.methods import byol, densecl, dino, mcl, mocov2, selfpatch, soco  # noqa: F401
+from densessl.methods import byol, densecl, dino, mcl, mocov2, pixpro, selfpatch, soco  # noqa: F401
 from densessl.methods.base import LossOutput, Method, MethodContext, StepState, TeacherStudent
 from densessl.registry import METHODS
 
