@@ -244,6 +244,36 @@ MUTATIONS = [
         "return Cosine(base, 1.0)",
         "swapped momentum",
     ),
+    # ---- PixPro
+    M(
+        "pixpro_threshold",
+        "models/pixel_pairs.py",
+        "return (distance < threshold).float()",
+        "return (distance < 2 * threshold).float()",
+        "wrong constant",
+    ),
+    M(
+        "pixpro_no_sharpening",
+        "models/propagation.py",
+        "weights = similarity**self.gamma",
+        "weights = similarity",
+        "dropped term",
+    ),
+    M(
+        "pixpro_online_targets",
+        "methods/pixpro.py",
+        "target = [self.encode(self.teacher, view) for view in batch.views]",
+        "target = [self.encode(self.student, view) for view in batch.views]",
+        "wrong network",
+    ),
+    M(
+        "pixpro_pairs_across_images",
+        "methods/pixpro.py",
+        "pairs = positive_pairs(coords[0], coords[1], grids[0], grids[1], self.cfg.pos_ratio)",
+        "pairs = positive_pairs(coords[0], coords[1].roll(1, 0), grids[0], grids[1], "
+        "self.cfg.pos_ratio)",
+        "swapped pair",
+    ),
     # ---- SoCo
     M(
         "soco_own_view_targets",
@@ -406,13 +436,15 @@ MUTATIONS = [
 FIRST = ["tests/test_wiring.py"]
 OWN = {
     "losses": ["tests/test_losses.py", "tests/test_dino.py", "tests/test_byol.py",
-               "tests/test_soco.py", "tests/test_mcl.py"],
-    "models": ["tests/test_models.py", "tests/test_methods.py", "tests/test_selfpatch.py"],
+               "tests/test_soco.py", "tests/test_mcl.py", "tests/test_pixpro.py"],
+    "models": ["tests/test_models.py", "tests/test_methods.py", "tests/test_selfpatch.py",
+               "tests/test_pixpro.py"],
     "methods/mocov2.py": ["tests/test_methods.py", "tests/test_dist.py"],
     "methods/densecl.py": ["tests/test_methods.py", "tests/test_engine.py"],
     "methods/byol.py": ["tests/test_byol.py"],
     "methods/soco.py": ["tests/test_soco.py"],
     "methods/mcl.py": ["tests/test_mcl.py"],
+    "methods/pixpro.py": ["tests/test_pixpro.py"],
     "methods/dino.py": ["tests/test_dino.py", "tests/test_selfpatch.py"],
     "methods/selfpatch.py": ["tests/test_selfpatch.py"],
     "methods/base.py": ["tests/test_methods.py", "tests/test_export.py"],

@@ -27,6 +27,12 @@ from reference.plain_byol import plain_byol_loss
 from reference.plain_dino import plain_dino_loss, plain_multicrop_loss, plain_selfpatch_neighbors
 from reference.plain_losses import plain_densecl_dense_loss, plain_info_nce
 from reference.plain_mcl import plain_cell_loss
+from reference.plain_pixpro import (
+    plain_coords,
+    plain_pairs,
+    plain_pixpro_loss,
+    plain_propagation,
+)
 from reference.plain_soco import reference_regression_loss
 from tiny_methods import perturb_student, tiny_batch, tiny_method
 
@@ -92,6 +98,44 @@ def test_byol_predicts_the_teachers_projection_of_the_other_view(tmp_path):
                   for v in (first, second))  # fmt: skip
         z1, z2 = (method.teacher.projector(pooled_c5(method.teacher, v)) for v in (first, second))
     expected = plain_byol_loss(p1.double(), z2.double()) + plain_byol_loss(p2.double(), z1.double())
+    assert method(batch, state_at(method, 0)).loss.item() == pytest.approx(expected, rel=REL)
+
+
+def test_pixpro_propagates_student_pixels_onto_the_other_views_teacher_pixels(tmp_path):
+    """At 128 px the C5 map is 4x4; the pairs come from each view's crop box and flip through
+    the reference's coordinates, the propagation and the loss from the plain loops."""
+    method, batch = perturbed("pixpro", tmp_path, **{"data.image_size": 128})
+    rows = lambda t: t.flatten(2).transpose(1, 2).double().tolist()  # noqa: E731  per image (N, D)
+    with torch.no_grad():
+        x = [method.student.projector(method.student.backbone(v)["c5"]) for v in batch.views]
+        t = [method.teacher.projector(method.teacher.backbone(v)["c5"]) for v in batch.views]
+        g = [method.propagation.transform(xv) for xv in x]  # the module's own 1x1 conv
+    h, w = x[0].shape[-2:]
+    coords = [
+        [
+            plain_coords(box.tolist(), bool(flip), int(size[0]), int(size[1]))
+            for box, flip, size in zip(
+                batch.crop_boxes[:, v], batch.flipped[:, v], batch.source_sizes, strict=True
+            )
+        ]
+        for v in range(2)
+    ]
+    pairs = [
+        [
+            plain_pairs(cq, ck, h, w, h, w, 0.7)
+            for cq, ck in zip(coords[v], coords[1 - v], strict=True)
+        ]
+        for v in range(2)
+    ]
+    paired = sum(value for image in pairs[0] for row in image for value in row)
+    assert 0 < paired < len(pairs[0]) * (h * w) ** 2  # some pixels pair, not all
+    y = [
+        [plain_propagation(xb, gb, 2.0) for xb, gb in zip(rows(x[v]), rows(g[v]), strict=True)]
+        for v in range(2)
+    ]
+    expected = plain_pixpro_loss(y[0], rows(t[1]), pairs[0]) + plain_pixpro_loss(
+        y[1], rows(t[0]), pairs[1]
+    )
     assert method(batch, state_at(method, 0)).loss.item() == pytest.approx(expected, rel=REL)
 
 
