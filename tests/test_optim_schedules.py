@@ -142,7 +142,7 @@ def test_openselfsup_lars_two_steps_equal_the_hand_written_update(implementation
     # (then w -= lr·buf) would differ.
     net = tiny_net()
     cfg = OptimConfig(name="lars", base_lr=LR, weight_decay=WD, momentum=MOMENTUM, lars_eta=ETA,
-                      decay_norm_and_bias=False, lars_variant="openselfsup",
+                      decay_norm_and_bias=False, lars_variant="lr_in_buffer",
                       implementation=implementation)  # fmt: skip
     optimizer = build_optimizer(net.named_parameters(), cfg)
     w, buffers = {n: p.detach().clone().double() for n, p in net.named_parameters()}, {}
@@ -180,3 +180,15 @@ def test_mmcv_cosine_times_linear_warmup(step):
     assert lr == pytest.approx(regular, rel=1e-12)
     if step == 0:
         assert lr == pytest.approx(peak * 1e-4, rel=1e-12)
+
+
+@pytest.mark.parametrize(("former", "name"), [("byol", "trust_on_update"),
+                                              ("openselfsup", "lr_in_buffer")])  # fmt: skip
+def test_a_run_config_with_a_former_lars_variant_name_still_builds(former, name, tmp_path):
+    """Run folders written before the variants were named by their rule hold the old names;
+    resuming them must give the same optimizer."""
+    from densessl.config import build_config
+    from densessl.methods import get_method
+
+    cfg = build_config(get_method("byol"), overrides=[f"optim.lars_variant={former}"])
+    assert cfg.optim.lars_variant == name

@@ -36,7 +36,7 @@ BYOL = {
     "method.crop_scale": [0.08, 1.0],
     "method.dim": 256,
     "method.hidden_dim": 4096,
-    "optim.lars_variant": "byol",
+    "optim.lars_variant": "trust_on_update",
     "optim.schedule": "cosine",
 }
 # hologerry/SoCo tools/SoCo_FPN_*.sh: 16 GPUs x 128, --base_lr 1.0 --weight_decay 1e-5
@@ -68,7 +68,7 @@ PIXPRO = {
     "optim.weight_decay": 1e-5,
     "optim.warmup_epochs": 5.0,
     "optim.min_lr": 1e-6,
-    "optim.lars_variant": "byol",
+    "optim.lars_variant": "trust_on_update",
     "precision": "fp16",
     "method.momentum": 0.99,
     "method.crop_scale": [0.08, 1.0],
@@ -162,7 +162,7 @@ REFERENCE_RUNS = {
         "optim.weight_decay": 1e-5,
         "optim.min_lr": 1e-4,
         "optim.clip_grad": 500.0,
-        "optim.lars_variant": "openselfsup",
+        "optim.lars_variant": "lr_in_buffer",
         "optim.schedule": "cosine_times_warmup",
         "optim.warmup_ratio": 1e-4,
         "precision": "fp16",

@@ -46,7 +46,8 @@ class OptimConfig:
     weight_decay: float = 1e-4  # MoCo-v2 / DenseCL: 1e-4
     decay_norm_and_bias: bool = True  # the DenseCL reference decays every parameter
     lars_eta: float = 0.001  # LARS trust coefficient
-    lars_variant: str = "byol"  # byol | openselfsup (MCL's; see engine/optim.py LARS)
+    # trust_on_update (BYOL, SoCo, PixPro) | lr_in_buffer (MCL's OpenSelfSup; engine/optim.py)
+    lars_variant: str = "trust_on_update"
     schedule: str = "cosine"  # cosine | constant | cosine_times_warmup (mmcv's, see schedules.py)
     warmup_ratio: float = 0.0  # cosine_times_warmup only: warm-up factor at step 0 (mmcv's)
     warmup_steps: int = 0  # linear warm-up; DenseCL uses none
@@ -225,14 +226,21 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The LARS variants' former names, which the config files of earlier runs hold.
+FORMER_LARS_VARIANTS = {"byol": "trust_on_update", "openselfsup": "lr_in_buffer"}
+
+
 def validate(cfg: DictConfig) -> None:
+    variant = OmegaConf.select(cfg, "optim.lars_variant")
+    if variant in FORMER_LARS_VARIANTS:
+        cfg.optim.lars_variant = FORMER_LARS_VARIANTS[variant]
     choices = {
         "batch_norm": ("shuffle", "sync", "local"),
         "precision": ("auto", "fp32", "bf16", "fp16"),
         "device": ("auto", "cpu", "cuda"),
         "optim.name": ("sgd", "lars", "adamw"),
         "optim.schedule": ("cosine", "constant", "cosine_times_warmup"),
-        "optim.lars_variant": ("byol", "openselfsup"),
+        "optim.lars_variant": ("trust_on_update", "lr_in_buffer"),
         "optim.clip_mode": ("global", "per_param"),
         "data.augment_on": ("auto", "worker", "device"),
         "data.decode": ("cpu", "gpu"),

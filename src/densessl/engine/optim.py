@@ -1,7 +1,7 @@
 """Optimizers: SGD, LARS and AdamW over two parameter groups (decayed / not decayed).
 
 Norm weights and biases are the 1-D parameters; with ``decay_norm_and_bias=False`` they get no
-weight decay and, under LARS, no trust-ratio adaptation (BYOL / SoCo convention).
+weight decay and, under LARS, no trust-ratio adaptation.
 """
 
 from __future__ import annotations
@@ -28,15 +28,19 @@ def parameter_groups(
     return groups
 
 
+# The two update rules, named by what distinguishes them (the method docstrings say whose is whose).
+LARS_VARIANTS = ("trust_on_update", "lr_in_buffer")
+
+
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al., 2017), in one of the
     two forms the references use.
 
-    ``variant="byol"`` (BYOL's and SoCo's recipes): for a parameter w with gradient g,
+    ``variant="trust_on_update"``: for a parameter w with gradient g,
     u = g + wd·w; if the group adapts, u ← u · η·‖w‖/‖u‖; then the momentum buffer
     b ← μ·b + u and w ← w − lr·b.
 
-    ``variant="openselfsup"`` (MCL's reference, OpenSelfSup's ``LARS``): the trust ratio is
+    ``variant="lr_in_buffer"`` (OpenSelfSup's ``LARS``): the trust ratio is
     t = η·‖w‖/(‖g‖ + wd·‖w‖) and the learning rate enters the buffer:
     b ← μ·b + lr·t·(g + wd·w), w ← w − b. With a varying lr the two differ beyond the trust
     ratio: a past step keeps the lr it was taken with.
@@ -56,11 +60,11 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         eta: float = 0.001,
-        variant: str = "byol",
+        variant: str = "trust_on_update",
         foreach: bool = True,
     ) -> None:
-        if variant not in ("byol", "openselfsup"):
-            raise ValueError(f"unknown LARS variant {variant!r}; known: byol, openselfsup")
+        if variant not in LARS_VARIANTS:
+            raise ValueError(f"unknown LARS variant {variant!r}; known: {', '.join(LARS_VARIANTS)}")
         self.variant = variant
         self.foreach = foreach
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
@@ -85,16 +89,16 @@ class LARS(torch.optim.Optimizer):
         if group.get("apply_decay", True):
             wd = group["weight_decay"]
             w_norm = torch.linalg.vector_norm(p)
-            if self.variant == "byol":
+            if self.variant == "trust_on_update":
                 update = update.add(p, alpha=wd)
                 divisor = torch.linalg.vector_norm(update)
-            else:  # openselfsup: the decay's norm is added, not the decayed gradient's
+            else:  # lr_in_buffer: the decay's norm is added, not the decayed gradient's
                 divisor = torch.linalg.vector_norm(update) + wd * w_norm
                 update = update.add(p, alpha=wd)
             ok = (w_norm > 0) & (divisor > 0)
             update = update * torch.where(ok, group["eta"] * w_norm / divisor, 1.0)
-        # byol: lr scales the buffer; openselfsup: lr scales each update buffered.
-        lr_in_buffer = self.variant == "openselfsup"
+        # trust_on_update: lr scales the buffer; lr_in_buffer: lr scales each update buffered.
+        lr_in_buffer = self.variant == "lr_in_buffer"
         if lr_in_buffer:
             update = update * group["lr"]
         state = self.state[p]
@@ -108,12 +112,12 @@ class LARS(torch.optim.Optimizer):
         """:meth:`_step_one` for every parameter of a group at once, with multi-tensor kernels
         (one kernel per operation instead of one per parameter: hundreds fewer launches)."""
         grads = [p.grad for p in params]
-        lr_in_buffer = self.variant == "openselfsup"
+        lr_in_buffer = self.variant == "lr_in_buffer"
         if group.get("apply_decay", True):
             wd = group["weight_decay"]
             w_norms = torch.stack(torch._foreach_norm(params))  # (n,)
             updates = torch._foreach_add(grads, params, alpha=wd)
-            if self.variant == "byol":
+            if self.variant == "trust_on_update":
                 divisors = torch.stack(torch._foreach_norm(updates))
             else:
                 divisors = torch.stack(torch._foreach_norm(grads)) + wd * w_norms
@@ -145,7 +149,7 @@ class LARS(torch.optim.Optimizer):
 
 @torch.no_grad()
 def clip_each_parameter_(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
-    """DINO's clipping: scale each parameter's gradient to norm at most ``max_norm`` on its own
+    """Scale each parameter's gradient to norm at most ``max_norm`` on its own
     (``g *= max_norm / (‖g‖ + 1e-6)`` when that factor is below 1), not one global norm."""
     for p in parameters:
         if p.grad is None:

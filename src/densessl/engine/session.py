@@ -223,7 +223,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
             held = held if held is None else held.to(device).contiguous(memory_format=memory_format)
     if state is not None:
         # Restored last, after every draw of the setup, so that the resumed steps draw what the
-        # straight run drew (stochastic depth, MCL's montage placement).
+        # straight run drew (stochastic depth, montage placement).
         ckpt.set_rng_state(state["rng"])
     return Session(
         cfg, run_dir, device, method, model, optimizer, scaler, autocast_dtype, run, schedules,

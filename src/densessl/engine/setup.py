@@ -48,8 +48,8 @@ def build_source(cfg: DictConfig) -> ImageSource:
 
 
 def build_method_checked(cfg: DictConfig) -> Method:
-    """``build_method(cfg)``; a backbone without the feature level the method reads (DenseCL's
-    ``c5`` from a ViT) is a one-line ConfigError instead of a KeyError."""
+    """``build_method(cfg)``; a backbone without the feature level the method reads (``c5``
+    from a ViT) is a one-line ConfigError instead of a KeyError."""
     try:
         return build_method(cfg)
     except KeyError as err:

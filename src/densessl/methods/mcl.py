@@ -30,7 +30,7 @@ label its source image's global index (local index + B·rank)::
 
 Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2 (BYOL's rule). Recipe (engine), the
 reference's OpenSelfSup optimiser and mmcv schedule: LARS with trust ratio
-η‖w‖/(‖g‖ + wd‖w‖) and the lr inside the momentum buffer (``optim.lars_variant: openselfsup``),
+η‖w‖/(‖g‖ + wd‖w‖) and the lr inside the momentum buffer (``optim.lars_variant: lr_in_buffer``),
 lr 1.0 × batch/256 on a cosine to 1e-4 over the whole run, multiplied during the 10 warm-up
 epochs by a factor rising linearly from 1e-4 (``optim.schedule: cosine_times_warmup``), weight
 decay 1e-5, norms and biases excluded from decay and adaptation, gradient norm clipped at 500;
@@ -163,7 +163,7 @@ class MCL(TeacherStudent):
     # The released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images): lr 16 at 4096.
     # configs/selfsup/MCL/MCL.py with OpenSelfSup's LARS and mmcv's warm-up times cosine.
     run_defaults = lars_run(4096, 100.0, base_lr=1.0, weight_decay=1e-5, min_lr=1e-4,
-                            clip_grad=500.0, lars_variant="openselfsup",
+                            clip_grad=500.0, lars_variant="lr_in_buffer",
                             schedule="cosine_times_warmup", warmup_ratio=1e-4)  # fmt: skip
     export_network = "online"  # the reference's converter takes encoder_q
     # The head's convs transfer as the detector's box-head convs (its fc is not pretrained).
