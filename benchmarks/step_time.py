@@ -33,7 +33,6 @@ from densessl.config import build_config
 from densessl.data.batch import Batch, collate_views
 from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
-from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.engine.fast_path import (
     apply_memory_format,
@@ -98,7 +97,8 @@ def main() -> None:
     def batch_for(method) -> Batch:
         """The method's own views of the same scenes (seed 0): two for MoCo/BYOL, SoCo's boxed
         views, MCL's eight, DINO's multi-crop."""
-        proposals = SceneBoxes(scenes) if method.needs_proposals else None
+        # the scenes' own boxes stand in for selective search (not what a run uses)
+        proposals = (lambda i: scenes.scene(i).boxes) if method.needs_proposals else None
         dataset = MultiViewDataset(scenes, method.make_transform(), seed=0, proposals=proposals)
         samples = [dataset[(0, i)] for i in range(args.batch_size)]
         return augment_batch(collate_views(samples)).to(device)

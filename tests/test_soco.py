@@ -22,7 +22,6 @@ from densessl.data.box_views import (
     overlapping,
 )
 from densessl.data.pretrain import MultiViewDataset
-from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.losses import box_pair_loss
 from densessl.methods import build_method, get_method
@@ -31,6 +30,7 @@ from densessl.runs import load_checkpoint
 from conftest import TINY_FPN_RUN, assert_target_moves_only_by_ema, state_at, write_scene_folder
 from reference.plain_byol import plain_byol_loss
 from reference.plain_soco import reference_regression_loss
+from tiny_methods import SceneBoxes
 
 TINY = {
     **TINY_FPN_RUN,

@@ -16,7 +16,6 @@ from densessl.config import build_config
 from densessl.data.batch import collate_views
 from densessl.data.batch_augment import augment_batch
 from densessl.data.pretrain import MultiViewDataset
-from densessl.data.proposal_store import SceneBoxes
 from densessl.data.synthetic import SyntheticScenes
 from densessl.methods import build_method, get_method
 from densessl.registry import METHODS
@@ -43,6 +42,17 @@ def tiny_method(name: str, out: Path, **extra):
     cfg = build_config(get_method(name), overrides=[f"{k}={v}" for k, v in overrides.items()])
     torch.manual_seed(0)
     return build_method(cfg), cfg
+
+
+class SceneBoxes:
+    """The built-in scenes' own instance boxes as proposals: annotations, so not SoCo's
+    unsupervised setting; for tests that need known boxes without selective search."""
+
+    def __init__(self, scenes: SyntheticScenes) -> None:
+        self.scenes = scenes
+
+    def __call__(self, i: int):
+        return self.scenes.scene(i).boxes  # (M, 4) float32 xyxy source pixels
 
 
 def tiny_batch(method, cfg, n: int = 4):

@@ -44,7 +44,6 @@ from densessl.data.proposals import (
     image_proposals,
 )
 from densessl.data.sources import ImageFolder, ImageSource, UnreadableImage
-from densessl.data.synthetic import SyntheticScenes
 from densessl.errors import DataError
 from densessl.progress import progress as show_progress
 
@@ -331,17 +330,6 @@ class ProposalList:
 
     def __call__(self, i: int):
         return self.boxes[i]
-
-
-class SceneBoxes:
-    """The built-in scenes' own instance boxes as proposals: annotations, so not SoCo's
-    unsupervised setting; for tests that need known boxes without selective search."""
-
-    def __init__(self, scenes: SyntheticScenes) -> None:
-        self.scenes = scenes
-
-    def __call__(self, i: int):
-        return self.scenes.scene(i).boxes  # (M, 4) float32 xyxy source pixels
 
 
 def proposal_lookup(source: ImageSource, run_dir: str | Path, workers: int) -> ProposalList:
