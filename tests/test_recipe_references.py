@@ -122,6 +122,9 @@ MOCO = {
     "method.queue_size": 65536,
     "method.temperature": 0.2,
     "method.momentum": 0.999,
+    "method.crop_scale": [0.2, 1.0],  # moco/main_moco.py --aug-plus: RandomResizedCrop(0.2, 1)
+    "method.blur_p": 0.5,  # GaussianBlur([.1, 2.]) with p=0.5
+    "method.blur_sigma": [0.1, 2.0],
 }
 
 REFERENCE_RUNS = {

@@ -47,11 +47,17 @@ class ViewSpec:
         return _pair(self.size)
 
 
-def moco_v2_views(size: int, blur_sigma: tuple[float, float] = (0.1, 2.0)) -> list[ViewSpec]:
-    """The two identical MoCo-v2 views: RandomResizedCrop(size, scale=(0.2, 1)), flip 0.5, and
-    the MoCo-v2 photometric recipe with Gaussian blur σ drawn from ``blur_sigma`` pixels."""
-    photometric = replace(MOCO_V2_PHOTOMETRIC, blur_sigma=tuple(blur_sigma))
-    spec = ViewSpec(size=size, photometric=photometric)
+def moco_v2_views(
+    size: int,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    crop_scale: tuple[float, float] = (0.2, 1.0),
+    blur_p: float = 0.5,
+) -> list[ViewSpec]:
+    """The two identical MoCo-v2 views: RandomResizedCrop(size, scale=crop_scale), flip 0.5, and
+    the MoCo-v2 photometric recipe with Gaussian blur σ drawn from ``blur_sigma`` pixels with
+    probability ``blur_p`` (paper: scale (0.2, 1), σ 0.1-2 px, p 0.5)."""
+    photometric = replace(MOCO_V2_PHOTOMETRIC, blur_sigma=tuple(blur_sigma), blur_p=blur_p)
+    spec = ViewSpec(size=size, scale=tuple(crop_scale), photometric=photometric)
     return [spec, spec]
 
 

@@ -68,6 +68,8 @@ class MoCoV2Config:
     momentum: float = 0.999  # m, key encoder momentum, constant (paper: 0.999)
     # Gaussian blur σ range in pixels, drawn per view with p 0.5 (paper: 0.1-2 px, for 224 px views)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_p: float = 0.5  # probability of the blur per view (paper: 0.5)
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop area range (paper)
 
 
 @METHODS.register("mocov2")
@@ -107,7 +109,9 @@ class MoCoV2(TeacherStudent):
         return {"teacher_momentum": self.cfg.momentum}
 
     def view_specs(self) -> list[ViewSpec]:
-        return moco_v2_views(self.ctx.image_size, tuple(self.cfg.blur_sigma))
+        c = self.cfg
+        size = self.ctx.image_size
+        return moco_v2_views(size, tuple(c.blur_sigma), tuple(c.crop_scale), c.blur_p)
 
     def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> {"global": (B, D) L2-normalised}."""
