@@ -108,3 +108,18 @@ def test_shipped_recipes_load(recipe):
 def test_recipe_for_another_method_is_refused():
     with pytest.raises(ConfigError, match="densecl"):
         build_config(get_method("mocov2"), RECIPES / "densecl_r50_in1k_200ep.yaml")
+
+
+def test_fp64_trains_weights_queues_and_views_in_float64(tmp_path, monkeypatch):
+    """``precision=fp64`` (the golden record's): every floating tensor of the state, queues
+    included, is float64, and so is every view the method receives."""
+    from densessl.methods.densecl import DenseCL
+
+    seen = []
+    forward = DenseCL.forward
+    monkeypatch.setattr(DenseCL, "forward", lambda self, batch, state: (
+        seen.extend(v.dtype for v in batch.views), forward(self, batch, state))[1])  # fmt: skip
+    assert pretrain(tmp_path, 1, precision="fp64") == 0
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    floats = {t.dtype for t in state.values() if t.is_floating_point()}
+    assert floats == {torch.float64} and set(seen) == {torch.float64}

@@ -70,7 +70,9 @@ class TrainConfig:
     epochs: float = 200.0  # used when steps == 0
     accum_steps: int = 1  # gradient accumulation micro-steps per optimizer step
     batch_norm: str = "shuffle"  # shuffle (MoCo shuffle-BN on keys) | sync | local
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 | fp64 (weights and views in float64:
+    # reference runs that must agree across CPUs, such as the golden record; slow)
+    precision: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     memory_format: str = "auto"  # auto (channels_last on CNNs) | channels_last | contiguous
     compile: bool = False  # torch.compile the student's and teacher's parts (opt-in)
@@ -236,7 +238,7 @@ def validate(cfg: DictConfig) -> None:
         cfg.optim.lars_variant = FORMER_LARS_VARIANTS[variant]
     choices = {
         "batch_norm": ("shuffle", "sync", "local"),
-        "precision": ("auto", "fp32", "bf16", "fp16"),
+        "precision": ("auto", "fp32", "bf16", "fp16", "fp64"),
         "device": ("auto", "cpu", "cuda"),
         "optim.name": ("sgd", "lars", "adamw"),
         "optim.schedule": ("cosine", "constant", "cosine_times_warmup"),

@@ -78,6 +78,7 @@ class Session:
     memory_format: torch.memory_format = torch.contiguous_format  # of the weights and the views
     saved_step: int | None = None  # step of the last checkpoint written (None: none yet)
     held: torch.Tensor | None = None  # the health checks' images (main process only)
+    view_dtype: torch.dtype = torch.float32  # of the augmented views: float64 under fp64
     health_every: int = 0  # steps between health checks, the same in every process; 0: none
     health_signs: dict[str, str] = field(default_factory=dict)  # the last check's collapse signs
     health_values: dict[str, float] = field(default_factory=dict)  # the last check's measures
@@ -185,7 +186,8 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         log.info("%s", initialise_from(method, cfg.init, cfg.init_partial).line())
     if cfg.batch_norm == "sync" and dist.world_size() > 1:
         method = convert_batchnorm(method, "torch_sync" if device.type == "cuda" else "sync")
-    method.to(device)
+    view_dtype = torch.float64 if cfg.precision == "fp64" else torch.float32
+    method.to(device, view_dtype)
     memory_format = resolve_memory_format(cfg)
     apply_memory_format(method, memory_format)
     optimizer = build_optimizer(method.named_parameters(), cfg.optim)
@@ -220,7 +222,11 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         health_every = health_interval(cfg.health_every, run.steps_per_epoch)
         if dist.is_main():
             held = held_batch(source, cfg.data.image_size)
-            held = held if held is None else held.to(device).contiguous(memory_format=memory_format)
+            held = (
+                held
+                if held is None
+                else held.to(device, view_dtype).contiguous(memory_format=memory_format)
+            )
     if state is not None:
         # Restored last, after every draw of the setup, so that the resumed steps draw what the
         # straight run drew (stochastic depth, montage placement).
@@ -230,7 +236,7 @@ def _build_session(cfg: DictConfig, resume: bool, device: torch.device, run_dir:
         batches, start_step, skipped, metrics=metrics,
         bar=progress(total=run.total_steps, initial=start_step, unit="step"),
         memory_format=memory_format, saved_step=start_step if state is not None else None,
-        held=held, health_every=health_every,
+        held=held, health_every=health_every, view_dtype=view_dtype,
     )  # fmt: skip
 
 

@@ -30,11 +30,11 @@ from densessl.schedules import Constant, Cosine, CosineTimesWarmup, Schedule, Wa
 
 
 def resolve_precision(cfg: DictConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full fp32."""
+    """The autocast dtype, or None for full precision (fp32, or fp64 weights and views)."""
     name = cfg.precision
     if name == "auto":
         name = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return {"fp32": None, "fp64": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def build_source(cfg: DictConfig) -> ImageSource:

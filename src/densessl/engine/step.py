@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import replace
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -56,7 +57,7 @@ def train_step(s: Session, state: StepState) -> tuple[float, dict[str, torch.Ten
 def _accumulate(s: Session, state: StepState) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward/backward ``accum_steps`` micro-batches; returns the step's mean loss and terms."""
     accum = s.cfg.accum_steps
-    total = torch.zeros((), device=s.device)
+    total = torch.zeros((), device=s.device, dtype=s.view_dtype)
     logs: dict[str, torch.Tensor] = {}
     for micro in range(accum):
         try:
@@ -66,6 +67,8 @@ def _accumulate(s: Session, state: StepState) -> tuple[torch.Tensor, dict[str, t
         s.skipped.update(batch.skipped)
         batch = augment_batch(batch.to(s.device, non_blocking=True))
         batch = batch_in_memory_format(batch, s.memory_format)
+        if s.view_dtype != torch.float32:  # fp64 weights take float64 views
+            batch = replace(batch, views=[v.to(s.view_dtype) for v in batch.views])
         sync = contextlib.nullcontext()
         if isinstance(s.model, DistributedDataParallel) and micro < accum - 1:
             sync = s.model.no_sync()  # all-reduce gradients once, on the last micro-batch

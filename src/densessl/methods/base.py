@@ -22,6 +22,7 @@ from densessl.config import TrainConfig
 from densessl.data.batch import Batch
 from densessl.data.views import MultiViewTransform, ViewSpec
 from densessl.models.ema import ema_update_
+from densessl.models.precision import at_least_float32
 from densessl.schedules import RunLength, Schedule
 
 
@@ -155,4 +156,4 @@ def keep_in_graph(loss: torch.Tensor, unused: Iterable[torch.Tensor]) -> torch.T
     """``loss`` plus zero times outputs that feed nothing this step (a pyramid level no box was
     assigned to). DDP needs every parameter in the graph; their gradient is exactly zero, as it
     would be without them."""
-    return loss + 0.0 * sum(t.float().mean() for t in unused)
+    return loss + 0.0 * sum(at_least_float32(t).mean() for t in unused)

@@ -52,6 +52,7 @@ from densessl.methods.mocov2 import MoCoV2, MoCoV2Config
 from densessl.models.encoder import Encoder
 from densessl.models.heads import DenseHead
 from densessl.models.outputs import dense_level, global_vector
+from densessl.models.precision import at_least_float32
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
 from densessl.schedules import RunLength, Schedule, Switch
@@ -99,12 +100,14 @@ class DenseCL(MoCoV2):
         c5 = outputs[level]  # (B, C, h, w): C5, or a ViT's patch tokens laid out as a map
         global_proj = encoder.global_head(global_vector(outputs, level))
         grid = c5 if not self.cfg.grid_size else F.adaptive_avg_pool2d(c5, self.cfg.grid_size)
-        dense = encoder.dense_head(grid).float()  # (B, D, S, S)
+        dense = at_least_float32(encoder.dense_head(grid))  # (B, D, S, S)
         return {
-            "global": F.normalize(global_proj.float(), dim=1),
+            "global": F.normalize(at_least_float32(global_proj), dim=1),
             "dense": F.normalize(dense.flatten(2).transpose(1, 2), dim=2),  # (B, N, D)
             "pooled": F.normalize(dense.mean(dim=(2, 3)), dim=1),  # dense-queue entry
-            "feat": grid.float().flatten(2).transpose(1, 2),  # (B, N, C), for matching only
+            "feat": at_least_float32(grid)
+            .flatten(2)
+            .transpose(1, 2),  # (B, N, C), for matching only
         }
 
     def forward(self, batch: Batch, state: StepState) -> LossOutput:

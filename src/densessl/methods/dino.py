@@ -69,6 +69,7 @@ from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.heads import DINOHead
+from densessl.models.precision import at_least_float32
 from densessl.models.vit import ViTBackbone, disable_drop_path_
 from densessl.registry import METHODS
 from densessl.schedules import (
@@ -199,7 +200,7 @@ class DINO(TeacherStudent):
         logits: list[torch.Tensor] = []
         for run in same_size_runs(views):
             cls = encoder.backbone(torch.cat([views[i] for i in run]))["cls"]  # (len·B, D)
-            logits += encoder.head(cls).float().chunk(len(run))
+            logits += at_least_float32(encoder.head(cls)).chunk(len(run))
         return logits
 
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,7 @@ from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.fpn import FPN, LEVELS
 from densessl.models.heads import MLPHead
+from densessl.models.precision import at_least_float32
 from densessl.models.window_head import WindowHead, cut_windows
 from densessl.registry import METHODS
 from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
@@ -254,8 +255,8 @@ class MCL(TeacherStudent):
         pred_q, sources_q, pyramid_q = self.branch_predictions(first)
         pred_k, sources_k, pyramid_k = self.branch_predictions(second)
         with torch.no_grad():  # the target embeds the full views only (level 0 of each branch)
-            z_q = F.normalize(self.embed_views(self.teacher, first[0]).float(), dim=1)
-            z_k = F.normalize(self.embed_views(self.teacher, second[0]).float(), dim=1)
+            z_q = F.normalize(at_least_float32(self.embed_views(self.teacher, first[0])), dim=1)
+            z_k = F.normalize(at_least_float32(self.embed_views(self.teacher, second[0])), dim=1)
         weights, temperature = tuple(self.cfg.level_weights), self.cfg.temperature
         loss_q, levels_q = cross_branch_loss(pred_q, sources_q, z_k, weights, temperature)
         loss_k, levels_k = cross_branch_loss(pred_k, sources_k, z_q, weights, temperature)

@@ -53,6 +53,7 @@ from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.heads import MLPHead
 from densessl.models.outputs import dense_level, global_vector
+from densessl.models.precision import at_least_float32
 from densessl.models.queue import NegativeQueue
 from densessl.registry import METHODS
 from densessl.schedules import Constant, RunLength, Schedule
@@ -117,7 +118,7 @@ class MoCoV2(TeacherStudent):
         """images (B, 3, H, W) -> {"global": (B, D) L2-normalised}."""
         outputs = encoder.backbone(images)  # C5 (B, C, H/32, W/32) pooled, or a ViT's class token
         pooled = global_vector(outputs, dense_level(encoder.backbone))
-        return {"global": F.normalize(encoder.global_head(pooled).float(), dim=1)}
+        return {"global": F.normalize(at_least_float32(encoder.global_head(pooled)), dim=1)}
 
     @torch.no_grad()
     def encode_keys(self, images: torch.Tensor, step: int) -> dict[str, torch.Tensor]:

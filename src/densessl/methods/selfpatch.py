@@ -60,6 +60,7 @@ from densessl.methods.dino import DINO, DINOConfig, same_size_runs
 from densessl.models.class_attention import TokenAggregator
 from densessl.models.encoder import Encoder
 from densessl.models.neighbours import BORDERS, selfpatch_neighbors
+from densessl.models.precision import at_least_float32
 from densessl.models.vit import patch_tokens
 from densessl.registry import METHODS
 
@@ -132,8 +133,8 @@ class SelfPatch(DINO):
             valid = (index >= 0).reshape(batch * n, -1)
             # Skip the mask when every slot is filled: the unmasked attention path is faster.
             targets = teacher.aggregator.summarise(neighbours, None if valid.all() else valid)
-            images.append(teacher.head(teacher.aggregator.summarise(tokens)).float())
-            patches.append(teacher.patch_head(targets.reshape(batch, n, dim)).float())
+            images.append(at_least_float32(teacher.head(teacher.aggregator.summarise(tokens))))
+            patches.append(at_least_float32(teacher.patch_head(targets.reshape(batch, n, dim))))
         return images, patches
 
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -145,8 +146,8 @@ class SelfPatch(DINO):
         student = self.student
         images, patches = [], []
         for tokens, _ in self.encode_tokens(student, views):
-            images.append(student.head(student.aggregator.summarise(tokens)).float())
-            patches.append(student.patch_head(student.aggregator.norm(tokens)).float())
+            images.append(at_least_float32(student.head(student.aggregator.summarise(tokens))))
+            patches.append(at_least_float32(student.patch_head(student.aggregator.norm(tokens))))
         return images, patches
 
     def forward(self, batch: Batch, state: StepState) -> LossOutput:

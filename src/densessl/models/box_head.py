@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from densessl.models.fpn import ConvNorm
+from densessl.models.precision import at_least_float32
 
 
 def _level_rois(
@@ -47,12 +48,14 @@ def roi_align_levels(
         output_size: side S of the pooled window (SoCo: 7).
 
     Returns:
-        (L, R, C, S, S) float32 (roi_align runs in float32, as the reference casts to).
+        (L, R, C, S, S) float32 (roi_align runs in float32, as the reference casts to; float64
+        in a float64 run).
     """
+    levels = [at_least_float32(level) for level in levels]
     pooled = [
         roi_align(
-            level.float(),
-            _level_rois(boxes.float(), image_index, level, view_size),
+            level,
+            _level_rois(boxes.to(level.dtype), image_index, level, view_size),
             output_size,
             spatial_scale=1.0,
             sampling_ratio=-1,
@@ -83,17 +86,18 @@ def roi_align_assigned(
         output_size: side S of the pooled window.
 
     Returns:
-        (R, C, S, S) float32.
+        (R, C, S, S) float32 (float64 in a float64 run).
     """
-    channels = levels[0].shape[1]
-    out = boxes.new_zeros((boxes.shape[0], channels, output_size, output_size), dtype=torch.float32)
+    levels = [at_least_float32(level) for level in levels]
+    channels, dtype = levels[0].shape[1], levels[0].dtype
+    out = boxes.new_zeros((boxes.shape[0], channels, output_size, output_size), dtype=dtype)
     for index, level in enumerate(levels):
         rows = (level_index == index).nonzero().squeeze(1)
         if rows.numel() == 0:
             continue
-        rois = _level_rois(boxes[rows].float(), image_index[rows], level, view_size)
+        rois = _level_rois(boxes[rows].to(dtype), image_index[rows], level, view_size)
         out[rows] = roi_align(
-            level.float(), rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+            level, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
         )
     return out
 

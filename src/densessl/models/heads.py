@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densessl.models.precision import at_least_float32
+
 
 class MLPHead(nn.Module):
     """Linear -> [BN] -> ReLU -> Linear: MoCo-v2 / DenseCL global projection head.
@@ -166,7 +168,7 @@ class DINOHead(nn.Module):
         """
         hidden = self.mlp(x)  # (..., bottleneck), the autocast dtype
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            return self.last_layer(F.normalize(hidden.float(), dim=-1))
+            return self.last_layer(F.normalize(at_least_float32(hidden), dim=-1))
 
 
 def byol_mlp(in_dim: int, hidden_dim: int, out_dim: int, last_bias: bool = False) -> MLPHead:

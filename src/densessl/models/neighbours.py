@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from densessl.models.precision import at_least_float32
+
 BORDERS = ("wrap", "clamp")
 _NEIGHBOUR_TABLES: dict[tuple[int, int, str], torch.Tensor] = {}
 
@@ -78,7 +80,7 @@ def selfpatch_neighbors(
     if not 1 <= k <= 8:
         raise ValueError(f"k must be between 1 and 8, not {k}")
     table = neighbour_table(grid, border).to(tokens.device)  # (N, 8)
-    unit = F.normalize(tokens.float(), dim=-1)
+    unit = F.normalize(at_least_float32(tokens), dim=-1)
     # All pairwise cosines then a gather: B·N² values instead of B·N·8·D gathered features.
     similarity = torch.bmm(unit, unit.transpose(1, 2))  # (B, N, N)
     candidates = similarity.gather(2, table.clamp(min=0).expand(batch, n, -1))  # (B, N, 8)
