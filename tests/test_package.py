@@ -100,11 +100,11 @@ def test_help_and_a_mistake_answer_without_importing_torch():
 def test_the_command_line_lists_the_methods_and_layouts_that_register():
     import densessl.eval.segmentation
     import densessl.methods  # noqa: F401
-    from densessl.cli import _LAYOUTS
+    from densessl.eval.protocols.inputs import LAYOUTS
     from densessl.registry import METHODS, SEG_LAYOUTS, method_names
 
     assert method_names() == METHODS.names()
-    assert sorted(_LAYOUTS.split(", ")) == SEG_LAYOUTS.names()
+    assert sorted(LAYOUTS) == SEG_LAYOUTS.names()
 
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch):

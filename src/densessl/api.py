@@ -21,6 +21,7 @@ function            command                                                retur
 :func:`knn_seg`     ``densessl eval knn-seg``                              ``SegmentationScores``
 :func:`detect`      ``densessl eval detect``                               ``DetectionScores``
 :func:`finetune_seg` ``densessl eval finetune-seg``                        ``Comparison``
+:func:`evaluate`    ``densessl eval <protocol>``, any registered protocol  its scores
 :func:`components`  ``densessl list``                                      ``dict[str, list]``
 ==================  =====================================================  =====================
 """
@@ -34,11 +35,27 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from densessl.config import build_config, build_options, load_saved_config, merge_layers, validate
+from densessl.config import build_config, load_saved_config, merge_layers, validate
 from densessl.errors import ConfigError, DataError
-from densessl.registry import BACKBONES, EXPORT_FORMATS, METHODS, SEG_LAYOUTS, method_names
+from densessl.registry import (
+    BACKBONES,
+    EVAL_PROTOCOLS,
+    EXPORT_FORMATS,
+    METHODS,
+    SEG_LAYOUTS,
+    method_names,
+)
 
-__all__ = ["components", "detect", "export", "finetune_seg", "knn_seg", "linear_seg", "pretrain"]
+__all__ = [
+    "components",
+    "detect",
+    "evaluate",
+    "export",
+    "finetune_seg",
+    "knn_seg",
+    "linear_seg",
+    "pretrain",
+]
 
 # pretrain's named arguments -> the config keys they set (None = not given).
 PRETRAIN_KEYS = {
@@ -63,7 +80,9 @@ RESUME_MAY_CHANGE = (
 
 
 def components() -> dict[str, list[str]]:
-    """The registered names: methods, backbones, export formats and segmentation layouts."""
+    """The registered names: methods, backbones, export formats, evaluation protocols and
+    segmentation layouts."""
+    import densessl.eval.protocols
     import densessl.eval.segmentation
     import densessl.export
     import densessl.methods  # noqa: F401  (each registers its names on import)
@@ -72,6 +91,7 @@ def components() -> dict[str, list[str]]:
         "methods": METHODS.names(),
         "backbones": BACKBONES.names(),
         "export formats": EXPORT_FORMATS.names(),
+        "evaluation protocols": EVAL_PROTOCOLS.names(),
         "segmentation layouts": SEG_LAYOUTS.names(),
     }
 
@@ -266,10 +286,19 @@ def export(
     return write_export(run, format, out, network, force)
 
 
+def evaluate(protocol: str, weights: str | Path, data: str | Path | None = None, **kwargs: Any):
+    """Run the evaluation protocol ``protocol`` (``densessl eval <protocol>``; ``densessl list``
+    names them) and return its scores; ``kwargs`` are its keywords (see each protocol's
+    ``evaluate`` in :mod:`densessl.eval.protocols`)."""
+    from densessl.eval.protocols import EVAL_PROTOCOLS
+
+    return EVAL_PROTOCOLS.get(protocol).evaluate(weights, data, **kwargs)
+
+
 def linear_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
     """Linear per-pixel probe on frozen features (``densessl eval linear-seg``); arguments as
     :func:`knn_seg`. Returns ``SegmentationScores`` (``miou``, ``per_class_iou`` ...)."""
-    return _probe("linear-seg", weights, data, **kwargs)
+    return evaluate("linear-seg", weights, data, **kwargs)
 
 
 def knn_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
@@ -278,247 +307,26 @@ def knn_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
     Args:
         weights: run folder, checkpoint, exported file, or ``"random"``.
         data: labelled folder; None = held-out built-in scenes.
-        **kwargs: ``format``, ``split``, ``train_split``, ``labels`` (``"10%"`` or a count:
-            the memory holds that subset of the training split, drawn by ``seed``),
+        **kwargs: ``format``, ``split``, ``train_split``, ``labels`` (``"10%"`` or a count),
             ``backbone``, ``network``, ``config``, ``overrides``, and any option of
-            ``KnnSegOptions`` (``k``,
-            ``temperature``, ``levels``, ``image_size``, ``device``, ``cache_dir`` ...).
+            ``KnnSegOptions`` (``k``, ``temperature``, ``levels``, ``image_size`` ...).
 
     Returns:
         ``SegmentationScores``.
     """
-    return _probe("knn-seg", weights, data, **kwargs)
+    return evaluate("knn-seg", weights, data, **kwargs)
 
 
-def _probe(
-    kind: str,
-    weights: str | Path,
-    data: str | Path | None = None,
-    *,
-    format: str | None = None,
-    split: str = "val",
-    train_split: str = "train",
-    labels: str = "100%",
-    backbone: str | None = None,
-    network: str | None = None,
-    config: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    **options: Any,
-):
-    from densessl.device import resolve_device
-    from densessl.eval.features import level_strides
-    from densessl.eval.knn_seg import KnnSegOptions, knn_seg
-    from densessl.eval.labels import Subset, label_subset
-    from densessl.eval.linear_seg import LinearSegOptions, linear_seg
-    from densessl.eval.weights import load_backbone
-
-    schema, probe = {"linear-seg": (LinearSegOptions, linear_seg),
-                     "knn-seg": (KnnSegOptions, knn_seg)}[kind]  # fmt: skip
-    opts = _options(schema, config, options, overrides)
-    _check_layout(format)
-    model = load_backbone(weights, backbone, network)
-    unknown = [level for level in opts.levels or () if level not in level_strides(model)]
-    if unknown:
-        raise ConfigError(
-            f"--levels {','.join(opts.levels)}: {getattr(model, 'arch', 'this backbone')} has no "
-            f"{unknown[0]!r}; pick among {', '.join(level_strides(model))}"
-        )
-    model.to(resolve_device(opts.device))  # the probe runs where the backbone is
-    train, val = _segmentation_sets(data, format, split, train_split, opts.image_size)
-    train = Subset(train, label_subset(len(train), labels, opts.seed))
-    _warn_missing_classes(train, labels, opts.seed)
-    return probe(model, train, val, opts)
+def finetune_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
+    """Fine-tune a segmenter from ``weights`` and from each ``compare`` init on a labelled
+    subset, over seeds, and compare (``densessl eval finetune-seg``): keywords ``compare``,
+    ``labels``, ``seeds``, ``format``, ``split``, ``train_split``, ``backbone``, ``network``,
+    ``config``, ``overrides`` and any ``FinetuneSegOptions`` field. Returns ``Comparison``."""
+    return evaluate("finetune-seg", weights, data, **kwargs)
 
 
-def _warn_missing_classes(subset, labels: str, seed: int) -> None:
-    """One warning when a labelled subset holds no pixel of some class."""
-    import logging
-
-    import numpy as np
-
-    from densessl.eval.labels import missing_classes
-
-    if labels in ("100%", str(len(subset.dataset))):
-        return
-    counts = np.zeros(subset.num_classes, dtype=np.int64)
-    for i in range(len(subset)):
-        values = subset[i][1]
-        counts += np.bincount(values[values != subset.ignore_index].ravel(),
-                              minlength=subset.num_classes)[: subset.num_classes]  # fmt: skip
-    absent = missing_classes(counts, subset.class_names)
-    if absent:
-        logging.getLogger("densessl").warning(
-            "--labels %s at seed %d: no labelled pixel of %s; those classes can only score "
-            "by chance (try more labels or another seed)",
-            labels,
-            seed,
-            ", ".join(absent),
-        )
-
-
-def _options(schema: type, config, named: dict[str, Any], overrides: Sequence[str]):
-    from omegaconf import OmegaConf
-
-    known = set(schema.__dataclass_fields__)
-    unknown = sorted(set(named) - known)
-    if unknown:
-        raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    cfg = build_options(schema, config, named, list(overrides))
-    return OmegaConf.to_object(cfg)
-
-
-def _check_layout(layout: str | None) -> None:
-    """Refuse an unknown ``--format`` before anything is built."""
-    from densessl.eval.segmentation import LAYOUTS
-
-    if layout is not None and layout not in LAYOUTS:
-        raise ConfigError(f"--format {layout}: not a segmentation layout; use {', '.join(LAYOUTS)}")
-
-
-def _segmentation_sets(data, layout, split: str, train_split: str, image_size: int):
-    from densessl.eval.segmentation import SyntheticSegmentation, open_segmentation
-
-    if data is None:  # held-out built-in scenes: seeds unlike the pretraining default (0)
-        return (
-            SyntheticSegmentation(300, image_size, seed=101),
-            SyntheticSegmentation(100, image_size, 102),
-        )
-    return open_segmentation(data, layout, train_split), open_segmentation(data, layout, split)
-
-
-def finetune_seg(
-    weights: str | Path,
-    data: str | Path | None = None,
-    *,
-    compare: Sequence[str] = (),
-    labels: Sequence[str] = ("100%",),
-    seeds: int = 1,
-    format: str | None = None,
-    split: str = "val",
-    train_split: str = "train",
-    backbone: str | None = None,
-    network: str | None = None,
-    config: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    **options: Any,
-):
-    """Fine-tune a segmenter from ``weights`` (and from each ``compare`` init) on a labelled
-    subset, over seeds, and compare (``densessl eval finetune-seg``).
-
-    Args:
-        weights: run folder, checkpoint or exported file: the first row of the comparison.
-        data: labelled folder; None = the built-in scenes (held-out seeds).
-        compare: other inits: ``"random"`` (the same architecture, random weights) or files.
-        labels: label fractions or counts (``"10%"``, ``"37"``) of the training split.
-        seeds: seeds 0 .. seeds-1; each draws the subset, the decoder init and the crops.
-        **options: any ``FinetuneSegOptions`` field (``decoder``, ``iterations``, ``lr`` ...).
-
-    Returns:
-        ``Comparison``: ``format_table()``, ``to_dict()``, ``plot(path)``.
-    """
-    from dataclasses import replace
-
-    from densessl.eval.compare import Comparison, run_comparison
-    from densessl.eval.finetune_seg import FinetuneSegOptions
-    from densessl.eval.finetune_seg import finetune_seg as finetune
-    from densessl.eval.labels import Subset, label_count, label_subset
-    from densessl.eval.weights import load_backbone
-
-    opts = _options(FinetuneSegOptions, config, options, overrides)
-    opts.check()
-    _check_layout(format)
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: give at least 1")
-    train, val = _segmentation_sets(data, format, split, train_split, opts.image_size or 128)
-    labels = list(dict.fromkeys(labels))
-    for spec in labels:
-        label_count(spec, len(train))  # refused before anything is trained
-    sources = _init_sources(weights, compare)
-    if "pixels" in sources.values():
-        raise ConfigError("pixels has no network to fine-tune; compare it with eval linear-seg")
-    first = load_backbone(weights, backbone, network)
-    arch = backbone or getattr(first, "arch", None)
-    for source in list(sources.values())[1:]:  # every init loads before the first run
-        load_backbone(source, arch if source == "random" else backbone, network)
-    if opts.decoder != "linear":
-        from densessl.eval.segmenter import build_segmenter
-
-        build_segmenter(first, opts.decoder, train.num_classes, 0)  # a decoder that fits
-    warned: set[tuple[str, int]] = set()
-
-    def score(init: str, spec: str, seed: int) -> tuple[float, list[str]]:
-        source = sources[init]
-        model = load_backbone(source, arch if source == "random" else backbone, network)
-        indices = label_subset(len(train), spec, seed)
-        if (spec, seed) not in warned:
-            warned.add((spec, seed))
-            _warn_missing_classes(Subset(train, indices), spec, seed)
-        result = finetune(model, train, val, replace(opts, seed=seed), indices)
-        return result.scores.miou, result.train_images
-
-    comparison = Comparison(
-        protocol=f"finetune-seg ({opts.decoder})", inits=list(sources), sources=sources,
-        labels=labels, train_images=len(train),
-        details={"iterations": {spec: opts.length(label_count(spec, len(train)))
-                                for spec in labels}, "options": _plain(opts)},
-    )  # fmt: skip
-    return run_comparison(comparison, range(seeds), score)
-
-
-def _init_sources(weights: str | Path, compare: Sequence[str]) -> dict[str, str]:
-    """Row name -> weights: the user's first, then each ``compare`` entry (names unique)."""
-    sources: dict[str, str] = {}
-    for source in [str(weights), *map(str, compare)]:
-        name = "random" if source == "random" else (Path(source).stem or source)
-        while name in sources:
-            name += "'"
-        sources[name] = source
-    return sources
-
-
-def _plain(options: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(options)
-
-
-def detect(
-    weights: str | Path,
-    data: str | Path | None = None,
-    *,
-    backbone: str | None = None,
-    network: str | None = None,
-    config: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    **options: Any,
-):
-    """Fine-tune torchvision Faster/Mask R-CNN and score COCO AP (``densessl eval detect``).
-
-    Args:
-        weights, backbone, network: as :func:`knn_seg`.
-        data: COCO-format folder; None = the built-in scenes written to runs/synthetic_coco.
-        **options: any ``DetectOptions`` field (``model``, ``iterations``, ``lr``, ``norm``,
-            ``heads``, ``device`` ...).
-
-    Returns:
-        ``DetectionScores``.
-    """
-    from densessl import dist
-    from densessl.device import resolve_device
-    from densessl.eval.detection import (
-        DetectOptions,
-        finetune_detector,
-        load_detection_weights,
-        write_synthetic_coco,
-    )
-
-    opts = _options(DetectOptions, config, options, overrides)
-    model, heads = load_detection_weights(weights, backbone, network)
-    if heads and opts.heads == "v1":  # v1 has no BN in its FPN: the weights do not fit
-        print(f"--heads v1: the {len(heads)} pretrained FPN/box-head tensors are not used")
-        heads = {}
-    if dist.launched_by_torchrun():  # every rank fine-tunes its share (DDP)
-        dist.init(resolve_device(opts.device).type)
-    if data is None:
-        data = write_synthetic_coco("runs/synthetic_coco", num_images=200, image_size=128)
-    return finetune_detector(model, data, opts, heads)
+def detect(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
+    """Fine-tune torchvision Faster/Mask R-CNN and score COCO AP (``densessl eval detect``):
+    keywords ``backbone``, ``network``, ``config``, ``overrides`` and any ``DetectOptions``
+    field. Returns ``DetectionScores``."""
+    return evaluate("detect", weights, data, **kwargs)

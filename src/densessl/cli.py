@@ -19,7 +19,7 @@ from pathlib import Path
 
 from densessl import __version__
 from densessl.errors import DataError, TrainingDiverged, UnreadableImageWarning, UserError
-from densessl.registry import method_names, module_names
+from densessl.registry import method_names
 
 DESCRIPTION = """\
 Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, DINO,
@@ -61,13 +61,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"densessl: error: {message} (see {self.prog} --help)\n")
-
-
-# The segmentation layouts, one module each (tests/test_eval_seg.py holds them equal to the
-# registered layouts), listed without importing them.
-_LAYOUTS = ", ".join(
-    module_names("densessl.eval.segmentation", exclude=("base", "files", "open", "synthetic"))
-)
 
 
 def _add_parser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
@@ -154,8 +147,8 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument(
         "--format", required=True,
-        help="target library's layout: torchvision, torchvision_detection, timm, smp, "
-        "detectron2, mmdet or safetensors (densessl list; no default)",
+        help="target library's layout, e.g. torchvision, timm, smp, detectron2, mmdet; "
+        "densessl list shows every registered format (no default)",
     )  # fmt: skip
     p.add_argument(
         "--out",
@@ -286,102 +279,18 @@ def _add_options_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(sub, "eval", help="frozen-feature probes and detection fine-tuning")
+    """One sub-command per registered evaluation protocol, its flags from the protocol."""
+    from densessl.eval.protocols import EVAL_PROTOCOLS
+
+    p = _add_parser(sub, "eval", help="frozen-feature probes and fine-tuning, compared")
     kinds = p.add_subparsers(dest="eval_command", required=True)
-    for name, text in (
-        ("linear-seg", "linear per-pixel classifier on frozen features (mIoU)"),
-        ("knn-seg", "dense nearest-neighbour label retrieval, no training (mIoU)"),
-    ):
-        e = _add_parser(kinds, name, help=text, description=text)
+    for name in EVAL_PROTOCOLS.names():
+        protocol = EVAL_PROTOCOLS.get(name)
+        e = _add_parser(kinds, name, help=protocol.summary, description=protocol.description)
         _add_weights_arguments(e)
         _add_options_arguments(e)
-        e.add_argument("--data", help="labelled folder; default: the built-in scenes")
-        e.add_argument("--format", help=f"dataset layout: {_LAYOUTS} (default: detected)")
-        e.add_argument("--split", default="val", help="split to score")
-        e.add_argument("--train-split", default="train", help="split the probe learns from")
-        e.add_argument(
-            "--cache-dir", help="folder keeping extracted features between runs (default: none)"
-        )
-        e.add_argument(
-            "--levels", help="comma-separated feature levels (default: c5, or patch for a ViT)"
-        )
-        e.add_argument("--image-size", type=int, help="shorter image side (default 224)")
-        e.add_argument(
-            "--labels", default="100%",
-            help="share (10%%) or count (37) of the training split the probe learns from, "
-            "drawn by seed=N",
-        )  # fmt: skip
-        if name == "knn-seg":
-            e.add_argument("--k", type=int, help="neighbours per patch, at least 1 (default 30)")
-            e.add_argument(
-                "--temperature", type=float, help="softmax temperature, > 0 (default 0.02)"
-            )
-    d = _add_parser(
-        kinds,
-        "detect",
-        help="fine-tune torchvision Faster/Mask R-CNN, COCO AP",
-        description="Fine-tune torchvision Faster/Mask R-CNN with the pretrained backbone and "
-        "report COCO AP.",
-    )
-    _add_weights_arguments(d)
-    _add_options_arguments(d)
-    d.add_argument("--data", help="COCO-format folder; default: written built-in scenes")
-    d.add_argument("--model", choices=("faster_rcnn", "mask_rcnn"), help="default faster_rcnn")
-    d.add_argument("--iterations", type=int, help="default: 12 epochs (detectron2's 1x)")
-    d.add_argument("--batch-size", type=int, help="images per step, all processes (default 2)")
-    d.add_argument("--lr", type=float, help="default: 0.02 x batch / 16")
-    norms = "trunk norms: SyncBN (the SSL protocol, default), frozen, or per-process BN"
-    d.add_argument("--norm", choices=("sync", "frozen", "bn"), help=norms)
-    d.add_argument(
-        "--heads", choices=("auto", "v1", "v2"),
-        help="torchvision head layout: v2 (BN FPN, 4conv1fc box head) starts from a pretrained "
-        "FPN/box head (SoCo); auto (default) = v2 when --weights has them, else v1",
-    )  # fmt: skip
-    d.add_argument("--min-size", type=int, help="short side of the input (default 800)")
-    d.add_argument("--max-size", type=int, help="cap on the long side (default 1333)")
-    d.add_argument("--workers", type=int, help="data-loading processes (default 2)")
-    d.add_argument(
-        "--labels", help="share (10%%) or count (37) of the train images to learn from, drawn "
-        "by seed=N (default: all)",
-    )  # fmt: skip
-    _finetune_parser(kinds)
-
-
-def _finetune_parser(kinds: argparse._SubParsersAction) -> None:
-    f = _add_parser(
-        kinds,
-        "finetune-seg",
-        help="fine-tune a segmenter from the weights, on few labels, compared with other inits",
-        description="Fine-tune the whole network (the backbone under a fresh FPN or Unet "
-        "decoder) on a labelled subset of the training split, score mIoU on the validation "
-        "split, and compare inits with the same recipe, subsets and seeds. Example: "
-        "densessl eval finetune-seg --weights runs/mine --data DIR --labels 10% --compare "
-        "random --seeds 3",
-    )
-    _add_weights_arguments(f)
-    _add_options_arguments(f)
-    f.add_argument("--data", help="labelled folder; default: the built-in scenes")
-    f.add_argument("--format", help=f"dataset layout: {_LAYOUTS} (default: detected)")
-    f.add_argument("--split", default="val", help="split to score")
-    f.add_argument("--train-split", default="train", help="split the labels come from")
-    f.add_argument(
-        "--labels", nargs="+", default=["100%"],
-        help="shares (10%%) or counts (37) of the training split; several give a curve "
-        "(default: 100%%)",
-    )  # fmt: skip
-    f.add_argument(
-        "--compare", nargs="+", default=[],
-        help="other inits trained the same way: random, or weights files (default: none)",
-    )  # fmt: skip
-    f.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per init and fraction")
-    f.add_argument("--decoder", help="fpn (default), unet, or linear (for ViTs)")
-    f.add_argument("--iterations", type=int, help="steps (default: 40 epochs of the labels)")
-    f.add_argument("--batch-size", type=int, help="crops per step (default 8)")
-    f.add_argument("--crop-size", type=int, help="training crop side (default 256)")
-    f.add_argument("--image-size", type=int, help="shorter side (default: as stored)")
-    f.add_argument("--lr", type=float, help="peak AdamW learning rate (default 0.001)")
-    f.add_argument("--workers", type=int, help="data-loading processes (default 2)")
-    f.add_argument("--plot", help="PNG of mIoU against the labels (default: none)")
+        for flag in protocol.flags:
+            flag.add_to(e)
 
 
 def _viz_parser(sub: argparse._SubParsersAction) -> None:
@@ -477,56 +386,19 @@ def _proposals(args: argparse.Namespace) -> int:
     return 0
 
 
-# The named flags of each eval command: shorthand for the option key of the same name.
-_OPTION_FLAGS = {
-    "linear-seg": ("image_size", "device", "cache_dir"),
-    "knn-seg": ("image_size", "device", "cache_dir", "k", "temperature"),
-    "detect": ("model", "iterations", "batch_size", "lr", "norm", "heads", "max_size", "device",
-               "workers", "labels"),
-    "finetune-seg": ("decoder", "iterations", "batch_size", "crop_size", "image_size", "lr",
-                     "device", "workers"),
-}  # fmt: skip
-
-
 def _eval(args: argparse.Namespace) -> int:
-    import json
-
-    from densessl import api
-    from densessl.engine.checkpoint import atomic_write
+    from densessl.eval.protocols import EVAL_PROTOCOLS
     from densessl.runs import refuse_run_file
 
+    protocol = EVAL_PROTOCOLS.get(args.eval_command)
     if args.json:
         refuse_run_file(Path(args.json))  # checked before the evaluation, not after
-    options = {key: getattr(args, key) for key in _OPTION_FLAGS[args.eval_command]}
-    common = dict(backbone=args.backbone, network=args.network, config=args.config,
-                  overrides=args.overrides)  # fmt: skip
-    if args.eval_command == "detect":
-        options["min_size"] = None if args.min_size is None else [args.min_size]
-        scores = api.detect(args.weights, args.data, **common, **options)
-    elif args.eval_command == "finetune-seg":
-        if args.plot:
-            refuse_run_file(Path(args.plot))
-        scores = api.finetune_seg(
-            args.weights, args.data, compare=args.compare, labels=args.labels, seeds=args.seeds,
-            format=args.format, split=args.split, train_split=args.train_split, **common,
-            **options,
-        )  # fmt: skip
-        print(scores.format_table())
-        if args.plot and len(args.labels) > 1:
-            print(f"wrote {scores.plot(Path(args.plot))}")
-        if args.json:
-            print(f"wrote {scores.write_json(Path(args.json))}")
-        return 0
-    else:
-        options["levels"] = args.levels.split(",") if args.levels else None
-        probe = api.linear_seg if args.eval_command == "linear-seg" else api.knn_seg
-        scores = probe(args.weights, args.data, format=args.format, split=args.split,
-                       train_split=args.train_split, labels=args.labels, **common,
-                       **options)  # fmt: skip
-    print(scores.format_table(f"{args.eval_command}: {args.weights}"))
-    if args.json:
-        text = (json.dumps(scores.to_dict(), indent=2) + "\n").encode()
-        atomic_write(Path(args.json), lambda f: f.write(text))
+    protocol.checks(args)
+    shared = dict(backbone=args.backbone, network=args.network, config=args.config,
+                  overrides=args.overrides, device=args.device)  # fmt: skip
+    data = getattr(args, "data", None)
+    scores = protocol.evaluate(args.weights, data, **shared, **protocol.keywords_of(args))
+    protocol.report(scores, args)
     return 0
 
 

@@ -58,6 +58,8 @@ METHODS = Registry("method")
 BACKBONES = Registry("backbone")
 # Filled by the writer modules of densessl.export: name -> write(modules, out) -> ExportResult.
 EXPORT_FORMATS = Registry("export format")
+# Filled by densessl.eval.protocols: name (the ``densessl eval`` sub-command) -> EvalProtocol.
+EVAL_PROTOCOLS = Registry("evaluation protocol")
 # Filled by the layout modules of densessl.eval.segmentation: name -> SegLayout.
 SEG_LAYOUTS = Registry("segmentation layout")
 # Filled by the generators of densessl.data: name -> class(num_images, image_size, seed).
