@@ -40,7 +40,7 @@ from densessl.engine.fast_path import (
     resolve_memory_format,
 )
 from densessl.engine.optim import build_optimizer
-from densessl.engine.step import step_state
+from densessl.engine.step import bare_step, step_state
 from densessl.methods import build_method, get_method
 from densessl.schedules import RunLength
 
@@ -67,11 +67,7 @@ RUN = RunLength(total_steps=1000, steps_per_epoch=100)
 
 
 def step(method, optimizer, batch, i: int) -> None:
-    state = step_state(i, method.schedules(), RUN)
-    method(batch, state).loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    method.after_step(state)
+    bare_step(method, batch, step_state(i, method.schedules(), RUN), optimizer)
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from densessl.engine.fast_path import (
     resolve_memory_format,
 )
 from densessl.engine.optim import build_optimizer
-from densessl.engine.step import step_state
+from densessl.engine.step import bare_step, step_state
 from densessl.methods import build_method, get_method
 from densessl.schedules import RunLength
 
@@ -61,11 +61,7 @@ def densessl_runner(args, overrides: list[str]):
 
     def step(batch, i: int) -> None:
         batch = batch_in_memory_format(batch, memory_format)
-        state = step_state(i, method.schedules(), RUN)
-        method(batch, state).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        method.after_step(state)
+        bare_step(method, batch, step_state(i, method.schedules(), RUN), optimizer)
 
     return step
 

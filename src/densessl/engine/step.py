@@ -24,6 +24,23 @@ def step_state(step: int, schedules: dict[str, Schedule], run: RunLength) -> Ste
     return StepState(step, {name: schedule.at(step, run) for name, schedule in schedules.items()})
 
 
+def bare_step(
+    method: torch.nn.Module, batch, state: StepState, optimizer: torch.optim.Optimizer
+) -> torch.Tensor:
+    """One plain step on one batch: forward, backward, frozen parameters' gradients dropped,
+    optimizer step, then ``after_step`` (EMA, queues, centres). Without the engine's
+    accumulation, clipping, loss scaling, DDP or divergence checks: for benchmarks and tests
+    that time or probe a method's own step. Returns the loss (detached)."""
+    out = method(batch, state)
+    out.loss.backward()
+    for p in method.frozen_parameters(state):
+        p.grad = None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    method.after_step(state)
+    return out.loss.detach()
+
+
 def train_step(s: Session, state: StepState) -> tuple[float, dict[str, torch.Tensor]]:
     """Run one optimizer step; returns its loss (mean over processes) and its logged terms.
 
