@@ -1,13 +1,10 @@
 """Run configuration: dataclass defaults -> YAML recipe -> named flags -> key=value overrides.
 
-Each recipe is written once. The defaults are a method's paper recipe: :class:`TrainConfig`
-holds the engine settings with the MoCo-v2 / DenseCL reference values; a method whose paper
-trains otherwise gives its values as ``Method.run_defaults``, a TrainConfig instance (BYOL's
-LARS, DINO's AdamW ...), and its ``Method.Config`` dataclass fills ``method``. A YAML recipe
-(shipped in :mod:`densessl.recipes`, or the user's own file) states only its differences from
-those defaults; named command-line flags are
-shorthand for ``key=value`` overrides. Unknown keys and wrong types are one-line errors
-(OmegaConf structured configs), and the resolved configuration is saved to ``RUN/config.yaml``.
+Defaults are the paper recipe: :class:`TrainConfig` (MoCo-v2 / DenseCL's engine values), or a
+method's ``Method.run_defaults``, with its ``Method.Config`` filling ``method``. A YAML recipe
+(:mod:`densessl.recipes` or the user's) states only differences; named flags are shorthand for
+``key=value``. Unknown keys and wrong types are one-line errors; the result goes to
+``RUN/config.yaml``.
 """
 
 from __future__ import annotations
@@ -114,13 +111,8 @@ def build_config(
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
 ) -> DictConfig:
-    """Merge the layers described in the module docstring into one validated run config.
-
-    Args:
-        method_cls: the method's class: its ``run_defaults`` (a :class:`TrainConfig` holding
-            the paper's engine settings) are the defaults, and its ``Config`` dataclass fills
-            ``method``.
-    """
+    """Merge the layers of the module docstring into one validated run config; ``method_cls``
+    gives the defaults (``run_defaults``) and the ``method`` dataclass (``Config``)."""
     method_name = method_cls.Config.name
     config_file = None if config_file is None else resolve_recipe(config_file)
     try:
@@ -181,8 +173,7 @@ def merge_layers(
 
 
 def _one_line(err: OmegaConfBaseException, config_file: str | Path | None) -> str:
-    """OmegaConf's error as one line that names the key and the fix (its own line names the
-    value only)."""
+    """OmegaConf's error as one line that names the key and the fix."""
     reason = str(err).splitlines()[0]
     key = getattr(err, "full_key", None)
     source = f" ({config_file}, the flags or the key=value overrides)" if config_file else ""

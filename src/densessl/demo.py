@@ -1,16 +1,10 @@
 """``make demo``: does dense pretraining help? DenseCL vs MoCo-v2 vs random init vs raw pixels.
 
-On the built-in aerial scenes (:mod:`densessl.data.aerial_scenes`: many small objects whose class
-is carried by texture and parts, never by colour), DenseCL and MoCo-v2 pretrain a ResNet-18 with
-the small-data recipes (densecl_small_data and mocov2_small_data, which
-differ only in the method: 160 px views, so DenseCL's C5 grid is 5 x 5). Only the data, the
-queue (one epoch of keys, as the recipes ask) and the length are the demo's own
-(``DEMO_SETTINGS``). Both, the random-init baseline and a linear probe
-on the raw pixels are then probed on held-out scenes with the linear segmentation probe and the
-dense k-NN retrieval, the linear probe again on a tenth of the labels, and the correspondence
-check (:mod:`densessl.eval.correspondence`). RUN/report.md (:mod:`densessl.demo_report`) holds
-the table, the margins beside their seed-to-seed spread, a reading of them, the same question on
-real images, and the pictures.
+On the built-in aerial scenes (:mod:`densessl.data.aerial_scenes`), DenseCL and MoCo-v2 pretrain
+a ResNet-18 with their small-data recipes; only the data, queue and length are the demo's
+(``DEMO_SETTINGS``). Both, random init and raw pixels are probed on held-out scenes (linear
+probe, also on a tenth of the labels; dense k-NN; correspondence). RUN/report.md
+(:mod:`densessl.demo_report`) holds the table, the margins beside their seed spread, and pictures.
 """
 
 from __future__ import annotations
@@ -84,9 +78,8 @@ def pretraining_config(
     overrides: tuple = (),
     recipe: Path | None = None,
 ) -> DictConfig:
-    """The run config of ``method``: its small-data recipe and the demo's settings; the run's
-    scenes are drawn with ``seed``. ``overrides`` (``KEY=VALUE``) change the recipe, and
-    ``recipe`` replaces recipe and settings with one file, for the searches in benchmarks/."""
+    """The run config of ``method``: its small-data recipe and the demo's settings, scenes drawn
+    with ``seed``; ``overrides`` (``KEY=VALUE``) change it, ``recipe`` replaces it with a file."""
     base, settings = (RECIPES[method], DEMO_SETTINGS) if recipe is None else (recipe, ())
     run = [f"out={run_dir}", f"seed={seed}"] + ([f"steps={steps}"] if steps else [])
     return build_config(get_method(method), base, overrides=[*settings, *run, *overrides])
@@ -111,9 +104,8 @@ def probe(
     size: int = PROBE_SIZE,
     correspondence_images: int = CORRESPONDENCE_IMAGES,
 ) -> dict[str, dict]:
-    """Scores of frozen ``weights`` (a file, random or pixels): k-NN retrieval, the linear
-    probe on every labelled scene and on :data:`FEW_LABELS` of them, and (backbones only) the
-    correspondence accuracy on held-out scenes at the pretraining's scene and view sizes."""
+    """Scores of frozen ``weights`` (a file, random or pixels): k-NN, the linear probe on every
+    and on :data:`FEW_LABELS` labelled scenes, and (backbones only) the correspondence accuracy."""
     backbone = load_backbone(weights, "resnet18")
     levels = None if weights == BASELINES["raw pixels"] else list(PROBE_LEVELS)
     common = dict(levels=levels, image_size=size, seed=seed)
@@ -133,8 +125,8 @@ def probe(
 
 
 def correspondence_scenes(seed: int, count: int) -> list:
-    """``count`` held-out scenes of ``seed`` (neither pretrained nor probed on), rendered at the
-    pretraining's scene size, for the correspondence check."""
+    """``count`` held-out scenes of ``seed`` at the pretraining's scene size, for the
+    correspondence check."""
     scenes = built_in_scenes(SCENES, count, SCENE_SIZE, held_out_seed(seed) + 2)
     return [scenes.load_image(i) for i in range(count)]
 
@@ -148,9 +140,8 @@ def compare(
     probe_images: tuple[int, int, int] = PROBE_IMAGES,
     overrides: tuple[str, ...] = (),
 ) -> tuple[dict, dict, dict]:
-    """Pretrain both methods (with ``recipe`` in place of the demo's, where given), probe them
-    and both baselines on ``probe_size`` px scenes (``probe_images``: labelled, scored and
-    correspondence scenes).
+    """Pretrain both methods (``recipe`` in place of the demo's, if given), probe them and both
+    baselines on ``probe_size`` px scenes (``probe_images``: labelled, scored, correspondence).
 
     Returns:
         scores (row name -> probe name -> scores, :func:`probe`), run directories (method name

@@ -1,12 +1,9 @@
 """The demo's report: what ran, the table, what the numbers say, and the same question on real
 images.
 
-Margins are row differences in mIoU points, ``"A - B" = mIoU(A) - mIoU(B)``. Where the shipped
-seed benchmark (``reference/demo_seeds.json``, written by benchmarks/demo_seeds.py) measured a
-probe, each margin is read against its seed-to-seed spread, paired by seed: a margin is called a
-separation only when its mean over seeds is positive and at least twice its standard deviation.
-The report leads with the first probe, in :data:`PROBES` order, on which pretraining separates
-from random init over seeds.
+Margins are ``"A - B" = mIoU(A) - mIoU(B)``; where the shipped seed benchmark
+(``reference/demo_seeds.json``) measured a probe, a margin is a separation only when its
+seed-paired mean is positive and at least twice its standard deviation.
 """
 
 from __future__ import annotations
@@ -72,8 +69,7 @@ def read_spread(path: Path = SEED_SPREAD) -> dict | None:
 
 
 def paired_margin(spread: dict, probe: str, comparison: str) -> tuple[float, float] | None:
-    """Mean and standard deviation (``ddof=1``) over the benchmark's seeds of ``"A - B"``,
-    paired by seed; None when the benchmark did not measure ``probe``."""
+    """Seed-paired mean and sd (``ddof=1``) of ``"A - B"``; None if ``probe`` was not measured."""
     rows = spread["rows"].get(probe)
     if rows is None:
         return None

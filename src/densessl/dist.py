@@ -1,9 +1,7 @@
 """Process-group helpers: every collective in densessl goes through here.
 
-Started by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set), :func:`init` creates the process
-group: NCCL when CUDA is available, gloo otherwise. Started as a plain ``python`` process, nothing
-is initialised and every helper is a no-op (``world_size() == 1``, ``all_gather(x) is x``), so
-the same model code runs on a laptop CPU and on a cluster.
+Under ``torchrun`` :func:`init` creates the process group (NCCL with CUDA, else gloo); in a plain
+process every helper is a no-op (``world_size() == 1``, ``all_gather(x) is x``).
 """
 
 from __future__ import annotations
@@ -75,9 +73,8 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
 
 
 class _AllReduceSum(torch.autograd.Function):
-    """y = sum over ranks of x. Every rank's x reaches every rank's y, so dL/dx on a rank is the
-    sum over ranks of dL/dy: the backward is the same all-reduce. (Written out because
-    ``torch.distributed.nn.functional.all_reduce`` is deprecated in favour of a private API.)"""
+    """y = sum over ranks of x; the backward is the same all-reduce (written out because
+    ``torch.distributed.nn.functional.all_reduce`` is deprecated)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
@@ -128,10 +125,9 @@ def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def batch_shuffle(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """MoCo's shuffle-BN, first half: gather ``x`` (B, ...) from all ranks, permute the global
-    batch and hand each rank a slice, so a key's batch-norm statistics come from other images
-    than its query's. The permutation is drawn from ``seed`` (identical on every rank, so no
-    broadcast is needed and a resumed run draws the same one). Identity in one process.
+    """MoCo's shuffle-BN, first half: gather ``x`` (B, ...), permute the global batch by
+    ``seed`` (same on every rank), hand each rank a slice, so a key's BN statistics come from
+    other images than its query's. Identity in one process.
 
     Returns the local shuffled slice and the index that undoes the permutation.
     """

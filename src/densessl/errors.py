@@ -1,8 +1,7 @@
 """Every user-facing error type.
 
-A :class:`UserError` is a mistake the user can fix (a path, a key, a value): its message is one
-line that names the file or key and says what to do, and the command line prints it and exits
-with code 2. Anything else that escapes is a bug and keeps its traceback.
+A :class:`UserError` is a mistake the user can fix: one line naming the file or key and what to
+do; the command line prints it and exits with 2. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ class StorageError(UserError):
 
 
 class UnreadableImageWarning(RuntimeWarning):
-    """Warned once per skipped image file; the command line prints it as one line, without
-    the source line Python's default format adds."""
+    """Warned once per skipped image file, printed as one line by the command line."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,9 +45,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def unwrapped(err: UserError) -> UserError:
-    """``err`` with its own message when a data-loading worker raised it: torch re-raises a
-    worker's exception with the worker's whole traceback as its message, whose last line is
-    ``module.ErrorType: message``."""
+    """``err`` with its own message when a data-loading worker raised it (torch puts the
+    worker's whole traceback in the message, ending ``module.ErrorType: message``)."""
     text = str(err)
     if "Original Traceback" not in text:
         return err

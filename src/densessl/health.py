@@ -1,22 +1,15 @@
 """Collapse signals of a pretraining run, measured on embeddings of a fixed held batch.
 
-A self-supervised run can find a trivial solution, the same output for every image, while its
-loss still looks sane. Three measures show it while it happens:
+A run can collapse to one output for every image while its loss looks sane. Measures:
 
-- **effective rank** (RankMe, Garrido et al., ICML 2023): for embeddings Z (N, D) with
-  singular values σ_k, p_k = σ_k / Σ_j σ_j + ε and rank = exp(−Σ_k p_k log p_k). It is k for a
-  matrix of rank k with equal singular values, 1 when every row is the same direction, and at
-  most min(N, D).
-- **spread**: the per-dimension standard deviation of the ℓ2-normalised embeddings, averaged
-  over dimensions and multiplied by √D (SimSiam's collapse check, Chen & He, CVPR 2021). Unit
-  vectors spread evenly give about 1; identical rows give 0.
-- **teacher entropy** (teacher-student methods with a softmax output, DINO's check): the mean
-  per-image entropy of the teacher's output distribution over its maximum log K. A teacher
-  collapsed to the uniform distribution sits at 1.
-- **teacher diversity**: the entropy of the teacher's output averaged over the held images,
-  over its maximum log min(N, K). It is 1 when the N images go to N different prototypes, and
-  0 when they all go to the same one, DINO's other collapse, which a sharp per-image entropy
-  alone cannot tell from a healthy confident teacher.
+- **effective rank** (RankMe, Garrido et al., ICML 2023): for Z (N, D) with singular values σ_k,
+  p_k = σ_k / Σ_j σ_j + ε and rank = exp(−Σ_k p_k log p_k); 1 when every row is one direction.
+- **spread**: √D times the mean per-dimension std of the ℓ2-normalised rows (SimSiam's check,
+  Chen & He, CVPR 2021); about 1 for evenly spread unit vectors, 0 for identical rows.
+- **teacher entropy** (softmax teachers, DINO's check): mean per-image entropy over log K; 1 for
+  a teacher collapsed to uniform.
+- **teacher diversity**: entropy of the mean output over the held images, over log min(N, K);
+  0 when all go to one prototype, which a sharp per-image entropy cannot tell from health.
 
 :data:`COLLAPSE` holds the thresholds; :func:`collapse_signs` reads them.
 """
@@ -32,23 +25,20 @@ RANKME_EPS = 1e-7  # RankMe's ε: keeps log p finite for zero singular values
 
 
 def effective_rank(embeddings: torch.Tensor) -> float:
-    """RankMe of (N, D) embeddings (module docstring): exp of the entropy of the normalised
-    singular values."""
+    """RankMe of (N, D) embeddings (module docstring)."""
     sigma = torch.linalg.svdvals(embeddings.float())
     p = sigma / sigma.sum().clamp_min(1e-12) + RANKME_EPS
     return float(torch.exp(-(p * p.log()).sum()))
 
 
 def spread(embeddings: torch.Tensor) -> float:
-    """√D times the mean per-dimension standard deviation of the ℓ2-normalised (N, D) rows:
-    about 1 when they point every way, 0 when they all point one way."""
+    """√D times the mean per-dimension std of the ℓ2-normalised (N, D) rows."""
     unit = torch.nn.functional.normalize(embeddings.float(), dim=1)
     return float(unit.std(dim=0, unbiased=False).mean() * math.sqrt(unit.shape[1]))
 
 
 def entropy_ratio(probabilities: torch.Tensor) -> float:
-    """Mean entropy of (N, K) distributions over its maximum log K: 1 for uniform rows,
-    0 for one-hot rows."""
+    """Mean entropy of (N, K) distributions over log K: 1 for uniform rows, 0 for one-hot."""
     p = probabilities.float()
     entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1)
     return float(entropy.mean() / math.log(p.shape[1]))
@@ -64,10 +54,9 @@ def diversity_ratio(probabilities: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class CollapseThresholds:
-    """Values past which a run is reported as collapsing (docs/health.md says how they were
-    measured): effective rank at or under ``rank`` (of a held batch of 64), spread under
-    ``spread``, teacher entropy over ``entropy`` of its maximum, teacher diversity under
-    ``diversity``."""
+    """Values past which a run is reported as collapsing (measured: docs/health.md): rank at or
+    under ``rank`` (held batch of 64), spread under ``spread``, teacher entropy over ``entropy``,
+    teacher diversity under ``diversity``."""
 
     rank: float = 2.0
     spread: float = 0.05
@@ -91,9 +80,8 @@ def thresholds(limits: CollapseThresholds = COLLAPSE) -> dict[str, float]:
 def collapse_signs(
     values: dict[str, float], limits: CollapseThresholds = COLLAPSE
 ) -> dict[str, str]:
-    """What in ``values`` (``effective_rank``, ``spread``, ``teacher_entropy``,
-    ``teacher_diversity``; any may be missing) says the run is collapsing: a short phrase by
-    measure; empty when nothing does."""
+    """A short phrase per measure in ``values`` (``effective_rank``, ``spread``,
+    ``teacher_entropy``, ``teacher_diversity``; any may be missing) that says collapse."""
     limit = thresholds(limits)
     crossed = {
         "effective_rank": lambda v: v <= limit["effective_rank"],
@@ -131,8 +119,8 @@ MEANING = {
 
 
 def health_report(records: list[dict], limits: CollapseThresholds = COLLAPSE) -> tuple[str, bool]:
-    """The text ``densessl health`` prints for a run's metrics records (those with health
-    measures; the caller checks there is one) and whether the last check is healthy."""
+    """The text ``densessl health`` prints for a run's metrics records with health measures,
+    and whether the last check is healthy."""
     checks = [r for r in records if "effective_rank" in r]
     first, last = checks[0], checks[-1]
     lines = [f"health at step {last['step']} (first check: step {first['step']})"]

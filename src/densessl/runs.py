@@ -2,10 +2,7 @@
 
 A run is a folder written by ``densessl pretrain`` (``RUN/config.yaml``,
 ``RUN/checkpoints/last.pt``, ``RUN/metrics.jsonl``), or one of its checkpoint files. Resume,
-export, evaluation and the pictures all open runs through here, so they agree on where the
-checkpoint lives and how it is read (``weights_only=True``: tensors and plain containers only).
-It sits between the methods and the engine: the engine writes checkpoints in the format read
-here, and resumes through :func:`read_checkpoint`.
+export, evaluation and pictures all open runs here, read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -35,8 +32,8 @@ log = logging.getLogger("densessl")
 
 
 def is_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a densessl run: it has the mark, or (a run written before the mark
-    existed) a ``config.yaml`` beside ``checkpoints/last.pt``."""
+    """Whether ``folder`` is a densessl run: it has the mark, or a ``config.yaml`` beside
+    ``checkpoints/last.pt`` (runs without the mark)."""
     folder = Path(folder)
     if (folder / RUN_MARK).is_file():
         return True
@@ -50,9 +47,8 @@ def enclosing_run(path: Path) -> Path | None:
 
 
 def refuse_run_file(path: Path) -> None:
-    """Refuse to write ``path`` when it is one of a run's own files (its config, metrics,
-    summary, lock, mark, checkpoints or TensorBoard logs): those are densessl's, written only by
-    the run itself. Other names inside a run folder are the user's choice and allowed.
+    """Refuse to write ``path`` when it is one of a run's own files (config, metrics, summary,
+    lock, mark, checkpoints, TensorBoard logs); other names in a run folder are allowed.
 
     Raises:
         OutputError: naming the run and the file.
@@ -86,8 +82,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a densessl training checkpoint (tensors and plain containers only).
 
     Raises:
-        WeightsError: the file is unreadable, or is not a densessl training checkpoint (e.g. an
-            exported state dict).
+        WeightsError: the file is unreadable or not a densessl training checkpoint.
     """
     state = load_torch_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

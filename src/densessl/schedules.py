@@ -1,9 +1,7 @@
 """Schedules: every time-dependent value as a pure function of the optimizer step.
 
-Methods *declare* their schedules (teacher momentum, teacher temperature, dense-loss weight,
-last-layer freeze) as the small objects below; the engine declares lr and weight decay from the
-run's ``optim`` settings. The engine alone evaluates them, once per optimizer step, with the run's
-length, and hands the values to the method as a step state. Nothing here knows about training.
+Methods declare theirs (teacher momentum, temperature, dense-loss weight, last-layer freeze), the
+engine lr and weight decay; the engine alone evaluates them once per optimizer step.
 """
 
 from __future__ import annotations
@@ -52,11 +50,9 @@ class Constant(Schedule):
 
 @dataclass(frozen=True)
 class Cosine(Schedule):
-    """``start`` -> ``end`` by a half cosine over the whole run, after an optional linear
-    warm-up (in steps, or in epochs when ``warmup_steps`` is 0).
-
-    ``ahead`` evaluates the curve that many steps later: BYOL's target update after step k
-    prepares the target of step k + 1, so it reads τ(k + 1)."""
+    """``start`` -> ``end`` by a half cosine over the run after an optional linear warm-up (in
+    steps, or epochs when ``warmup_steps`` is 0); ``ahead`` reads the curve that many steps later
+    (BYOL's τ(k + 1))."""
 
     start: float
     end: float
@@ -71,15 +67,12 @@ class Cosine(Schedule):
 
 @dataclass(frozen=True)
 class CosineTimesWarmup(Schedule):
-    """mmcv's ``CosineAnnealing`` lr with a linear warm-up (OpenSelfSup, MCL): a half cosine
-    from ``start`` to ``end`` over the *whole* run, multiplied during the warm-up by a factor
-    rising linearly from ``warmup_ratio`` at step 0 towards 1 at ``warmup_steps``::
+    """mmcv's ``CosineAnnealing`` lr with a linear warm-up (OpenSelfSup, MCL)::
 
         cos(k) = end + (start − end)·(1 + cos(π·k/K))/2
         value(k) = cos(k) · (1 − (1 − k/W)·(1 − warmup_ratio))    for k < W, else cos(k)
 
-    Unlike :class:`Cosine`, whose warm-up peaks at ``start`` and then runs the cosine over the
-    remaining K − W steps, the peak here is cos(W) < start and the cosine does not wait."""
+    Unlike :class:`Cosine`, the cosine runs over all K steps, so the peak is cos(W) < start."""
 
     start: float
     end: float
@@ -140,12 +133,11 @@ class Switch(Schedule):
 
 
 def cosine_to_one(base: float, step: int, total_steps: int) -> float:
-    """BYOL's τ(k) = 1 − (1 − base)·(cos(π·k/K) + 1)/2 written out (methods'
-    ``schedule_formulas``), with k capped at K."""
+    """BYOL's τ(k) = 1 − (1 − base)·(cos(π·k/K) + 1)/2 written out, k capped at K."""
     return 1.0 - (1.0 - base) * (math.cos(math.pi * min(step, total_steps) / total_steps) + 1) / 2
 
 
 def byol_momentum(base: float) -> Cosine:
-    """τ: 1 − (1 − base)·(cos(π·k/K) + 1)/2, from ``base`` to 1. The update after step k
-    prepares the target of step k + 1, so it reads τ(k + 1)."""
+    """τ: 1 − (1 − base)·(cos(π·k/K) + 1)/2, from ``base`` to 1, read at k + 1 (the update
+    after step k prepares step k + 1's target)."""
     return Cosine(base, 1.0, ahead=1)

@@ -1,11 +1,7 @@
 """Pictures of a run, written as PNG (matplotlib, headless).
 
-- :func:`plot_correspondences`: DenseCL's figure: two views of one image and, for each query
-  location, a line to the key location of highest C5 cosine similarity (the positive DenseCL
-  trains with), checked against the true correspondence
-  (:mod:`densessl.eval.correspondence`): green when the match lands within one grid cell of
-  where that point really is in the other view, red otherwise, grey when the point is outside
-  the other view.
+- :func:`plot_correspondences`: DenseCL's figure, each query location linked to its best C5
+  match in the other view: green within one cell of the truth, red otherwise, grey outside.
 - :func:`plot_feature_pca`: the first three principal components of a dense feature map as RGB.
 - :func:`plot_loss_curves`: every logged loss term of one or more runs.
 """

@@ -1,28 +1,13 @@
 """Built-in aerial scenes: a proxy of top-down multi-object images that short pretraining can learn.
 
-The original built-in scenes (:mod:`densessl.data.synthetic`) tell their classes apart by global
-outline only, and draw every colour freely, so that a scene's colours identify it. These scenes
-follow what makes real aerial, driving and industrial images hard and learnable at once:
+Unlike :mod:`densessl.data.synthetic` (classes by outline, colours identifying a scene): 4-9
+occluding objects at scales 2-3x apart on cluttered ground, each class carried by local texture
+and parts, never by colour (two colours of :data:`PALETTE` per scene, independent of class), so a
+raw-pixel probe stays near chance. Classes: ``roof`` (ridged rotated rectangle, dark rim),
+``tree`` (speckled blob), ``vehicle`` (small rectangle, two window bands), ``field`` (checkerboard
+quadrilateral), ``pond`` (concentric rings), ``background`` (two-colour ground, thin tracks).
 
-- several objects (4-9) at scales that differ by 2-3x, painted in order so that later ones
-  occlude earlier ones, on a cluttered ground (smooth two-tone noise crossed by thin tracks);
-- every class is carried by *local* structure - a texture family and its parts - and never by
-  colour: each scene is painted in two colours of a small palette (:data:`PALETTE`), drawn
-  independently of the classes, so a linear probe on raw pixels stays near chance and two views
-  or two objects can only be matched by their texture, parts and layout;
-- outlines are a weak cue shared across classes (rectangles and blobs occur in several).
-
-Classes (what a 16-pixel cell shows):
-
-- ``roof``: a rotated rectangle with fine parallel ridges along its long side and a dark rim;
-- ``tree``: a lumpy blob of small dark-and-light speckles (high-frequency noise);
-- ``vehicle``: a small elongated rectangle, flat body, with two dark window bands;
-- ``field``: a large rotated quadrilateral with a checkerboard of crop plots;
-- ``pond``: an ellipse of concentric rings;
-- ``background``: low-frequency two-colour ground with thin random tracks (clutter).
-
-A scene is a pure function of ``(seed, index)`` and renders at any size: every length is a
-fraction of the shorter side, and the random draws do not depend on the size.
+A scene is a pure function of ``(seed, index)`` and renders at any size.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Batched photometric augmentation: the same code on CPU (data workers) or GPU (training step).
 
-Parameters are drawn per view by :func:`draw_photometric` inside the dataset (so they follow the
-sample's seed) and applied later, in batches, by :func:`apply_photometric`. The pipeline follows
-torchvision / MoCo-v2: colour jitter (its four ops in a random order, clamped to [0, 1] after
-each), random grayscale, Gaussian blur, solarize, then ImageNet normalisation.
+Parameters are drawn per view by :func:`draw_photometric` in the dataset (following the sample's
+seed) and applied in batches by :func:`apply_photometric`, as torchvision / MoCo-v2: colour
+jitter (four ops in random order, clamped to [0, 1] after each), grayscale, Gaussian blur,
+solarize, then ImageNet normalisation.
 
 Layout of the P-vector (``NUM_PHOTOMETRIC_PARAMS`` float32 values per view):
 
@@ -15,17 +15,15 @@ index                 meaning
 ``P_CONTRAST``        contrast factor, U[max(0, 1 - c), 1 + c]
 ``P_SATURATION``      saturation factor, U[max(0, 1 - s), 1 + s]
 ``P_HUE``             hue shift in turns, U[-h, h]
-``P_ORDER`` .. +3     the jitter ops in the order they are applied, as op ids ``OP_BRIGHTNESS``
-                      (0), ``OP_CONTRAST`` (1), ``OP_SATURATION`` (2), ``OP_HUE`` (3)
+``P_ORDER`` .. +3     the jitter ops in the order applied, as op ids ``OP_BRIGHTNESS`` (0) ..
+                      ``OP_HUE`` (3)
 ``P_GRAYSCALE``       1.0 if the view is turned to grayscale
 ``P_BLUR_SIGMA``      Gaussian blur sigma in pixels; 0.0 means no blur
 ``P_SOLARIZE``        1.0 if the view is solarized (x -> 1 - x where x >= 0.5)
 ====================  ==========================================================================
 
-Blur kernel rule: a view with sigma ``s`` is blurred with a normalised Gaussian of radius
-``ceil(3 s)`` (kernel size ``2 ceil(3 s) + 1``, like torchvision's ``gaussian_blur`` with that
-size), separably, with reflect padding. The radius is capped at ``min(H, W) - 1`` because reflect
-padding cannot be wider than the image.
+Blur: a normalised Gaussian of radius ``ceil(3 s)`` (kernel ``2 ceil(3 s) + 1``), separable,
+reflect padding, radius capped at ``min(H, W) - 1`` (reflect padding's limit).
 """
 
 from __future__ import annotations
@@ -80,10 +78,8 @@ class PhotometricSpec:
 
 
 def draw_photometric(spec: PhotometricSpec, generator: torch.Generator) -> torch.Tensor:
-    """Draw every photometric parameter of one view.
-
-    The same number of random values is consumed whatever the outcome, so a view's parameters
-    never shift the random stream of the views drawn after it.
+    """Draw every photometric parameter of one view, consuming the same number of random
+    values whatever the outcome (so later views' draws never shift).
 
     Args:
         spec: the augmentation recipe.
@@ -118,14 +114,7 @@ def _per_image(values: torch.Tensor) -> torch.Tensor:
 
 
 def to_grayscale(x: torch.Tensor) -> torch.Tensor:
-    """Luma of RGB images.
-
-    Args:
-        x: (B, 3, H, W) float in [0, 1].
-
-    Returns:
-        (B, 1, H, W) luma.
-    """
+    """Luma of RGB images: (B, 3, H, W) float in [0, 1] -> (B, 1, H, W)."""
     r, g, b = x.unbind(dim=1)
     wr, wg, wb = GRAY_WEIGHTS
     return (wr * r + wg * g + wb * b).unsqueeze(1)
@@ -201,10 +190,8 @@ def blur_radius(sigma: float) -> int:
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Normalised 1-D Gaussians sharing a tap grid, each cut to its own radius ceil(3 sigma).
-
-    Cutting each kernel at its own radius (not the batch's largest) keeps a view's blur
-    independent of the other views in its batch.
+    """Normalised 1-D Gaussians sharing a tap grid, each cut to its own radius ceil(3 sigma), so
+    a view's blur does not depend on the other views in its batch.
 
     Args:
         sigma: (B,) positive sigmas.
@@ -221,15 +208,8 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with one sigma per image (see the module's kernel rule).
-
-    Args:
-        x: (B, C, H, W) float images.
-        sigma: (B,) sigmas, all > 0.
-
-    Returns:
-        (B, C, H, W) blurred images.
-    """
+    """Separable Gaussian blur, one sigma per image: x (B, C, H, W) float, sigma (B,) > 0 ->
+    (B, C, H, W) (kernel rule in the module docstring)."""
     batch, channels, height, width = x.shape
     radius = min(blur_radius(float(sigma.max())), height - 1, width - 1)
     if radius <= 0:

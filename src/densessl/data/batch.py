@@ -16,17 +16,14 @@ class Batch:
     """A batch of multi-view samples.
 
     Attributes:
-        views: V tensors (B, 3, H_v, W_v). uint8 pixels until :attr:`augmented` is True, then
-            float32 images after photometric augmentation and normalisation.
-        crop_boxes: (B, V, 4) float32, each view's crop box (x0, y0, x1, y1) in source-image pixels.
+        views: V tensors (B, 3, H_v, W_v): uint8 until :attr:`augmented`, then float32.
+        crop_boxes: (B, V, 4) float32, each view's crop box (x0, y0, x1, y1) in source pixels.
         flipped: (B, V) bool, whether the view was mirrored left-right after cropping.
         source_sizes: (B, 2) long, (height, width) of each source image.
-        photometric: (B, V, P) float32, the drawn photometric parameters of every view
-            (see :mod:`densessl.data.augment`).
+        photometric: (B, V, P) float32 photometric parameters (:mod:`densessl.data.augment`).
         index: (B,) long, dataset index of each sample.
-        extras: per-sample tensors a transform added (SoCo: ``"boxes"`` (B, P, 2, K, 4),
-            ``"box_ids"`` (B, P, 2, K), ``"cutout"`` (B, V, K, 4); see
-            :mod:`densessl.data.box_views`), each stacked along the batch dimension.
+        extras: per-sample tensors stacked on the batch dimension (SoCo: ``"boxes"`` (B, P, 2,
+            K, 4), ``"box_ids"`` (B, P, 2, K), ``"cutout"`` (B, V, K, 4)).
         skipped: files the data workers could not read while building this batch.
         augmented: whether photometric augmentation has been applied to ``views``.
     """
@@ -59,8 +56,7 @@ class Batch:
         )
 
     def pin_memory(self) -> Batch:
-        """Every tensor in page-locked memory, so the step's ``to(device, non_blocking=True)``
-        copies asynchronously (the DataLoader calls this when the device is a GPU)."""
+        """Every tensor in page-locked memory, for asynchronous copies to a GPU."""
         pin = lambda t: t.pin_memory()  # noqa: E731
         return replace(
             self,

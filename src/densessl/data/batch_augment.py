@@ -1,9 +1,5 @@
-"""The batched augmentation steps of a collated batch, driven by what the batch carries.
-
-They run where the engine chooses: in the data workers, or on the training device after the
-transfer (the same code on CPU and GPU). Each view's drawn photometric parameters are applied
-first, then any per-view rectangles a transform asked to cut out (``extras["cutout"]``, SoCo's
-box-aware cutout), which zero normalised pixels.
+"""The batched augmentation steps of a collated batch, in the workers or on the device: each
+view's photometric parameters, then ``extras["cutout"]`` rectangles (SoCo's box-aware cutout).
 """
 
 from __future__ import annotations

@@ -1,35 +1,26 @@
 """SoCo's views and the object-proposal boxes they share.
 
-Given one image and its proposals (selective-search boxes, (M, 4) xyxy in source pixels), make:
+From one image and its proposals ((M, 4) xyxy source pixels): V1 the whole image resized to
+``size`` x ``size`` (aspect not kept, as the reference); V2 a RandomResizedCrop (area
+``crop_scale``) to ``size``; V3 an independent crop to ``small_size``; SoCo* only, V4 V2's window
+at ``extra_size`` with its own flip and colour. For each pair (V1, Vb), K box slots:
 
-* V1, the whole image resized to ``size`` x ``size`` (aspect ratio not kept, as the reference);
-* V2, a RandomResizedCrop (area ``crop_scale``) to ``size``;
-* V3, an independent crop to ``small_size`` (SoCo: 112; SoCo*: 192);
-* SoCo* only, V4: V2's crop window resized to ``extra_size`` (112) with its own flip and colour;
+1. candidates: proposals overlapping the intersection of the two crop windows; crops are redrawn
+   (up to ``max_tries``) while a pair has fewer than ``need``, from max(K // 2, 1) halving per draw;
+2. K drawn without replacement (all when fewer; none: the overlap window is the one box);
+3. V1's copy jittered with probability ``jitter_p`` (x0 += u₁w, y0 += u₂h, w *= 1 + u₃,
+   h *= 1 + u₄, uᵢ ~ U(−r, r)), clipped to V1; Vb's copy clipped to Vb's window;
+4. each view's list padded to K with random duplicates (ids say which slots match:
+   :func:`densessl.losses.box_pair_loss`);
+5. mapped into view pixels with :class:`ViewGeometry`.
 
-and, for each view pair (V1, Vb), K box slots in both views' pixel coordinates:
+SoCo*'s (V1, V4) reuses (V1, V2)'s slots. Box-aware cutout: in each non-V1 view, each slot with
+probability ``cutout_p`` gets a square of area U(cutout_scale) × box area centred uniformly in
+the box, zeroed after normalisation (:func:`densessl.data.batch_augment.apply_box_cutout`).
 
-1. candidates are the proposals overlapping (positive area) the intersection of the two crop
-   windows; the crops are redrawn (up to ``max_tries`` draws) while some pair has fewer than
-   ``need`` candidates, ``need`` starting at max(K // 2, 1) and halving after each draw;
-2. K candidates are drawn without replacement, or all of them when fewer (none at all: the
-   pair's overlap window itself is the one box);
-3. V1's copy of each box is jittered with probability ``jitter_p`` (x0 += u₁w, y0 += u₂h,
-   w *= 1 + u₃, h *= 1 + u₄, uᵢ ~ U(−r, r)), then clipped to V1's window; Vb's copy is clipped
-   to Vb's crop window (only its visible part);
-4. each view's list is padded to K by duplicating randomly chosen entries, independently per
-   view (the slot's proposal id says which slots match: see :func:`densessl.losses.box_pair_loss`);
-5. boxes are mapped into view pixels with :class:`ViewGeometry` (crop, resize, flip).
-
-SoCo*'s pair (V1, V4) reuses pair (V1, V2)'s slots. Optional box-aware cutout (SoCo's 100-epoch
-recipe): in every non-V1 view, each box slot with probability ``cutout_p`` gets a square of area
-U(cutout_scale) × box area, centred at a uniform point of the box, set to zero after
-normalisation (:func:`densessl.data.batch_augment.apply_box_cutout`, run after the photometric ops).
-
-Extras of a sample (P pairs, V views, K slots): ``"boxes"`` (P, 2, K, 4) float32 view pixels,
-``[p, 0]`` in V1 and ``[p, 1]`` in the pair's other view; ``"box_ids"`` (P, 2, K) int64 proposal
-ids; ``"cutout"`` (V, K, 4) float32 rectangles in view pixels, all zero where none (only when
-``cutout_p > 0``).
+Extras (P pairs, V views, K slots): ``"boxes"`` (P, 2, K, 4) float32 view pixels (``[p, 0]`` in
+V1); ``"box_ids"`` (P, 2, K) int64 proposal ids; ``"cutout"`` (V, K, 4) float32, zero where none
+(only when ``cutout_p > 0``).
 """
 
 from __future__ import annotations
@@ -109,8 +100,8 @@ def intersect(a: Box, b: Box) -> Box:
 def jitter_boxes(
     boxes: torch.Tensor, p: float, ratio: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """SoCo's box jitter: with probability ``p`` per box, shift the top-left corner by U(−r, r)
-    of the width/height and scale width and height by 1 + U(−r, r). (M, 4) -> (M, 4)."""
+    """SoCo's box jitter (module docstring, step 3) with probability ``p`` per box: (M, 4) ->
+    (M, 4)."""
     apply = _uniform(generator, len(boxes)) < p  # (M,)
     u = (_uniform(generator, len(boxes), 4) * 2 - 1) * ratio  # (M, 4) in [−r, r)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -174,11 +165,7 @@ def _pair_in_views(first: View, second: View, slots: _PairSlots) -> torch.Tensor
 
 
 class BoxViewsTransform:
-    """Make SoCo's views of one image and the box slots of every pair (module docstring).
-
-    Args:
-        spec: the numbers.
-    """
+    """Make SoCo's views of one image and the box slots of every pair (module docstring)."""
 
     def __init__(self, spec: BoxViewsSpec) -> None:
         self.spec = spec

@@ -1,11 +1,7 @@
-"""The built-in scene sets by name: the data used when no folder is given.
-
-- ``shapes`` (:mod:`densessl.data.synthetic`): textured discs, squares, triangles and rings;
-  the classes differ by global outline only. The default, kept for the tests and the golden
-  record.
-- ``aerial`` (:mod:`densessl.data.aerial_scenes`): top-down scenes of many small objects whose
-  classes are carried by local texture and parts under random colours; the demo's data, and the
-  better proxy of real multi-object images.
+"""The built-in scene sets by name, used when no folder is given: ``shapes``
+(:mod:`densessl.data.synthetic`, classes by outline; the default, for tests and the golden
+record) and ``aerial`` (:mod:`densessl.data.aerial_scenes`, classes by texture and parts; the
+demo's data).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """JPEG decoding on the training device (opt-in, ``data.decode=gpu``): workers ship file bytes.
 
-With a CUDA device the data workers read each JPEG's header and bytes and draw its views' crop
-boxes, flips and photometric parameters (the same draws as the CPU path), but decode nothing;
-after the transfer, :meth:`EncodedBatch.to` decodes the whole batch at once with nvJPEG
-(``torchvision.io.decode_jpeg(..., device="cuda")``) and cuts the views there: each crop box is
-sliced and resized bilinearly with antialiasing (``F.interpolate``, whose pixel-centre mapping
-``x0 + (u + 0.5) (x1 - x0) / w`` is the one :class:`~densessl.data.views.ViewGeometry`
-records), then flipped. The views stay uint8 until the photometric step, as on the CPU path.
-Files that are not plain JPEGs (PNGs, EXIF-rotated photos) are cut in the worker as usual and
-travel as pixels in the same batch.
-
-The same code runs on the CPU (``decode_jpeg`` decodes there too), which is how it is tested.
+Workers read each JPEG's header and bytes and draw its views (as the CPU path) but decode
+nothing; :meth:`EncodedBatch.to` decodes the batch with nvJPEG (``torchvision.io.decode_jpeg``)
+and cuts each view: crop, antialiased bilinear ``F.interpolate`` (the pixel-centre mapping
+:class:`~densessl.data.views.ViewGeometry` records), flip; uint8 until the photometric step.
+Other files (PNGs, EXIF-rotated photos) travel as CPU-cut pixels. Also runs on the CPU (tests).
 """
 
 from __future__ import annotations

@@ -1,32 +1,24 @@
 """Selective search's hierarchical grouping as SoCo's reference runs it, with numpy.
 
-Given an over-segmentation (a label image, e.g. Felzenszwalb's), the reference
-[hologerry/SoCo ``selective_search/selective_search.py``, a copy of AlpacaDB's ``selectivesearch``]
-greedily merges the most similar pair of neighbouring regions until none is left, and returns the
-box of every region it ever held. This module follows its rules, including the ones that differ
-from Uijlings et al.'s paper, because the goal is the reference's boxes:
+The reference [hologerry/SoCo ``selective_search/selective_search.py``, AlpacaDB's
+``selectivesearch``] merges the most similar pair of neighbouring regions of an
+over-segmentation until none is left and returns the box of every region it held. Its rules are
+followed, including those that differ from Uijlings et al.'s paper:
 
-* **Regions** are numbered in the order their first pixel appears in a row-major scan; that order
-  decides the pairs' order and so which of two equally similar pairs merges first.
-* **Colour**: the reference converts the 0..255 RGB floats with ``rgb2hsv``, which leaves hue and
-  saturation in 0..1 and value in 0..255, and bins each channel into 25 bins over 0..255. Hue and
-  saturation therefore always fill the first bin: they add exactly 2 to every colour similarity.
-  Only the value ``max(R, G, B)`` histogram discriminates.
-* **Texture**: the LBP code (:mod:`densessl.data.local_binary_pattern`) of each RGB channel in 10
-  bins over 0..255 (SoCo's fix of the package's 0..1 range).
-* Histograms are L1-normalised by the region's pixel count; a merged region's is the
-  size-weighted mean of its parts'.
-* **Neighbours** are not adjacent regions but pairs whose bounding boxes overlap in the
-  reference's sense: some corner of the later region's box (inclusive pixel coordinates) lies
-  strictly inside the earlier one's. A merged region's neighbours are its parts'.
+* **Regions** are numbered by first pixel in a row-major scan; that order breaks ties.
+* **Colour**: ``rgb2hsv`` on 0..255 floats, 25 bins over 0..255 per channel; hue and saturation
+  (in 0..1) always fill the first bin (+2 to every similarity), so only ``max(R, G, B)`` counts.
+* **Texture**: LBP (:mod:`densessl.data.local_binary_pattern`) of each RGB channel, 10 bins over
+  0..255.
+* Histograms are L1-normalised; a merged region's is the size-weighted mean of its parts'.
+* **Neighbours**: pairs where some corner of the later region's inclusive box lies strictly
+  inside the earlier one's; a merged region inherits its parts'.
 * **Similarity** = colour + texture + size + fill, with histogram intersection
   ``sum_b min(h1[b], h2[b])``, size ``1 - (s1 + s2) / (H W)`` and fill
-  ``1 - (B - s1 - s2) / (H W)``, ``B`` the area of the joint box in the reference's inclusive
-  coordinates ``(max_x - min_x) (max_y - min_y)``.
-* Ties go to the pair created last, as the reference's stable sort leaves it at the end.
+  ``1 - (B - s1 - s2) / (H W)``, ``B = (max_x - min_x) (max_y - min_y)`` of the joint box.
+* Ties go to the pair created last (the reference's stable sort).
 
-Floating-point sums run in the reference's order (bins left to right, then colour + texture +
-size + fill), so similarities, and therefore the merge order, match it bit for bit.
+Sums run in the reference's order, so similarities and the merge order match it bit for bit.
 """
 
 from __future__ import annotations
@@ -120,10 +112,8 @@ def region_features(labels: np.ndarray, rgb: np.ndarray) -> Regions:
 
 
 def box_neighbours(boxes: np.ndarray) -> np.ndarray:
-    """Pairs ``(a, b)``, ``a < b``, where a corner of box ``b`` is strictly inside box ``a``.
-
-    The reference's test is four corner cases; they reduce to "one of b's x bounds is strictly
-    inside a's x range, and one of its y bounds strictly inside a's y range".
+    """Pairs ``(a, b)``, ``a < b``, where a corner of box ``b`` is strictly inside box ``a``:
+    one of b's x bounds strictly inside a's x range and one of its y bounds inside a's y range.
 
     Args:
         boxes: (R, 4) inclusive ``min_x, min_y, max_x, max_y``.
@@ -188,9 +178,8 @@ def group(regions: Regions, area: int) -> np.ndarray:
         area: image area ``H W``.
 
     Returns:
-        (2R - C, 4) int64 inclusive boxes ``min_x, min_y, max_x, max_y``: the R initial regions
-        in order, then each merged region in the order it was made (C: regions never merged
-        away at the end).
+        (2R - C, 4) int64 inclusive boxes: the R initial regions in order, then each merged
+        region in creation order (C: regions never merged away at the end).
     """
     count = len(regions.sizes)
     state = _grow(regions, 2 * count)

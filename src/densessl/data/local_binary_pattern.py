@@ -1,19 +1,10 @@
 """Local binary patterns with 8 neighbours at radius 1: the texture code of selective search.
 
-SoCo's selective search [hologerry/SoCo ``selective_search/selective_search.py``] describes
-texture by scikit-image's ``local_binary_pattern(channel, P=8, R=1.0)`` (method "default") of each
-RGB channel. This is the same code computed with whole-array numpy operations, so the reference
-port needs no scikit-image for it:
-
-* neighbour ``p`` (``p = 0..7``) sits at angle ``2 pi p / 8``: row offset ``-sin``, column offset
-  ``cos``, both rounded to 5 decimals (so the diagonals are at +-0.70711, not exactly 1/sqrt 2);
-* its value is the bilinear interpolation of the four surrounding pixels, with 0 outside the
-  image;
-* bit ``p`` of the code is set when that value is ``>=`` the centre pixel.
-
-The arithmetic follows scikit-image's order of operations (weights ``1 - d`` and ``d`` of the
-fractional offset ``d``, columns blended before rows), so codes agree bit for bit on integer-valued
-images, where a neighbour equal to the centre (a flat patch) must land on the ``>=`` side.
+scikit-image's ``local_binary_pattern(channel, P=8, R=1.0)`` (method "default"), as SoCo's
+selective search uses it, in whole-array numpy: neighbour ``p`` at angle ``2 pi p / 8`` (row
+offset ``-sin``, column ``cos``, rounded to 5 decimals), bilinearly interpolated with 0 outside;
+bit ``p`` set when it is ``>=`` the centre. scikit-image's order of operations is kept, so codes
+agree bit for bit on integer images (where flat patches must land on the ``>=`` side).
 """
 
 from __future__ import annotations
@@ -37,14 +28,7 @@ def _shifted(padded: np.ndarray, dr: int, dc: int, height: int, width: int) -> n
 
 
 def local_binary_pattern(channel: np.ndarray) -> np.ndarray:
-    """8-neighbour, radius-1 LBP code of every pixel of one channel.
-
-    Args:
-        channel: (H, W) array of pixel values (any real dtype).
-
-    Returns:
-        (H, W) uint8 codes in 0..255.
-    """
+    """8-neighbour, radius-1 LBP code of every pixel: (H, W) real array -> (H, W) uint8."""
     image = np.asarray(channel, dtype=np.float64)
     height, width = image.shape
     padded = np.pad(image, 1)

@@ -1,14 +1,10 @@
 """Image montages for MCL: down-scaled images tiled into full-size grids.
 
 Level ``i`` of MCL (Guo et al., 2023) shrinks every view by ``2**i`` and tiles the batch into
-``2**i x 2**i`` montages of the original size, so that each cell lines up with one 7x7 window
-of FPN level P(5 - i). Level 0 is the full view itself. Every cell records the index of its
-source image, which is the label the cell must recognise.
-
-Behaviour follows the reference code (GuoQiushan/MCL, ``random_combine_img``): nearest
-down-sampling that keeps the top-left pixel of each ``grid x grid`` block, cells filled from a
-random permutation of the cell indices taken modulo the batch size, montages built from one
-process's batch only.
+``2**i x 2**i`` montages of the original size, so each cell lines up with one 7x7 window of
+P(5 - i); each cell's label is its source image's index. As the reference
+(GuoQiushan/MCL ``random_combine_img``): nearest down-sampling, cells from a random permutation
+modulo the batch size, montages from one process's batch.
 """
 
 from __future__ import annotations
@@ -32,29 +28,22 @@ def make_montage(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tile down-scaled ``images`` into ``grid x grid`` montages of the original size.
 
+    The ``n = M * grid**2`` cells, row-major over (m, r, c), receive ``perm[k] mod B`` for a
+    random permutation of ``0..n-1``: every image appears ``n // B`` or ``n // B + 1`` times.
+    Nearest keeps pixel ``(grid*y, grid*x)`` for output ``(y, x)``, as
+    ``F.interpolate(scale_factor=1/grid)``.
+
     Args:
         images: (B, C, H, W), H and W divisible by ``grid``.
         grid: cells per side; each image is down-sampled by this factor.
-        generator: draws the random placement; on any device (the permutation is moved to the
-            images' device).
-        num_montages: M, the number of montages; default ``ceil(B / grid**2)``, the fewest that
-            hold every image. Must satisfy ``M * grid**2 >= B``.
-        antialias: down-sample with anti-aliased bilinear interpolation instead of nearest.
+        generator: draws the random placement, on any device.
+        num_montages: M; default ``ceil(B / grid**2)``. Must satisfy ``M * grid**2 >= B``.
+        antialias: anti-aliased bilinear instead of nearest (floating-point images only).
 
     Returns:
         montages: (M, C, H, W), same dtype and device as ``images``.
-        sources: (M, grid, grid) long; the cell at row r, column c of montage m, i.e.
-        ``montages[m, :, r*h:(r+1)*h, c*w:(c+1)*w]`` with h = H // grid and w = W // grid, is
-        image ``sources[m, r, c]`` down-sampled by ``grid``.
-
-    Filling rule: the ``n = M * grid**2`` cells, in row-major order over (m, r, c), receive
-    ``perm[k] mod B`` for a random permutation ``perm`` of ``0..n-1``. So every image appears
-    ``n // B`` or ``n // B + 1`` times (at least once), and images with index ``< n mod B``
-    are the ones that appear once more. When B fills the cells exactly, each appears once.
-
-    Down-sampling: nearest keeps pixel ``(grid*y, grid*x)`` for output pixel ``(y, x)``, as
-    ``F.interpolate(scale_factor=1/grid)`` does in the reference; ``antialias`` uses
-    ``F.interpolate(mode="bilinear", antialias=True)`` and needs floating-point images.
+        sources: (M, grid, grid) long; cell ``montages[m, :, r*h:(r+1)*h, c*w:(c+1)*w]``
+        (h = H // grid, w = W // grid) is image ``sources[m, r, c]`` down-sampled.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
@@ -100,14 +89,13 @@ def mcl_level(
     *,
     antialias: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input of MCL level ``level`` (0..3) built from one view of the batch.
-
-    Level 0 returns the views unchanged with sources (B, 1, 1) = arange(B). Level i >= 1 calls
-    :func:`make_montage` with grid ``2**i`` and ``ceil(repeats * B / 4**i)`` montages, where
-    repeats is :data:`MCL_CELL_REPEATS` (two cells per image at level 3, as in the reference).
+    """The input of MCL level ``level`` (0..3) built from one view of the batch: level 0 the
+    views with sources arange(B) as (B, 1, 1); level i :func:`make_montage` with grid ``2**i``
+    and ``ceil(repeats * B / 4**i)`` montages (:data:`MCL_CELL_REPEATS`).
 
     Args:
         images: (B, C, H, W), H and W divisible by ``2**level``.
+
     Returns:
         montages (M, C, H, W) and sources (M, 2**level, 2**level) long.
     """

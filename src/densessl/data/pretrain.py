@@ -1,7 +1,5 @@
-"""The pretraining dataset: (epoch, index) -> the views of one image.
-
-A sample's randomness is a pure function of ``(seed, epoch, index)``, so the same sample gets
-the same views whatever the number of data workers or training processes, and after a resume.
+"""The pretraining dataset: (epoch, index) -> the views of one image, whose randomness is a pure
+function of ``(seed, epoch, index)`` (independent of workers, processes and resumes).
 """
 
 from __future__ import annotations
@@ -28,18 +26,16 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class MultiViewDataset:
     """Map-style dataset keyed by ``(epoch, index)`` that returns the views of one image.
 
-    An unreadable file is skipped with one warning per file (per process) and replaced by the
-    next readable index ``(index + k) % len``; the sample keeps its requested ``index`` and seed,
-    and lists the skipped paths under ``"skipped"``.
+    An unreadable file is skipped (one warning per file) for the next readable index; the sample
+    keeps its ``index`` and seed and lists the skipped paths under ``"skipped"``.
 
     Args:
         source: where images come from.
-        transform: makes the views: ``transform(image, generator)`` returns a list of views, or
-            a :class:`ViewsWithExtras`; with ``proposals`` it is called as ``transform(image,
-            generator, boxes)``.
+        transform: ``transform(image, generator)`` -> views or :class:`ViewsWithExtras`;
+            ``transform(image, generator, boxes)`` with ``proposals``.
         seed: run seed.
-        proposals: ``proposals(i)`` -> (M, 4) xyxy source-pixel boxes of image ``i`` (SoCo's
-            object proposals), or None when the transform needs none.
+        proposals: ``proposals(i)`` -> (M, 4) xyxy source-pixel boxes of image ``i`` (SoCo), or
+            None.
     """
 
     def __init__(
@@ -66,8 +62,8 @@ class MultiViewDataset:
             )
 
     def _views(self, position: int, generator: torch.Generator) -> Any:
-        """The transform's output for the image at ``position``; a JPEG the transform can
-        take undecoded is decoded there, at the size its crops allow."""
+        """The transform's output for the image at ``position`` (JPEGs decoded at the size the
+        crops allow, when the transform can)."""
         deferred = None
         if self.proposals is None and hasattr(self.transform, "from_deferred"):
             deferred = open_deferred(self.source, position)

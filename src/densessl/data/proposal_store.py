@@ -1,13 +1,10 @@
 """Proposals of a whole dataset: a resumable parallel job, a pickle-free file, a cache.
 
-The job (:func:`generate_proposals`) runs :func:`densessl.data.proposals.image_proposals` on every
-image of a source in a process pool and appends one JSON line per finished image to
-``<out>.partial.jsonl`` (after a header naming the source). Re-running continues from those lines,
-so a finished image is never searched again; a line torn by a kill is cut off. When every image
-is done, the final file is written to a temporary name and renamed over ``out`` (atomic), then the
-record file is deleted.
-
-The final file is a NumPy ``.npz`` that :func:`load_proposals` reads with ``allow_pickle=False``:
+:func:`generate_proposals` runs :func:`densessl.data.proposals.image_proposals` on every image in
+a process pool, appending one JSON line per image to ``<out>.partial.jsonl``; a re-run continues
+from those lines (a torn last line is cut off). When all are done the final file is written
+atomically (temporary name, rename) and the record file deleted. The ``.npz`` file
+(:func:`load_proposals`, ``allow_pickle=False``):
 
 ========== ============== ===========================================================
 keys       (N,) str       image keys: path relative to the folder (or the source's name)
@@ -18,8 +15,8 @@ skipped    (S,) str       keys of files that could not be decoded (never searche
 meta       () str         JSON: format version, source fingerprint and count, search settings
 ========== ============== ===========================================================
 
-Synthetic scenes get the same search as folders (rendered on the fly by the pool workers, cached
-in the run folder): their instance boxes are annotations, and SoCo's boxes must be unsupervised.
+Synthetic scenes get the same search (their instance boxes are annotations; SoCo's boxes must be
+unsupervised).
 """
 
 from __future__ import annotations
@@ -218,10 +215,9 @@ def generate_proposals(
         out: final ``.npz`` file; ``out + ".partial.jsonl"`` holds the progress meanwhile.
         workers: processes (default: all cores); 1 runs in this process.
         max_side: longer side of the searched copy (None: full resolution).
-        max_images: stop after searching this many images, leaving the run unfinished
-            (for tests and for splitting a long job).
-        progress: show a tqdm bar (ETA, images/s) on stderr.
-        route: how selective search runs, one of ``densessl.data.proposals.ROUTES``.
+        max_images: stop after searching this many images, leaving the run unfinished.
+        progress: show a tqdm bar on stderr.
+        route: one of ``densessl.data.proposals.ROUTES``.
 
     Raises:
         DataError: ``out`` or its record file belongs to other images or settings.
@@ -287,11 +283,8 @@ def _run(source: ImageSource, todo: list[int], workers: int, max_side: int | Non
 def proposals_for_source(
     source: ImageSource, run_dir: str | Path, workers: int | None = None, progress: bool = True
 ) -> list[np.ndarray]:
-    """Per-image proposals for pretraining, generated when missing and cached.
-
-    A folder's file is cached beside the data (``<folder>/.densessl_proposals.npz``), or in
-    ``run_dir`` when the folder is read-only; other sources (the synthetic scenes) are cached in
-    ``run_dir``. A cached file made for other images is regenerated.
+    """Per-image proposals for pretraining, generated when missing and cached beside a folder
+    (``.densessl_proposals.npz``), else in ``run_dir``; regenerated if made for other images.
 
     Returns:
         list aligned with the source's indices of (K, 4) float32 xyxy boxes in original-image
@@ -333,9 +326,8 @@ class ProposalList:
 
 
 def proposal_lookup(source: ImageSource, run_dir: str | Path, workers: int) -> ProposalList:
-    """SoCo's selective-search proposals of every image, generated when missing and cached (see
-    :func:`proposals_for_source`). The main process generates them while the others wait, then
-    every process loads the file."""
+    """SoCo's proposals of every image (:func:`proposals_for_source`): the main process generates
+    them while the others wait, then every process loads the file."""
     workers = max(1, workers)
     if dist.is_main():
         boxes = proposals_for_source(source, run_dir, workers=workers, progress=True)

@@ -1,23 +1,13 @@
 """SoCo's object proposals: selective search, the reference filter with its fall-backs, levels.
 
 SoCo (Wei et al., NeurIPS 2021, https://arxiv.org/abs/2106.02637) pairs RoI features of the same
-selective-search box seen in different views. This module holds the per-image pieces:
-
-* :func:`filter_boxes`: the reference's ``ratio3size0308post`` rules and fall-backs;
-* :func:`assign_levels`: which FPN level (P2..P5) pools a box, by its size in view pixels;
-* :func:`selective_search`: selective search on a down-scaled copy of the image, boxes scaled back
-  to the original pixels, by one of :data:`ROUTES`; :func:`image_proposals` = search + filter.
-
-Generating, storing and loading the boxes of a whole dataset lives in
+selective-search box seen in different views. Whole-dataset generation and storage:
 :mod:`densessl.data.proposal_store`.
 
-Box convention: ``(M, 4)`` ``x1, y1, x2, y2`` in continuous pixel coordinates, so a box covering
-pixel columns ``a..b`` is ``x1 = a, x2 = b + 1`` and its width is ``x2 - x1``. The reference stores
-``(x, y, w, h)`` with ``w = max_x - min_x`` (one less than the pixel extent) and loads it as the
-inclusive box ``x2 = x + w - 1``, whose width is again ``w``; so the rules below apply to the same
-number the reference tests, ``x2 - x1`` here. The ``port`` routes return the reference's numbers;
-the ``opencv`` route's width is the full pixel extent, one pixel wider than the reference's box of
-the same region (a deviation).
+Box convention: ``(M, 4)`` ``x1, y1, x2, y2`` in continuous pixel coordinates: pixel columns
+``a..b`` give ``x1 = a, x2 = b + 1``, width ``x2 - x1``. The reference's inclusive box
+``x2 = x + w - 1`` has the same width ``w``, so the rules test the same number. The ``port``
+routes return the reference's numbers; ``opencv`` boxes are one pixel wider (a deviation).
 """
 
 from __future__ import annotations
@@ -88,17 +78,14 @@ def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
 
     Rules, with ``w = x2 - x1``, ``h = y2 - y1`` and ``(H, W) = image_size``, tried in order
     until one keeps at least one box [hologerry/SoCo: ``selective_search/filters.py``,
-    ``filter_ss_proposals_json.py``, ``filter_ss_proposals_json_post_no_prop.py``,
-    ``contrast/data/dataset.py``]:
+    ``filter_ss_proposals_json*.py``, ``contrast/data/dataset.py``]:
 
     1. ``w >= 32 and h >= 32 and 1/3 <= w/h <= 3 and 0.3 <= sqrt(w h) / sqrt(W H) <= 0.8``;
-    2. otherwise ``w >= 32 and h >= 32 and 1/3 <= w/h <= 3`` (the size rule dropped);
-    3. otherwise ``w >= 32 and h >= 32`` (the aspect rule dropped too);
-    4. otherwise the whole image, ``[[0, 0, W, H]]`` (the reference's training loader inserts
-       ``[0, 0, W - 1, H - 1]`` inclusive, the same pixels).
+    2. otherwise ``w >= 32 and h >= 32 and 1/3 <= w/h <= 3``;
+    3. otherwise ``w >= 32 and h >= 32``;
+    4. otherwise the whole image, ``[[0, 0, W, H]]``.
 
-    All bounds are inclusive. Boxes keep their input order and duplicates are kept, as in the
-    reference's JSON.
+    Bounds inclusive; input order and duplicates kept, as in the reference's JSON.
 
     Args:
         boxes: (M, 4) xyxy pixel boxes, numpy array or torch tensor (M may be 0).
@@ -127,17 +114,11 @@ def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
 def assign_levels(boxes: Any, thresholds: tuple[float, ...] = LEVEL_THRESHOLDS) -> Any:
     """FPN level of each box: the first ``i`` with ``sqrt(w h) <= thresholds[i]``.
 
-    With the default thresholds: ``s <= 48`` -> 0 (P2), ``48 < s <= 96`` -> 1 (P3),
-    ``96 < s <= 192`` -> 2 (P4), ``192 < s <= 224`` -> 3 (P5), where ``s = sqrt(w h)`` in the
-    pixels of the resized view [hologerry/SoCo ``assign_bboxs_to_feature_map``, ``--aware_range
-    48 96 192 224``]. A box larger than the last threshold gets **-1**: the reference assigns it
-    to no level, so it takes part in no positive pair. Inside a 224-pixel view a clipped box is
-    at most 224, so -1 only appears for boxes that were not clipped to such a view; callers must
-    mask it, never use it as an index (``feats[-1]`` would silently pick P5).
-
-    Deviation: the reference first truncates the resized inclusive box to integers and measures
-    ``w = x2 - x1 + 1``; on continuous coordinates the same width is ``x2 - x1``, without the
-    truncation, so a box within a pixel of a threshold may land one level apart.
+    Default: ``s <= 48`` -> 0 (P2), ``<= 96`` -> 1 (P3), ``<= 192`` -> 2 (P4), ``<= 224`` -> 3
+    (P5), ``s = sqrt(w h)`` in view pixels [SoCo ``assign_bboxs_to_feature_map``]. A larger box
+    gets **-1** (no level, no positive pair, as the reference); callers must mask it, never
+    index with it (``feats[-1]`` would silently pick P5). Widths are ``x2 - x1`` without the
+    reference's integer truncation (docs/deviations.md).
 
     Args:
         boxes: (M, 4) xyxy boxes in view pixels, numpy array or torch tensor.
@@ -202,19 +183,15 @@ def selective_search(
 ) -> np.ndarray:
     """All selective-search boxes of an image (unfiltered).
 
-    The image is shrunk (area interpolation) so its longer side is at most ``max_side`` (``None``:
-    full resolution); Felzenszwalb's ``min_size`` shrinks with the area so it stays 100
-    full-resolution pixels, and its ``sigma`` shrinks with the side (``k`` is kept: scaling it
-    measured no better).
-    Only boxes of at least 0.3 x the image scale survive the filter, and those are mostly found on
-    the small image at a fraction of the cost (figures: benchmarks/proposals_speed.py).
+    The image is shrunk (area interpolation) to a longer side of at most ``max_side`` (None: full
+    resolution); Felzenszwalb's ``min_size`` scales with the area and ``sigma`` with the side.
+    The filter keeps only boxes of at least 0.3 x the image scale, which the small copy finds.
 
-    Routes (:data:`ROUTES`): ``"opencv"``, OpenCV-contrib's search with the reference's single
-    strategy and parameters (its own segmentation and similarities, its duplicate removal; boxes
-    sorted); ``"port"``, the reference algorithm ported (:mod:`densessl.data.reference_search`,
-    needs scikit-image), whose boxes at full resolution are the reference's, in its order and with
-    its duplicates; ``"port_opencv_segments"``, the same grouping on OpenCV's Felzenszwalb
-    segments. A port box found on the shrunk image is scaled as the pixel extent it covers.
+    Routes (:data:`ROUTES`): ``"opencv"``, OpenCV-contrib's search with the reference's strategy
+    and parameters; ``"port"``, the reference algorithm ported
+    (:mod:`densessl.data.reference_search`, needs scikit-image; the reference's boxes at full
+    resolution);
+    ``"port_opencv_segments"``, the same grouping on OpenCV's Felzenszwalb segments.
 
     Args:
         image: RGB PIL image or (H, W, 3) uint8 array.
@@ -264,8 +241,7 @@ def image_proposals(
     max_side: int | None = SEARCH_MAX_SIDE,
     route: str = SEARCH_ROUTE,
 ) -> np.ndarray:
-    """Selective search (:func:`selective_search`) then :func:`filter_boxes`: the boxes SoCo
-    keeps for one image.
+    """Selective search then :func:`filter_boxes`: the boxes SoCo keeps for one image.
 
     Returns:
         (K, 4) float32 xyxy boxes in the image's pixels, K >= 1.

@@ -1,16 +1,10 @@
 """JPEG decoding at reduced size when every crop of the image will be down-sampled anyway.
 
-A baseline JPEG can be decoded at 1/2, 1/4 or 1/8 of its size by scaling its 8x8 DCT blocks
-(libjpeg's scaled IDCT, PIL's ``Image.draft``), several times faster than a full decode. Pixel
-``u`` of the image decoded at scale ``s`` covers source pixels ``[s u, s (u + 1))`` (the last
-partial block extends the edge), so a crop box ``(x0, y0, x1, y1)`` in source pixels is the box
-``(x0 / s, y0 / s, x1 / s, y1 / s)`` of the reduced image: the views keep their geometry in
-source pixels exactly; only the filtering differs (the DCT's block average before the bilinear
-resize instead of the resize's own antialiasing).
-
-The scale is chosen per image, after its crops are drawn: the largest ``s`` in 1, 2, 4, 8 for
-which every crop, reduced, is still at least its output size (so no view is up-sampled from a
-reduced decode where the full decode would down-sample it).
+A JPEG can be decoded at 1/s, s in 2, 4, 8, by scaling its 8x8 DCT blocks (PIL's
+``Image.draft``). Pixel ``u`` at scale ``s`` covers source pixels ``[s u, s (u + 1))``, so crop
+box ``(x0, y0, x1, y1)`` becomes ``(x0 / s, y0 / s, x1 / s, y1 / s)``: geometry is kept exactly,
+only the filter differs. ``s`` is the largest with every reduced crop still at least its output
+size, so no view is up-sampled where the full decode would down-sample it.
 """
 
 from __future__ import annotations
@@ -35,12 +29,8 @@ _EXIF_ORIENTATION = 0x0112
 def decode_scale(
     crop_sizes: Sequence[tuple[float, float]], output_sizes: Sequence[tuple[int, int]]
 ) -> int:
-    """The largest DCT scale s (8, 4, 2 or 1) with ``crop / s >= output`` for every view.
-
-    Args:
-        crop_sizes: (height, width) of each crop box in source pixels.
-        output_sizes: (height, width) of each view.
-    """
+    """The largest DCT scale s (8, 4, 2 or 1) with ``crop / s >= output`` for every view, from
+    (height, width) ``crop_sizes`` in source pixels and ``output_sizes`` of the views."""
     room = min(
         min(ch / oh, cw / ow) for (ch, cw), (oh, ow) in zip(crop_sizes, output_sizes, strict=True)
     )
@@ -61,10 +51,8 @@ class DeferredJpeg:
 
     @classmethod
     def open(cls, path: str | Path) -> DeferredJpeg | None:
-        """The deferred file, or None when reduced decoding does not apply: not a JPEG, or a
-        photo rotated by its EXIF orientation (its crops are drawn in the upright frame), or a
-        header PIL cannot read, or not a regular file (the full decode then reports the
-        error)."""
+        """The deferred file, or None when reduced decoding does not apply: not a JPEG, an
+        EXIF-rotated photo, an unreadable header, or not a regular file."""
         try:
             require_regular_file(path)
             with Image.open(path) as image:
@@ -97,9 +85,8 @@ class DeferredJpeg:
 
 
 def open_deferred(source: ImageSource, i: int) -> DeferredJpeg | None:
-    """The ``i``-th image of ``source`` with its header read and its pixels not yet, or None:
-    the source is not a folder with ``reduced_decode`` on, or the file does not qualify
-    (:meth:`DeferredJpeg.open`)."""
+    """The ``i``-th image of ``source`` with only its header read, or None when the source is
+    not a folder with ``reduced_decode`` on or the file does not qualify."""
     if isinstance(source, ImageFolder) and source.reduced_decode:
         return DeferredJpeg.open(source.paths[i])
     return None

@@ -1,15 +1,10 @@
 """SoCo's reference selective search, ported: Felzenszwalb segments, then the reference grouping.
 
-The reference [hologerry/SoCo ``selective_search/selective_search.py``] segments the image with
-scikit-image's ``felzenszwalb(img_as_float(rgb), scale=300, sigma=0.9, min_size=100)`` and then
-runs its hierarchical grouping (:mod:`densessl.data.hierarchical_grouping`). Two segmenters:
-
-* ``"skimage"``: scikit-image's, called as the reference calls it. With it the port returns the
-  reference's boxes exactly (all of them, in its order: benchmarks/proposals_speed.py checks
-  this against the reference code). scikit-image is an optional dependency.
-* ``"opencv"``: OpenCV-contrib's implementation of the same Felzenszwalb-Huttenlocher algorithm
-  with the same ``k``, ``sigma`` and ``min_size``. It is several times faster, but its Gaussian
-  kernel, edge order and merging details differ, so the segments, and the boxes, differ too.
+The reference [hologerry/SoCo ``selective_search/selective_search.py``] runs scikit-image's
+``felzenszwalb(img_as_float(rgb), scale=300, sigma=0.9, min_size=100)``, then its hierarchical
+grouping (:mod:`densessl.data.hierarchical_grouping`). Segmenters: ``"skimage"`` (optional
+dependency; the reference's boxes exactly, in its order) or ``"opencv"`` (OpenCV-contrib's
+Felzenszwalb-Huttenlocher, same parameters, faster, but different segments and boxes).
 """
 
 from __future__ import annotations
@@ -23,8 +18,7 @@ SOCO_EXTRA = "soco"  # the extra that installs OpenCV-contrib
 
 
 def opencv():
-    """OpenCV-contrib, imported where selective search runs: only SoCo's proposals need it,
-    so it is an extra (``pip install 'densessl[soco]'``).
+    """OpenCV-contrib, imported where selective search runs (extra ``densessl[soco]``).
 
     Raises:
         ConfigError: OpenCV is missing, or installed without its contrib modules.
@@ -55,8 +49,7 @@ def felzenszwalb_segments(
 
     Args:
         rgb: (H, W, 3) uint8 image.
-        k: the scale of the merging threshold ``k / |C|``, in 0..255 intensity units
-            (scikit-image's ``scale``).
+        k: scale of the merging threshold ``k / |C|``, 0..255 units (scikit-image's ``scale``).
         sigma: Gaussian smoothing before building the graph.
         min_size: smallest segment in pixels (smaller ones are merged away).
         segmenter: ``"skimage"`` (the reference's) or ``"opencv"``.
@@ -97,8 +90,8 @@ def reference_selective_search(
         segmenter: see :func:`felzenszwalb_segments`.
 
     Returns:
-        (M, 4) int64 ``min_x, min_y, max_x, max_y`` of each region's pixels (inclusive), which
-        are also the reference's ``x, y, x + w, y + h``.
+        (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` (the reference's
+        ``x, y, x + w, y + h``).
     """
     labels = felzenszwalb_segments(rgb, k, sigma, min_size, segmenter)
     return hierarchical_grouping(labels, rgb)

@@ -1,11 +1,9 @@
 """A batch sampler whose position is a pure function of the step, so resume is exact.
 
-Global micro-batch ``g`` (counted from the start of training over all processes) lies in epoch
-``g // batches_per_epoch``; that epoch's order is a permutation drawn from ``(seed, epoch)``; the
-global micro-batch is split into equal contiguous slices, one per process, in rank order. Hence a
-2-process run sees exactly the samples of a 1-process run with the same global batch, and a run
-resumed at step ``s`` continues from micro-batch ``s * accum_steps`` without storing any state.
-Each yielded item is ``(epoch, index)``: the epoch seeds the sample's augmentation.
+Global micro-batch ``g`` lies in epoch ``g // batches_per_epoch``, whose order is a permutation
+drawn from ``(seed, epoch)``; it is split into contiguous slices, one per rank. So 2 processes see
+what 1 process sees at the same global batch, and a resume at step ``s`` continues from
+micro-batch ``s * accum_steps`` without state. Items are ``(epoch, index)``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """Where images come from: a folder of image files, or anything with the same three methods.
 
-Every source yields 8-bit RGB PIL images. Files that cannot be decoded raise
-:class:`UnreadableImage`; the dataset skips them. Mistakes the user must fix (a missing or empty
-folder) raise :class:`DataError`, whose one-line message the CLI prints before exiting with 2.
+Sources yield 8-bit RGB PIL images; undecodable files raise :class:`UnreadableImage` (skipped by
+the dataset), user mistakes (missing or empty folder) :class:`DataError`. :func:`to_rgb`:
 
-Conversion rules of :func:`to_rgb`:
-
-* grayscale (``L``, ``1``) is replicated to three channels; ``CMYK``, ``YCbCr`` and the like go
-  through PIL's own conversion;
-* alpha (``RGBA``, ``LA``, palette with transparency) is composited on black, i.e. colour is
-  multiplied by alpha. Encoders store arbitrary colours under fully transparent pixels; the
-  composite depends only on what is visible, so two files that look alike give alike pixels;
-* integer images deeper than 8 bits (``I;16*``, or ``I`` with values in 0..65535) are divided by
-  257 and rounded, which maps 0..65535 exactly onto 0..255 (an 8-bit value ``v`` stored as
-  ``257 v`` comes back as ``v``), so full-range 16-bit files keep their look; float ``F`` images
-  with values in [0, 1] are scaled by 255; anything else is min-max stretched to 0..255.
-* EXIF orientation is applied, so photos are seen upright as viewers show them.
+* grayscale is replicated; ``CMYK``, ``YCbCr`` etc. use PIL's conversion;
+* alpha is composited on black (colour × alpha), so invisible pixels' stored colours never count;
+* integers deeper than 8 bits are divided by 257 and rounded (0..65535 onto 0..255 exactly);
+  float ``F`` in [0, 1] is scaled by 255; anything else is min-max stretched;
+* EXIF orientation is applied.
 """
 
 from __future__ import annotations
@@ -67,14 +59,8 @@ def _is_hidden(name: str) -> bool:
 
 
 def find_images(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, hidden files and folders skipped.
-
-    Symlinked folders are followed (datasets are often assembled from links); a folder already
-    visited, through a link loop or two links to one place, is searched once only.
-
-    Returns:
-        Paths sorted by their path relative to ``root`` (so the order is the same everywhere).
-    """
+    """Image files under ``root``, recursively, hidden ones skipped, symlinked folders followed
+    (each real folder searched once); sorted by path relative to ``root``."""
     found = []
     visited: set[str] = set()
     for folder, subfolders, files in os.walk(root, followlinks=True):
@@ -163,8 +149,8 @@ class ImageFolder:
 
     Args:
         root: the folder.
-        reduced_decode: offer JPEGs undecoded, so a transform that can decodes them at the
-            reduced size its crops allow (:func:`densessl.data.reduced_decode.open_deferred`).
+        reduced_decode: offer JPEGs undecoded, for decoding at the size the crops allow
+            (:func:`densessl.data.reduced_decode.open_deferred`).
 
     Raises:
         DataError: the folder is missing, is not a folder, or holds no images.

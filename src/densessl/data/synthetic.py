@@ -1,14 +1,9 @@
 """Built-in procedural scenes: the default dataset, needing no files and no downloads.
 
 Each scene is a textured background with 2-6 overlapping objects of four shape classes. Colour
-and texture are drawn independently of the class, so only shape tells the classes apart: a
-representation that separates them has learnt shape, not colour statistics. Objects are painted
-in order, later ones occluding earlier ones; the scene comes with the per-pixel class of what is
-visible and the boxes of the visible part of every instance, for dense probing.
-
-A scene is a pure function of ``(seed, index)`` and is rendered at the requested size directly
-(shapes and textures scale with the image), so any size works. The random draws do not depend on
-the size, so one scene at two sizes shows the same layout.
+and texture are independent of the class, so only shape separates the classes. Scenes come with
+the per-pixel class of what is visible and the boxes of each instance's visible part. A scene is
+a pure function of ``(seed, index)``, drawn independently of the size it is rendered at.
 """
 
 from __future__ import annotations
@@ -110,7 +105,7 @@ def texture(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, extent: floa
 def shape_mask(
     label: int, dx: np.ndarray, dy: np.ndarray, radius: float, angle: float
 ) -> np.ndarray:
-    """Which pixels a shape covers.
+    """Which pixels a shape covers: (h, w) bool.
 
     Args:
         label: class index (1 disc, 2 square, 3 triangle, 4 ring).
@@ -118,9 +113,6 @@ def shape_mask(
         dy: (h, 1) y offsets.
         radius: size of the shape in pixels.
         angle: rotation in radians.
-
-    Returns:
-        (h, w) bool.
     """
     name = CLASS_NAMES[label]
     u = dx * math.cos(angle) + dy * math.sin(angle)
@@ -145,9 +137,8 @@ def shape_mask(
 class SceneSet:
     """A set of procedural scenes: scene ``i`` is a pure function of ``(seed, i)``.
 
-    Subclasses set ``class_names``, ``num_classes`` and ``kind`` and implement
-    :meth:`render`. Every length a subclass draws is a fraction of the shorter side, so a scene
-    renders at any size with the same random draws.
+    Subclasses set ``class_names``, ``num_classes`` and ``kind`` and implement :meth:`render`,
+    drawing every length as a fraction of the shorter side.
 
     Args:
         num_images: number of scenes.
@@ -223,10 +214,8 @@ class SyntheticScenes(SceneSet):
 def annotate_scene(
     canvas: np.ndarray, owner: np.ndarray, labels: np.ndarray, drawn_area: np.ndarray
 ) -> Scene:
-    """Scene from a painted canvas and the per-pixel owner (0 background, k + 1 object k).
-
-    Instances too occluded to see get no box, but their visible pixels keep their class.
-    """
+    """Scene from a painted canvas and the per-pixel owner (0 background, k + 1 object k);
+    instances too occluded to see get no box but keep their visible pixels' class."""
     visible = np.bincount(owner.ravel(), minlength=len(labels) + 1)[1:]
     keep = (visible >= MIN_VISIBLE_PIXELS) & (visible >= MIN_VISIBLE_FRACTION * drawn_area)
     kept = np.flatnonzero(keep)

@@ -1,12 +1,9 @@
 """Multi-view transform whose views remember where they came from.
 
-Every view records its crop box in source pixels and whether it was mirrored, so dense methods
-can match locations between views exactly. Coordinates are continuous: pixel ``i`` covers
-``[i, i + 1)``, so the centre of pixel ``(u, v)`` is ``(u + 0.5, v + 0.5)``. Points are
-``(x, y)``; sizes are ``(height, width)``.
-
-Only the geometric part (crop, resize, flip) is applied here; the photometric parameters are
-drawn here too, from the same generator, but applied in batches by
+Each view records its crop box in source pixels and its flip, so dense methods can match
+locations between views exactly. Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``.
+Points are ``(x, y)``; sizes ``(height, width)``. Only crop, resize and flip are applied here;
+photometric parameters are drawn here and applied in batches by
 :func:`densessl.data.augment.apply_photometric`.
 """
 
@@ -53,9 +50,8 @@ def moco_v2_views(
     crop_scale: tuple[float, float] = (0.2, 1.0),
     blur_p: float = 0.5,
 ) -> list[ViewSpec]:
-    """The two identical MoCo-v2 views: RandomResizedCrop(size, scale=crop_scale), flip 0.5, and
-    the MoCo-v2 photometric recipe with Gaussian blur σ drawn from ``blur_sigma`` pixels with
-    probability ``blur_p`` (paper: scale (0.2, 1), σ 0.1-2 px, p 0.5)."""
+    """The two MoCo-v2 views: RandomResizedCrop(size, scale=crop_scale), flip 0.5, MoCo-v2's
+    photometric recipe, blur σ in ``blur_sigma`` px with probability ``blur_p``."""
     photometric = replace(MOCO_V2_PHOTOMETRIC, blur_sigma=tuple(blur_sigma), blur_p=blur_p)
     spec = ViewSpec(size=size, scale=tuple(crop_scale), photometric=photometric)
     return [spec, spec]
@@ -175,8 +171,8 @@ class ViewsWithExtras:
 
     Attributes:
         views: the views, in order.
-        extras: name -> tensor of the same shape for every sample; collated into
-            :attr:`densessl.data.batch.Batch.extras` by stacking along a new first dimension.
+        extras: name -> tensor of one shape for every sample, stacked into
+            :attr:`densessl.data.batch.Batch.extras`.
     """
 
     views: list[View]
@@ -200,12 +196,9 @@ def sample_crop(
     ratio: tuple[float, float],
     generator: torch.Generator,
 ) -> tuple[int, int, int, int]:
-    """A RandomResizedCrop box, by torchvision's ``get_params`` rule, drawn from ``generator``.
-
-    Up to 10 tries of area fraction U(scale) and log-uniform aspect ratio w/h in ``ratio``; if
-    none fits, the largest central crop whose ratio is clamped into ``ratio``. The arithmetic
-    (float32 draws, rounding) is torchvision's, so a generator seeded like the global one gives
-    the very same boxes.
+    """A RandomResizedCrop box by torchvision's ``get_params`` rule and arithmetic (same boxes
+    for the same seed): up to 10 tries of area U(scale) and log-uniform ratio w/h, else the
+    largest central crop with the ratio clamped into ``ratio``.
 
     Returns:
         (top, left, crop_height, crop_width) in whole pixels.
@@ -235,11 +228,8 @@ def sample_crop(
 def crop_resize(
     image: Image.Image, box: tuple[float, float, float, float], size: tuple[int, int]
 ) -> torch.Tensor:
-    """Resample ``box`` of an RGB image to ``size`` (h, w), bilinear: -> (3, h, w) uint8.
-
-    PIL maps output pixel centre ``u + 0.5`` to ``x0 + (u + 0.5) * (x1 - x0) / w`` exactly (and
-    antialiases when shrinking), which is the mapping :class:`ViewGeometry` records.
-    """
+    """Resample ``box`` of an RGB image to ``size`` (h, w), bilinear: -> (3, h, w) uint8. PIL maps
+    pixel centre ``u + 0.5`` to ``x0 + (u + 0.5) * (x1 - x0) / w``, as :class:`ViewGeometry`."""
     resized = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box)
     return torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).contiguous()
 
@@ -267,9 +257,8 @@ class ViewDraw:
 class MultiViewTransform:
     """Make one view per spec from an image, every random draw from the given generator.
 
-    The draws of all views come first (crop box, flip, photometric parameters, view by view),
-    then the pixels, so a JPEG can be decoded at the reduced size the crops allow
-    (:meth:`from_deferred`) with the very draws of a full decode.
+    All draws come before the pixels, so a JPEG can be decoded at the reduced size the crops
+    allow (:meth:`from_deferred`) with the same draws as a full decode.
 
     Args:
         specs: one :class:`ViewSpec` per view.
@@ -315,8 +304,7 @@ class MultiViewTransform:
 
     def from_deferred(self, jpeg: DeferredJpeg, generator: torch.Generator) -> list[View]:
         """Views of a not yet decoded JPEG, decoded once at the smallest scale every crop
-        allows (:func:`densessl.data.reduced_decode.decode_scale`); same draws as
-        ``__call__`` on the full decode."""
+        allows (:func:`densessl.data.reduced_decode.decode_scale`)."""
         width, height = jpeg.size
         draws = self.draw(width, height, generator)
         scale = decode_scale([d.crop_size for d in draws], [s.output_size for s in self.specs])

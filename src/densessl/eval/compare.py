@@ -1,11 +1,8 @@
 """Comparing inits under one protocol: the same labelled subsets, the same seeds, one table.
 
-Each init (the user's weights first, then ``random`` or other files) is scored at every label
-fraction and seed. A row is the mean ± standard deviation over seeds (``ddof=1``). A margin is
-*first row − this row*, paired by seed: ``d_s = first_s − row_s``, reported as the mean of the
-``d_s`` ± their standard deviation, and called *beyond twice its spread* when
-``|mean| > 2 · sd`` (with at least two seeds). Pairing removes what the seeds share (the
-labelled subset, the crops), which is why margins are tighter than the rows.
+A row is the mean ± sd over seeds (``ddof=1``). A margin pairs by seed, ``d_s = first_s −
+row_s``, reported as mean ± sd of ``d_s``, *beyond twice its spread* when ``|mean| > 2 · sd``
+(two seeds or more); pairing removes what seeds share, so margins are tighter than rows.
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
 """Correspondence accuracy: do a backbone's dense features find the same point in two views?
 
-Two crops of one image (MoCo-v2 geometry, colours untouched) are encoded; each cell of the first
-view's feature grid is matched to the second view's cell of highest cosine similarity, the
-positive DenseCL trains with. The views carry their crop geometry, so the true location of each
-cell's centre in the second view is known. A match is **correct** when the matched cell is
-within one cell of the true one (Chebyshev distance in cells <= 1); cells whose point falls
-outside the second view are not scored.
+Two MoCo-v2 crops of one image (colours untouched) are encoded; each cell of the first grid is
+matched to the most cosine-similar cell of the second (DenseCL's positive). A match is correct
+within one cell (Chebyshev) of the true cell, known from the crop geometry; points outside the
+second view are not scored::
 
     accuracy = correct / scored
     chance   = mean over scored cells of |{key cells within one cell of the true cell}| / (h * w)
 
-Chance is what a match drawn uniformly from the key grid would score: on a coarse grid (5 x 5
-at C5 of 160 px views) one cell's neighbourhood is up to 9 of 25 cells, so accuracy means
-something only against it.
+Chance matters on coarse grids (a 5 x 5 grid: up to 9 of 25 cells).
 """
 
 from __future__ import annotations
@@ -53,7 +49,7 @@ def cell_centres(h: int, w: int, view_size: tuple[int, int]) -> torch.Tensor:
 
 def true_cells(views: list[View], grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """For each query cell: the (x, y) key cell holding its centre, (h*w, 2), and whether that
-    point is inside the key view, (h*w,) bool. Mapped view -> source -> key view."""
+    point is inside the key view, (h*w,) bool."""
     h, w = grid
     query, key = views[0].geometry, views[1].geometry
     truth = key.source_to_view(query.view_to_source(cell_centres(h, w, query.output_size)))
@@ -107,8 +103,7 @@ def correspondence_accuracy(
     level: str = "c5",
     seed: int = 0,
 ) -> CorrespondenceScore:
-    """Accuracy and chance (module docstring) over one view pair of each image, drawn by
-    ``seed`` + the image's index."""
+    """Accuracy and chance over one view pair per image, drawn by ``seed`` + the image's index."""
     correct, chance = [], []
     for index, image in enumerate(images):
         views = two_views(image, size, seed + index)

@@ -1,18 +1,13 @@
 """Dense features of a frozen backbone over a labelled set, computed once and cached.
 
-Preprocessing (:func:`preprocess`): each image is resized, keeping its aspect ratio, so that its
-shorter side is ``image_size`` and both sides are multiples of 32 (each side is rounded to the
-nearest multiple, at least 32); bilinear (antialiased) for the image, nearest for the labels;
-then ImageNet mean/std normalisation of the RGB values. Because every side is a multiple of 32,
-every level's grid divides the image exactly: a feature cell of stride ``s`` covers an ``s x s``
-block of label pixels.
+Preprocessing (:func:`preprocess`): resize, aspect kept, so the shorter side is ``image_size``
+and each side the nearest multiple of 32 (at least 32); bilinear (antialiased) for the image,
+nearest for the labels; then ImageNet mean/std. So a feature cell of stride ``s`` covers an
+``s x s`` block of label pixels exactly.
 
-Images of different sizes give grids of different sizes. They are never padded before the
-backbone (each batch is split into groups of one size), so every feature is what the backbone
-gives on that image alone. For storage, grids are zero-padded at the bottom/right to the largest
-one and labels padded with ``ignore_index``; :attr:`DenseFeatures.grid_sizes` records each
-image's own grid, and :meth:`DenseFeatures.groups` / :meth:`DenseFeatures.item` give unpadded
-views. When all images share one size (the common case) there is no padding at all.
+Images are never padded before the backbone (each batch is split into same-size groups). For
+storage, grids are zero-padded at the bottom/right to the largest one and labels padded with
+``ignore_index``; :attr:`DenseFeatures.grid_sizes` keeps each image's own grid.
 """
 
 from __future__ import annotations
@@ -46,8 +41,7 @@ class FeatureOptions:
     """How the probes turn labelled images into frozen dense features (shared by their options).
 
     Attributes:
-        levels: backbone outputs concatenated as features; None = the backbone's default (c5 for
-            ResNets, the patch grid for ViTs).
+        levels: backbone outputs concatenated as features; None = the backbone's default.
         image_size: shorter image side (see the module docstring).
         batch_size: images per forward pass (and, for the linear probe, per training step).
         device: where the backbone and the probe run; None = where the backbone already is.
@@ -72,12 +66,10 @@ class DenseFeatures:
     """Frozen dense features of a labelled set, with the labels at the resized image resolution.
 
     Attributes:
-        features: (N, C, h, w) float16 on the CPU; the requested levels resized to the finest
-            one's grid and concatenated on channels, in the order given. Zero outside an
-            image's own grid.
-        labels: (N, H, W) uint8 (int64 when a class id or the ignore label exceeds 255), on the
-            CPU, with ``H = stride * h`` and ``W = stride * w``; ``ignore_index`` outside an
-            image's own size.
+        features: (N, C, h, w) float16 on the CPU; the levels resized to the finest grid and
+            concatenated on channels. Zero outside an image's own grid.
+        labels: (N, H, W) uint8 (int64 when an id exceeds 255) on the CPU, ``H = stride * h``,
+            ``W = stride * w``; ``ignore_index`` outside an image's own size.
         grid_sizes: (N, 2) int64 each image's own (h_i, w_i).
         stride: label pixels per feature cell along each side.
         num_classes: number of scored classes.
@@ -205,8 +197,8 @@ def dense_levels(outputs: dict[str, torch.Tensor], levels: Sequence[str]) -> tor
 
 
 def level_strides(backbone: nn.Module) -> dict[str, int]:
-    """Input pixels per cell of each dense output: the backbone's own ``level_strides`` (a ViT
-    declares ``{"patch": p}``), else ResNet's :data:`LEVEL_STRIDES`."""
+    """Input pixels per cell of each dense output: the backbone's ``level_strides`` (a ViT's
+    ``{"patch": p}``), else ResNet's :data:`LEVEL_STRIDES`."""
     return dict(getattr(backbone, "level_strides", LEVEL_STRIDES))
 
 
@@ -233,12 +225,9 @@ def _tensor_digest(digest, tensor: torch.Tensor) -> None:
 def cache_key(
     backbone: nn.Module, dataset: SegmentationDataset, levels: Sequence[str], image_size: int
 ) -> str:
-    """A digest of everything the features depend on.
-
-    Covers the backbone's class and weights; the dataset's class, length, class names, ignore
-    label, every item's :meth:`describe`, and the labels of its first item (so two synthetic
-    sets that describe their items alike still differ); the levels and the image size.
-    """
+    """A digest of everything the features depend on: backbone class and weights; the dataset's
+    class, length, class names, ignore label, items' :meth:`describe` and first labels; the
+    levels and the image size."""
     digest = hashlib.sha256()
     digest.update(
         f"{CACHE_FORMAT}|{type(backbone).__qualname__}|{list(levels)}|{image_size}".encode()
@@ -280,22 +269,18 @@ def extract_features(
 ) -> DenseFeatures:
     """Run a frozen backbone over a labelled set and keep its dense features.
 
-    The backbone is put in eval mode (its previous mode is restored afterwards) and moved to
-    ``device``; features are computed under ``torch.no_grad()`` (not ``inference_mode``, so
-    that probes may train on them).
+    Runs in eval mode (restored afterwards) under ``torch.no_grad()`` (not ``inference_mode``,
+    so that probes may train on the features).
 
     Args:
         backbone: module with ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``),
             or a ViT -> ``{"patch": (B, D, H/p, W/p), ...}`` (its ``level_strides`` name p).
         dataset: labelled images (:class:`~densessl.eval.segmentation.SegmentationDataset`).
-        levels: outputs to use; coarser ones are upsampled to the finest one's grid. None: the
-            backbone's default (c5, or patch for a ViT).
+        levels: outputs to use, upsampled to the finest grid. None: the backbone's default.
         image_size: shorter image side after resizing (see the module docstring).
         batch_size: images per forward pass.
         device: where the backbone runs; default: where it already is.
-        cache_path: optional file. If it holds features computed with the same backbone
-            weights, dataset, levels and image size (see :func:`cache_key`) they are loaded;
-            otherwise they are computed and written there.
+        cache_path: optional file; loaded if its :func:`cache_key` matches, else written.
 
     Returns:
         The features, labels and class information (:class:`DenseFeatures`), on the CPU.
@@ -404,12 +389,8 @@ def features_of(
     options: FeatureOptions,
     device: torch.device,
 ) -> DenseFeatures:
-    """``data`` itself if it already is :class:`DenseFeatures`, else its extracted features.
-
-    With ``options.cache_dir``, the features are cached there in a file named after
-    :func:`cache_key`, so probes run one after the other on the same backbone and data extract
-    them once.
-    """
+    """``data`` itself if it already is :class:`DenseFeatures`, else its extracted features,
+    cached in ``options.cache_dir`` (if set) under :func:`cache_key`."""
     if isinstance(data, DenseFeatures):
         return data
     levels, size = options.levels, options.image_size

@@ -1,23 +1,19 @@
 """Fine-tuning for segmentation: the whole network, backbone and decoder, on labelled masks.
 
-This is the protocol of the dense-pretraining papers (DenseCL's VOC and Cityscapes FCNs) and
-what a user does with the weights: train a segmenter from them on the labels they have, score
-it on images it never saw. The recipe is fixed so that inits compare fairly without tuning:
+The dense-pretraining papers' protocol (DenseCL's VOC and Cityscapes FCNs), with a fixed recipe
+so that inits compare without tuning:
 
 * **Network**: :func:`densessl.eval.segmenter.build_segmenter`, FPN by default.
-* **Data**: each step takes ``batch_size`` labelled images, each rescaled by a random factor in
-  ``[scale_min, scale_max]`` of its base size (shorter side ``image_size``; None keeps the
-  stored size), cropped to ``crop_size`` (padded with the ignore label where the image is
-  smaller) and flipped horizontally with p 0.5. ImageNet normalisation, as in pretraining.
-* **Optimisation**: AdamW, one learning rate for the whole network, a linear warm-up then
-  polynomial decay to 0 (power 0.9, mmsegmentation's), cross-entropy that skips the ignore
-  label. The length follows the labelled images: ``iterations = epochs * images / batch``, at
-  least ``min_iterations``, unless ``iterations`` is given. bf16 autocast on CUDA.
-* **Scoring**: every validation image at its base size (padded to a multiple of 32, logits
-  resized to the label grid), mIoU over the whole split (:mod:`densessl.eval.metrics`).
+* **Data**: per step ``batch_size`` images, rescaled by U[``scale_min``, ``scale_max``] of the
+  base size (shorter side ``image_size``), cropped to ``crop_size`` (ignore-padded), flipped
+  with p 0.5, ImageNet-normalised.
+* **Optimisation**: AdamW, linear warm-up then ``lr * (1 - t / T) ** 0.9``, cross-entropy
+  skipping the ignore label; ``iterations = max(epochs * images / batch, min_iterations)``
+  unless given. bf16 autocast on CUDA.
+* **Scoring**: every validation image at its base size (padded to a multiple of 32), mIoU over
+  the split (:mod:`densessl.eval.metrics`).
 
-Every random choice (the decoder's init, the crops, the batch order) is a function of ``seed``,
-so two inits trained at one seed see the same crops in the same order.
+Every random choice is a function of ``seed``, so two inits at one seed see the same crops.
 """
 
 from __future__ import annotations
@@ -48,7 +44,7 @@ PAD_MULTIPLE = 32  # FPN and Unet halve the input five times
 
 @dataclass
 class FinetuneSegOptions:
-    """The fine-tuning recipe (see the module docstring); defaults are the measured CPU recipe.
+    """The fine-tuning recipe (see the module docstring).
 
     Attributes:
         decoder: fpn | unet (smp decoders, CNN backbones) | linear (any backbone, ViTs).
@@ -64,7 +60,7 @@ class FinetuneSegOptions:
         precision: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.
         device: cpu | cuda; None = cuda when available.
         workers: data-loading processes.
-        seed: every random choice of the run (see the module docstring).
+        seed: every random choice of the run.
     """
 
     decoder: str = "fpn"
@@ -146,11 +142,8 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 class TrainingCrops:
-    """Map-style dataset: position ``k`` of the run -> one augmented (image, labels) crop.
-
-    The image and the crop of position ``k`` are drawn from ``(seed, k)`` alone, so the run is
-    the same whatever the number of loader processes.
-    """
+    """Map-style dataset: position ``k`` -> one augmented (image, labels) crop, drawn from
+    ``(seed, k)`` alone so the run does not depend on the number of loader processes."""
 
     def __init__(self, dataset: SegmentationDataset, options: FinetuneSegOptions) -> None:
         self.dataset = dataset
@@ -177,8 +170,7 @@ class TrainingCrops:
         return self._crop(x, y, rng)
 
     def _crop(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator):
-        """A ``crop_size`` square at a random place (padded where the image is smaller), then a
-        random horizontal flip."""
+        """A random ``crop_size`` square (padded where the image is smaller), randomly flipped."""
         crop = self.options.crop_size
         pad_h, pad_w = max(0, crop - x.shape[1]), max(0, crop - x.shape[2])
         if pad_h or pad_w:
@@ -283,12 +275,11 @@ def finetune_seg(
     options: FinetuneSegOptions | None = None,
     train_indices: Sequence[int] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``backbone`` with a fresh decoder on ``train_set`` (or the images
-    ``train_indices`` of it), score it on ``val_set``.
+    """Fine-tune ``backbone`` with a fresh decoder on ``train_set`` (or its ``train_indices``),
+    score it on ``val_set``.
 
     Args:
-        backbone: the pretrained (or random) backbone; the network starts from a copy of its
-            weights (smp decoders) or from it (``linear``).
+        backbone: the pretrained (or random) backbone; copied (smp decoders) or used (``linear``).
         train_set, val_set: labelled splits sharing their classes.
         options: the recipe; its defaults when None.
         train_indices: the labelled subset (:func:`densessl.eval.labels.label_subset`).

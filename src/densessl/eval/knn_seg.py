@@ -1,20 +1,14 @@
 """Dense nearest-neighbour segmentation with no training ("Hummingbird"-style retrieval).
 
-Memory: every patch (feature-grid cell) of the training images, its feature L2-normalised, its
-label the class histogram of its ``stride x stride`` label pixels, normalised to sum to 1
-(ignore pixels excluded; patches with no scored pixel dropped). With ``memory_per_image``, each
-image contributes at most that many of its labelled patches, drawn uniformly at random with a
-fixed seed (the open Hummingbird code favours rare classes instead; uniform is simpler and
-unbiased).
+Memory: every feature-grid cell of the training images, L2-normalised, labelled with the class
+histogram of its ``stride x stride`` pixels normalised to sum 1 (ignore pixels excluded, empty
+cells dropped); ``memory_per_image`` subsamples uniformly with a fixed seed (simpler and unbiased
+where Hummingbird's code favours rare classes).
 
-Query: each validation patch takes its ``k`` most cosine-similar memory patches; their soft
-labels are averaged with weights ``softmax(similarity / temperature)``; the per-patch class
-scores are reshaped to the grid, upsampled bilinearly to the label resolution and arg-maxed.
-
-The search runs in blocks of about ``chunk_size`` query patches (whole images) x ``chunk_size``
-memory patches, keeping a running top-k, so neither the full similarity matrix nor a float32
-copy of the memory is ever built: it fits in CPU RAM for small sets and runs on a GPU for large
-ones.
+Query: each validation cell takes its ``k`` most cosine-similar memory cells and averages their
+labels with weights ``softmax(similarity / temperature)``; the scores are upsampled bilinearly
+to the label resolution and arg-maxed. The search runs in blocks of about ``chunk_size`` x
+``chunk_size`` with a running top-k, so the full similarity matrix is never built.
 """
 
 from __future__ import annotations
@@ -45,9 +39,8 @@ class KnnSegOptions(FeatureOptions):
         temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).
         memory_per_image: at most this many patches per training image (None: all), drawn
             with ``seed``.
-        chunk_size: about this many query patches (whole images, at least one) against this
-            many memory patches per similarity block (None: no chunking); a block holds about
-            ``chunk_size**2`` floats (64 MiB at the default 4096).
+        chunk_size: query patches (whole images, at least one) and memory patches per
+            similarity block (None: no chunking); a block holds about ``chunk_size**2`` floats.
     """
 
     k: int = DEFAULT_K
@@ -135,12 +128,11 @@ def nearest_neighbours(
     Args:
         queries: (Q, C) float32.
         keys: (M, C) any float dtype, on the queries' device.
-        k: neighbours per query; at most M are returned.
+        k: neighbours per query.
         chunk_size: keys per block (None: all at once).
 
     Returns:
-        similarities (Q, k') float32, descending, and indices (Q, k') int64 into ``keys``,
-        with k' = min(k, M).
+        similarities (Q, k') float32, descending, and indices (Q, k') int64, k' = min(k, M).
     """
     block = chunk_size or len(keys)
     best_values = queries.new_empty(len(queries), 0)
@@ -174,7 +166,7 @@ def patch_scores(
         chunk_size: memory patches per similarity block (None: one block).
 
     Returns:
-        (Q, K) float32 scores (weighted label averages, rows summing to 1), on ``keys``' device.
+        (Q, K) float32 scores (rows summing to 1), on ``keys``' device.
     """
     queries = F.normalize(queries.to(keys.device).float(), dim=1)
     similarities, indices = nearest_neighbours(queries, keys, k, chunk_size)
@@ -199,8 +191,7 @@ def knn_predict_scores(
     options: KnnSegOptions | None = None,
     device: torch.device | str = "cpu",
 ) -> SegmentationScores:
-    """Score ``val`` by dense retrieval from a memory of ``train`` (see the module docstring);
-    the search runs on ``device``."""
+    """Score ``val`` by dense retrieval from a memory of ``train``, searching on ``device``."""
     options = options or KnnSegOptions()
     check_compatible(train, val)
     keys, soft_labels = build_memory(train, options.memory_per_image, options.seed)
@@ -241,8 +232,7 @@ def knn_seg(
         train_set: labelled images forming the memory, or their :class:`DenseFeatures` (then
             ``levels``, ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, scored.
-        options: feature extraction and retrieval (:class:`KnnSegOptions`); the defaults when
-            None.
+        options: :class:`KnnSegOptions`; the defaults when None.
 
     Returns:
         Validation scores at the resized label resolution.

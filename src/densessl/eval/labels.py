@@ -1,9 +1,8 @@
 """Few-label protocols: a fixed subset of a labelled split, drawn by a seed.
 
-``--labels 10%`` keeps ``round(0.10 * N)`` of the ``N`` training images (at least 1);
-``--labels 37`` keeps 37. The subset is the first ``k`` of a permutation drawn from the seed, so
-every init compared at one seed learns from the same images, a larger fraction at the same seed
-contains the smaller one, and the chosen images are listed in the report.
+``--labels 10%`` keeps ``round(0.10 * N)`` images (at least 1), ``--labels 37`` keeps 37: the
+first ``k`` of a seeded permutation, so inits compared at one seed see the same images and a
+larger fraction contains the smaller.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Linear segmentation probe on frozen dense features (DINOv2 "BNHead" style).
 
-The probe is ``BatchNorm2d(C)`` followed by a 1x1 ``Conv2d(C, num_classes)`` on the backbone's
-feature grid; its logits are upsampled bilinearly to the label resolution (the resized image)
-and trained with cross-entropy that skips ``ignore_index``. Features are extracted once, then
-every epoch reads them from memory: there is no augmentation.
-
-Defaults, chosen so that a probe on a few hundred small images takes seconds on two CPU cores
-and still converges on large sets: AdamW, lr 1e-2 with a cosine decay to 0 over all steps,
-weight decay 1e-4, batch 16, 20 epochs. (lr 1e-3 leaves the head under-fitted after a few hundred
-steps: 84 vs 92 mIoU on the oracle features of tests/test_eval_seg.py. Leopart / DINOv2 train
-for 25 epochs / 40k iterations with augmentation; slower protocols, numbers not comparable.)
+``BatchNorm2d(C)`` then a 1x1 ``Conv2d(C, num_classes)`` on the feature grid, logits upsampled
+bilinearly to the label resolution, cross-entropy skipping ``ignore_index``; features extracted
+once, no augmentation. Defaults (AdamW, lr 1e-2 cosine to 0, wd 1e-4, batch 16, 20 epochs) take
+seconds on a few hundred small images on a CPU and still converge on large sets.
 """
 
 from __future__ import annotations
@@ -73,8 +67,7 @@ def train_head(
 
     Args:
         data: training features (N, C, h, w) and labels (N, H, W).
-        options: ``epochs``, ``batch_size`` (images per step), ``lr``, ``weight_decay`` and
-            ``seed`` (head initialisation and batch order) apply.
+        options: ``epochs``, ``batch_size``, ``lr``, ``weight_decay`` and ``seed`` apply.
         device: where the head trains.
 
     Returns:
@@ -138,8 +131,7 @@ def linear_seg(
         train_set: labelled images, or their :class:`DenseFeatures` (then ``levels``,
             ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, for scoring; must share the training set's classes.
-        options: feature extraction and probe training (see the module docstring); the
-            defaults when None.
+        options: :class:`LinearSegOptions`; the defaults when None.
 
     Returns:
         Validation scores at the resized label resolution.

@@ -1,10 +1,8 @@
 """Semantic-segmentation scores from a confusion matrix.
 
-IoU rule: for class ``c``, ``IoU_c = TP / (TP + FP + FN)`` over all scored pixels of the set
-(not averaged per image). A class that is absent from both the ground truth and the predictions
-(``TP + FP + FN == 0``) has no defined IoU: it is reported as NaN and left out of the mean. A
-class that is only predicted, never present, scores 0 and counts. This is mmsegmentation's rule
-(nan-mean over classes with a non-empty union). Pixels labelled ``ignore_index`` are not scored.
+``IoU_c = TP / (TP + FP + FN)`` over all scored pixels of the set; a class absent from ground
+truth and predictions is NaN and left out of the mean (mmsegmentation's rule). Pixels labelled
+``ignore_index`` are not scored.
 """
 
 from __future__ import annotations
@@ -18,9 +16,7 @@ import torch
 def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
 ) -> torch.Tensor:
-    """Count (ground truth, prediction) pairs over the scored pixels.
-
-    Matrices of several batches add up, so a set is scored by summing per-batch matrices.
+    """Count (ground truth, prediction) pairs over the scored pixels; batches' matrices add up.
 
     Args:
         pred: (...) predicted classes in ``[0, num_classes)``, any integer dtype.
@@ -29,8 +25,7 @@ def confusion_matrix(
         ignore_index: label of pixels that are not scored.
 
     Returns:
-        (C, C) int64 on ``pred``'s device; entry ``[t, p]`` counts pixels of class t predicted p
-        (rows = ground truth).
+        (C, C) int64 on ``pred``'s device; ``[t, p]`` counts pixels of class t predicted p.
 
     Raises:
         ValueError: on mismatched shapes or labels outside the ranges above.
@@ -51,7 +46,7 @@ def confusion_matrix(
 
 @dataclass
 class SegmentationScores:
-    """Scores of a segmentation, in percent (see the module docstring for the IoU rule).
+    """Scores of a segmentation, in percent (IoU rule in the module docstring).
 
     Attributes:
         miou: mean IoU over the classes present in the ground truth or the predictions.

@@ -1,10 +1,8 @@
 """Plan for writing the built-in scenes to disk as a labelled dataset (segmentation or COCO).
 
-The written sets exist to be evaluated on, so their ``val`` split is held out:
-:func:`held_out_seed` of the train seed, so no val scene is a train scene, nor a scene that
-pretraining on the built-in scenes with the same seed has seen. Each set carries a
-:data:`MANIFEST_NAME` file naming its layout, written last, so that an interrupted export is
-not taken for a dataset.
+The ``val`` split uses :func:`held_out_seed`, so no val scene was trained or pretrained on. The
+:data:`MANIFEST_NAME` file naming the layout is written last, so an interrupted export is not
+taken for a dataset.
 """
 
 from __future__ import annotations
@@ -39,11 +37,8 @@ class SceneSplits:
 def begin_scene_export(
     out: str | Path, num_images: int, image_size: int, seed: int, own_names: set[str]
 ) -> SceneSplits:
-    """Check the arguments and the target folder, and plan the train / held-out val splits.
-
-    The folder must be new, empty, or hold only ``own_names`` (what an earlier export of the same
-    kind wrote). Its manifest is removed first (and written last by the caller), so that an
-    interrupted export is not taken for a dataset.
+    """Check the arguments and the target folder (new, empty, or holding only ``own_names``),
+    remove its manifest, and plan the train / held-out val splits.
 
     Raises:
         DataError: bad sizes, ``out`` is a file, or a folder holding other files.

@@ -1,11 +1,8 @@
 """A segmentation network around a pretrained backbone, for fine-tuning.
 
-CNN backbones (torchvision ResNets, timm CNNs) get a segmentation_models_pytorch decoder, FPN by
-default or Unet, built on the very encoder ``densessl export --format smp`` writes: the encoder
-is smp's own (``resnet18``, ``tu-convnext_tiny`` ...) and receives the exported state dict with
-a strict load, so a user's downstream smp code starts from the same tensors. ViTs, for which smp
-has no encoder, get the simple head of the linear probe (BatchNorm + 1x1 conv on the patch grid,
-bilinear upsampling: SETR's "naive" head) with the backbone fine-tuned under it.
+CNN backbones get a segmentation_models_pytorch decoder (FPN or Unet) on smp's own encoder,
+loaded strictly with what ``densessl export --format smp`` writes. ViTs (no smp encoder) get the
+linear probe's head (BatchNorm + 1x1 conv, bilinear upsampling: SETR's "naive" head).
 """
 
 from __future__ import annotations
@@ -27,10 +24,8 @@ SMP_EXTRA = "finetune"  # the extra that installs segmentation_models_pytorch
 
 
 class LinearSegmenter(nn.Module):
-    """Backbone + BatchNorm2d + 1x1 conv on its finest default level, upsampled to the input.
-
-    (B, 3, H, W) -> (B, num_classes, H, W).
-    """
+    """Backbone + BatchNorm2d + 1x1 conv on its finest default level, upsampled to the input:
+    (B, 3, H, W) -> (B, num_classes, H, W)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -46,10 +41,8 @@ class LinearSegmenter(nn.Module):
 
 
 def build_segmenter(backbone: nn.Module, decoder: str, num_classes: int, seed: int) -> nn.Module:
-    """The backbone inside a segmentation network with a freshly initialised decoder.
-
-    The decoder's initialisation is drawn from ``seed`` alone (a private RNG stream), so every
-    backbone compared at one seed starts from the same decoder.
+    """The backbone inside a segmentation network with a fresh decoder, initialised from
+    ``seed`` alone so every backbone compared at one seed starts from the same decoder.
 
     Raises:
         ConfigError: an unknown decoder, smp's decoders for a ViT, or smp not installed.

@@ -3,22 +3,14 @@
 Accepted by :func:`load_backbone`:
 
 * ``"random"``: a freshly initialised backbone (seed 0), the baseline every method must beat.
-* ``"pixels"``: no network, the raw pixel patches (:mod:`densessl.eval.raw_pixels`), the
-  baseline that says whether the task needs features at all.
-* a run directory, or a densessl training checkpoint (``format == "densessl-checkpoint-v1"``):
-  the method is rebuilt and its exported network's backbone is returned.
-* an exported torchvision-format state dict: ``.pt`` / ``.pth`` (``torch.load`` with
-  ``weights_only=True``) or ``.safetensors``. Wrapped ``{"state_dict": ...}`` dicts and keys
-  prefixed ``module.`` / ``backbone.`` are accepted; ``fc.*`` is dropped; the rest must match the
-  architecture exactly (strict load). The architecture is inferred from the keys when not given.
-* an exported timm CNN state dict (``--format timm`` or ``smp`` of a ``timm/<name>`` run), with
-  ``backbone`` naming the architecture (``"timm/convnext_tiny"``): timm's names are mapped to
-  the backbone's; every backbone tensor must be there.
-* an exported timm ViT state dict (``densessl export --format timm`` of a DINO or SelfPatch
-  run): recognised by its ``patch_embed.proj.weight``. Width, patch size and depth come from the
-  shapes, class token, final norm and position-table size from the keys; the head count is
-  not stored in the weights, so it is the registered architecture's (pass ``backbone`` to pick
-  one explicitly).
+* ``"pixels"``: raw pixel patches (:mod:`densessl.eval.raw_pixels`): does the task need features?
+* a run directory or densessl checkpoint: the method is rebuilt, its exported backbone returned.
+* a torchvision-format state dict (``.pt`` / ``.pth`` with ``weights_only=True``, or
+  ``.safetensors``): ``{"state_dict": ...}`` wrappers and ``module.`` / ``backbone.`` prefixes
+  accepted, ``fc.*`` dropped, the rest loaded strictly; the arch is inferred when not given.
+* a timm CNN state dict, ``backbone`` naming the architecture (``"timm/convnext_tiny"``).
+* a timm ViT state dict (recognised by ``patch_embed.proj.weight``): width, patch size and depth
+  from the shapes; the head count is not stored, so it is the registered architecture's.
 """
 
 from __future__ import annotations
@@ -64,11 +56,10 @@ def load_backbone(
     Args:
         weights: ``"random"``, ``"pixels"``, a run directory, a densessl checkpoint, or an
             exported state dict (see the module docstring).
-        backbone: architecture name, e.g. ``"resnet50"``. For ``"random"`` it defaults to
-            resnet50; for state dicts it is inferred from the keys when None; for runs it must
-            match the run's backbone if given.
-        network: for runs and checkpoints, ``"online"`` or ``"teacher"`` (default: the network
-            the method's authors released). Ignored otherwise.
+        backbone: architecture name, e.g. ``"resnet50"``; default resnet50 for ``"random"``,
+            inferred for state dicts, checked against a run's.
+        network: for runs and checkpoints, ``"online"`` or ``"teacher"`` (default: the released
+            one). Ignored otherwise.
 
     Returns:
         The backbone (``forward(x)`` -> ``{"c2": ..., "c5": ...}``), parameters still trainable.
@@ -172,8 +163,8 @@ def infer_vit(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
 def timm_weights(
     path: Path, weights: dict[str, torch.Tensor], model: TimmBackbone
 ) -> dict[str, torch.Tensor]:
-    """timm-named (full model or smp ``tu-`` encoder) weights under ``model``'s own keys; the
-    layers only timm's classifier path uses are left out. Every backbone tensor must be there."""
+    """timm-named (full model or smp ``tu-`` encoder) weights under ``model``'s own keys,
+    without timm's classifier-only layers. Every backbone tensor must be there."""
     mapped, report = map_to_backbone(weights, model, str(path))
     if report.missing or report.mismatched:
         raise WeightsError(

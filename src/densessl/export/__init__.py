@@ -1,32 +1,28 @@
 """Method checkpoint -> downstream weights, with the exact key sets checked on the way out.
 
-``densessl export RUN --format FORMAT --out FILE [--network online|teacher]`` writes the
-pretrained networks of a run in the layout a downstream library expects, verifies that layout
-before the file is written, and returns the configuration lines that must go with it:
+``densessl export RUN --format FORMAT --out FILE [--network online|teacher]`` writes a run's
+pretrained networks in a downstream library's layout, verified before writing, and returns the
+configuration lines to go with it:
 
 =============  ===================================================================================
-torchvision    plain state dict; loads into ``torchvision.models.<arch>()`` with missing keys
-               exactly ``fc.weight``/``fc.bias``, and into a detection model's ``backbone.body``
-torchvision_   backbone + FPN + box head (methods that pretrain them: SoCo) under the names of
-detection      torchvision's ``fasterrcnn/maskrcnn_resnet50_fpn_v2``; only the RPN, the predictors
-               and the mask branch are missing when loaded
-timm           the same file (timm's ResNets use torchvision's names); ``num_classes=0`` models
-               load it with no missing or unexpected key. ViTs: timm ``VisionTransformer``
-               weights, every key matched, with the constructor arguments printed. timm CNNs
+torchvision    plain state dict; loads into ``torchvision.models.<arch>()`` missing only
+               ``fc.weight``/``fc.bias``, and into a detection model's ``backbone.body``
+torchvision_   backbone + FPN + box head (SoCo) in ``fasterrcnn/maskrcnn_resnet50_fpn_v2``
+detection      names; only the RPN, the predictors and the mask branch are missing
+timm           ResNets: the same file, strict with ``num_classes=0``; ViTs: timm
+               ``VisionTransformer`` weights plus constructor arguments; timm CNNs
                (``timm/<name>``): ``timm.create_model(name, num_classes=0)``, strict
-smp            a segmentation_models_pytorch encoder (Unet, FPN, DeepLabV3+): ResNets under
-               torchvision's names, timm CNNs as ``tu-<name>`` encoders (``model.*``)
-detectron2     ``.pkl`` of numpy arrays with ``__author__`` and ``matching_heuristics``, keys
-               renamed to ``stem``/``res2..res5``/``shortcut``/``convN.norm``; plus
+smp            a segmentation_models_pytorch encoder: ResNets in torchvision's names, timm CNNs
+               as ``tu-<name>`` encoders (``model.*``)
+detectron2     ``.pkl`` of numpy arrays, keys ``stem``/``res2..res5``/...; plus
                ``fpn_lateral/output{2..5}`` and ``box_head.conv{1..4}``/``fc1`` when pretrained
 mmdet          ``{"state_dict": {"backbone.*": ...}, "meta": ...}``; plus ``neck.*`` and
                ``roi_head.bbox_head.*`` when pretrained
 safetensors    the torchvision state dict as ``.safetensors``
 =============  ===================================================================================
 
-Which network is exported by default is the method's choice (``Method.export_network``: the
-online encoder for MoCo-v2 and DenseCL, as their authors released; the teacher for DINO-style
-methods). Every format is RGB input with ImageNet mean/std, the pretraining normalisation.
+The default network is the method's ``export_network`` (the released one). Every format takes
+RGB input with ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -64,8 +60,8 @@ def export(
     Args:
         run: run directory or densessl checkpoint file.
         fmt: one of :data:`FORMATS`.
-        out: output file, or an existing folder to write ``<run>_<fmt>.<ext>`` into; its
-            parent folder is created. Written atomically.
+        out: output file, or an existing folder to write ``<run>_<fmt>.<ext>`` into; written
+            atomically.
         network: ``"online"`` or ``"teacher"``; None = the method's default.
         force: replace an existing file (never a checkpoint of the run itself).
 
@@ -74,8 +70,7 @@ def export(
 
     Raises:
         ExportError: unknown format or network, missing or unreadable run, an existing ``out``
-            without ``force``, an ``out`` inside the run's checkpoints, or a layout check that
-            failed.
+            without ``force``, an ``out`` inside the run's checkpoints, or a failed layout check.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {fmt!r}; available: {', '.join(FORMATS)}")
@@ -93,10 +88,9 @@ def export_target(run: str | Path, fmt: str, out: Path, force: bool) -> Path:
     """The file an export writes: ``out``, or a default name inside ``out`` when it is a folder.
 
     Raises:
-        ExportError: the file would replace a checkpoint of ``run`` (never allowed), or exists
-            and ``force`` is False.
+        ExportError: the file would replace a checkpoint of ``run``, or exists without ``force``.
         OutputError: the file would be one of a run's own files, or a name densessl chose
-            inside a run folder (only a name the user gives may go there).
+            inside a run folder.
     """
     run, suffix = Path(run), DEFAULT_SUFFIXES.get(fmt, ".pt")
     if out.is_dir():

@@ -9,7 +9,8 @@ torchvision (``fasterrcnn/maskrcnn_resnet50_fpn_v2``)::
     box_head.convs.k.conv / .norm     ->  roi_heads.box_head.k.0 / .1
     box_head.fc                       ->  roi_heads.box_head.{num_convs + 1}
 
-detectron2 (FPN, ``FastRCNNConvFCHead``)::
+detectron2 (FPN, ``FastRCNNConvFCHead``; no prefix, matched by suffix; no
+``num_batches_tracked``)::
 
     fpn.lateral_convs.i.conv / .norm  ->  fpn_lateral{i+2} / fpn_lateral{i+2}.norm
     fpn.output_convs.i.conv / .norm   ->  fpn_output{i+2} / fpn_output{i+2}.norm
@@ -22,10 +23,6 @@ mmdet (``FPN``, ``Shared4Conv1FCBBoxHead``; SoCo's mmdet converter)::
     fpn.output_convs.i.conv / .norm   ->  neck.fpn_convs.i.conv / .bn
     box_head.convs.k.conv / .norm     ->  roi_head.bbox_head.shared_convs.k.conv / .bn
     box_head.fc                       ->  roi_head.bbox_head.shared_fcs.0
-
-detectron2 names carry no ``backbone.``/``roi_heads.`` prefix: its ``matching_heuristics`` loader
-matches them by suffix, as SoCo's converter relies on; detectron2 norms have no
-``num_batches_tracked``, so it is dropped there.
 """
 
 from __future__ import annotations

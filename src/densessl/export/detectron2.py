@@ -1,22 +1,12 @@
 """detectron2 export: a model-zoo ``.pkl`` of numpy arrays under detectron2's ResNet names.
 
-Renaming from torchvision (the rule of detectron2's ``tools/convert-torchvision-to-d2.py``):
-keys outside ``layerN`` get the prefix ``stem.``; ``layer1..4`` -> ``res2..5``;
-``bnK`` -> ``convK.norm``; ``downsample.0`` -> ``shortcut``, ``downsample.1`` ->
-``shortcut.norm``; ``num_batches_tracked`` is dropped (detectron2's norms have none).
-The file holds ``{"model": ..., "__author__": "densessl", "matching_heuristics": True}``, so
-detectron2 matches ``res2.0.conv1.weight`` to ``backbone.bottom_up.res2.0.conv1.weight`` by
-suffix.
-
-A run that pretrained an FPN and a box head (SoCo) adds them under detectron2's FPN and
-``FastRCNNConvFCHead`` names (``fpn_lateral{2..5}``, ``fpn_output{2..5}``, ``box_head.conv{1..4}``,
-``box_head.fc1``, norms as ``.norm``; see :mod:`densessl.export.detection_heads`), matched by
-suffix like the trunk, and the config lines add the 4conv1fc head with SyncBN.
-
-torchvision-style weights need four config changes in detectron2, whose defaults assume MSRA's
-Caffe weights (BGR, std 1, stride in the 1x1 conv): RGB mean/std in 0-255 units,
-``INPUT.FORMAT RGB`` and ``RESNETS.STRIDE_IN_1X1 False``; SSL transfer adds SyncBN and
-``FREEZE_AT 0`` (every stage trains, as in the DenseCL and MoCo detection protocols).
+Renaming (detectron2's ``tools/convert-torchvision-to-d2.py``): non-``layerN`` keys get
+``stem.``; ``layer1..4`` -> ``res2..5``; ``bnK`` -> ``convK.norm``; ``downsample.0/.1`` ->
+``shortcut``/``shortcut.norm``; ``num_batches_tracked`` dropped. ``matching_heuristics: True``
+lets detectron2 match keys by suffix. A pretrained FPN and box head (SoCo) are added under
+detectron2 names (:mod:`densessl.export.detection_heads`). The config lines switch detectron2's
+Caffe defaults to torchvision weights (RGB mean/std in 0-255, ``INPUT.FORMAT RGB``,
+``RESNETS.STRIDE_IN_1X1 False``) and add SyncBN and ``FREEZE_AT 0`` (the SSL transfer protocol).
 """
 
 from __future__ import annotations
@@ -65,8 +55,8 @@ def pixel_statistics() -> tuple[list[float], list[float]]:
 
 
 def config_lines(path: Path, arch: str, box_head: bool = False) -> str:
-    """The detectron2 YAML that must accompany the file (FPN models; see the module docstring);
-    ``box_head`` adds the pretrained 4conv1fc head's settings."""
+    """The detectron2 YAML that must accompany the file (FPN models); ``box_head`` adds the
+    pretrained 4conv1fc head's settings."""
     mean, std = pixel_statistics()
     head = ""
     if box_head:  # the pretrained 4conv1fc head

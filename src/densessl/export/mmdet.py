@@ -1,16 +1,10 @@
 """MMDetection export: ``{"state_dict": {"backbone.<torchvision name>": ...}, "meta": ...}``.
 
-mmdet's ``ResNet(style="pytorch")`` uses torchvision's names (``conv1``, ``bn1``,
-``layerN.M.convK``/``bnK``, ``downsample.0/1``) and puts the stride in the 3x3 conv like
-torchvision, so the backbone keys only gain the ``backbone.`` prefix. The printed config loads
-them with ``init_cfg=dict(type="Pretrained", prefix="backbone.")`` and sets what SSL transfer
-needs: SyncBN everywhere, no frozen stage, BN statistics updated (``norm_eval=False``), and the
-RGB ImageNet normalisation of pretraining.
-
-A run that pretrained an FPN and a box head (SoCo) adds ``neck.lateral_convs/fpn_convs.{i}``
-and ``roi_head.bbox_head.shared_convs.{k}`` / ``shared_fcs.0`` (``.conv``/``.bn``; see
-:mod:`densessl.export.detection_heads`), the layout of SoCo's mmdet converter; those load with
-``load_from`` into a model whose neck has BN and whose box head is ``Shared4Conv1FCBBoxHead``.
+mmdet's ``ResNet(style="pytorch")`` uses torchvision's names and stride placement, so keys only
+gain ``backbone.``. The printed config loads them (``init_cfg`` Pretrained, prefix ``backbone.``)
+with SyncBN, no frozen stage, ``norm_eval=False`` and RGB ImageNet normalisation. A pretrained
+FPN and box head (SoCo) are added in the layout of SoCo's mmdet converter
+(:mod:`densessl.export.detection_heads`), loaded with ``load_from``.
 """
 
 from __future__ import annotations

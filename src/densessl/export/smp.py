@@ -1,13 +1,9 @@
 """segmentation_models_pytorch export: an encoder state dict for Unet, FPN, DeepLabV3+ ...
 
-smp's ResNet encoders are torchvision's ResNets without ``fc`` (same key names), so a ResNet
-backbone exports the torchvision state dict. Any timm backbone goes through smp's universal
-``tu-<name>`` encoder, which wraps ``timm.create_model(name, features_only=True)`` as its
-``model``: the file is the backbone's own ``features_only`` weights under ``model.``. Either
-way the user loads it with ``model.encoder.load_state_dict(...)``, strictly.
-
-Before writing, the file is loaded strictly into smp's encoder when smp is installed, else
-into the ``features_only`` timm model smp would wrap (ResNets: into torchvision's ResNet).
+ResNets export the torchvision state dict (smp's ResNet encoders share its names); timm
+backbones the ``features_only`` weights under ``model.`` for smp's ``tu-<name>`` encoder. Users
+load it with ``model.encoder.load_state_dict(...)``; it is checked by a strict load into smp's
+encoder, or without smp into the model smp would wrap.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """timm export of timm CNN backbones: the full model's names, loaded strictly before writing.
 
-A :class:`densessl.models.timm_backbone.TimmBackbone` holds timm's ``features_only`` network,
-whose names differ from ``timm.create_model(name, num_classes=0)``'s where a stage was
-flattened. The file uses the full model's names, so it loads with ``strict=True``. The few
-layers ``features_only`` leaves out because only the classifier path uses them (ConvNeXt's head
-norm, EfficientNet's ``conv_head``/``bn2``) are not pretrained: the file holds timm's own fresh
-init for them, and the printed lines name them. Before writing, the file is loaded into a fresh
-full model and its stage outputs are compared with the backbone's pyramid.
+The file uses ``timm.create_model(name, num_classes=0)``'s names (not ``features_only``'s), so it
+loads strictly; classifier-path layers ``features_only`` lacks (ConvNeXt's head norm,
+EfficientNet's ``conv_head``/``bn2``) keep timm's fresh init and are named in the printed lines.
+The file is checked by comparing a rebuilt model's stage outputs with the backbone's pyramid.
 """
 
 from __future__ import annotations
@@ -34,8 +31,7 @@ def timm_cnn_state_dict(backbone: TimmBackbone) -> tuple[dict[str, torch.Tensor]
     """The backbone's weights under the full timm model's names, every key of it present.
 
     Returns:
-        name -> CPU tensor (copies), and the keys that were not pretrained (filled from a
-        fresh timm model).
+        name -> CPU tensor (copies), and the keys not pretrained (from a fresh timm model).
 
     Raises:
         ExportError: a backbone key has no place in the full model, or the rebuilt model's

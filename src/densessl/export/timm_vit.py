@@ -1,9 +1,7 @@
 """timm export of ViT backbones: timm `VisionTransformer` state dicts, every key matched.
 
-A densessl ViT backbone is a timm ``VisionTransformer`` built with ``backbone.timm_kwargs``, so
-its keys already are timm's. Before anything is written, the weights are loaded with
-``strict=True`` into a fresh timm model built from those arguments (no missing or unexpected
-key), and both models are run on one small input to check they give the same tokens.
+The backbone already uses timm's keys; before writing they are loaded strictly into a fresh
+``VisionTransformer(**backbone.timm_kwargs)`` and both models must give the same tokens.
 """
 
 from __future__ import annotations
@@ -30,10 +28,8 @@ TIMM_NAMES = {
 
 
 def timm_vit_state_dict(backbone: ViTBackbone) -> dict[str, torch.Tensor]:
-    """The backbone's weights, verified against a timm ``VisionTransformer(**timm_kwargs)``.
-
-    Returns:
-        name -> CPU tensor (a copy): exactly the timm model's keys.
+    """The backbone's weights (name -> CPU copy, exactly the timm model's keys), verified
+    against a timm ``VisionTransformer(**timm_kwargs)``.
 
     Raises:
         ExportError: when the key sets differ or the rebuilt model computes other tokens.

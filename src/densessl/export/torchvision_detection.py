@@ -1,11 +1,9 @@
 """torchvision detector export: backbone + FPN + box head in the ``*_resnet50_fpn_v2`` layout.
 
-torchvision's v2 Faster/Mask R-CNN (``fasterrcnn_resnet50_fpn_v2``, ``maskrcnn_resnet50_fpn_v2``)
-has BN in its FPN and a 4conv1fc box head with BN, the modules SoCo pretrains (MCL: all but the
-head's fc, which then stays at the detector's init). The file is one state dict under the
-detector's own names (``backbone.body.*``, ``backbone.fpn.*``, ``roi_heads.box_head.*``; see
-:mod:`densessl.export.detection_heads`); it loads with ``strict=False`` and exactly the RPN and
-predictor keys (plus the mask branch, and the box head's fc for MCL) missing.
+torchvision's v2 Faster/Mask R-CNN have BN in the FPN and a 4conv1fc box head with BN, what SoCo
+pretrains (MCL: all but the fc). One state dict in the detector's names (``backbone.body.*``,
+``backbone.fpn.*``, ``roi_heads.box_head.*``); with ``strict=False`` only the RPN, predictors
+(and mask branch; MCL's box fc) are missing.
 """
 
 from __future__ import annotations
@@ -31,9 +29,8 @@ DEFAULT_ROI, DEFAULT_FC_DIM = 7, 1024  # torchvision's v2 box head, when no fc w
 
 
 class _DetectorLayout(nn.Module):
-    """The pretrained part of a torchvision v2 R-FPN detector, built from torchvision's own
-    pieces as its ``fasterrcnn_resnet50_fpn_v2`` does, for any ResNet and head width: the
-    reference the export is checked against (strict load, no key left over on either side)."""
+    """The pretrained part of a torchvision v2 R-FPN detector, from torchvision's own pieces,
+    for any ResNet and head width: what the export is strictly checked against."""
 
     def __init__(self, arch: str, fpn: nn.Module, box_head: nn.Module) -> None:
         super().__init__()

@@ -1,9 +1,6 @@
-"""torchvision, timm and safetensors exports: one state dict in torchvision's ResNet names.
-
-timm's ResNets use exactly torchvision's key names, so one file serves both; the check that
-guards the file loads it into the real torchvision model (missing keys must be exactly
-``fc.weight`` and ``fc.bias``, nothing unexpected) before anything is written. ViT backbones
-go to timm only, through :mod:`densessl.export.timm_vit`.
+"""torchvision, timm and safetensors exports: one state dict in torchvision's ResNet names
+(timm's ResNets use the same), checked by loading into the real torchvision model before writing.
+ViTs go to timm only (:mod:`densessl.export.timm_vit`).
 """
 
 from __future__ import annotations
@@ -29,14 +26,8 @@ CLASSIFIER_KEYS = frozenset({"fc.weight", "fc.bias"})
 
 
 def torchvision_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's weights under torchvision ResNet names, verified against the real model.
-
-    Args:
-        backbone: a densessl ResNet backbone (``.arch`` names the torchvision model).
-
-    Returns:
-        name -> CPU tensor (a copy), every key of ``torchvision.models.<arch>()`` except ``fc.*``.
-    """
+    """The backbone's weights under torchvision ResNet names, verified against the real model:
+    name -> CPU tensor (a copy), every key of ``torchvision.models.<arch>()`` except ``fc.*``."""
     weights = {k: v.detach().clone().cpu().contiguous() for k, v in backbone.state_dict().items()}
     reference = getattr(torchvision.models, backbone.arch)()
     result = reference.load_state_dict(weights, strict=False)
@@ -91,9 +82,8 @@ detector.backbone.body.load_state_dict(torch.load("{out}", weights_only=True))
 
 @EXPORT_FORMATS.register("timm")
 def write_timm(modules: dict[str, nn.Module], out: Path) -> ExportResult:
-    """ViTs: timm ``VisionTransformer`` weights (see :mod:`densessl.export.timm_vit`). timm CNNs:
-    the full model's names (:mod:`densessl.export.timm_cnn`). ResNets: the torchvision state
-    dict, for ``timm.create_model(<arch>)`` (identical names)."""
+    """ViTs: :mod:`densessl.export.timm_vit`; timm CNNs: :mod:`densessl.export.timm_cnn`;
+    ResNets: the torchvision state dict (timm uses the same names)."""
     if _is_vit(modules["backbone"]):
         return write_timm_vit(modules["backbone"], out)
     if isinstance(modules["backbone"], TimmBackbone):

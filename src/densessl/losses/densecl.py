@@ -25,10 +25,7 @@ def densecl_dense_loss(
         loss = 1/(B·N) Σ_b Σ_i -log( exp(r·t₊/t) / (exp(r·t₊/t) + Σ_j exp(r·n_j/t)) ),
         r = q_dense[b, i],  t₊ = k_dense[b, j*(b, i)],  n_j = negatives[j]
 
-    i.e. the mean over all B·N query locations (the reference's CE over N·S² rows). Matching uses
-    the backbone features (``q_feat``/``k_feat``), not the projections. Gradient flows only to
-    ``q_dense``: the matching is an integer index and ``k_dense`` is detached here (it is expected
-    to come from the momentum encoder, already without gradient).
+    Gradient flows only to ``q_dense`` (``k_dense`` is detached, the match is an index).
 
     Args:
         q_dense: (B, N, D) query dense projections, L2-normalised per location.
@@ -40,13 +37,6 @@ def densecl_dense_loss(
 
     Returns:
         Scalar tensor: the mean loss over the B·N query locations.
-
-    Example:
-        >>> q_dense = F.normalize(torch.randn(2, 49, 128), dim=2)
-        >>> k_dense = F.normalize(torch.randn(2, 49, 128), dim=2)
-        >>> q_feat, k_feat = torch.randn(2, 49, 2048), torch.randn(2, 49, 2048)
-        >>> queue = F.normalize(torch.randn(4096, 128), dim=1)
-        >>> loss = densecl_dense_loss(q_dense, k_dense, q_feat, k_feat, queue)
     """
     batch, locations, dim = q_dense.shape
     index = match_by_similarity(q_feat.detach(), k_feat.detach())  # (B, N)

@@ -15,15 +15,13 @@ def dino_loss(
     student_temp: float = 0.1,
     teacher_temp: float = 0.04,
 ) -> torch.Tensor:
-    """DINO's self-distillation cross-entropy, with the teacher centred and sharpened.
+    """DINO's self-distillation cross-entropy, with the teacher centred and sharpened::
 
-    With q = softmax((teacher - center) / teacher_temp) and log p = log_softmax(student /
-    student_temp), both over the K outputs of each row::
-
+        q = softmax((teacher - center) / teacher_temp), log p = log_softmax(student / student_temp)
         loss = 1/B Σ_b Σ_k −q[b, k] · log p[b, k]
 
-    No gradient reaches the teacher or the centre. Computed in float32 at least, with autocast
-    off (a 0.04 temperature in bf16 loses most of the distribution).
+    No gradient reaches the teacher or the centre. Float32 with autocast off (a 0.04 temperature
+    in bf16 loses most of the distribution).
 
     Args:
         student_logits: (B, K).
@@ -34,10 +32,6 @@ def dino_loss(
 
     Returns:
         Scalar tensor: the mean over the B rows.
-
-    Example:
-        >>> s, t = torch.randn(8, 64), torch.randn(8, 64)
-        >>> loss = dino_loss(s, t, torch.zeros(64), 0.1, 0.04)
     """
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     # Autocast off: both softmaxes stay in float32 (or float64) whatever the enclosing context.
@@ -56,13 +50,8 @@ def cross_view_loss(
     teacher_temp: float,
 ) -> torch.Tensor:
     """DINO's multi-crop loss: mean of :func:`dino_loss` over every (teacher view a, student
-    view b ≠ a) pair; ``teacher`` holds the first len(teacher) views (the global ones).
-
-    Args:
-        student: V tensors (B, K).
-        teacher: T ≤ V tensors (B, K), for views 0..T-1.
-        center: (1, K).
-    """
+    view b ≠ a) pair; ``student`` V tensors (B, K), ``teacher`` the first T ≤ V views (the
+    global ones), ``center`` (1, K)."""
     terms = [
         dino_loss(s, t, center, student_temp, teacher_temp)
         for a, t in enumerate(teacher)

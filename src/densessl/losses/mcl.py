@@ -11,21 +11,18 @@ import torch.nn.functional as F
 def mcl_cell_loss(
     pred: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """MCL's loss for one level and branch: each montage cell must pick its source image's
-    full-view target among all targets.
+    """MCL's loss for one level and branch (the reference's ``LatentMultiPredictContrastHead``)::
 
-    With p̂_c = p_c/‖p_c‖ and T the temperature::
-
-        loss_c = −log( exp(⟨p̂_c, z_{y_c}⟩/T) / Σ_m exp(⟨p̂_c, z_m⟩/T) )
+        loss_c = −log( exp(⟨p̂_c, z_{y_c}⟩/T) / Σ_m exp(⟨p̂_c, z_m⟩/T) ),  p̂_c = p_c/‖p_c‖
         loss   = 2T · mean_c loss_c
 
-    the reference's ``LatentMultiPredictContrastHead`` (cross-entropy over the logits, scaled by
-    2T so that at T = 1 the positive term is BYOL's −2·cos). The level weight is the caller's.
+    scaled by 2T so that at T = 1 the positive term is BYOL's −2·cos; the level weight is the
+    caller's.
 
     Args:
         pred: (n, D) online predictions of n cells (normalised here).
-        targets: (N, D) L2-normalised full-view targets of the other branch, already gathered
-            from every process; no gradient reaches them.
+        targets: (N, D) L2-normalised full-view targets of the other branch, gathered from every
+            process; no gradient.
         labels: (n,) long, index into ``targets`` of each cell's source image.
         temperature: T (reference: 1.0).
 

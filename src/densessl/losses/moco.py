@@ -10,31 +10,21 @@ import torch
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.2
 ) -> torch.Tensor:
-    """InfoNCE with one positive per row and a shared set of negatives (MoCo's loss).
-
-    For each row i, with t the temperature::
+    """InfoNCE with one positive per row and a shared set of negatives (MoCo's loss)::
 
         loss_i = -log( exp(q_i·k_i/t) / (exp(q_i·k_i/t) + Σ_j exp(q_i·n_j/t)) )
 
-    and the result is the mean of loss_i over the M rows. It is computed as cross-entropy over the
-    logits ``[q_i·k_i | q_i·Nᵀ] / t`` with target 0, which is the numerically stable form of the
-    same quantity. With K = 0 negatives the only logit is the positive one, so the loss is 0.
+    averaged over the M rows, computed stably as cross-entropy over ``[q_i·k_i | q_i·Nᵀ] / t``
+    with target 0; 0 when K = 0.
 
     Args:
-        q: (M, D) queries, L2-normalised; gradient flows through it.
-        k: (M, D) positive keys, L2-normalised; normally detached (momentum encoder), but
-            gradient is not blocked here.
+        q: (M, D) queries, L2-normalised.
+        k: (M, D) positive keys, L2-normalised (normally detached; not blocked here).
         negatives: (K, D) negative keys, L2-normalised (e.g. ``NegativeQueue.negatives()``).
-        temperature: t > 0; logits are divided by it.
+        temperature: t > 0.
 
     Returns:
         Scalar tensor: the mean loss over the M rows.
-
-    Example:
-        >>> q = F.normalize(torch.randn(8, 128), dim=1)
-        >>> k = F.normalize(torch.randn(8, 128), dim=1)
-        >>> queue = F.normalize(torch.randn(4096, 128), dim=1)
-        >>> loss = info_nce(q, k, queue, temperature=0.2)
     """
     if negatives.shape[0] == 0:
         return (q * k).sum() * 0.0  # only the positive logit: -log(1) = 0, still in the graph
@@ -42,14 +32,10 @@ def info_nce(
 
 
 class _QueueInfoNCE(torch.autograd.Function):
-    """InfoNCE with one (M, K) buffer instead of the four that concat + cross-entropy allocate.
-
-    With a 65536-key queue and DenseCL's M = B·S² query rows, the logit matrix dominates the
-    loss's cost: 1568 × 65536 floats (392 MiB) per GPU in the paper setting. Forward writes the
-    logits once and exponentiates them in place; backward is one matrix product with those
-    exponentials, so the loss costs little more than its two matrix products (same values as
-    the concat form; its speed-up is in BENCHMARKS.md).
-    Computed in float32 even under autocast: bf16 logits at τ = 0.2 lose too much.
+    """InfoNCE with one (M, K) buffer instead of the four that concat + cross-entropy allocate,
+    since the logits dominate with a 65536-key queue and DenseCL's M = B·S² rows. Forward
+    exponentiates the logits in place; backward is one matrix product with them. Float32 even
+    under autocast: bf16 logits at τ = 0.2 lose too much.
     """
 
     @staticmethod

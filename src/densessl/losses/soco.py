@@ -13,15 +13,12 @@ def box_pair_loss(
 ) -> torch.Tensor:
     """SoCo's object-level loss: −2 × the mean cosine over matched boxes, averaged per image.
 
-    Box slot i of one view and slot j of the other match when they hold the same proposal
-    (``pred_ids[n, i] == target_ids[n, j]``); padding duplicates a proposal, so one slot can match
-    several. With C[n, i, j] the match indicator::
+    With C[n, i, j] = ``pred_ids[n, i] == target_ids[n, j]`` (padding duplicates, so a slot can
+    match several)::
 
         loss = −2 · 1/N Σ_n [ Σ_ij C[n,i,j]·⟨p̂_ni, ẑ_nj⟩ / (Σ_ij C[n,i,j] + 1e−6) ]
 
-    which is the reference's ``regression_loss_bboxs_aware`` restricted to each box's assigned
-    pyramid level (other (box, level) slots never match there). Without duplicates it equals
-    ``byol_loss(p, z) − 2`` over the matched rows.
+    the reference's ``regression_loss_bboxs_aware`` on each box's assigned level.
 
     Args:
         pred: (N, K, D) online predictions of the K box slots of each image.

@@ -1,12 +1,10 @@
 """The contract between a method and the engine, and the teacher-student base every method uses.
 
-A method is an ``nn.Module`` that owns its networks (student, teacher), heads, queues and loss
-wiring, with its paper defaults in a ``Config`` dataclass. It never touches devices, DDP,
-optimizers or time: it *declares* its schedules (:meth:`Method.schedules`), the engine evaluates
-them once per optimizer step and passes the values as a :class:`StepState` to
-``forward(batch, state)`` for every micro-batch and to ``after_step(state)`` once after the
-optimizer step (EMA and queue updates live there, so gradient accumulation sees one consistent
-teacher and queue per step).
+A method is an ``nn.Module`` owning its networks, heads, queues and loss, with its paper
+defaults in a ``Config`` dataclass. It never touches devices, DDP, optimizers or time: it
+declares its schedules (:meth:`Method.schedules`); the engine evaluates them once per optimizer
+step and passes a :class:`StepState` to ``forward(batch, state)`` for every micro-batch and to
+``after_step(state)`` once after the step, so gradient accumulation sees one teacher and queue.
 """
 
 from __future__ import annotations
@@ -47,13 +45,8 @@ class MethodContext:
 
 @dataclass(frozen=True)
 class StepState:
-    """The values of one optimizer step: ``step`` (from 0) and every declared schedule evaluated
-    there, by the name it was declared under (the engine's ``lr`` and ``weight_decay``, the
-    method's own names), read as attributes: ``state.teacher_momentum``.
-
-    The engine knows no method's value by name; reading a name nobody declared is a bug and
-    fails loudly, naming what was declared.
-    """
+    """One optimizer step's values: ``step`` (from 0) and every declared schedule there, read
+    as attributes (``state.teacher_momentum``); an undeclared name fails loudly."""
 
     step: int
     values: Mapping[str, float] = field(default_factory=dict)
@@ -84,19 +77,17 @@ class Method(nn.Module):
         return {}
 
     def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
-        """Each declared schedule's value at ``step`` written out as the paper's formula, plain
-        arithmetic with no :mod:`densessl.schedules` object: the contract test holds
-        :meth:`schedules` to it, so every declared name needs its formula here."""
+        """Each declared schedule's value at ``step`` as the paper's formula in plain arithmetic;
+        the contract test holds :meth:`schedules` to it."""
         return {}
 
     def view_specs(self) -> list[ViewSpec]:
         raise NotImplementedError
 
     def make_transform(self) -> Any:
-        """The data-layer transform that makes this method's views (built from plain numbers):
-        by default one independent view per :meth:`view_specs` entry. Methods whose views share
-        more than an image (SoCo's boxes) return their own; with ``needs_proposals`` it is
-        called as ``transform(image, generator, proposals)``."""
+        """The data transform making this method's views: by default one view per
+        :meth:`view_specs` entry; with ``needs_proposals``, ``transform(image, generator,
+        proposals)``."""
         return MultiViewTransform(self.view_specs())
 
     def forward(self, batch: Batch, state: StepState) -> LossOutput:  # type: ignore[override]
@@ -107,17 +98,16 @@ class Method(nn.Module):
 
     def after_step_aborted(self) -> None:
         """Called instead of :meth:`after_step` when a step is abandoned (NaN, interrupt):
-        drop whatever the step's forward passes left pending (keys waiting for the queue)."""
+        drop whatever the step left pending (keys waiting for the queue)."""
 
     def teacher_distribution(self, images: torch.Tensor, state: StepState) -> torch.Tensor | None:
-        """For a method whose teacher outputs a distribution, its target for each of ``images``
-        (N, K), which the run's health checks read (:mod:`densessl.health`); None otherwise."""
+        """The teacher's target distribution (N, K) for ``images``, read by the health checks;
+        None for methods without one."""
         return None
 
     def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
-        """Parameters the engine must not update at this step: their gradients are dropped
-        (set to None, so the optimizer skips them entirely, weight decay included) after the
-        backward pass."""
+        """Parameters not to update at this step: their gradients are set to None after the
+        backward, so the optimizer skips them, weight decay included."""
         return []
 
     def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
@@ -128,11 +118,10 @@ class Method(nn.Module):
 class TeacherStudent(Method):
     """A student trained by the optimizer and a teacher that follows it by EMA.
 
-    Subclasses build ``self.student`` and ``self.teacher`` (a frozen copy, see
+    Subclasses build ``self.student`` and ``self.teacher`` (a frozen copy,
     :func:`densessl.models.ema.make_teacher`) and declare a ``teacher_momentum`` schedule; the
-    base updates the teacher after every step with the momentum the engine passes, and exports
-    the parts named in ``export_roles`` (role -> attribute path in the encoder) of the network
-    the authors released.
+    base updates the teacher after every step and exports ``export_roles`` (role -> attribute
+    path) of the released network.
     """
 
     student: nn.Module
@@ -153,7 +142,6 @@ class TeacherStudent(Method):
 
 
 def keep_in_graph(loss: torch.Tensor, unused: Iterable[torch.Tensor]) -> torch.Tensor:
-    """``loss`` plus zero times outputs that feed nothing this step (a pyramid level no box was
-    assigned to). DDP needs every parameter in the graph; their gradient is exactly zero, as it
-    would be without them."""
+    """``loss`` plus zero times outputs that feed nothing this step, since DDP needs every
+    parameter in the graph; their gradient is exactly zero."""
     return loss + 0.0 * sum(at_least_float32(t).mean() for t in unused)

@@ -14,30 +14,14 @@ EMA copy without predictor. For views v, v' of one image::
     L = byol_loss(p, z') + byol_loss(p', z)    with byol_loss = mean(2 − 2·cos)
 
 Projector and predictor: Linear(·, 4096) BN ReLU Linear(4096, 256), the last Linear without
-bias (reference ``networks.MLP``). The ResNet's residual blocks start with their last BN scale at
-zero (the reference's haiku blocks). The target follows ξ ← τ·ξ + (1 − τ)·θ with
-τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2.
+bias; residual blocks start with their last BN scale at zero (as the reference). The target
+follows ξ ← τ·ξ + (1 − τ)·θ with τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2.
 
-Recipe (engine): the reference's 300-epoch preset (``byol/configs/byol.py``): LARS, lr
-0.3 × batch/256, weight decay 1e-6, τ_base 0.99; biases and norms excluded from decay and LARS
-adaptation, 10 warm-up epochs then cosine; batch 4096, SyncBN. The 1000-epoch preset (lr 0.2,
-wd 1.5e-6, τ_base 0.996) is ``byol_r50_in1k_1000ep``.
+Recipe: the reference's 300-epoch preset: LARS, lr 0.3 × batch/256, wd 1e-6, τ_base 0.99, 10
+warm-up epochs, cosine; batch 4096, SyncBN (1000-epoch preset: ``byol_r50_in1k_1000ep``).
+Small-data recipe (``byol_small_data``, also SoCo's and MCL's): BENCHMARKS.md, "The BYOL family".
 
-Small-data recipe (``byol_small_data``; not the paper's): SGD, lr 0.06 at batch
-32 (base 0.48), weight decay 1e-4 on every parameter, no warm-up, τ_base 0.99, 128 px views,
-ResNet-18, and ``zero_init_residual=False``, chosen over six configurations on CamVid val
-(BENCHMARKS.md, "The BYOL family"); SoCo and MCL use it unchanged.
-
-Deviations from the reference:
-- The momentum update runs in :meth:`after_step` with τ(k + 1) after optimizer step k, i.e. the
-  target used at step k + 1 is τ(k + 1)·ξ_k + (1 − τ(k + 1))·θ_{k+1}, which is what updating
-  before the target forward of step k + 1 gives (SoCo's order). BYOL's reference updates after
-  step k with τ(k): the same cosine one step earlier.
-- Views come from :mod:`densessl.data.views` (bilinear crops, batched photometric ops, our blur
-  kernel radius ceil(3σ) instead of BYOL's fixed 23-px kernel).
-- Linear layers keep PyTorch's default init (as SoCo's PyTorch port); the JAX reference uses
-  truncated-normal fan-in init.
-- The learning-rate warm-up starts at lr/warmup (the engine's shared schedule), not at 0.
+Deviations from the reference: docs/deviations.md ("BYOL (`byol`) and SoCo (`soco`)").
 """
 
 from __future__ import annotations

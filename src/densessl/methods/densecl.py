@@ -10,31 +10,16 @@ Objective, with the MoCo-v2 notation of :mod:`densessl.methods.mocov2`:
     L_q  the global InfoNCE of MoCo-v2 (queue of K = 65536 global keys)
     L_r  = (1/S²) Σ_s −log exp(r_s·t_s/τ) / (exp(r_s·t_s/τ) + Σ_{n ∈ queue₂} exp(r_s·n/τ))
 
-r_s is the student's dense projection at location s of the S×S grid (1×1-conv head
-C-C-128, no BN, L2-normalised per location); t_s the teacher's dense projection at the key
-location j*(s) = argmax_j cos(F_q[s], F_k[j]), where F are the backbone C5 features (not the
-projections). The dense negatives are a second queue holding, per image, the L2-normalised
-average of the teacher's dense projection. τ = 0.2 for both terms; the dense CE averages all
-B·S² query locations.
+r_s is the student's dense projection at location s of the S×S grid (1×1-conv head C-C-128, no
+BN, L2-normalised per location); t_s the teacher's at j*(s) = argmax_j cos(F_q[s], F_k[j]), F
+the backbone C5 features. queue₂ holds, per image, the L2-normalised mean of the teacher's dense
+projection. τ = 0.2 for both terms; L_r averages all B·S² query locations.
 
-Small-data recipe (``densecl_small_data``): MoCo-v2's, unchanged (lr 0.06 at
-batch 32, m = 0.999, K = 256), at 160 px so that C5 is a 5×5 grid for L_r.
+ViT backbones (``vit_*``, our extension, untuned): the last block's patch tokens as an h×w map
+take C5's place; the class token (or the patch mean) is the global vector. Small-data recipe
+(``densecl_small_data``): MoCo-v2's, at 160 px so that C5 is a 5×5 grid.
 
-Deviations from the reference:
-- Those of MoCo-v2 (momentum update after the optimizer step; accumulated keys enqueued after the
-  step; selectable SyncBN; the paper YAMLs train in fp32 as the reference, while the library's
-  ``precision: auto`` gives bf16 on CUDA, not yet measured against fp32).
-- Grid size S ≠ C5 size works: the backbone features used for matching are pooled to S×S exactly
-  like the dense head's input (the reference crashes when S differs from the map size,
-  open-mmlab/mmselfsup#713).
-- ``dense_warmup_steps``: λ = 0 for the first N steps, then λ (the reference's optional
-  DenseCLWarmupHook, a hard switch); 0 by default as in the paper's configs.
-
-Extension, not the paper (which trains ResNets only, as does the reference): ViT backbones
-(``vit_*``). The patch tokens of the last block, laid out as an h×w map, take C5's place as the
-dense map (matching and the dense head); the class token, or the mean of the patch tokens
-when the ViT has none, is the global vector. No recipe of the paper applies to it: the engine's
-defaults (SGD, lr 0.03) are MoCo-v2's ResNet values, untuned for ViTs.
+Deviations from the reference: docs/deviations.md ("MoCo-v2 (`mocov2`) and DenseCL (`densecl`)").
 """
 
 from __future__ import annotations

@@ -16,39 +16,16 @@ with 2·(V − 1) pairs. After every step c ← 0.9·c + 0.1·mean of the teache
 views, batch of all processes), and θ_t ← m·θ_t + (1 − m)·θ_s with m following a cosine from
 0.996 to 1.
 
-Defaults: one published run, the README's "vanilla" ViT-S/16 (``main_dino.py`` default
-arguments on 8 GPUs x 64 images): 100 epochs, batch 512, τ_t constant 0.04, last layer
-weight-normalised with its gain fixed. The "boosted" run (300 epochs, batch 1024, τ_t 0.04 ->
-0.07 over 30 epochs, ``norm_last_layer: false``) is ``dino_vits16_in1k_300ep``.
-Training recipe (engine): AdamW, lr 5e-4 × batch/256 after 10 warm-up epochs then cosine to
-1e-6, weight decay cosine 0.04 -> 0.4 (not on biases and norms), each parameter's gradient
-clipped to norm 3, the head's last layer frozen during the first epoch, stochastic depth 0.1 on
-the student only; fp16 autocast in the paper YAMLs (the reference's ``use_fp16``).
+Defaults: the README's "vanilla" ViT-S/16 run (100 epochs, batch 512, τ_t 0.04, last layer
+weight-normalised with its gain fixed); ``dino_vits16_in1k_300ep`` is the "boosted" run. Recipe:
+AdamW, lr 5e-4 × batch/256, 10 warm-up epochs, cosine; weight decay cosine 0.04 -> 0.4; gradient
+clip 3; last layer frozen the first epoch; stochastic depth 0.1 on the student; fp16.
+The head's last layer and both softmaxes run in float32 under any autocast, because bf16 logits
+would be coarser than the reference's fp16 before the τ_t sharpening. ``cls_token`` and
+``pos_embed`` start as DINO's (truncated normal, std 0.02), not timm's. Small-data recipe
+(``dino_small_data``, also SelfPatch's): BENCHMARKS.md, "The DINO family".
 
-Precision: under any autocast the head's last layer and both softmaxes run in float32 (the
-reference's fp16 logits carry 11 significant bits; bf16's 8 would be 8x coarser, which a
-τ_t = 0.04 sharpening magnifies). The ViT initialises ``cls_token`` and ``pos_embed`` as DINO's
-``vision_transformer.py`` (truncated normal, std 0.02), not timm's std-1e-6 ``cls_token``.
-
-Small-data recipe (``dino_small_data``; not the paper's): ViT-tiny/16, batch 32,
-128 px global and 2 x 64 px local crops, 4096 prototypes, AdamW 5e-4 at batch 32 (base 4e-3,
-8x the paper's rate), 2 warm-up epochs, τ_base 0.99; the best k-NN of six configurations on
-CamVid val (BENCHMARKS.md, "The DINO family"). SelfPatch uses it unchanged.
-
-Deviations from the reference:
-- τ_t warms up per step (linear over ``warmup_teacher_temp_epochs`` epochs, reaching τ_t at
-  the end of the warm-up) instead of per epoch (the reference's ``np.linspace`` reaches it at
-  the start of the last warm-up epoch).
-- Views are made by :mod:`densessl.data.views` (bilinear RandomResizedCrop, batched photometric
-  ops) instead of torchvision PIL transforms (bicubic crops, PIL blur/solarize).
-- The centre and the EMA teacher are updated in :meth:`after_step`, after the optimizer step,
-  with the means of every micro-batch of the step (identical without gradient accumulation).
-- Weight normalisation of the last layer is written out (``g · v/‖v‖``, g fixed at 1 when
-  ``norm_last_layer``) instead of ``nn.utils.weight_norm``; same function and gradients.
-- The position-embedding table is laid out for ``data.image_size`` (224 in the paper) and
-  resampled bicubically without antialias (as DINO) to an explicit output size for other crop
-  sizes, instead of DINO's ``scale_factor`` interpolation with the +0.1 offset (same sizes,
-  slightly different values).
+Deviations from the reference: docs/deviations.md ("DINO (`dino`) and SelfPatch (`selfpatch`)").
 """
 
 from __future__ import annotations
@@ -226,8 +203,8 @@ class DINO(TeacherStudent):
 
     @staticmethod
     def update_center_(center: torch.Tensor, pending: list[torch.Tensor], momentum: float) -> None:
-        """center ← m·center + (1 − m)·mean of the pending per-micro-batch means (all ranks).
-        Every micro-batch and rank has the same size, so the mean of means is the batch mean."""
+        """center ← m·center + (1 − m)·mean of the pending per-micro-batch means (all ranks);
+        equal sizes make the mean of means the batch mean."""
         if pending:
             batch_mean = dist.all_reduce_mean(torch.cat(pending).mean(dim=0, keepdim=True))
             center.mul_(momentum).add_(batch_mean, alpha=1.0 - momentum)
@@ -246,8 +223,7 @@ class DINO(TeacherStudent):
         return [self.student.head.last_layer]
 
     def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
-        """The last layers while ``freeze_last_layer`` is on (the first epoch, paper): their
-        gradients are dropped, so the optimizer skips them, weight decay included."""
+        """The last layers while ``freeze_last_layer`` is on (the first epoch)."""
         if not state.freeze_last_layer:
             return []
         return [p for layer in self.last_layers() for p in layer.parameters() if p.requires_grad]

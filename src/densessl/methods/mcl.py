@@ -2,17 +2,14 @@
 
 Paper: Guo et al., "Multi-Level Contrastive Learning for Dense Prediction Task", 2023,
 https://arxiv.org/abs/2304.02010. Reference: GuoQiushan/MCL @ 1912aa9 (openselfsup/models/
-mcl.py, necks.py ``DetConvGpNonLinearHead``, heads/latent_pred_head.py
-``LatentMultiPredictContrastHead``, configs/selfsup/MCL/MCL.py).
+mcl.py, necks.py ``DetConvGpNonLinearHead``, heads/latent_pred_head.py, configs/selfsup/MCL/).
 
 Letters: B images per process, G processes, N = B·G, L levels (4), D embedding width (256),
 S view side, s = S/32 window side (7 at 224).
 
-Views and montages (:mod:`densessl.data.montage`): 2L views per image, RandomResizedCrop(S,
-area 0.2-1) with BYOL's asymmetric colour recipe: views 0..L-1 (branch q) blur p 1, views
-L..2L-1 (branch k) blur p 0.1 and solarize p 0.2. In each branch, level i takes its own view,
-shrinks it by 2^i (nearest) and tiles the batch into 2^i x 2^i montages of side S
-(``mcl_level``: level 0 the view itself, each image once at levels 1-2 and twice at level 3).
+Views and montages (:mod:`densessl.data.montage`): 2L views per image with BYOL's asymmetric
+colour recipe, views 0..L-1 branch q, L..2L-1 branch k. In each branch, level i takes its own
+view, shrinks it by 2^i (nearest) and tiles the batch into 2^i x 2^i montages of side S.
 
 Network (online θ; the target ξ is an EMA copy of all but the predictors)::
 
@@ -28,39 +25,13 @@ label its source image's global index (local index + B·rank)::
     L = Σ_i w_i · [ 2T·CE_T(q cells at level i, Z_k) + 2T·CE_T(k cells at level i, Z_q) ]
     w = (1/2, 1/4, 1/8, 1/8), T = 1
 
-Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2 (BYOL's rule). Recipe (engine), the
-reference's OpenSelfSup optimiser and mmcv schedule: LARS with trust ratio
-η‖w‖/(‖g‖ + wd‖w‖) and the lr inside the momentum buffer (``optim.lars_variant: lr_in_buffer``),
-lr 1.0 × batch/256 on a cosine to 1e-4 over the whole run, multiplied during the 10 warm-up
-epochs by a factor rising linearly from 1e-4 (``optim.schedule: cosine_times_warmup``), weight
-decay 1e-5, norms and biases excluded from decay and adaptation, gradient norm clipped at 500;
-batch 4096, 100 epochs, SyncBN; fp16 autocast in the paper YAML (the reference's ``use_fp16``).
-The online backbone, FPN and the head's 4 convs are exported (the reference's detectron2
-converter does the same; the box head's fc is not pretrained).
+Target momentum as BYOL's. Recipe (the reference's OpenSelfSup optimiser and mmcv schedule):
+LARS with the lr in the momentum buffer, lr 1.0 × batch/256, cosine times a 10-epoch warm-up
+factor from 1e-4, wd 1e-5, gradient norm clipped at 500; batch 4096, 100 epochs, SyncBN, fp16.
+The online backbone, FPN and the head's 4 convs are exported. Small-data recipe
+(``mcl_small_data``): BYOL's, unchanged, keeping the clip at 500.
 
-Small-data recipe (``mcl_small_data``; not the paper's): BYOL's small-data recipe
-unchanged (SGD, lr 0.06 at batch 32, wd 1e-4, plain cosine without warm-up, 128 px); the
-gradient clip at 500 stays.
-
-Deviations from the reference:
-- The target network embeds only the full views (the reference also runs it on every montage
-  and discards the output). Its batch-norm statistics (the target runs in training mode, as the
-  reference's) are then taken over the B full views instead of over all the branch's images.
-- ``head_inputs: cells`` (default) runs the online head on each level's own cells only. The
-  reference runs the head on every pyramid level of every image of the branch and keeps the
-  level's slice, so its head BN statistics at level i also cover windows of the other levels'
-  inputs; ``head_inputs: all`` reproduces that (about 2x the head compute at 224 px, most of it
-  on P2). The two give identical outputs with BN on running statistics (tested).
-- Montage placement draws from torch's global generator (saved with every checkpoint, so a
-  resumed run draws the same), like the reference's ``randperm``; ``antialias: true`` replaces
-  nearest down-sampling with anti-aliased bilinear.
-- All 1-D parameters are excluded from decay and LARS (the reference's name pattern misses the
-  BN layers named by index, e.g. ``downsample.1`` and the MLPs' BatchNorm1d).
-- The warm-up lasts 10 epochs (3120 steps at batch 4096 on ImageNet-1k) where the reference
-  counts 3127 iterations.
-- Views are the engine's (bilinear crops, batched photometric ops, blur radius ceil(3σ)).
-- FPN convs are Xavier-uniform as the reference's ``init_weights``; the ResNet keeps
-  torchvision's init; predictors are N(0, 0.01) with zero bias, as the reference.
+Deviations from the reference: docs/deviations.md ("MCL (`mcl`)").
 """
 
 from __future__ import annotations
@@ -139,8 +110,7 @@ def cross_branch_loss(
 
     Args:
         predictions: per level, (n_i, D) predictions of the level's cells.
-        sources: per level, the cells' local source indices (any shape with n_i elements, in the
-            order of the predictions).
+        sources: per level, the cells' local source indices (n_i elements, predictions' order).
         targets: (B, D) this process's L2-normalised targets; gathered here (no gradient).
         weights: w_i per level.
         temperature: T.

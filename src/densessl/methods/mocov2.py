@@ -13,26 +13,10 @@ Objective, for a query view q and key view k of the same image:
 
 The teacher follows θ' ← m·θ' + (1−m)·θ with m = 0.999; after each step the batch's keys,
 gathered from all processes, replace the oldest entries of a queue of K = 65536.
+Small-data recipe (``mocov2_small_data``, shared with DenseCL): lr 0.06 at batch 32, K = 256,
+160 px views, ResNet-18 (BENCHMARKS.md, "Small-data recipe on CamVid").
 
-Small-data recipe (``mocov2_small_data``, shared with DenseCL; not the paper's):
-lr 0.06 at batch 32 (base 0.48), m = 0.999 (the paper's), K = 256, 160 px views, ResNet-18,
-chosen with MoCo-v2 on CamVid val (BENCHMARKS.md, "Small-data recipe on CamVid";
-docs/deviations.md).
-The views' blur σ is a setting (``blur_sigma``, paper 0.1-2 px for 224 px views): the former
-96 px demo recipe scaled it by 96/224 (BENCHMARKS.md, the demo section).
-
-Deviations from the reference:
-- The momentum update runs after the optimizer step instead of before the next key forward.
-  Both give the key encoder m·θ'_{t−1} + (1−m)·θ_t at step t (the reference's update before the
-  very first key forward is a no-op because θ' = θ at init); ours also updates once after the
-  last step.
-- Under gradient accumulation the keys of all micro-batches are enqueued after the optimizer step,
-  so every micro-batch of a step contrasts against the same queue, as one large batch would.
-- ``batch_norm=sync`` replaces shuffle-BN by synchronised BN on both encoders (selectable); in one
-  process shuffle-BN is the identity and is skipped.
-- Precision: the reference trains in fp32 and so do the paper YAMLs (``precision: fp32``); the
-  library default ``auto`` gives bf16 autocast on CUDA, which no GPU measurement backs yet for
-  this recipe (the contrastive logits themselves are computed in fp32).
+Deviations from the reference: docs/deviations.md ("MoCo-v2 (`mocov2`) and DenseCL (`densecl`)").
 """
 
 from __future__ import annotations

@@ -7,16 +7,14 @@ Transformers", CVPR 2022, https://arxiv.org/abs/2206.07990. Reference: alinlab/S
 Letters as in :mod:`densessl.methods.dino`; N = h·w patches of a view, k neighbours, Kp
 patch-head outputs.
 
-Networks. The ViT has no [CLS] token and no final norm: it returns last-block patch tokens
-P (B, N, D). A :class:`TokenAggregator` A (a learnable query, two class-attention blocks, a
-LayerNorm) makes the image-level token ``A(P)`` (the query reads all N patches) for both
-networks. Two :class:`DINOHead`s: the image head (K = 65536) and the patch head (Kp = 4096).
+Networks. A ViT without [CLS] token or final norm gives patch tokens P (B, N, D). A
+:class:`TokenAggregator` A (a learnable query, two class-attention blocks, a LayerNorm) makes
+the image token ``A(P)``. Two :class:`DINOHead`s: image (K = 65536) and patch (Kp = 4096).
 
-Targets (teacher, every view). For patch i, its candidates are the 8 cells of its 3x3 window
-(``border``: wrap around the view, as the reference, or drop cells outside it); it keeps the
-k = 4 most similar by cosine of the teacher's own P (:func:`densessl.losses.selfpatch_neighbors`)
-and its target is ``A(P[neighbours of i])``: the same blocks, query and norm, reading only the k
-neighbours. Predictions (student): patch i's own token through that final LayerNorm, LN(P_i).
+Targets (teacher, every view): patch i keeps the k = 4 of the 8 cells of its 3x3 window
+(``border``: ``wrap`` as the reference, or ``clamp``) most similar by cosine of the teacher's P
+(:func:`densessl.losses.selfpatch_neighbors`); its target is ``A(P[neighbours of i])``.
+Predictions (student): LN(P_i), patch i's own token through A's final LayerNorm.
 
 Objective, τ_t constant 0.04 (reference default), τ_s = 0.1::
 
@@ -27,21 +25,9 @@ Objective, τ_t constant 0.04 (reference default), τ_s = 0.1::
 
 The image centre c is updated with the teacher's image logits of all V views (DINO: only the
 global ones) and the patch centre c_p with the mean over every patch of every view.
+Small-data recipe (``selfpatch_small_data``): DINO's, unchanged.
 
-Small-data recipe (``selfpatch_small_data``; not the paper's): DINO's small-data
-recipe unchanged (see :mod:`densessl.methods.dino`).
-
-Deviations from the reference:
-- Those of DINO (see :mod:`densessl.methods.dino`).
-- Any crop size, patch size and non-square grid: neighbour tables are built for the actual grid
-  (the reference only handles 14x14 and 6x6 grids, i.e. 224/96-pixel crops at patch 16).
-- ``border="clamp"`` is offered beside the reference's torus (``"wrap"``). A border patch then
-  has 3 or 5 candidates; when fewer than k remain, the empty slots are masked out of the class
-  attention. Default ``wrap``, chosen by measurement: ViT-tiny/16 pretrained 300 steps x 32
-  images on CamVid with each border scored 16.87 (wrap) vs 16.88 (clamp) linear-probe mIoU and
-  19.06 vs 19.05 k-NN mIoU (BENCHMARKS.md), no difference, so the tie goes to the reference's
-  behaviour. A longer run may still separate them.
-- Grids with a side shorter than 3 list each wrapped neighbour once (the reference crashes).
+Deviations from the reference: docs/deviations.md ("DINO (`dino`) and SelfPatch (`selfpatch`)").
 """
 
 from __future__ import annotations

@@ -2,16 +2,13 @@
 
 Paper: Wei et al., "Aligning Pretraining for Detection via Object-Level Contrastive Learning",
 NeurIPS 2021, https://arxiv.org/abs/2106.02637. Reference: hologerry/SoCo @ 2be1229
-(contrast/models/SoCo_FPN.py, fpn.py, fast_rcnn_conv_fc_head.py, mlps.py; contrast/data/
-dataset.py ImageFolderImageAsymBboxAwareMultiJitter1Cutout, bboxs_utils.py, transform.py).
+(contrast/models/SoCo_FPN.py, fpn.py, fast_rcnn_conv_fc_head.py, mlps.py; contrast/data/).
 
 Letters: N images, K box slots per view pair (4), D projection width (256), L = 4 levels.
 
 Views and boxes (:mod:`densessl.data.box_views`): V1 the whole image at 224, V2 a crop (area
 0.5-1) at 224, V3 an independent crop at 112; K proposals overlapping both views of each pair
-(V1, V2), (V1, V3), jittered in V1, clipped to each view, padded by duplication. The paper's text
-describes V3 as V2 down-sampled to 112; the released code (followed here) crops it
-independently. SoCo* (``star: true``): V3 at 192 and V4 = V2's window at 112, pair (V1, V4)
+(V1, V2), (V1, V3). SoCo* (``star: true``): V3 at 192 and V4 = V2's window at 112, pair (V1, V4)
 reusing (V1, V2)'s boxes.
 
 Network (online θ; the target ξ is an EMA copy of all but the predictor)::
@@ -27,47 +24,13 @@ Loss, for a pair (a, b) with ids matching box slots (:func:`densessl.losses.box_
     L(a→b) = −2 · mean_n [ Σ_ij C[n,i,j]·cos(q_ni^a, z_nj^b) / (Σ_ij C[n,i,j] + 1e−6) ]
     L = L(1→2) + L(2→1) + L(1→3) + L(3→1)    (+ L(1→4) + L(4→1) for SoCo*)
 
-The ResNet starts with the last BN scale of every block at zero (``bn3.weight``, as the
-reference's ``contrast/resnet.py``); projector and predictor keep the bias of their last Linear
-(the reference's ``mlps.MLP``, unlike BYOL's). Box-aware cutout (p 0.5) belongs to the 100-epoch
-script only; ``star: true`` turns it off whatever ``cutout_p`` says, as the SoCo* script's
-augmentation has none.
+As the reference: last BN scale of every ResNet block starts at zero, projector and predictor
+keep their last bias, box-aware cutout (p 0.5) only without ``star``. Target momentum
+τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2. Recipe: LARS, lr 1.0 × batch/256, wd 1e-5, 10 warm-up
+epochs, cosine; batch 2048, 100 epochs, SyncBN, fp16. The online backbone + FPN + box head is
+exported. Small-data recipe (``soco_small_data``): BYOL's, unchanged.
 
-Target momentum τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2. Recipe (engine): LARS, lr 1.0 × batch/256,
-weight decay 1e-5, norms and biases excluded, 10 warm-up epochs, cosine to 1e-6; batch 2048,
-100 epochs, SyncBN, fp16 autocast (the reference's apex AMP O1) in the paper YAMLs. The online
-network (backbone + FPN + box head) is exported, as the reference's converters do.
-
-Small-data recipe (``soco_small_data``; not the paper's): BYOL's small-data recipe
-unchanged (SGD, lr 0.06 at batch 32, wd 1e-4, no warm-up, 128 px, ``zero_init_residual=False``).
-
-Deviations from the reference:
-- RoIAlign runs on each box's assigned level only (``roi_levels: assigned``, 1/4 of the RoI and
-  head compute). The pooled features and the loss's matched pairs are the same as the
-  reference's pool-every-level-and-mask, but the BN layers of the head, projector and predictor
-  then normalise over the N·K assigned RoIs of a box set, not separately per level over all N·K
-  boxes pooled at that level; ``roi_levels: all`` reproduces the reference exactly (per-level
-  head passes over every box; the outputs of unassigned levels are then dropped).
-- Boxes are continuous pixel coordinates (pixel i spans [i, i + 1)); the reference uses
-  inclusive integer corners (x2 = x1 + w − 1) and truncates view boxes to integers before the
-  level assignment, so a box's size can differ by a pixel and its level near a threshold.
-- When no proposal overlaps both views after the retries, the shared crop window is the pair's
-  one box (the reference falls back to each whole view, with an id that may collide).
-- Box-aware cutout squares are drawn in continuous view pixels (centre uniform in the box) and
-  zero the pixels whose centres fall inside; the reference rounds to integer corners.
-- SoCo*'s V4 is V2's crop window resampled from the source image to 112 px (antialiased), not
-  the 224-px V2 image resized.
-- Momentum update after the optimizer step (see :mod:`densessl.methods.byol`), same values.
-- The lr warm-up is the engine's linear ramp from lr/warmup_steps, not the reference's ramp from
-  lr/100; cosine floor 1e-6 as the reference.
-- Proposals (:mod:`densessl.data.proposals`): OpenCV-contrib's selective search on a copy with
-  longer side 256 (route ``opencv``), not the reference's Python search on the full image: much
-  faster, but it recovers only part of the reference's boxes (BENCHMARKS.md, "SoCo
-  proposals"). ``densessl proposals --route port --max-side 0`` gives the reference's boxes
-  exactly (the algorithm ported; needs scikit-image).
-- Precision: the paper YAMLs set ``precision: fp16`` (torch autocast + GradScaler, the analogue
-  of AMP O1); the dataclass default stays ``auto`` (bf16 on CUDA, fp32 on CPU) because fp16
-  autocast needs a GPU, so a run without a paper YAML trains in bf16 on CUDA.
+Deviations from the reference: docs/deviations.md ("BYOL (`byol`) and SoCo (`soco`)").
 """
 
 from __future__ import annotations
@@ -128,14 +91,13 @@ class SoCoConfig:
 
 def assign_pyramid_levels(boxes: torch.Tensor, thresholds: tuple[float, ...]) -> torch.Tensor:
     """(R, 4) view-pixel boxes -> (R,) level 0..3 (P2..P5), or -1 for a box larger than the last
-    threshold (the reference assigns it nowhere: it joins no positive pair). The proposal stage
-    owns the rule."""
+    threshold (it joins no positive pair, as in the reference)."""
     return assign_levels(boxes.detach(), thresholds=tuple(thresholds)).long()
 
 
 def unmatched_where(ids: torch.Tensor, unassigned: torch.Tensor, sentinel: int) -> torch.Tensor:
-    """Proposal ids with the slots of unassigned boxes replaced by ``sentinel``, a negative value
-    distinct per side of a pair, so those slots match nothing (the reference's −1/−2/−3)."""
+    """Proposal ids with unassigned slots set to ``sentinel`` (negative, distinct per side of a
+    pair), so those slots match nothing."""
     return torch.where(unassigned, torch.full_like(ids, sentinel), ids)
 
 
@@ -211,8 +173,8 @@ class SoCo(TeacherStudent):
             predict: apply the predictor (online branch).
 
         Returns:
-            (N, K, D), each box embedded from its assigned level, and (N, K) bool, True where a
-            box has no level (its embedding is a placeholder from P2, excluded from the loss).
+            (N, K, D) embeddings from each box's assigned level, and (N, K) bool, True where a
+            box has no level (placeholder embedding, excluded from the loss).
         """
         n, k = boxes.shape[:2]
         flat = boxes.reshape(n * k, 4)

@@ -27,20 +27,15 @@ _INITS = ("torchvision", "kaiming_fan_in")
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without ``avgpool``/``fc``, returning C2..C5.
 
-    The torchvision submodules are kept as direct attributes under their own names, so
-    ``state_dict()`` keys are exactly torchvision's minus ``fc.weight``/``fc.bias``: an exported
-    backbone loads into ``torchvision.models.resnet50()`` (``strict=False``) or into detectron2 /
-    mmdet converters without a key map.
-
-    Initialisation: ``init="torchvision"`` (default) keeps torchvision's init (Kaiming-normal,
-    fan_out, on convs). ``init="kaiming_fan_in"`` re-initialises convs with Kaiming-normal fan_in
-    (relu), as the DenseCL/OpenSelfSup reference does. BN is weight 1, bias 0 in both cases.
+    Keys are torchvision's minus ``fc.*``, so exports load into torchvision, detectron2 or mmdet
+    converters without a key map.
 
     Args:
         arch: torchvision constructor name: "resnet18", "resnet34", "resnet50" or "resnet101".
-        zero_init_residual: zero the last BN of each residual block (MoCo-v2 / DenseCL's
-            reference: no; BYOL and SoCo zero it, see ``models/residual_init.py``).
-        init: "torchvision" or "kaiming_fan_in" (see above).
+        zero_init_residual: zero the last BN of each residual block (BYOL, SoCo; not MoCo-v2 /
+            DenseCL; see ``models/residual_init.py``).
+        init: "torchvision" (Kaiming-normal fan_out convs) or "kaiming_fan_in" (the
+            DenseCL/OpenSelfSup reference's); BN weight 1, bias 0 in both.
 
     Attributes:
         arch: the torchvision constructor name.
@@ -84,15 +79,8 @@ class ResNetBackbone(nn.Module):
                 nn.init.zeros_(module.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the stem and the four stages.
-
-        Args:
-            x: (B, 3, H, W) images.
-
-        Returns:
-            ``{"c2": (B, C2, H/4, W/4), "c3": (B, C3, H/8, W/8), "c4": (B, C4, H/16, W/16),
-            "c5": (B, C5, H/32, W/32)}`` (sizes rounded up by the strided convs).
-        """
+        """(B, 3, H, W) -> ``{"c2": (B, C2, H/4, W/4), "c3": (B, C3, H/8, W/8), "c4": (B, C4,
+        H/16, W/16), "c5": (B, C5, H/32, W/32)}`` (sizes rounded up by the strided convs)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         c2 = self.layer1(x)
         c3 = self.layer2(c2)

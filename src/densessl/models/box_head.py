@@ -1,13 +1,9 @@
 """Region features: RoIAlign on a pyramid level per box, and the 4conv1fc box head.
 
-The head is detectron2's ``FastRCNNConvFCHead`` with NUM_CONV 4, NUM_FC 1 and BN (SoCo's
-``FastRCNNConvFCHead``; torchvision's ``fasterrcnn_resnet50_fpn_v2`` box head has the same
-design), so the pretrained head transfers to Mask R-CNN.
-
-Boxes are (x0, y0, x1, y1) in the pixels of the view the features were computed from. They are
-scaled to each level by that level's map size over the view size, per axis (SoCo scales boxes
-normalised to [0, 1] by the map's H and W, so a 112-px view's 4x4 P5 map counts as 4/112, not
-1/32, per pixel), and pooled with ``torchvision.ops.roi_align(aligned=True)``, adaptive sampling.
+The head is detectron2's ``FastRCNNConvFCHead`` (4 convs, 1 fc, BN), as SoCo's and torchvision's
+``fasterrcnn_resnet50_fpn_v2``, so it transfers to Mask R-CNN. Boxes (x0, y0, x1, y1) in view
+pixels are scaled to each level by map size / view size per axis (as SoCo's normalised boxes)
+and pooled with ``torchvision.ops.roi_align(aligned=True)``, adaptive sampling.
 """
 
 from __future__ import annotations
@@ -48,8 +44,7 @@ def roi_align_levels(
         output_size: side S of the pooled window (SoCo: 7).
 
     Returns:
-        (L, R, C, S, S) float32 (roi_align runs in float32, as the reference casts to; float64
-        in a float64 run).
+        (L, R, C, S, S) float32, as the reference casts to (float64 in a float64 run).
     """
     levels = [at_least_float32(level) for level in levels]
     pooled = [
@@ -75,7 +70,7 @@ def roi_align_assigned(
     output_size: int = 7,
 ) -> torch.Tensor:
     """Pool each box from its assigned level only: ``roi_align_levels(...)[level_index[r], r]``
-    at a quarter of the cost (the reference pools all four and masks the rest out of the loss).
+    at a quarter of the cost.
 
     Args:
         levels: L maps (N, C, h_l, w_l).
@@ -103,9 +98,8 @@ def roi_align_assigned(
 
 
 class ConvFCBoxHead(nn.Module):
-    """4 × [3x3 conv, BN, ReLU] -> flatten -> Linear -> ReLU ("4conv1fc").
-
-    PyTorch's default init, as SoCo's head. Applied to pooled RoIs.
+    """4 × [3x3 conv, BN, ReLU] -> flatten -> Linear -> ReLU ("4conv1fc"), PyTorch's default
+    init as SoCo's head.
 
     Args:
         in_channels: channels of the pooled features (the FPN's, 256).

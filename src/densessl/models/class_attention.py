@@ -1,8 +1,7 @@
 """Class attention (CaiT): a learnable query token reads a set of tokens; the set is not updated.
 
-SelfPatch uses one :class:`TokenAggregator` (two blocks and a LayerNorm) twice: to summarise all
-patches of a view into its image-level token, and to summarise each patch's selected neighbours
-into that patch's target. Letters: M sets, L tokens per set, D width.
+SelfPatch's :class:`TokenAggregator` summarises a view's patches (image token) and each patch's
+neighbours (its target). Letters: M sets, L tokens per set, D width.
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ from torch import nn
 class ClassAttentionBlock(nn.Module):
     """One pre-norm block that updates only the query token.
 
-    ``u = LN1([query; tokens])``; multi-head attention with the query from ``u[0]`` and keys and
-    values from all of ``u`` (so the query also attends to itself); ``query += proj(attn)``;
-    ``query += MLP(LN2(query))``. No LayerScale, dropout or drop-path (SelfPatch's settings).
+    ``u = LN1([query; tokens])``; attention with the query from ``u[0]`` and keys and values from
+    all of ``u``; ``query += proj(attn)``; ``query += MLP(LN2(query))``. No LayerScale, dropout
+    or drop-path (SelfPatch's settings).
 
     Args:
         dim: token width D.
@@ -52,8 +51,8 @@ class ClassAttentionBlock(nn.Module):
         Args:
             query: (M, 1, D) query tokens.
             tokens: (M, L, D) the sets to read.
-            valid: optional (M, L) bool; False entries are ignored (masked out of the softmax).
-                The query itself is always attended to, so a row is never fully masked.
+            valid: optional (M, L) bool; False entries are masked out of the softmax (the query
+                itself always counts, so no row is fully masked).
 
         Returns:
             (M, 1, D) updated query tokens.
@@ -72,13 +71,8 @@ class ClassAttentionBlock(nn.Module):
 
 
 class TokenAggregator(nn.Module):
-    """A learnable query token, two class-attention blocks and a final LayerNorm.
-
-    Args:
-        dim: token width D.
-        num_heads: attention heads (SelfPatch uses the backbone's).
-        depth: number of class-attention blocks (SelfPatch: 2).
-    """
+    """A learnable query token, ``depth`` class-attention blocks (SelfPatch: 2) and a final
+    LayerNorm; ``dim`` D, ``num_heads`` the backbone's."""
 
     def __init__(self, dim: int, num_heads: int, depth: int = 2) -> None:
         super().__init__()
@@ -92,15 +86,8 @@ class TokenAggregator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def summarise(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """One normalised summary token per set.
-
-        Args:
-            tokens: (M, L, D).
-            valid: optional (M, L) bool mask of the tokens to read.
-
-        Returns:
-            (M, D), after the final LayerNorm.
-        """
+        """One summary token per set: tokens (M, L, D), optional valid (M, L) bool -> (M, D),
+        after the final LayerNorm."""
         query = self.query.expand(tokens.shape[0], -1, -1)
         for block in self.blocks:
             query = block(query, tokens, valid)

@@ -17,16 +17,10 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """In place: ``teacher_param = m * teacher_param + (1 - m) * student_param``.
+    """In place: ``teacher_param = m * teacher_param + (1 - m) * student_param``, m in [0, 1].
 
-    Only parameters are averaged. Buffers (BN running statistics, counters) are left alone: the
-    teacher's BN statistics evolve from its own forward passes, as in MoCo and DenseCL.
-    ``momentum=1`` keeps the teacher, ``momentum=0`` copies the student.
-
-    Args:
-        teacher: module with the same parameter list (names, order, shapes) as ``student``.
-        student: the trained module.
-        momentum: m in [0, 1].
+    Parameters only: buffers (BN statistics) evolve from the teacher's own forwards, as in MoCo
+    and DenseCL. ``teacher`` must match ``student``'s parameter list (names, order, shapes).
     """
     teacher_params = list(teacher.parameters())
     student_params = [p.detach() for p in student.parameters()]

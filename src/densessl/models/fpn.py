@@ -1,9 +1,8 @@
 """Feature pyramid network over C2..C5 with batch norm, as SoCo pretrains it (P2..P5, no P6).
 
-Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017. The layout is the one of
-SoCo's FPN (mmdet's ``FPN`` with ``norm_cfg=BN``, ``start_level=0``, ``num_outs=4``, no extra
-convs) and of torchvision's ``fasterrcnn_resnet50_fpn_v2`` neck: a 1x1 lateral conv + BN per
-level, a nearest-neighbour top-down sum, a 3x3 output conv + BN per level, no activation.
+Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017; the layout of SoCo's FPN
+(mmdet ``FPN``, ``norm_cfg=BN``, ``num_outs=4``) and torchvision's ``fasterrcnn_resnet50_fpn_v2``
+neck: 1x1 lateral conv + BN, nearest top-down sum, 3x3 output conv + BN, no activation.
 """
 
 from __future__ import annotations
@@ -16,12 +15,8 @@ LEVELS = ("c2", "c3", "c4", "c5")
 
 
 class ConvNorm(nn.Module):
-    """Conv (no bias: the BN after it has one) -> BatchNorm2d [-> ReLU].
-
-    Attributes ``conv`` and ``norm`` name the two weighted parts, which the exporters rename to
-    each library's convention (``.0``/``.1`` torchvision, ``.norm`` detectron2, ``.conv``/``.bn``
-    mmdet).
-    """
+    """Conv (no bias: the BN after it has one) -> BatchNorm2d [-> ReLU]; ``conv`` and ``norm``
+    are renamed by the exporters to each library's convention."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, relu: bool = False):
         super().__init__()
@@ -40,10 +35,8 @@ class FPN(nn.Module):
 
     ``lateral[i] = BN(conv1x1(C_{i+2}))``; top-down,
     ``lateral[i] += nearest_upsample(lateral[i+1])`` to the size of level i;
-    ``P_{i+2} = BN(conv3x3(lateral[i]))``.
-
-    Convs are Kaiming-normal (fan_out, relu), BN weight 1 and bias 0: the init of mmcv's
-    ``ConvModule``, which SoCo's FPN uses (its ``init_weights`` with Xavier is never called).
+    ``P_{i+2} = BN(conv3x3(lateral[i]))``. Init: mmcv ``ConvModule``'s, as SoCo's FPN (Kaiming
+    fan_out convs, BN weight 1, bias 0).
 
     Args:
         in_channels: channels of C2..C5, e.g. (256, 512, 1024, 2048) for ResNet-50.
@@ -68,15 +61,8 @@ class FPN(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Build the pyramid.
-
-        Args:
-            features: ``{"c2": (B, C2, H/4, W/4), ..., "c5": (B, C5, H/32, W/32)}`` (a backbone's
-                output; other keys are ignored).
-
-        Returns:
-            [P2, P3, P4, P5], each (B, out_channels, h_l, w_l) with the size of C_{l}.
-        """
+        """``{"c2": (B, C2, H/4, W/4), ..., "c5": (B, C5, H/32, W/32)}`` (other keys ignored) ->
+        [P2, P3, P4, P5], each (B, out_channels, h_l, w_l) with the size of C_l."""
         pairs = zip(self.lateral_convs, LEVELS, strict=True)
         laterals = [conv(features[name]) for conv, name in pairs]
         for i in range(len(laterals) - 1, 0, -1):

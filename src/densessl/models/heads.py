@@ -14,19 +14,14 @@ from densessl.models.precision import at_least_float32
 class MLPHead(nn.Module):
     """Linear -> [BN] -> ReLU -> Linear: MoCo-v2 / DenseCL global projection head.
 
-    Linear weights get Kaiming-normal (fan_in, relu) and zero bias, as the DenseCL reference's
-    ``init_linear='kaiming'``. ``batch_norm=True`` inserts a BatchNorm1d after the hidden Linear
-    (BYOL-style projectors); the reference MoCo-v2/DenseCL heads have none. ``kaiming_init=False``
-    keeps PyTorch's default Linear init (BYOL / SoCo projectors and predictors).
-    ``last_bias=False`` drops the bias of the output Linear (BYOL's reference has none there).
-
     Args:
         in_dim: input features C.
         hidden_dim: hidden width.
         out_dim: output features D.
-        batch_norm: add BatchNorm1d after the hidden Linear.
-        kaiming_init: re-initialise the Linears as described above.
-        last_bias: give the output Linear a bias.
+        batch_norm: BatchNorm1d after the hidden Linear (BYOL-style; none in MoCo-v2/DenseCL).
+        kaiming_init: Kaiming-normal (fan_in, relu) weights and zero bias, as DenseCL's
+            ``init_linear='kaiming'``; False keeps PyTorch's default (BYOL / SoCo).
+        last_bias: give the output Linear a bias (BYOL's reference has none).
     """
 
     def __init__(
@@ -51,24 +46,14 @@ class MLPHead(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Project vectors.
-
-        Args:
-            x: (B, in_dim).
-
-        Returns:
-            (B, out_dim), not normalised.
-        """
+        """(B, in_dim) -> (B, out_dim), not normalised."""
         return self.mlp(x)
 
 
 class DenseHead(nn.Module):
-    """Conv1x1 -> [BN] -> ReLU -> Conv1x1, applied per location: DenseCL's dense projection head
-    (no BN) and PixPro's projector and predictor (``batch_norm=True``, the reference's MLP2d).
-
-    The convs keep PyTorch's default init, with biases, as both references do (the DenseCL
-    reference's init helper touches only Linear and norm layers, so its dense head is
-    default-initialised while its global head is Kaiming).
+    """Conv1x1 -> [BN] -> ReLU -> Conv1x1 per location: DenseCL's dense head (no BN) and PixPro's
+    projector and predictor (``batch_norm=True``, MLP2d). PyTorch's default conv init, with
+    biases, as both references.
 
     Args:
         in_dim: input channels C.
@@ -86,23 +71,15 @@ class DenseHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Project every location.
-
-        Args:
-            x: (B, in_dim, H, W).
-
-        Returns:
-            (B, out_dim, H, W), not normalised.
-        """
+        """(B, in_dim, H, W) -> (B, out_dim, H, W), not normalised."""
         return self.mlp(x)
 
 
 class WeightNormLinear(nn.Module):
     """Bias-free linear layer with weight normalisation: row i is ``g_i · v_i / ‖v_i‖``.
 
-    DINO's last layer. The gain ``g`` starts at 1; ``learn_gain=False`` (DINO's
-    ``norm_last_layer=True``) keeps it at 1, so every output is a cosine times ‖x‖, which the
-    DINO authors found stabilises training.
+    DINO's last layer. ``g`` starts at 1; ``learn_gain=False`` (``norm_last_layer=True``) keeps
+    it there, so each output is a cosine times ‖x‖, which stabilises training (DINO).
 
     Args:
         in_dim: input features.
@@ -125,9 +102,8 @@ class DINOHead(nn.Module):
     """DINO's projection head: 3-layer MLP, L2-normalised bottleneck, weight-normalised layer.
 
     ``Linear(in, hidden) GELU Linear(hidden, hidden) GELU Linear(hidden, bottleneck)``, then
-    ``normalize``, then :class:`WeightNormLinear` (bottleneck -> K). The MLP's Linear weights are
-    truncated-normal (std 0.02) with zero bias, as in the reference. No BatchNorm (the ViT
-    setting). Applied to the last dimension, so (B, D) and (B, N, D) inputs both work.
+    ``normalize``, then :class:`WeightNormLinear` (bottleneck -> K); truncated-normal (std 0.02)
+    weights, zero bias, no BatchNorm. Works on the last dimension: (B, D) or (B, N, D).
 
     Args:
         in_dim: input features D.
@@ -160,12 +136,8 @@ class DINOHead(nn.Module):
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., in_dim) -> (..., out_dim) float32 logits.
-
-        The MLP follows any enclosing autocast; the normalisation and the last layer run in
-        float32 with autocast off, so the logits the τ_t = 0.04 softmax sharpens are not rounded
-        to bf16 (8 significant bits) or fp16 first.
-        """
+        """(..., in_dim) -> (..., out_dim) float32 logits; normalisation and last layer run in
+        float32 with autocast off, so the τ_t softmax does not sharpen bf16/fp16 rounding."""
         hidden = self.mlp(x)  # (..., bottleneck), the autocast dtype
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return self.last_layer(F.normalize(at_least_float32(hidden), dim=-1))

@@ -10,12 +10,8 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def match_by_similarity(q_feat: torch.Tensor, k_feat: torch.Tensor) -> torch.Tensor:
-    """For each query location, the key location of the same image with the highest cosine.
-
-    ``index[b, i] = argmax_j cos(q_feat[b, i], k_feat[b, j])``: the direction is query -> key,
-    and several query locations may pick the same key location (DenseCL does not require mutual
-    nearest neighbours). Ties are broken by ``argmax`` (unspecified). The result is an integer
-    index, so no gradient can flow through the matching.
+    """``index[b, i] = argmax_j cos(q_feat[b, i], k_feat[b, j])``: query -> key, not mutual
+    (DenseCL), ties broken by ``argmax``.
 
     Args:
         q_feat: (B, Nq, C) query features (any scale; normalised here).
@@ -23,12 +19,6 @@ def match_by_similarity(q_feat: torch.Tensor, k_feat: torch.Tensor) -> torch.Ten
 
     Returns:
         (B, Nq) LongTensor of indices into the Nk key locations.
-
-    Example:
-        >>> q_feat = torch.randn(2, 49, 2048)
-        >>> k_feat = torch.randn(2, 49, 2048)
-        >>> match_by_similarity(q_feat, k_feat).shape
-        torch.Size([2, 49])
     """
     q_unit = F.normalize(q_feat, dim=2)
     k_unit = F.normalize(k_feat, dim=2)

@@ -16,12 +16,9 @@ _NEIGHBOUR_TABLES: dict[tuple[int, int, str], torch.Tensor] = {}
 def neighbour_table(grid: tuple[int, int], border: str) -> torch.Tensor:
     """The 3x3-window neighbours of every cell of an (h, w) grid, the cell itself excluded.
 
-    Cells are numbered row-major (``i = r * w + c``). Column j of row i is the cell at offset
-    ``(dr, dc)``, offsets in the order (-1,-1), (-1,0), (-1,1), (0,-1), (0,1), (1,-1), (1,0),
-    (1,1). ``border="wrap"`` takes offsets modulo the grid (the grid is a torus, as in the
-    SelfPatch code); ``"clamp"`` marks offsets outside the grid with -1. A neighbour reached twice
-    (wrap on a side shorter than 3) or equal to the cell itself is also -1, so every row lists
-    distinct other cells.
+    Cells row-major (``i = r * w + c``); columns in offset order (-1,-1), (-1,0), (-1,1), (0,-1),
+    (0,1), (1,-1), (1,0), (1,1). ``border="wrap"``: offsets modulo the grid (SelfPatch's torus);
+    ``"clamp"``: outside cells are -1. Repeats and the cell itself are -1 too.
 
     Returns:
         (h*w, 8) int64 on the CPU (cached per grid and border; do not modify).
@@ -53,12 +50,8 @@ def neighbour_table(grid: tuple[int, int], border: str) -> torch.Tensor:
 def selfpatch_neighbors(
     tokens: torch.Tensor, grid: tuple[int, int], k: int = 4, border: str = "wrap"
 ) -> torch.Tensor:
-    """For each patch, its k most similar neighbours in the 3x3 window (itself excluded).
-
-    Similarity is the cosine between the patch's token and each candidate's token (SelfPatch
-    uses the teacher's last-block tokens). Candidates come from :func:`neighbour_table`; with
-    ``border="clamp"`` a border patch has fewer than 8 (3 in a corner), and the top-k is taken
-    over those. Where fewer than k candidates exist the remaining slots hold -1.
+    """For each patch, its k most cosine-similar candidates of :func:`neighbour_table`; slots
+    beyond the available candidates hold -1.
 
     Args:
         tokens: (B, N, D) patch tokens, N = h*w in row-major order.
@@ -68,11 +61,6 @@ def selfpatch_neighbors(
 
     Returns:
         (B, N, k) int64 indices into N, most similar first; -1 marks an empty slot.
-
-    Example:
-        >>> tokens = torch.randn(2, 14 * 14, 384)
-        >>> selfpatch_neighbors(tokens, (14, 14), k=4, border="wrap").shape
-        torch.Size([2, 196, 4])
     """
     batch, n, _ = tokens.shape
     if n != grid[0] * grid[1]:

@@ -1,10 +1,8 @@
 """Batch norm synchronised across processes that also runs on CPU (gloo), plus a converter.
 
-``nn.SyncBatchNorm`` only accepts CUDA tensors, but the 2-process CPU equivalence tests need
-synchronised statistics too. :class:`GlobalBatchNorm2d` computes the batch statistics over the
-global batch with differentiable all-reduces from :mod:`densessl.dist`; in one process those are
-identities and it is exactly ``nn.BatchNorm2d``. On GPU, ``convert_batchnorm(m, "torch_sync")``
-(torch's fused kernels) is faster.
+``nn.SyncBatchNorm`` accepts only CUDA tensors; :class:`GlobalBatchNorm2d` reduces the statistics
+with differentiable all-reduces (:mod:`densessl.dist`) on any device and is exactly
+``nn.BatchNorm2d`` in one process. On GPU ``convert_batchnorm(m, "torch_sync")`` is faster.
 """
 
 from __future__ import annotations
@@ -74,14 +72,10 @@ class _GlobalBatchNormMixin:
 class GlobalBatchNorm2d(_GlobalBatchNormMixin, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose training statistics cover the batch of every process.
 
-    Per channel, the sum and count are all-reduced to get the global mean, then the sum of
-    squared deviations from it is all-reduced to get the biased variance used to normalise.
-    Both reductions are differentiable (gradients reach every rank's inputs, as SyncBatchNorm).
-    Running statistics are updated with the unbiased global variance, exactly as
-    ``nn.BatchNorm2d`` does locally; eval mode is plain batch norm with the running statistics.
-    Same constructor, parameters and buffers as ``nn.BatchNorm2d`` (state_dicts interchange).
-
-    Input (B, C, H, W) -> output (B, C, H, W).
+    Per channel, sum and count are all-reduced for the global mean, then the squared deviations
+    for the biased variance; both reductions are differentiable. Running statistics take the
+    unbiased global variance; eval mode is plain batch norm. State dicts interchange with
+    ``nn.BatchNorm2d``. (B, C, H, W) -> (B, C, H, W).
     """
 
 
@@ -90,12 +84,9 @@ class GlobalBatchNorm1d(_GlobalBatchNormMixin, nn.BatchNorm1d):
 
 
 class GlobalBatchNormAct2d(_GlobalBatchNormMixin, BatchNormAct2d):
-    """timm's ``BatchNormAct2d`` (batch norm, then its dropout and activation, as timm's
-    EfficientNets and RegNets use it) with :class:`GlobalBatchNorm2d`'s statistics. Replacing it
-    by a plain batch norm would silently drop the activation.
-
-    Input (B, C, H, W) -> output (B, C, H, W).
-    """
+    """timm's ``BatchNormAct2d`` (batch norm, dropout, activation) with
+    :class:`GlobalBatchNorm2d`'s statistics; a plain BN would drop the activation.
+    (B, C, H, W) -> (B, C, H, W)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.drop(_GlobalBatchNormMixin.forward(self, x)))
@@ -105,11 +96,10 @@ def convert_batchnorm(module: nn.Module, mode: str) -> nn.Module:
     """Return ``module`` with its batch norms made synchronised (or not) across processes.
 
     Args:
-        module: any module; children are replaced in place, names are kept, so ``state_dict``
-            keys do not change.
+        module: any module; children are replaced in place, so ``state_dict`` keys do not change.
         mode: "bn" leaves everything as is; "sync" replaces every ``nn.BatchNorm1d/2d`` by
-            :class:`GlobalBatchNorm1d/2d` (works on CPU/gloo and GPU); "torch_sync" uses
-            ``nn.SyncBatchNorm.convert_sync_batchnorm`` (CUDA only, fastest on GPU).
+            :class:`GlobalBatchNorm1d/2d` (CPU/gloo and GPU); "torch_sync" uses
+            ``nn.SyncBatchNorm.convert_sync_batchnorm`` (CUDA only).
 
     Returns:
         The converted module (a new object only when ``module`` itself is a batch norm).

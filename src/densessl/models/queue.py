@@ -8,14 +8,9 @@ from torch import nn
 
 
 class NegativeQueue(nn.Module):
-    """Ring buffer of ``length`` L2-normalised keys of size ``dim``.
-
-    Initialised with random unit vectors (randn then L2-normalised per row, as the reference), so
-    the first steps have negatives. Both buffers (``keys`` and ``ptr``) are in ``state_dict`` so a
-    resumed run continues with the exact same queue.
-
-    The queue does not gather across processes: the caller passes keys already gathered with
-    ``densessl.dist.all_gather`` so every rank enqueues the same rows and the queues stay equal.
+    """Ring buffer of ``length`` L2-normalised keys of size ``dim``, started with random unit
+    vectors (as the reference). The caller passes keys already gathered from all processes, so
+    every rank's queue stays equal.
 
     Args:
         length: number of stored keys K.
@@ -42,11 +37,7 @@ class NegativeQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Overwrite the oldest ``M`` rows with ``keys``, wrapping around the end.
-
-        Args:
-            keys: (M, dim) with M <= length, L2-normalised, from all processes.
-        """
+        """Overwrite the oldest ``M`` rows with ``keys`` (M, dim), M <= length, wrapping."""
         count = keys.shape[0]
         if count > self.length:
             raise ValueError(f"cannot enqueue {count} keys into a queue of length {self.length}")
@@ -56,11 +47,7 @@ class NegativeQueue(nn.Module):
         self.ptr.fill_((start + count) % self.length)
 
     def negatives(self) -> torch.Tensor:
-        """The stored keys, (length, dim), detached, without a copy.
-
-        Methods enqueue only after the backward pass (``after_step``), so no copy is needed (it
-        cost 13 ms per queue per step on CPU at 65536 x 128). An ``enqueue`` before backward
-        would change a tensor autograd saved; autograd's version counter, which the detached
-        view shares, then raises instead of silently using the new keys.
-        """
+        """The stored keys, (length, dim), detached, without a copy: methods enqueue only after
+        backward, and an earlier enqueue trips autograd's version counter instead of silently
+        using the new keys."""
         return self.keys.detach()

@@ -8,12 +8,8 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 def zero_init_residual_(module: nn.Module) -> int:
-    """Set the scale of the last BatchNorm of every residual block in ``module`` to zero, in
-    place: ``bn3`` of a bottleneck, ``bn2`` of a basic block (torchvision's block classes, which
-    every densessl ResNet is made of). Biases stay zero, so each block's residual branch outputs
-    0 at the start and the block passes its shortcut through.
-
-    Call it after any other re-initialisation, which would overwrite it.
+    """Zero the scale of the last BN of every residual block, in place (``bn3`` of a bottleneck,
+    ``bn2`` of a basic block). Call it after any other re-initialisation.
 
     Returns:
         The number of BatchNorm layers zeroed (0 for a backbone without such blocks, e.g. a ViT).

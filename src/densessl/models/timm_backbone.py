@@ -1,15 +1,9 @@
 """Any timm CNN as a densessl backbone: timm's ``features_only`` pyramid, renamed C2..C5.
 
 ``build_backbone("timm/<name>")`` builds ``timm.create_model(name, features_only=True,
-pretrained=False)`` (nothing is downloaded) and returns the feature maps at strides 4, 8, 16 and
-32 under the ResNet names ``c2..c5``, so every CNN method (MoCo-v2, DenseCL, BYOL, and SoCo's and
-MCL's FPN) runs on it unchanged: they read ``out_channels`` and the ``c2..c5`` maps only.
-
-The weights keep the key names of the ``features_only`` model (smp's ``tu-`` encoders wrap the
-same model, so that export is a prefix). The names of the full model
-``timm.create_model(name, num_classes=0)`` differ where ``features_only`` flattens a sequential
-stage (``stages.1.x`` becomes ``stages_1.x``); :meth:`TimmBackbone.timm_key` maps one to the
-other, and exports check the result with a strict load.
+pretrained=False)`` and returns its stride 4, 8, 16, 32 maps as ``c2..c5``, so every CNN method
+runs on it unchanged. Keys are the ``features_only`` model's (smp's ``tu-`` encoders: a prefix);
+:meth:`TimmBackbone.timm_key` maps them to the full model's (``stages_1.x`` -> ``stages.1.x``).
 """
 
 from __future__ import annotations
@@ -38,8 +32,7 @@ class TimmBackbone(nn.Module):
     """A timm ``features_only`` network returning C2..C5.
 
     Args:
-        timm_name: timm model name, e.g. "convnext_tiny", "regnety_016", "efficientnet_b0",
-            "resnet50d".
+        timm_name: timm model name, e.g. "convnext_tiny", "resnet50d".
         **timm_kwargs: extra ``timm.create_model`` arguments (tests shrink depths and widths).
 
     Attributes:
@@ -51,8 +44,7 @@ class TimmBackbone(nn.Module):
         default_levels: ("c5",), as the ResNets.
 
     Raises:
-        TimmBackboneError: timm has no such model, or the model has no feature map at one of
-            the strides 4, 8, 16, 32 (a ViT, or a network with another output stride).
+        TimmBackboneError: timm has no such model, or it lacks a map at stride 4, 8, 16 or 32.
     """
 
     def __init__(self, timm_name: str, **timm_kwargs: Any) -> None:

@@ -1,13 +1,10 @@
 """Vision Transformer backbones (timm's ``VisionTransformer``) returning the patch-token grid.
 
-The backbone *is* a timm ``VisionTransformer`` (a subclass that only changes ``forward``), so its
-``state_dict()`` keys are timm's: an exported backbone loads into
-``timm.models.vision_transformer.VisionTransformer(**backbone.timm_kwargs)`` with no missing or
-unexpected key. Position embeddings are resampled bicubically *without* antialias, as DINO's
-``interpolate_pos_encoding`` (timm's own resampling antialiases when it shrinks the grid), for
-any input size, square or not, so global and local crops of any size share one table. The
-``cls_token`` starts truncated-normal with std 0.02, as DINO's ``vision_transformer.py`` (timm:
-normal, std 1e-6); every other tensor keeps timm's init, which matches DINO's.
+The backbone subclasses timm's ``VisionTransformer`` (only ``forward`` differs), so its keys are
+timm's and an export loads into ``VisionTransformer(**backbone.timm_kwargs)`` strictly. Position
+embeddings are resampled bicubically without antialias, as DINO's ``interpolate_pos_encoding``,
+to any input size, so crops of every size share one table. ``cls_token`` starts truncated-normal
+(std 0.02) as DINO's, not timm's std 1e-6; the rest keeps timm's init, which matches DINO's.
 
 Letters: B images, D embedding width, p patch size, (h, w) = (H // p, W // p) the token grid.
 """
@@ -41,11 +38,9 @@ VIT_SPECS: dict[str, tuple[int, int, int, int]] = {
 def vit_timm_kwargs(
     arch: str, class_token: bool = True, final_norm: bool = True, img_size: int = 224
 ) -> dict[str, Any]:
-    """The ``VisionTransformer`` arguments that rebuild a densessl ViT backbone in timm.
-
-    ``num_classes=0`` (no classifier), ``fc_norm=False`` (the final norm, when kept, is ``norm``
-    applied to every token, as in DINO), ``dynamic_img_size=True`` (any input size).
-    """
+    """The ``VisionTransformer`` arguments that rebuild a densessl ViT backbone in timm:
+    ``num_classes=0``, ``fc_norm=False`` (``norm`` on every token, as DINO),
+    ``dynamic_img_size=True``."""
     if arch not in VIT_SPECS:
         raise ValueError(f"unknown ViT arch {arch!r}; known: {', '.join(VIT_SPECS)}")
     patch, dim, depth, heads = VIT_SPECS[arch]
@@ -71,8 +66,7 @@ class ViTBackbone(VisionTransformer):
         arch: a key of :data:`VIT_SPECS`, e.g. "vit_small_patch16".
         class_token: keep the [CLS] token (DINO) or not (SelfPatch).
         final_norm: apply the final LayerNorm to every token (DINO) or not (SelfPatch).
-        img_size: side of the input the position-embedding table is laid out for; other
-            sizes are served by resampling it.
+        img_size: input side the position-embedding table is laid out for (others resample).
         drop_path_rate: stochastic depth, linearly increasing over the blocks.
 
     Attributes:
@@ -105,11 +99,8 @@ class ViTBackbone(VisionTransformer):
             nn.init.trunc_normal_(self.cls_token, std=0.02)  # DINO's init (timm: std 1e-6)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token and add position embeddings resampled to the token grid.
-
-        Overrides timm's only in the resampling: bicubic without antialias (DINO), where timm
-        antialiases. No register tokens; the class token has its own table entry (timm's
-        ``no_embed_class=False``, DINO's layout).
+        """Prepend the class token and add position embeddings resampled to the token grid
+        (bicubic without antialias, DINO's; the class token has its own table entry).
 
         Args:
             x: (B, h, w, D) patch embeddings (timm's ``dynamic_img_size`` layout).

@@ -1,8 +1,6 @@
 """Reading user weight files: ``.pt``/``.pth`` with ``weights_only=True``, ``.safetensors``
-without pickle, and unwrapping the containers training scripts save state dicts in.
-
-Shared by the evaluation loaders (:mod:`densessl.eval.weights`) and continued pretraining
-(:mod:`densessl.engine.init_weights`), so both accept the same files.
+without pickle, and unwrapping the containers training scripts save state dicts in (shared by
+:mod:`densessl.eval.weights` and :mod:`densessl.engine.init_weights`).
 """
 
 from __future__ import annotations
@@ -22,8 +20,7 @@ _WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
 def read_weights_file(path: Path) -> Any:
-    """The contents of a ``.pt``/``.pth`` (``weights_only=True``: tensors and plain containers,
-    never arbitrary objects) or ``.safetensors`` file.
+    """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file.
 
     Raises:
         WeightsError: one line naming the file and why it cannot be read.
@@ -37,11 +34,8 @@ def read_weights_file(path: Path) -> Any:
 
 
 def load_torch_file(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, every failure one WeightsError line.
-
-    The message is ours, not torch's: torch's refusal suggests ``weights_only=False``, which
-    would run whatever code an untrusted file holds, and densessl never suggests it.
-    """
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure one WeightsError line
+    of ours (torch's suggests ``weights_only=False``, unsafe for untrusted files)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, unpickling and EOF errors share no base class
@@ -59,12 +53,9 @@ def load_torch_file(path: Path) -> Any:
 
 
 def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
-    """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped.
-
-    ``{"state_dict": sd}`` (and ``{"model": sd}``, timm's and DeiT's training checkpoints) is
-    unwrapped; a ``module.`` prefix (DataParallel / DDP) is stripped; if some keys start with
-    ``backbone.``, only those are kept (a detector or segmenter checkpoint also holds its heads)
-    and the prefix is stripped.
+    """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped:
+    ``{"state_dict": sd}`` / ``{"model": sd}`` unwrapped, ``module.`` stripped, and when some
+    keys start with ``backbone.`` only those, stripped.
 
     Raises:
         WeightsError: when ``state`` is not a mapping from names to tensors.

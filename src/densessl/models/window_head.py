@@ -1,10 +1,8 @@
 """MCL's window head: a pyramid level cut into the windows of a montage's cells, embedded each.
 
-Guo et al. (2023), reference GuoQiushan/MCL ``DetConvGpNonLinearHead``. Level i of MCL reads
-P(5 - i) of montages whose cells are the images shrunk by 2**i: at that stride every cell covers
-the same ``s x s`` patch of the map (s = view side / 32, 7 at 224 px), so the map is cut into a
-``2**i x 2**i`` grid of non-overlapping windows, one per cell, before the head's convs. The convs
-therefore see no context across cells (the backbone and FPN do).
+Guo et al. (2023), reference GuoQiushan/MCL ``DetConvGpNonLinearHead``. At level i, P(5 - i) of a
+montage is cut into a ``2**i x 2**i`` grid of ``s x s`` windows (s = view side / 32), one per
+cell, before the convs, so the head sees no context across cells.
 
 Letters: M maps, C channels, g cells per side, s window side, R = M·g² windows, D output width.
 """
@@ -40,10 +38,8 @@ def cut_windows(features: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 class BoxHeadConvs(nn.Module):
-    """The 3x3 conv tower of a detector's 4conv1fc box head, without its fc.
-
-    MCL pretrains these convs but no fc; exported alone they fill a Mask R-CNN box head's convs
-    (:mod:`densessl.export.detection_heads`) and leave its fc to the detector's init.
+    """The 3x3 conv tower of a detector's 4conv1fc box head, without its fc (MCL pretrains no
+    fc; :mod:`densessl.export.detection_heads` fills a Mask R-CNN box head's convs with it).
 
     Attributes:
         convs: ``num_convs`` :class:`ConvNorm` (3x3 conv, BN, ReLU), as ``ConvFCBoxHead.convs``.
@@ -65,10 +61,8 @@ class BoxHeadConvs(nn.Module):
 
 
 class WindowHead(nn.Module):
-    """Per window: 4 x [3x3 conv, BN, ReLU] -> average pool -> Linear, BN, ReLU, Linear, BN.
-
-    The last BN has no affine parameters (the reference's ``last_bn``); Linears are Kaiming-normal
-    (fan_in, relu) with zero bias, as the reference's ``init_linear='kaiming'``.
+    """Per window: 4 x [3x3 conv, BN, ReLU] -> average pool -> Linear, BN, ReLU, Linear, BN; the
+    last BN without affine, Linears Kaiming-normal (fan_in, relu) with zero bias, as the reference.
 
     Args:
         in_channels: FPN channels (256).

@@ -1,8 +1,6 @@
-"""The shipped recipes: one YAML per recipe, package data, found by name.
-
-``--config densecl_small_data`` (or ``densecl_small_data.yaml``) names a file of this folder; a
-path to an existing file is used as it is and wins over a name. Each file's first comment line
-says what it is for (``densessl list`` prints it).
+"""The shipped recipes: one YAML per recipe, package data, found by name (``--config
+densecl_small_data``); an existing file path wins over a name. A file's first comment line is
+its purpose (``densessl list``).
 """
 
 from __future__ import annotations

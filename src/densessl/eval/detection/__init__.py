@@ -1,21 +1,12 @@
 """Detection transfer: fine-tune torchvision Faster / Mask R-CNN R-FPN from a backbone, COCO AP.
 
-One concept per file:
+Modules: :mod:`.dataset` (COCO-format data), :mod:`.synthetic_coco` (built-in scenes as COCO),
+:mod:`.model` (detector, heads, norms), :mod:`.weights` (trunk plus pretrained heads),
+:mod:`.train` (detectron2's 1x recipe), :mod:`.coco_eval` (COCOeval AP), :mod:`.options` and
+:mod:`.finetune` (:func:`finetune_detector`).
 
-* :mod:`.dataset`: COCO-format datasets (any instances JSON) as torchvision samples;
-* :mod:`.synthetic_coco`: the built-in scenes written as such a dataset;
-* :mod:`.model`: the detector (trunk from the backbone, v1 / v2 heads, norms) and loading
-  pretrained FPN / head weights into it;
-* :mod:`.weights`: what ``--weights`` starts from (trunk plus pretrained heads, when any);
-* :mod:`.train`: the fine-tune loop and detectron2's 1x recipe (lr schedule, parameter groups);
-* :mod:`.coco_eval`: detections as COCO results and COCOeval AP;
-* :mod:`.options` and :mod:`.finetune`: :class:`DetectOptions` and the one entry point,
-  :func:`finetune_detector`.
-
-Inputs are RGB in [0, 1], normalised with the ImageNet mean/std inside the model, resized so the
-short side is ``min_size`` (a random choice when several are given) and the long side at most
-``max_size``. By default the fine-tune runs 12 epochs of the train images with boxes (90k
-iterations at batch 16 is ~12 COCO epochs), at lr ``0.02 * batch / 16``.
+Inputs are RGB in [0, 1], ImageNet-normalised in the model, short side ``min_size``, long side at
+most ``max_size``. Default: 12 epochs of the train images with boxes, lr ``0.02 * batch / 16``.
 """
 
 from densessl.eval.detection.coco_eval import DetectionScores

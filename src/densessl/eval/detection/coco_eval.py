@@ -1,7 +1,5 @@
-"""COCO scoring of a fine-tuned detector: its detections as COCO results, COCOeval AP.
-
-Scores are COCO AP in percent. A model that detects nothing scores 0. Under a process group
-each rank predicts its share of the val images and COCOeval runs on the gathered results.
+"""COCO scoring of a fine-tuned detector: its detections as COCO results, COCOeval AP in
+percent. Under a process group each rank predicts its share; COCOeval runs on the gathered set.
 """
 
 from __future__ import annotations
@@ -30,8 +28,7 @@ class DetectionScores:
 
     Attributes:
         box_ap, box_ap50, box_ap75: box AP at IoU 0.5:0.95, 0.5 and 0.75.
-        box_ap_per_class: box AP at IoU 0.5:0.95 of each category, by name (NaN: a category
-            with no ground truth in the val split).
+        box_ap_per_class: box AP at IoU 0.5:0.95 per category name (NaN: no ground truth).
         mask_ap, mask_ap50, mask_ap75: the same for masks; None for Faster R-CNN.
         iterations: training iterations run.
         extra_keys_used: ``extra_state`` keys loaded into the detector.
@@ -124,10 +121,9 @@ def _json_safe(value):
 def coco_ap(
     dataset: CocoDetection, results: list[dict], iou_type: str
 ) -> tuple[float, float, float, dict[str, float]]:
-    """(AP, AP50, AP75, {category name: AP}) in percent of COCO ``results`` against
-    ``dataset.coco``; 0 if empty. A category's AP is COCOeval's precision averaged over IoU
-    0.5:0.95 and recall, all areas, 100 detections, as COCOeval's own AP; NaN for a category
-    with no ground truth."""
+    """(AP, AP50, AP75, {category name: AP}) in percent of ``results`` against ``dataset.coco``;
+    0 if empty. Per category: precision averaged over IoU 0.5:0.95 and recall (NaN without
+    ground truth)."""
     names = {c: dataset.coco.cats[c]["name"] for c in dataset.category_ids}
     if not results:  # loadRes cannot take an empty list; nothing detected scores 0
         return 0.0, 0.0, 0.0, {name: 0.0 for name in names.values()}

@@ -1,16 +1,11 @@
 """COCO-format detection datasets: any instances JSON with its images, as torchvision samples.
 
-Layouts accepted by :func:`open_coco` (``DIR`` = the root passed to it):
-
-* ``DIR/<split>/images/`` + ``DIR/<split>/annotations.json``: what
-  :func:`~densessl.eval.detection.synthetic_coco.write_synthetic_coco` writes;
-* real COCO 2017: ``DIR/annotations/instances_<split>2017.json`` with the images in
-  ``DIR/images/<split>2017/`` or, as the official zips unpack, ``DIR/<split>2017/``.
-
-COCO category ids (sparse: 1..90 for COCO's 80 classes) become contiguous labels ``1..C`` in
-ascending id order; label 0 is the background, as torchvision's detectors expect. Crowd regions
-and boxes with no area inside the image are left out of the targets (they stay in ``.coco``, so
-COCOeval still treats crowds as "ignore" regions).
+Layouts accepted by :func:`open_coco` (``DIR`` = its root): ``DIR/<split>/images/`` +
+``DIR/<split>/annotations.json`` (as
+:func:`~densessl.eval.detection.synthetic_coco.write_synthetic_coco` writes), or COCO 2017's
+``DIR/annotations/instances_<split>2017.json`` with images in ``DIR/images/<split>2017/`` or
+``DIR/<split>2017/``. Category ids become labels ``1..C`` in ascending id order (0 background).
+Crowds and boxes with no area in the image are left out of the targets, not out of ``.coco``.
 """
 
 from __future__ import annotations
@@ -156,13 +151,9 @@ class CocoDetection(torch.utils.data.Dataset):
         return torch.from_numpy(masks)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
-        """Sample ``i``.
-
-        Returns:
-            ``image``: (3, H, W) float32 RGB in [0, 1], and ``target``: ``{"boxes": (M, 4)
-            float32 xyxy in pixels, "labels": (M,) int64 in 1..C, "image_id": int}``, plus
-            ``"masks": (M, H, W) uint8`` (0/1) when ``with_masks``.
-        """
+        """Sample ``i``: ``image`` (3, H, W) float32 RGB in [0, 1] and ``target`` ``{"boxes":
+        (M, 4) float32 xyxy pixels, "labels": (M,) int64 in 1..C, "image_id": int}``, plus
+        ``"masks": (M, H, W) uint8`` (0/1) when ``with_masks``."""
         image_id = self.image_ids[i]
         info = self.coco.imgs[image_id]
         pixels = np.asarray(self._read_image(info), dtype=np.uint8)

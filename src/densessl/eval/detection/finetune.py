@@ -1,9 +1,8 @@
 """Detection transfer in one call: COCO splits -> detector -> fine-tune -> COCO AP.
 
-Every rank must call :func:`finetune_detector` when a process group is initialised (the caller
-runs ``dist.init``, as the CLI does under torchrun); ``batch_size`` is then the global batch,
-evaluation is sharded and COCOeval runs on rank 0. A val split without any box raises
-:class:`DataError` before training, so COCOeval always has something to score.
+Under a process group every rank must call :func:`finetune_detector`; ``batch_size`` is then
+global, evaluation sharded, COCOeval on rank 0. A val split without boxes raises
+:class:`DataError` before training.
 """
 
 from __future__ import annotations
@@ -56,16 +55,13 @@ def finetune_detector(
     options: DetectOptions | None = None,
     extra_state: dict[str, torch.Tensor] | None = None,
 ) -> DetectionScores:
-    """Fine-tune a Faster / Mask R-CNN R-FPN from ``backbone`` on a COCO-format dataset.
-
-    Trains on ``open_coco(data_root, "train")`` (images without boxes are skipped) and scores
-    ``open_coco(data_root, "val")`` with COCOeval. Recipe: :mod:`~densessl.eval.detection.train`;
-    head layouts and norms: :mod:`~densessl.eval.detection.model`.
+    """Fine-tune a Faster / Mask R-CNN R-FPN from ``backbone`` on ``open_coco(data_root,
+    "train")`` (images without boxes skipped), score ``"val"`` with COCOeval.
 
     Args:
         backbone: pretrained trunk (any device; copied), or None for a random init.
         data_root: COCO-format dataset folder (see :func:`~.dataset.open_coco`).
-        options: what to train and how (:class:`DetectOptions`); its defaults when None.
+        options: :class:`DetectOptions`; its defaults when None.
         extra_state: pretrained FPN / head weights in torchvision naming (see
             :func:`~densessl.eval.detection.weights.load_detection_weights`).
 

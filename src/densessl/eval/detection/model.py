@@ -1,25 +1,19 @@
 """The detector: torchvision's Faster / Mask R-CNN R-FPN over a densessl trunk, two head layouts.
 
-The trunk is loaded from a :class:`ResNetBackbone` (its keys are torchvision's, so they map one
-to one onto ``model.backbone.body``); the FPN and heads start random unless pretrained weights
-are loaded into them (:func:`load_extra_state`).
+The trunk is loaded from a :class:`ResNetBackbone` (torchvision keys, onto
+``model.backbone.body``); the FPN and heads start random unless pretrained weights are loaded
+(:func:`load_extra_state`).
 
 * "v1" (``fasterrcnn_resnet50_fpn``): FPN without norm, 1-conv RPN head, 2-fc box head, 4-conv
-  mask head; no norm outside the trunk.
-* "v2" (``fasterrcnn_resnet50_fpn_v2`` / ``maskrcnn_resnet50_fpn_v2``, rebuilt here for any
-  ResNet depth): FPN with BN, 2-conv RPN head, 4conv1fc box head with BN, mask head with BN. It is
-  the layout SoCo pretrains, so its FPN and box head can start from those weights. The v2 widths
-  (FPN channels, box-head convs and fc) follow the pretrained weights (:class:`HeadWidths`);
-  torchvision's 256 / 4x256 / 1024 when there are none.
+  mask head.
+* "v2" (``*_resnet50_fpn_v2``, rebuilt for any ResNet depth): FPN with BN, 2-conv RPN head,
+  4conv1fc box head and mask head with BN; the layout SoCo pretrains. Widths follow the
+  pretrained weights (:class:`HeadWidths`), else torchvision's 256 / 4x256 / 1024.
 
-Trunk norms (``norm``): "frozen" = ``FrozenBatchNorm2d`` with the pretrained statistics
-(torchvision's default for pretrained weights; poor for a random trunk, whose BN would then be
-the identity); "bn" = trainable ``BatchNorm2d`` over each process's batch; "sync" = "bn" made
-synchronised when a process group is initialised (``torch.nn.SyncBatchNorm`` on NCCL, densessl's
-CPU-capable :class:`~densessl.models.norm.GlobalBatchNorm2d` on gloo), else plain "bn". The
-DenseCL protocol uses SyncBN also in the FPN and heads; torchvision's v1 heads have no norm, and
-the v2 ones are trainable BN, synchronised whenever a process group is initialised, whatever the
-trunk's ``norm``.
+Trunk norms (``norm``): "frozen" = ``FrozenBatchNorm2d`` with the pretrained statistics (poor for
+a random trunk); "bn" = trainable ``BatchNorm2d``; "sync" = "bn" synchronised when a process group
+exists (``SyncBatchNorm`` on NCCL, :class:`~densessl.models.norm.GlobalBatchNorm2d` on gloo). The
+v2 heads' BN is synchronised whenever a process group exists, whatever ``norm``.
 """
 
 from __future__ import annotations
@@ -81,11 +75,8 @@ class HeadWidths:
 
     @classmethod
     def of(cls, state: dict[str, torch.Tensor]) -> HeadWidths:
-        """The widths of v2 FPN / box-head weights (torchvision names); defaults for absent parts.
-
-        A SoCo run may pretrain narrower parts than torchvision's (the tests use 16 channels),
-        so the detector is sized to the weights rather than the weights refused.
-        """
+        """The widths of v2 FPN / box-head weights (torchvision names), defaults for absent
+        parts; the detector is sized to narrower pretrained parts rather than refusing them."""
         default = cls()
         lateral = state.get("backbone.fpn.inner_blocks.0.0.weight")  # (fpn, C2, 1, 1)
         convs = sorted((int(m[1]), v.shape[0]) for k, v in state.items()
@@ -135,9 +126,8 @@ def _synchronise(detector: nn.Module) -> nn.Module:
 def _v2_parts(
     arch: str, trunk_norm: type[nn.Module], num_classes: int, model: str, widths: HeadWidths
 ) -> tuple[BackboneWithFPN, dict[str, Any]]:
-    """torchvision's ``*_resnet50_fpn_v2`` layout for any ResNet: its builders hard-code
-    resnet50, so their steps are repeated here (BN passed to the FPN itself, 2-conv RPN head,
-    4conv1fc box head and mask head with BN), with the widths of the pretrained parts.
+    """torchvision's ``*_resnet50_fpn_v2`` layout for any ResNet (its builders hard-code
+    resnet50), with the widths of the pretrained parts.
 
     Returns:
         The trunk + FPN, and the keyword arguments of ``FasterRCNN`` / ``MaskRCNN`` for the rest.
@@ -188,8 +178,7 @@ def build_detector(
         min_size: short side of the resized input; several values = a random one per batch in
             training, the last one at test time.
         max_size: cap on the long side of the resized input.
-        detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``
-            (e.g. ``box_detections_per_img``, ``rpn_post_nms_top_n_test``).
+        detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``.
         heads: "v1" or "v2" layout of the FPN and heads (see the module docstring).
         widths: v2 FPN / box-head widths; None = torchvision's. Ignored for v1.
 
@@ -234,13 +223,9 @@ def build_detector(
 
 
 def load_extra_state(detector: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Load pretrained FPN / head weights in torchvision naming; return the keys used.
-
-    Keys must be the detector's own (``backbone.fpn.*``, ``rpn.*``, ``roi_heads.box_head.*``...);
-    trunk keys (``backbone.body.*``) are refused (the trunk comes from the backbone). Keys the
-    detector lacks, or whose shape differs (e.g. a box predictor for other classes), are skipped
-    and logged; if no key at all is used, the state is taken for a naming mistake.
-    """
+    """Load pretrained FPN / head weights in the detector's torchvision names; return the keys
+    used. Trunk keys (``backbone.body.*``) are refused; missing or mis-shaped keys are skipped
+    and logged; a state with no usable key is taken for a naming mistake."""
     trunk = [k for k in state if k.startswith("backbone.body.")]
     if trunk:
         raise ValueError(f"extra_state holds trunk keys ({trunk[0]}, ...); pass those as backbone")

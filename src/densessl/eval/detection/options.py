@@ -1,7 +1,5 @@
-"""Options of the detection fine-tune (``densessl eval detect``), one dataclass.
-
-Built like a training run's config (:func:`densessl.config.build_options`): these defaults, then
-an optional YAML file, the command line's named flags, then ``key=value`` overrides.
+"""Options of the detection fine-tune (``densessl eval detect``), one dataclass, built through
+:func:`densessl.config.build_options`.
 """
 
 from __future__ import annotations
@@ -23,18 +21,16 @@ class DetectOptions:
         batch_size: images per iteration over all processes (divisible by their number).
         lr: base learning rate; None = ``0.02 * batch_size / 16``.
         norm: "sync" (the SSL protocol's SyncBN), "frozen" or "bn" trunk norms.
-        heads: "v1", "v2", or "auto" = v2 exactly when pretrained v2 FPN / box-head weights
-            are given (the v2 widths then follow them).
+        heads: "v1", "v2", or "auto" = v2 exactly when pretrained v2 heads are given.
         min_size: short side of the resized input; several = a random one per training batch,
             the last one at test time.
         max_size: cap on the long side of the resized input.
         device: "auto" (this process's GPU when there is one, else the CPU), "cpu", "cuda".
         seed: seeds the detector's random init, the image order and the flips.
         workers: data-loading processes per training process.
-        labels: share (``"10%"``) or count (``"37"``) of the train images to learn from, drawn
-            by ``seed`` (:mod:`densessl.eval.labels`); ``"100%"`` = all.
-        detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``
-            (e.g. ``box_detections_per_img``); torchvision's defaults when empty.
+        labels: share (``"10%"``) or count (``"37"``) of the train images, drawn by ``seed``
+            (:mod:`densessl.eval.labels`).
+        detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``.
     """
 
     model: str = "faster_rcnn"

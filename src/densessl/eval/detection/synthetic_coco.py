@@ -1,7 +1,5 @@
-"""Write the built-in scenes as a COCO-format detection dataset (train + held-out val).
-
-Beside the written segmentation set (:mod:`densessl.eval.segmentation.synthetic`): both exist
-to be evaluated on and share the held-out split plan of :mod:`densessl.eval.scene_export`.
+"""Write the built-in scenes as a COCO-format detection dataset (train + held-out val), with
+the held-out split plan of :mod:`densessl.eval.scene_export`.
 """
 
 from __future__ import annotations
@@ -80,12 +78,10 @@ def write_synthetic_coco(
 ) -> Path:
     """Render the built-in scenes into ``out`` as a COCO-format detection dataset.
 
-    Writes ``out/train`` (``num_images`` scenes of seed ``seed``) and ``out/val``
-    (``max(1, num_images // 4)`` scenes of :func:`~densessl.eval.scene_export.held_out_seed`, so no
-    val scene is a train scene), each with ``images/<index>.png`` and ``annotations.json``
-    (image id = index + 1, categories 1..4 = the scene classes, xywh boxes of the visible part,
-    compressed-RLE masks), and ``out/densessl_dataset.json``, whose ``classes`` list is
-    ``CocoDetection.class_names`` (background first). An earlier export in ``out`` is replaced.
+    ``out/train`` (``num_images`` scenes) and ``out/val`` (``max(1, num_images // 4)`` held-out
+    scenes), each ``images/<index>.png`` + ``annotations.json`` (image id = index + 1, categories
+    1..4, visible-part xywh boxes, RLE masks), and ``out/densessl_dataset.json`` (``classes`` =
+    ``CocoDetection.class_names``). An earlier export is replaced.
 
     Args:
         out: the dataset folder to create.

@@ -1,9 +1,8 @@
 """The detection fine-tune loop: detectron2's 1x recipe, scaled to any dataset and batch.
 
-SGD, momentum 0.9, weight decay 1e-4 (none on norm parameters), linear warm-up from 0.001x, lr
-x0.1 at 2/3 and 8/9 of the iterations (60k and 80k of 90k). Training images are flipped
-horizontally with probability 0.5; images without boxes are skipped. Under a process group the
-model is wrapped in DDP and each rank takes a disjoint slice of every global batch.
+SGD, momentum 0.9, wd 1e-4 (none on norms), linear warm-up from 0.001x, lr x0.1 at 2/3 and 8/9
+of the iterations; horizontal flips p 0.5; images without boxes skipped. Under a process group:
+DDP, each rank a disjoint slice of every global batch.
 """
 
 from __future__ import annotations
@@ -106,11 +105,8 @@ def train_detector(
     device: torch.device,
     options: DetectOptions,
 ) -> None:
-    """Fine-tune ``detector`` (already on ``device``) for ``iterations`` steps of base lr ``lr``.
-
-    Args:
-        options: its ``batch_size`` (global), ``seed`` (image order and flips) and
-            ``workers`` apply.
+    """Fine-tune ``detector`` (on ``device``) for ``iterations`` steps of base lr ``lr``;
+    ``options.batch_size`` (global), ``seed`` and ``workers`` apply.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite.

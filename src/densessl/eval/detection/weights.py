@@ -1,17 +1,10 @@
 """What ``densessl eval detect --weights`` starts from: the trunk, plus a pretrained FPN and box
 head when the source has them.
 
-:func:`load_detection_weights` takes everything :func:`densessl.eval.weights.load_backbone` takes
-and also returns the FPN / box-head weights under torchvision v2 detector names
-(``backbone.fpn.*``, ``roi_heads.box_head.*``; see :mod:`densessl.export.detection_heads`):
-
-* a run directory or densessl checkpoint of a method whose ``exportable()`` holds an ``fpn``
-  and a ``box_head`` (SoCo): the same tensors ``densessl export --format
-  torchvision_detection`` writes, of the chosen network (the method's default when None);
-* a file written by that export: its ``backbone.body.*`` keys are the trunk, its
-  ``backbone.fpn.*`` / ``roi_heads.box_head.*`` keys the heads;
-* anything else (MoCo-v2 / DenseCL runs, torchvision exports, "random"): the backbone alone and
-  no heads, as before.
+:func:`load_detection_weights` takes what :func:`densessl.eval.weights.load_backbone` takes and
+also returns FPN / box-head weights in torchvision v2 names (``backbone.fpn.*``,
+``roi_heads.box_head.*``): from a run or checkpoint whose ``exportable()`` has ``fpn`` and
+``box_head`` (SoCo), or from a ``torchvision_detection`` export; none from anything else.
 """
 
 from __future__ import annotations
@@ -57,8 +50,8 @@ def load_detection_weights(
         for the FPN and box head, empty when the source pretrained none.
 
     Raises:
-        WeightsError: as ``load_backbone``; or a backbone torchvision's detectors cannot take
-            (a timm CNN or a ViT: their exports go to timm, smp or the user's own detector).
+        WeightsError: as ``load_backbone``; or a timm CNN / ViT backbone, which torchvision's
+            detectors cannot take.
     """
     model, heads = _read_detection_weights(weights, backbone, network)
     if not isinstance(model, ResNetBackbone):

@@ -1,17 +1,11 @@
 """Labelled semantic-segmentation datasets: public layouts, a generic one, built-in scenes.
 
-Every dataset yields ``(RGB PIL image, (H, W) int64 labels)`` with classes ``0..C-1`` and the
-ignore label 255 (:data:`IGNORE_INDEX`), whatever the layout stores on disk. One file per layout
-(``DIR`` = the root passed to :func:`open_segmentation`), each registered in
-``densessl.registry.SEG_LAYOUTS``:
-
-* ``camvid``: ``DIR/<split>/`` + ``DIR/<split>annot/``, 11 classes;
-* ``voc``: PASCAL VOC 2012, 21 classes;
-* ``ade20k``: ADEChallengeData2016, 150 classes;
-* ``cityscapes``: ``leftImg8bit`` + ``gtFine``, the 19 train ids;
-* ``folders``: ``DIR/<split>/{images,masks}`` + ``DIR/classes.txt``.
-
-:class:`SyntheticSegmentation` is the built-in scenes, in memory or written to disk.
+Datasets follow :mod:`.base`; layouts (``DIR`` = the root of :func:`open_segmentation`,
+registered in ``densessl.registry.SEG_LAYOUTS``): ``camvid`` (``DIR/<split>/`` +
+``DIR/<split>annot/``, 11 classes), ``voc`` (VOC 2012, 21), ``ade20k`` (ADEChallengeData2016,
+150), ``cityscapes`` (``leftImg8bit`` + ``gtFine``, 19 train ids), ``folders``
+(``DIR/<split>/{images,masks}`` + ``DIR/classes.txt``). :class:`SyntheticSegmentation` is the
+built-in scenes.
 """
 
 # Each layout module registers itself in SEG_LAYOUTS when imported; the order is irrelevant.

@@ -50,8 +50,7 @@ class SegLayout:
         open: ``open(root, split)`` -> the split's dataset; DataError when it is not there.
         matches: ``matches(root)``: whether the folder looks like this layout.
         hint: the folders that make the layout, for error messages.
-        priority: layouts are sniffed in ascending priority (and listed in that order), so a
-            folder that looks like two layouts is taken for the more specific one.
+        priority: sniffing order, ascending, so the more specific layout wins.
     """
 
     open: Callable[[Path, str], SegmentationDataset]

@@ -1,9 +1,7 @@
 """Image files paired with label files: the dataset every on-disk layout opens as.
 
-Images are read on their stored pixel grid, not turned upright by their EXIF orientation,
-because the benchmarks annotate stored pixels; only when the label matches the EXIF-rotated size
-(and not the stored one) is the rotation applied, as an annotation tool showing the photo upright
-would have drawn it.
+Images are read on their stored pixel grid (benchmarks annotate stored pixels); the EXIF
+rotation is applied only when the label matches the rotated size and not the stored one.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The built-in scenes as a segmentation set: in memory, or written to disk as ``folders``.
-
-The written folder opens with :func:`~densessl.eval.segmentation.open_segmentation` without a
-format: its manifest names the layout. Its ``val`` split is held out (see
-:mod:`densessl.eval.scene_export`).
+"""The built-in scenes as a segmentation set: in memory, or written to disk as ``folders``
+(opened by :func:`~densessl.eval.segmentation.open_segmentation` through its manifest).
 """
 
 from __future__ import annotations
@@ -27,8 +24,7 @@ class SyntheticSegmentation:
     Args:
         num_images: number of scenes.
         image_size: side, or (height, width), of every scene in pixels.
-        seed: scene seed; pass :func:`~densessl.eval.scene_export.held_out_seed` of the
-            pretraining seed for held-out sets.
+        seed: scene seed (:func:`~densessl.eval.scene_export.held_out_seed` for held-out sets).
         scenes: which built-in scene set (:mod:`densessl.data.built_in`).
     """
 
@@ -73,10 +69,9 @@ def write_synthetic_segmentation(
 ) -> Path:
     """Render the built-in scenes into ``out`` as a ``folders`` dataset with a manifest.
 
-    Writes ``out/train/{images,masks}/<index>.png`` (``num_images`` scenes of seed ``seed``),
-    ``out/val/...`` (``max(1, num_images // 4)`` held-out scenes), ``out/classes.txt`` and
-    ``out/densessl_dataset.json``. Images are (S, S, 3) RGB PNGs; masks (S, S) 8-bit PNGs whose
-    pixel is the class id (0 = background). An earlier export in ``out`` is replaced.
+    Writes ``out/train/{images,masks}/<index>.png``, ``out/val/...`` (``max(1, num_images //
+    4)`` held-out scenes), ``classes.txt`` and ``densessl_dataset.json``: (S, S, 3) RGB images,
+    (S, S) 8-bit masks of class ids (0 = background). An earlier export is replaced.
 
     Args:
         out: the dataset folder to create.
