@@ -1,29 +1,16 @@
 """densessl from Python: one function per command, for notebooks and scripts.
 
-Each function takes what the command takes (the same config layers: a method's defaults, a
-YAML ``config``, named arguments, then ``key=value`` ``overrides``), returns a result object
-instead of printing, and raises the same one-line :class:`~densessl.errors.UserError` the
-command line prints before exiting with code 2. The command line is a thin layer over this
-module::
+Each function takes what its command takes (config layers: a method's defaults, a YAML
+``config``, named arguments, then ``key=value`` ``overrides``), returns a result object instead
+of printing, and raises the one-line :class:`~densessl.errors.UserError` the command line prints
+(exit code 2). The command line is a thin layer over this module; :func:`evaluate` runs any
+registered protocol, :func:`components` is ``densessl list``::
 
     import densessl.api as ds
 
     run = ds.pretrain("densecl", out="runs/mine", steps=200, backbone="resnet18")
     ds.export(run.run_dir, "torchvision", "backbone.pt")
     print(ds.knn_seg(run.run_dir, k=10).miou)
-
-==================  =====================================================  =====================
-function            command                                                returns
-==================  =====================================================  =====================
-:func:`pretrain`    ``densessl pretrain``                                  ``RunResult``
-:func:`export`      ``densessl export``                                    ``ExportResult``
-:func:`linear_seg`  ``densessl eval linear-seg``                           ``SegmentationScores``
-:func:`knn_seg`     ``densessl eval knn-seg``                              ``SegmentationScores``
-:func:`detect`      ``densessl eval detect``                               ``DetectionScores``
-:func:`finetune_seg` ``densessl eval finetune-seg``                        ``Comparison``
-:func:`evaluate`    ``densessl eval <protocol>``, any registered protocol  its scores
-:func:`components`  ``densessl list``                                      ``dict[str, list]``
-==================  =====================================================  =====================
 """
 
 from __future__ import annotations
@@ -108,19 +95,18 @@ def pretrain(
     """Pretrain (or, with ``resume``, continue) a run; ``densessl pretrain`` in Python.
 
     Args:
-        method: a registered method (``components()["methods"]``); taken from the run when
-            resuming.
+        method: a registered method; taken from the run when resuming.
         out: run folder (default ``runs/<method>``; required with ``resume``).
         config: YAML recipe; ``overrides``: ``key=value`` strings, applied last.
         **named: ``data``, ``backbone``, ``init``, ``image_size``, ``batch_size``, ``steps``,
             ``epochs``, ``workers``, ``device`` (see ``densessl pretrain --help``).
 
     Returns:
-        ``RunResult``: ``run_dir``, ``steps``, ``final_loss`` (None when not finite),
+        ``RunResult``: ``run_dir``, ``steps``, ``final_loss`` (None if not finite),
         ``skipped_files``.
 
     Raises:
-        UserError: one line naming what is wrong and what to do (exit code 2 at the CLI).
+        UserError: naming what is wrong and what to do.
     """
     from densessl.console import setup_console_logging
 
@@ -247,8 +233,7 @@ def _checked(cfg):
 
 
 def health(run: str | Path) -> tuple[str, bool]:
-    """A run's last health check beside its first, and whether it is healthy
-    (:func:`densessl.health.health_report`).
+    """A run's last health check beside its first, and whether it is healthy.
 
     Raises:
         DataError: ``run`` has no metrics, or no health check in them.
@@ -276,11 +261,8 @@ def export(
     network: str | None = None,
     force: bool = False,
 ):
-    """Write a run's pretrained networks for a downstream library (``densessl export``).
-
-    Returns:
-        ``ExportResult``: ``path``, ``instructions`` (the loading code), ``num_tensors``.
-    """
+    """Write a run's pretrained networks for a downstream library (``densessl export``); returns
+    ``ExportResult``: ``path``, ``instructions`` (the loading code), ``num_tensors``."""
     from densessl.export import export as write_export
 
     return write_export(run, format, out, network, force)
@@ -308,8 +290,7 @@ def knn_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
         weights: run folder, checkpoint, exported file, or ``"random"``.
         data: labelled folder; None = held-out built-in scenes.
         **kwargs: ``format``, ``split``, ``train_split``, ``labels`` (``"10%"`` or a count),
-            ``backbone``, ``network``, ``config``, ``overrides``, and any option of
-            ``KnnSegOptions`` (``k``, ``temperature``, ``levels``, ``image_size`` ...).
+            ``backbone``, ``network``, ``config``, ``overrides``, any ``KnnSegOptions`` field.
 
     Returns:
         ``SegmentationScores``.

@@ -3,9 +3,8 @@
 Exit codes: 0 success, 1 training diverged, 2 a mistake to fix (one line on stderr; ``--debug``
 adds the traceback), 130 interrupted. Anything else is a bug and shows its traceback.
 
-The parser imports nothing heavy: ``--help``, ``--version`` and a mistake found while parsing
-or checking the command line answer before torch is imported; each command imports what it
-runs.
+The parser imports nothing heavy, so ``--help``, ``--version`` and parse errors answer before
+torch is imported.
 """
 
 from __future__ import annotations
@@ -37,11 +36,8 @@ Mistakes end with one line on stderr and exit code 2; add --debug for the traceb
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Every option's default after its help; descriptions keep their line breaks.
-
-    An option whose default is None takes it from the config (the method's recipe); its help
-    states that default itself, so ``(default: None)`` is never printed.
-    """
+    """Every option's default after its help (never ``(default: None)``: such options take the
+    recipe's, which their help states); descriptions keep their line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

@@ -1,10 +1,8 @@
 """Run configuration: dataclass defaults -> YAML recipe -> named flags -> key=value overrides.
 
-Defaults are the paper recipe: :class:`TrainConfig` (MoCo-v2 / DenseCL's engine values), or a
-method's ``Method.run_defaults``, with its ``Method.Config`` filling ``method``. A YAML recipe
-(:mod:`densessl.recipes` or the user's) states only differences; named flags are shorthand for
-``key=value``. Unknown keys and wrong types are one-line errors; the result goes to
-``RUN/config.yaml``.
+Defaults are the paper recipe (:class:`TrainConfig`, or ``Method.run_defaults`` with its
+``Method.Config``); a YAML recipe states only differences; named flags are shorthand for
+``key=value``. The result goes to ``RUN/config.yaml``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """``make demo``: does dense pretraining help? DenseCL vs MoCo-v2 vs random init vs raw pixels.
 
-On the built-in aerial scenes (:mod:`densessl.data.aerial_scenes`), DenseCL and MoCo-v2 pretrain
-a ResNet-18 with their small-data recipes; only the data, queue and length are the demo's
-(``DEMO_SETTINGS``). Both, random init and raw pixels are probed on held-out scenes (linear
-probe, also on a tenth of the labels; dense k-NN; correspondence). RUN/report.md
-(:mod:`densessl.demo_report`) holds the table, the margins beside their seed spread, and pictures.
+On the built-in aerial scenes, DenseCL and MoCo-v2 pretrain a ResNet-18 with their small-data
+recipes (data, queue and length: ``DEMO_SETTINGS``); both, random init and raw pixels are probed
+on held-out scenes (linear, also on a tenth of the labels; k-NN; correspondence). RUN/report.md
+(:mod:`densessl.demo_report`) holds the table, margins beside their seed spread, and pictures.
 """
 
 from __future__ import annotations
@@ -144,8 +143,7 @@ def compare(
     baselines on ``probe_size`` px scenes (``probe_images``: labelled, scored, correspondence).
 
     Returns:
-        scores (row name -> probe name -> scores, :func:`probe`), run directories (method name
-        -> Path) and seconds spent per stage.
+        scores (row -> probe -> scores), run directories (method -> Path), seconds per stage.
     """
     seconds: dict[str, float] = {}
     runs: dict[str, Path] = {}

@@ -127,10 +127,8 @@ def broadcast(x: torch.Tensor, src: int = 0) -> torch.Tensor:
 def batch_shuffle(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """MoCo's shuffle-BN, first half: gather ``x`` (B, ...), permute the global batch by
     ``seed`` (same on every rank), hand each rank a slice, so a key's BN statistics come from
-    other images than its query's. Identity in one process.
-
-    Returns the local shuffled slice and the index that undoes the permutation.
-    """
+    other images than its query's. Identity in one process. Returns the local shuffled slice and
+    the index that undoes the permutation."""
     if world_size() == 1:
         return x, None
     gathered = all_gather(x)

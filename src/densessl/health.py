@@ -2,16 +2,13 @@
 
 A run can collapse to one output for every image while its loss looks sane. Measures:
 
-- **effective rank** (RankMe, Garrido et al., ICML 2023): for Z (N, D) with singular values σ_k,
-  p_k = σ_k / Σ_j σ_j + ε and rank = exp(−Σ_k p_k log p_k); 1 when every row is one direction.
-- **spread**: √D times the mean per-dimension std of the ℓ2-normalised rows (SimSiam's check,
-  Chen & He, CVPR 2021); about 1 for evenly spread unit vectors, 0 for identical rows.
-- **teacher entropy** (softmax teachers, DINO's check): mean per-image entropy over log K; 1 for
-  a teacher collapsed to uniform.
+- **effective rank** (RankMe): for Z (N, D) with singular values σ_k, p_k = σ_k / Σ_j σ_j + ε,
+  rank = exp(−Σ_k p_k log p_k); 1 when every row is one direction.
+- **spread** (SimSiam): √D times the mean per-dimension std of the ℓ2-normalised rows; about 1
+  for evenly spread unit vectors, 0 for identical rows.
+- **teacher entropy** (DINO): mean per-image entropy over log K; 1 for a uniform teacher.
 - **teacher diversity**: entropy of the mean output over the held images, over log min(N, K);
   0 when all go to one prototype, which a sharp per-image entropy cannot tell from health.
-
-:data:`COLLAPSE` holds the thresholds; :func:`collapse_signs` reads them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Name -> builder maps for methods, backbones, built-in scene sets, formats and layouts.
 
-A registry is a plain dict with two guarantees: registering a name twice is an error (two
-modules silently fighting over ``"densecl"`` is a bug), and looking up an unknown name lists
-the names that exist.
+Registering a name twice is an error; looking up an unknown name lists the names that exist.
 """
 
 from __future__ import annotations

@@ -47,12 +47,8 @@ def enclosing_run(path: Path) -> Path | None:
 
 
 def refuse_run_file(path: Path) -> None:
-    """Refuse to write ``path`` when it is one of a run's own files (config, metrics, summary,
-    lock, mark, checkpoints, TensorBoard logs); other names in a run folder are allowed.
-
-    Raises:
-        OutputError: naming the run and the file.
-    """
+    """Refuse (:class:`OutputError`) to write ``path`` when it is one of a run's own files
+    (config, metrics, summary, lock, mark, checkpoints, TensorBoard logs)."""
     path = Path(path).absolute()
     run = enclosing_run(path.parent)
     if run is None:
@@ -66,11 +62,8 @@ def refuse_run_file(path: Path) -> None:
 
 
 def checkpoint_path(run: str | Path) -> Path:
-    """The checkpoint of ``run``: a run folder's ``checkpoints/last.pt``, or the file itself.
-
-    Raises:
-        WeightsError: there is no such file.
-    """
+    """The checkpoint of ``run``: a run folder's ``checkpoints/last.pt``, or the file itself;
+    :class:`WeightsError` if there is none."""
     run = Path(run)
     path = run / LAST_CHECKPOINT if run.is_dir() else run
     if not path.exists():
@@ -79,11 +72,8 @@ def checkpoint_path(run: str | Path) -> Path:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a densessl training checkpoint (tensors and plain containers only).
-
-    Raises:
-        WeightsError: the file is unreadable or not a densessl training checkpoint.
-    """
+    """Load a densessl training checkpoint (tensors and plain containers only); raises
+    :class:`WeightsError` if unreadable or not one."""
     state = load_torch_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(
@@ -100,20 +90,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def read_checkpoint(run: str | Path) -> dict[str, Any]:
-    """The checkpoint dict of a run folder or checkpoint file (what resume continues from).
-
-    Raises:
-        WeightsError: no checkpoint there, or the file is unreadable or not a densessl one.
-    """
+    """The checkpoint dict of a run folder or checkpoint file (:class:`WeightsError` if none)."""
     return load_checkpoint(checkpoint_path(run))
 
 
 def method_from_checkpoint(state: dict[str, Any]) -> tuple[Method, DictConfig]:
-    """Rebuild a method from a read checkpoint (its saved config and weights), on the CPU.
-
-    Returns:
-        The method in eval mode with the trained weights, and the run's full config.
-    """
+    """Rebuild a method from a read checkpoint, on the CPU: the method in eval mode with the
+    trained weights, and the run's full config."""
     saved = state["config"]
     cfg = build_config(get_method(saved["method"]["name"]))
     cfg.merge_with(saved)

@@ -1,12 +1,10 @@
 """Built-in aerial scenes: a proxy of top-down multi-object images that short pretraining can learn.
 
-Unlike :mod:`densessl.data.synthetic` (classes by outline, colours identifying a scene): 4-9
-occluding objects at scales 2-3x apart on cluttered ground, each class carried by local texture
-and parts, never by colour (two colours of :data:`PALETTE` per scene, independent of class), so a
+4-9 occluding objects at scales 2-3x apart on cluttered ground, each class carried by texture
+and parts, never by colour (two :data:`PALETTE` colours per scene, independent of class), so a
 raw-pixel probe stays near chance. Classes: ``roof`` (ridged rotated rectangle, dark rim),
 ``tree`` (speckled blob), ``vehicle`` (small rectangle, two window bands), ``field`` (checkerboard
 quadrilateral), ``pond`` (concentric rings), ``background`` (two-colour ground, thin tracks).
-
 A scene is a pure function of ``(seed, index)`` and renders at any size.
 """
 

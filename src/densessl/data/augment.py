@@ -1,14 +1,10 @@
 """Batched photometric augmentation: the same code on CPU (data workers) or GPU (training step).
 
-Parameters are drawn per view by :func:`draw_photometric` in the dataset (following the sample's
-seed) and applied in batches by :func:`apply_photometric`, as torchvision / MoCo-v2: colour
-jitter (four ops in random order, clamped to [0, 1] after each), grayscale, Gaussian blur,
-solarize, then ImageNet normalisation.
+Parameters are drawn per view by :func:`draw_photometric` (the sample's seed) and applied in
+batches by :func:`apply_photometric`, as torchvision / MoCo-v2: colour jitter (four ops in random
+order, clamped to [0, 1] after each), grayscale, Gaussian blur, solarize, ImageNet normalisation.
+The P-vector (``NUM_PHOTOMETRIC_PARAMS`` float32 per view):
 
-Layout of the P-vector (``NUM_PHOTOMETRIC_PARAMS`` float32 values per view):
-
-====================  ==========================================================================
-index                 meaning
 ====================  ==========================================================================
 ``P_JITTER``          1.0 if colour jitter applies, else 0.0 (then the factors below are identity)
 ``P_BRIGHTNESS``      brightness factor, U[max(0, 1 - b), 1 + b]
@@ -22,8 +18,8 @@ index                 meaning
 ``P_SOLARIZE``        1.0 if the view is solarized (x -> 1 - x where x >= 0.5)
 ====================  ==========================================================================
 
-Blur: a normalised Gaussian of radius ``ceil(3 s)`` (kernel ``2 ceil(3 s) + 1``), separable,
-reflect padding, radius capped at ``min(H, W) - 1`` (reflect padding's limit).
+Blur: separable normalised Gaussian of radius ``ceil(3 s)``, reflect padding, radius capped at
+``min(H, W) - 1`` (reflect padding's limit).
 """
 
 from __future__ import annotations
@@ -78,16 +74,9 @@ class PhotometricSpec:
 
 
 def draw_photometric(spec: PhotometricSpec, generator: torch.Generator) -> torch.Tensor:
-    """Draw every photometric parameter of one view, consuming the same number of random
-    values whatever the outcome (so later views' draws never shift).
-
-    Args:
-        spec: the augmentation recipe.
-        generator: the only source of randomness.
-
-    Returns:
-        (P,) float32, laid out as described in the module docstring.
-    """
+    """Draw one view's (P,) float32 photometric parameters (layout: module docstring) from
+    ``generator`` alone, consuming the same number of values whatever the outcome (so later
+    views' draws never shift)."""
     u = torch.rand(9, generator=generator, dtype=torch.float64).tolist()
     order = torch.randperm(NUM_JITTER_OPS, generator=generator).tolist()
     params = torch.zeros(NUM_PHOTOMETRIC_PARAMS, dtype=torch.float64)
@@ -190,16 +179,9 @@ def blur_radius(sigma: float) -> int:
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
-    """Normalised 1-D Gaussians sharing a tap grid, each cut to its own radius ceil(3 sigma), so
-    a view's blur does not depend on the other views in its batch.
-
-    Args:
-        sigma: (B,) positive sigmas.
-        radius: half-width of the shared tap grid, at least every ``blur_radius(sigma)``.
-
-    Returns:
-        (B, 2 radius + 1) kernels summing to 1.
-    """
+    """(B, 2 radius + 1) normalised 1-D Gaussians of (B,) ``sigma`` on a shared tap grid (half-width
+    ``radius`` >= every ``blur_radius(sigma)``), each cut to its own radius ceil(3 sigma), so a
+    view's blur does not depend on the other views in its batch."""
     taps = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
     own_radius = torch.ceil(3 * sigma).clamp(max=radius).unsqueeze(1)
     weights = torch.exp(-0.5 * (taps / sigma.unsqueeze(1)) ** 2)
@@ -254,9 +236,6 @@ def colour_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     Args:
         x: (B, 3, H, W) float in [0, 1]; updated in place (pass a copy to keep it).
         params: (B, P) photometric parameters.
-
-    Returns:
-        (B, 3, H, W) jittered images.
     """
     jitter = params[:, P_JITTER] > 0.5
     order = params[:, P_ORDER : P_ORDER + NUM_JITTER_OPS].round().long()
@@ -278,7 +257,6 @@ def apply_photometric(
     Args:
         images: (B, 3, H, W) uint8, on any device.
         params: (B, P) parameters from :func:`draw_photometric`.
-        mean, std: per-channel normalisation constants.
 
     Returns:
         (B, 3, H, W) float32, ``(augmented - mean) / std``.

@@ -25,7 +25,6 @@ class Batch:
         extras: per-sample tensors stacked on the batch dimension (SoCo: ``"boxes"`` (B, P, 2,
             K, 4), ``"box_ids"`` (B, P, 2, K), ``"cutout"`` (B, V, K, 4)).
         skipped: files the data workers could not read while building this batch.
-        augmented: whether photometric augmentation has been applied to ``views``.
     """
 
     views: list[torch.Tensor]

@@ -24,14 +24,11 @@ def augment_batch(batch: Batch) -> Batch:
 
 
 def apply_box_cutout(images: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
-    """Zero every pixel whose centre lies in one of its image's rectangles.
+    """Zero every pixel whose centre lies in one of its image's rectangles; a new tensor.
 
     Args:
         images: (B, C, H, W) normalised views (zero = the mean colour, as the reference).
         rects: (B, K, 4) xyxy view-pixel rectangles; all-zero rows cut nothing.
-
-    Returns:
-        (B, C, H, W), a new tensor.
     """
     height, width = images.shape[-2:]
     xs = torch.arange(width, device=images.device, dtype=rects.dtype) + 0.5

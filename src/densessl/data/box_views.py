@@ -14,9 +14,9 @@ at ``extra_size`` with its own flip and colour. For each pair (V1, Vb), K box sl
    :func:`densessl.losses.box_pair_loss`);
 5. mapped into view pixels with :class:`ViewGeometry`.
 
-SoCo*'s (V1, V4) reuses (V1, V2)'s slots. Box-aware cutout: in each non-V1 view, each slot with
-probability ``cutout_p`` gets a square of area U(cutout_scale) × box area centred uniformly in
-the box, zeroed after normalisation (:func:`densessl.data.batch_augment.apply_box_cutout`).
+SoCo*'s (V1, V4) reuses (V1, V2)'s slots. Cutout: in each non-V1 view each slot, with p
+``cutout_p``, gets a square of U(cutout_scale) × box area centred uniformly in the box, zeroed
+after normalisation.
 
 Extras (P pairs, V views, K slots): ``"boxes"`` (P, 2, K, 4) float32 view pixels (``[p, 0]`` in
 V1); ``"box_ids"`` (P, 2, K) int64 proposal ids; ``"cutout"`` (V, K, 4) float32, zero where none
@@ -123,18 +123,8 @@ def cutout_rects(
     view_size: tuple[int, int],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Box-aware cutout squares, in view pixels.
-
-    Args:
-        boxes: (K, 4) view-pixel boxes.
-        p: probability per box.
-        scale: range of the square's area as a fraction of the box's.
-        view_size: (height, width) of the view; squares are clipped to it.
-        generator: randomness.
-
-    Returns:
-        (K, 4) xyxy squares; all zero for boxes that get none.
-    """
+    """Box-aware cutout squares for (K, 4) view-pixel ``boxes``, each with probability ``p``, of
+    area U(``scale``) x the box's, clipped to ``view_size``: (K, 4) xyxy, zero where none."""
     k = len(boxes)
     apply = _uniform(generator, k) < p
     fraction = scale[0] + (scale[1] - scale[0]) * _uniform(generator, k)

@@ -1,9 +1,7 @@
 """JPEG decoding on the training device (opt-in, ``data.decode=gpu``): workers ship file bytes.
 
-Workers read each JPEG's header and bytes and draw its views (as the CPU path) but decode
-nothing; :meth:`EncodedBatch.to` decodes the batch with nvJPEG (``torchvision.io.decode_jpeg``)
-and cuts each view: crop, antialiased bilinear ``F.interpolate`` (the pixel-centre mapping
-:class:`~densessl.data.views.ViewGeometry` records), flip; uint8 until the photometric step.
+Workers draw each JPEG's views but decode nothing; :meth:`EncodedBatch.to` decodes with nvJPEG
+(``torchvision.io.decode_jpeg``) and cuts each view (crop, antialiased bilinear, flip; uint8).
 Other files (PNGs, EXIF-rotated photos) travel as CPU-cut pixels. Also runs on the CPU (tests).
 """
 

@@ -1,24 +1,21 @@
 """Selective search's hierarchical grouping as SoCo's reference runs it, with numpy.
 
 The reference [hologerry/SoCo ``selective_search/selective_search.py``, AlpacaDB's
-``selectivesearch``] merges the most similar pair of neighbouring regions of an
-over-segmentation until none is left and returns the box of every region it held. Its rules are
-followed, including those that differ from Uijlings et al.'s paper:
+``selectivesearch``] merges the most similar neighbouring pair of an over-segmentation until
+none is left, returning every region's box. Its rules, including deviations from Uijlings et al.:
 
 * **Regions** are numbered by first pixel in a row-major scan; that order breaks ties.
 * **Colour**: ``rgb2hsv`` on 0..255 floats, 25 bins over 0..255 per channel; hue and saturation
   (in 0..1) always fill the first bin (+2 to every similarity), so only ``max(R, G, B)`` counts.
-* **Texture**: LBP (:mod:`densessl.data.local_binary_pattern`) of each RGB channel, 10 bins over
-  0..255.
+* **Texture**: LBP of each RGB channel, 10 bins over 0..255.
 * Histograms are L1-normalised; a merged region's is the size-weighted mean of its parts'.
 * **Neighbours**: pairs where some corner of the later region's inclusive box lies strictly
   inside the earlier one's; a merged region inherits its parts'.
 * **Similarity** = colour + texture + size + fill, with histogram intersection
   ``sum_b min(h1[b], h2[b])``, size ``1 - (s1 + s2) / (H W)`` and fill
   ``1 - (B - s1 - s2) / (H W)``, ``B = (max_x - min_x) (max_y - min_y)`` of the joint box.
-* Ties go to the pair created last (the reference's stable sort).
-
-Sums run in the reference's order, so similarities and the merge order match it bit for bit.
+* Ties go to the pair created last (the reference's stable sort). Sums run in the reference's
+  order, so similarities and merge order match it bit for bit.
 """
 
 from __future__ import annotations
@@ -70,15 +67,8 @@ def _first_appearance_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def region_features(labels: np.ndarray, rgb: np.ndarray) -> Regions:
-    """Boxes, sizes and histograms of the regions of a label image.
-
-    Args:
-        labels: (H, W) integer region labels (any values).
-        rgb: (H, W, 3) uint8 (or integer-valued) RGB image of the same size.
-
-    Returns:
-        :class:`Regions`, in first-appearance order.
-    """
+    """:class:`Regions` of (H, W) integer ``labels`` (any values) over an (H, W, 3) uint8 (or
+    integer-valued) ``rgb`` image, in first-appearance order."""
     height, width = labels.shape
     flat, count = _first_appearance_labels(labels)
     sizes = np.bincount(flat, minlength=count)
@@ -112,11 +102,8 @@ def region_features(labels: np.ndarray, rgb: np.ndarray) -> Regions:
 
 
 def box_neighbours(boxes: np.ndarray) -> np.ndarray:
-    """Pairs ``(a, b)``, ``a < b``, where a corner of box ``b`` is strictly inside box ``a``:
-    one of b's x bounds strictly inside a's x range and one of its y bounds inside a's y range.
-
-    Args:
-        boxes: (R, 4) inclusive ``min_x, min_y, max_x, max_y``.
+    """Pairs ``(a, b)``, ``a < b``, of (R, 4) inclusive ``boxes`` where one of b's x bounds is
+    strictly inside a's x range and one of its y bounds inside a's y range (a corner of b in a).
 
     Returns:
         (P, 2) int64 pairs in row-major ``(a, b)`` order, the reference's order.
@@ -133,16 +120,8 @@ def box_neighbours(boxes: np.ndarray) -> np.ndarray:
 
 
 def similarity(regions: Regions, first: np.ndarray, second: np.ndarray, area: int) -> np.ndarray:
-    """Reference similarity of region pairs ``(first[k], second[k])``.
-
-    Args:
-        regions: the features (rows indexed by ``first`` and ``second``).
-        first, second: (P,) region indices.
-        area: image area ``H W`` in pixels.
-
-    Returns:
-        (P,) float64 colour + texture + size + fill, summed in the reference's order.
-    """
+    """(P,) float64 reference similarity (colour + texture + size + fill, summed in its order)
+    of region pairs ``(first[k], second[k])``, (P,) indices; ``area`` = ``H W``."""
     # Sequential sums (cumsum runs left to right) starting where Python's sum() would: after
     # the hue and saturation bins for colour, from 0 for texture.
     colour_min = np.minimum(regions.colour[first], regions.colour[second])
@@ -172,10 +151,6 @@ def _grow(regions: Regions, capacity: int) -> Regions:
 
 def group(regions: Regions, area: int) -> np.ndarray:
     """Merge until no neighbouring pair is left; the box of every region ever held.
-
-    Args:
-        regions: initial regions from :func:`region_features`.
-        area: image area ``H W``.
 
     Returns:
         (2R - C, 4) int64 inclusive boxes: the R initial regions in order, then each merged
@@ -236,11 +211,7 @@ def _merge_into(state: Regions, i: int, j: int, new: int) -> None:
 
 
 def hierarchical_grouping(labels: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Every box of the reference's grouping of an over-segmented image.
-
-    Args:
-        labels: (H, W) integer over-segmentation.
-        rgb: (H, W, 3) uint8 RGB image.
+    """Every box of the reference's grouping of an (H, W) over-segmentation of (H, W, 3) ``rgb``.
 
     Returns:
         (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` boxes, in the reference's order.

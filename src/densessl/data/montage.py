@@ -1,10 +1,9 @@
 """Image montages for MCL: down-scaled images tiled into full-size grids.
 
-Level ``i`` of MCL (Guo et al., 2023) shrinks every view by ``2**i`` and tiles the batch into
-``2**i x 2**i`` montages of the original size, so each cell lines up with one 7x7 window of
-P(5 - i); each cell's label is its source image's index. As the reference
-(GuoQiushan/MCL ``random_combine_img``): nearest down-sampling, cells from a random permutation
-modulo the batch size, montages from one process's batch.
+Level ``i`` shrinks every view by ``2**i`` and tiles the batch into ``2**i x 2**i`` montages of
+the original size, so each cell lines up with one 7x7 window of P(5 - i), labelled by its source
+image. As GuoQiushan/MCL ``random_combine_img``: nearest down-sampling, cells from a random
+permutation modulo the batch size, montages from one process's batch.
 """
 
 from __future__ import annotations
@@ -35,8 +34,6 @@ def make_montage(
 
     Args:
         images: (B, C, H, W), H and W divisible by ``grid``.
-        grid: cells per side; each image is down-sampled by this factor.
-        generator: draws the random placement, on any device.
         num_montages: M; default ``ceil(B / grid**2)``. Must satisfy ``M * grid**2 >= B``.
         antialias: anti-aliased bilinear instead of nearest (floating-point images only).
 
@@ -91,14 +88,8 @@ def mcl_level(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The input of MCL level ``level`` (0..3) built from one view of the batch: level 0 the
     views with sources arange(B) as (B, 1, 1); level i :func:`make_montage` with grid ``2**i``
-    and ``ceil(repeats * B / 4**i)`` montages (:data:`MCL_CELL_REPEATS`).
-
-    Args:
-        images: (B, C, H, W), H and W divisible by ``2**level``.
-
-    Returns:
-        montages (M, C, H, W) and sources (M, 2**level, 2**level) long.
-    """
+    and ``ceil(repeats * B / 4**i)`` montages (:data:`MCL_CELL_REPEATS`). (B, C, H, W) images ->
+    montages (M, C, H, W) and sources (M, 2**level, 2**level) long."""
     if level == 0:
         sources = torch.arange(images.shape[0], device=images.device).view(-1, 1, 1)
         return images, sources

@@ -30,12 +30,9 @@ class MultiViewDataset:
     keeps its ``index`` and seed and lists the skipped paths under ``"skipped"``.
 
     Args:
-        source: where images come from.
         transform: ``transform(image, generator)`` -> views or :class:`ViewsWithExtras`;
             ``transform(image, generator, boxes)`` with ``proposals``.
-        seed: run seed.
-        proposals: ``proposals(i)`` -> (M, 4) xyxy source-pixel boxes of image ``i`` (SoCo), or
-            None.
+        proposals: ``proposals(i)`` -> (M, 4) xyxy source-pixel boxes of image ``i`` (SoCo).
     """
 
     def __init__(

@@ -1,10 +1,8 @@
 """Proposals of a whole dataset: a resumable parallel job, a pickle-free file, a cache.
 
-:func:`generate_proposals` runs :func:`densessl.data.proposals.image_proposals` on every image in
-a process pool, appending one JSON line per image to ``<out>.partial.jsonl``; a re-run continues
-from those lines (a torn last line is cut off). When all are done the final file is written
-atomically (temporary name, rename) and the record file deleted. The ``.npz`` file
-(:func:`load_proposals`, ``allow_pickle=False``):
+:func:`generate_proposals` searches every image in a process pool, appending one JSON line per
+image to ``<out>.partial.jsonl`` (a re-run continues from it; a torn last line is cut off), then
+writes the ``.npz`` atomically and deletes the records. The ``.npz`` (``allow_pickle=False``):
 
 ========== ============== ===========================================================
 keys       (N,) str       image keys: path relative to the folder (or the source's name)
@@ -14,9 +12,6 @@ sizes      (N, 2) int32   (H, W) of each image
 skipped    (S,) str       keys of files that could not be decoded (never searched again)
 meta       () str         JSON: format version, source fingerprint and count, search settings
 ========== ============== ===========================================================
-
-Synthetic scenes get the same search (their instance boxes are annotations; SoCo's boxes must be
-unsupervised).
 """
 
 from __future__ import annotations
@@ -55,7 +50,6 @@ class GenerationResult:
 
     Attributes:
         path: the final file (only written when ``complete``).
-        complete: every image is done and ``path`` is written.
         computed: images searched in this call.
         reused: images already done before this call (records or a finished file).
         skipped: images that could not be decoded, in total.
@@ -179,17 +173,13 @@ def _check_belongs(path: Path, meta: dict, source: ImageSource, keys: list[str])
 
 
 def load_proposals(path: str | Path, source: ImageSource | None = None) -> dict[str, np.ndarray]:
-    """Read a proposals file (no pickle).
-
-    Args:
-        path: a file written by :func:`generate_proposals`.
-        source: if given, the file must have been made for exactly these images.
+    """Read a proposals file (no pickle); if ``source`` is given, made for exactly its images.
 
     Returns:
         image key (relative path) -> (K, 4) float32 xyxy boxes; undecodable files are absent.
 
     Raises:
-        DataError: unreadable file, or one made for other images (one-line message).
+        DataError: unreadable file, or one made for other images.
     """
     path = Path(path)
     arrays = _read_npz(path)
@@ -212,12 +202,8 @@ def generate_proposals(
 
     Args:
         source: images (an :class:`ImageFolder`, the synthetic scenes, ...); must pickle.
-        out: final ``.npz`` file; ``out + ".partial.jsonl"`` holds the progress meanwhile.
         workers: processes (default: all cores); 1 runs in this process.
-        max_side: longer side of the searched copy (None: full resolution).
         max_images: stop after searching this many images, leaving the run unfinished.
-        progress: show a tqdm bar on stderr.
-        route: one of ``densessl.data.proposals.ROUTES``.
 
     Raises:
         DataError: ``out`` or its record file belongs to other images or settings.

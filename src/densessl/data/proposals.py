@@ -1,13 +1,10 @@
 """SoCo's object proposals: selective search, the reference filter with its fall-backs, levels.
 
-SoCo (Wei et al., NeurIPS 2021, https://arxiv.org/abs/2106.02637) pairs RoI features of the same
-selective-search box seen in different views. Whole-dataset generation and storage:
-:mod:`densessl.data.proposal_store`.
-
-Box convention: ``(M, 4)`` ``x1, y1, x2, y2`` in continuous pixel coordinates: pixel columns
-``a..b`` give ``x1 = a, x2 = b + 1``, width ``x2 - x1``. The reference's inclusive box
-``x2 = x + w - 1`` has the same width ``w``, so the rules test the same number. The ``port``
-routes return the reference's numbers; ``opencv`` boxes are one pixel wider (a deviation).
+SoCo (https://arxiv.org/abs/2106.02637) pairs RoI features of one selective-search box seen in
+different views; whole-dataset storage: :mod:`densessl.data.proposal_store`. Boxes: ``(M, 4)``
+``x1, y1, x2, y2``, continuous pixels (columns ``a..b`` give ``x1 = a, x2 = b + 1``), so widths
+equal the reference's inclusive ones. ``port`` routes return the reference's numbers;
+``opencv`` boxes are one pixel wider (a deviation).
 """
 
 from __future__ import annotations
@@ -89,7 +86,6 @@ def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
 
     Args:
         boxes: (M, 4) xyxy pixel boxes, numpy array or torch tensor (M may be 0).
-        image_size: (H, W) of the image the boxes belong to, in pixels.
 
     Returns:
         (K, 4) kept boxes, K >= 1, of the same kind, dtype (and device) as ``boxes``.
@@ -116,13 +112,11 @@ def assign_levels(boxes: Any, thresholds: tuple[float, ...] = LEVEL_THRESHOLDS) 
 
     Default: ``s <= 48`` -> 0 (P2), ``<= 96`` -> 1 (P3), ``<= 192`` -> 2 (P4), ``<= 224`` -> 3
     (P5), ``s = sqrt(w h)`` in view pixels [SoCo ``assign_bboxs_to_feature_map``]. A larger box
-    gets **-1** (no level, no positive pair, as the reference); callers must mask it, never
-    index with it (``feats[-1]`` would silently pick P5). Widths are ``x2 - x1`` without the
-    reference's integer truncation (docs/deviations.md).
+    gets **-1** (no level, no positive pair, as the reference): mask it, never index with it
+    (``feats[-1]`` would silently pick P5). No integer truncation of widths (docs/deviations.md).
 
     Args:
         boxes: (M, 4) xyxy boxes in view pixels, numpy array or torch tensor.
-        thresholds: increasing upper bounds of ``sqrt(w h)`` per level.
 
     Returns:
         (M,) int64 level indices in ``0 .. len(thresholds) - 1``, or -1; numpy or torch like
@@ -184,19 +178,14 @@ def selective_search(
     """All selective-search boxes of an image (unfiltered).
 
     The image is shrunk (area interpolation) to a longer side of at most ``max_side`` (None: full
-    resolution); Felzenszwalb's ``min_size`` scales with the area and ``sigma`` with the side.
-    The filter keeps only boxes of at least 0.3 x the image scale, which the small copy finds.
-
-    Routes (:data:`ROUTES`): ``"opencv"``, OpenCV-contrib's search with the reference's strategy
-    and parameters; ``"port"``, the reference algorithm ported
-    (:mod:`densessl.data.reference_search`, needs scikit-image; the reference's boxes at full
-    resolution);
+    resolution; Felzenszwalb's ``min_size`` scales with the area, ``sigma`` with the side): the
+    filter keeps only boxes of at least 0.3 x the image scale, which the small copy finds.
+    Routes: ``"opencv"``, OpenCV-contrib's search with the reference's settings; ``"port"``, the
+    reference ported (:mod:`densessl.data.reference_search`, needs scikit-image);
     ``"port_opencv_segments"``, the same grouping on OpenCV's Felzenszwalb segments.
 
     Args:
         image: RGB PIL image or (H, W, 3) uint8 array.
-        max_side: longer side of the searched copy in pixels.
-        route: one of :data:`ROUTES`.
 
     Returns:
         (M, 4) float32 xyxy boxes in the original image's pixels.
@@ -241,10 +230,7 @@ def image_proposals(
     max_side: int | None = SEARCH_MAX_SIDE,
     route: str = SEARCH_ROUTE,
 ) -> np.ndarray:
-    """Selective search then :func:`filter_boxes`: the boxes SoCo keeps for one image.
-
-    Returns:
-        (K, 4) float32 xyxy boxes in the image's pixels, K >= 1.
-    """
+    """Selective search then :func:`filter_boxes`: the (K, 4) float32 xyxy boxes (K >= 1) SoCo
+    keeps for one image, in its pixels."""
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     return filter_boxes(selective_search(rgb, max_side, route), rgb.shape[:2])

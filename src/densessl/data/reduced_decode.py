@@ -1,10 +1,8 @@
 """JPEG decoding at reduced size when every crop of the image will be down-sampled anyway.
 
-A JPEG can be decoded at 1/s, s in 2, 4, 8, by scaling its 8x8 DCT blocks (PIL's
-``Image.draft``). Pixel ``u`` at scale ``s`` covers source pixels ``[s u, s (u + 1))``, so crop
-box ``(x0, y0, x1, y1)`` becomes ``(x0 / s, y0 / s, x1 / s, y1 / s)``: geometry is kept exactly,
-only the filter differs. ``s`` is the largest with every reduced crop still at least its output
-size, so no view is up-sampled where the full decode would down-sample it.
+A JPEG decodes at 1/s, s in 2, 4, 8 (PIL's ``Image.draft``); pixel ``u`` covers source pixels
+``[s u, s (u + 1))``, so crop box ``(x0, y0, x1, y1)`` becomes ``(x0 / s, ..., y1 / s)`` exactly.
+``s`` is the largest keeping every reduced crop at least its output size (no up-sampling).
 """
 
 from __future__ import annotations
@@ -38,12 +36,8 @@ def decode_scale(
 
 
 class DeferredJpeg:
-    """A JPEG file whose header is read and whose pixels are decoded later, at a chosen scale.
-
-    Attributes:
-        path: the file.
-        size: (width, height) of the full image, as PIL's ``Image.size``.
-    """
+    """A JPEG file whose header is read and whose pixels are decoded later, at a chosen scale;
+    ``size`` is the full image's (width, height), as PIL's."""
 
     def __init__(self, path: str | Path, size: tuple[int, int]) -> None:
         self.path = str(path)
@@ -65,11 +59,8 @@ class DeferredJpeg:
             return None
 
     def decode(self, scale: int) -> Image.Image:
-        """The image decoded at 1/``scale`` (size ``ceil(W / scale) x ceil(H / scale)``), RGB.
-
-        Raises:
-            UnreadableImage: the pixels cannot be decoded (a truncated file ...).
-        """
+        """The image decoded at 1/``scale`` (size ``ceil(W / scale) x ceil(H / scale)``), RGB;
+        :class:`UnreadableImage` if the pixels cannot be decoded."""
         try:
             with Image.open(self.path) as image:
                 if scale > 1:

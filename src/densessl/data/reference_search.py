@@ -2,9 +2,8 @@
 
 The reference [hologerry/SoCo ``selective_search/selective_search.py``] runs scikit-image's
 ``felzenszwalb(img_as_float(rgb), scale=300, sigma=0.9, min_size=100)``, then its hierarchical
-grouping (:mod:`densessl.data.hierarchical_grouping`). Segmenters: ``"skimage"`` (optional
-dependency; the reference's boxes exactly, in its order) or ``"opencv"`` (OpenCV-contrib's
-Felzenszwalb-Huttenlocher, same parameters, faster, but different segments and boxes).
+grouping. Segmenters: ``"skimage"`` (optional; the reference's boxes exactly) or ``"opencv"``
+(same parameters, faster, different segments and boxes).
 """
 
 from __future__ import annotations
@@ -18,11 +17,8 @@ SOCO_EXTRA = "soco"  # the extra that installs OpenCV-contrib
 
 
 def opencv():
-    """OpenCV-contrib, imported where selective search runs (extra ``densessl[soco]``).
-
-    Raises:
-        ConfigError: OpenCV is missing, or installed without its contrib modules.
-    """
+    """OpenCV-contrib, imported where selective search runs (extra ``densessl[soco]``);
+    :class:`ConfigError` if missing or without its contrib modules."""
     try:
         import cv2
     except ImportError as err:
@@ -45,20 +41,15 @@ SEGMENTERS = ("skimage", "opencv")
 def felzenszwalb_segments(
     rgb: np.ndarray, k: float, sigma: float, min_size: int, segmenter: str = "skimage"
 ) -> np.ndarray:
-    """Felzenszwalb-Huttenlocher over-segmentation of an RGB image.
+    """Felzenszwalb-Huttenlocher over-segmentation of an (H, W, 3) uint8 image: (H, W) labels.
 
     Args:
-        rgb: (H, W, 3) uint8 image.
         k: scale of the merging threshold ``k / |C|``, 0..255 units (scikit-image's ``scale``).
         sigma: Gaussian smoothing before building the graph.
         min_size: smallest segment in pixels (smaller ones are merged away).
-        segmenter: ``"skimage"`` (the reference's) or ``"opencv"``.
-
-    Returns:
-        (H, W) integer labels.
 
     Raises:
-        ConfigError: ``segmenter`` is unknown, or "skimage" without scikit-image installed.
+        ConfigError: unknown ``segmenter``, or "skimage" without scikit-image.
     """
     if segmenter == "opencv":
         cv2 = opencv()
@@ -82,16 +73,12 @@ def felzenszwalb_segments(
 def reference_selective_search(
     rgb: np.ndarray, k: float, sigma: float, min_size: int, segmenter: str = "skimage"
 ) -> np.ndarray:
-    """Every box of the reference's selective search of one image (unfiltered).
-
-    Args:
-        rgb: (H, W, 3) uint8 image.
-        k, sigma, min_size: Felzenszwalb parameters (the reference: 300, 0.9, 100).
-        segmenter: see :func:`felzenszwalb_segments`.
+    """Every box of the reference's selective search of an (H, W, 3) uint8 image (unfiltered;
+    Felzenszwalb parameters as :func:`felzenszwalb_segments`, the reference's 300, 0.9, 100).
 
     Returns:
-        (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` (the reference's
-        ``x, y, x + w, y + h``).
+        (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` (the reference's ``x, y, x + w,
+        y + h``).
     """
     labels = felzenszwalb_segments(rgb, k, sigma, min_size, segmenter)
     return hierarchical_grouping(labels, rgb)

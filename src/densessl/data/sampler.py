@@ -28,10 +28,7 @@ class ResumableBatchSampler:
     """Infinite stream of this process's share of each global micro-batch.
 
     Args:
-        dataset_size: number of samples.
         global_batch: samples per micro-batch over all processes (drop-last epochs).
-        rank, world_size: this process and the number of processes.
-        seed: base seed of the epoch permutations.
         start_batch: index of the first global micro-batch to produce.
     """
 

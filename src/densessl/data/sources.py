@@ -1,13 +1,10 @@
 """Where images come from: a folder of image files, or anything with the same three methods.
 
-Sources yield 8-bit RGB PIL images; undecodable files raise :class:`UnreadableImage` (skipped by
-the dataset), user mistakes (missing or empty folder) :class:`DataError`. :func:`to_rgb`:
-
-* grayscale is replicated; ``CMYK``, ``YCbCr`` etc. use PIL's conversion;
-* alpha is composited on black (colour × alpha), so invisible pixels' stored colours never count;
-* integers deeper than 8 bits are divided by 257 and rounded (0..65535 onto 0..255 exactly);
-  float ``F`` in [0, 1] is scaled by 255; anything else is min-max stretched;
-* EXIF orientation is applied.
+Sources yield 8-bit RGB PIL images; undecodable files raise :class:`UnreadableImage` (skipped),
+user mistakes :class:`DataError`. :func:`to_rgb`: grayscale replicated, other modes by PIL;
+alpha composited on black (colour × alpha), so invisible pixels never count; 16-bit integers
+divided by 257 and rounded; float ``F`` in [0, 1] scaled by 255, else min-max stretched; EXIF
+orientation applied.
 """
 
 from __future__ import annotations
@@ -26,12 +23,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class UnreadableImage(Exception):
-    """An image file that could not be decoded.
-
-    Attributes:
-        path: the file.
-        reason: what went wrong, in words.
-    """
+    """An image file (``path``) that could not be decoded, and the ``reason`` in words."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
@@ -148,12 +140,11 @@ class ImageFolder:
     """Every image file under a folder (recursive), in sorted path order.
 
     Args:
-        root: the folder.
         reduced_decode: offer JPEGs undecoded, for decoding at the size the crops allow
             (:func:`densessl.data.reduced_decode.open_deferred`).
 
     Raises:
-        DataError: the folder is missing, is not a folder, or holds no images.
+        DataError: not a folder, or no images in it.
     """
 
     def __init__(self, root: str | Path, reduced_decode: bool = False) -> None:

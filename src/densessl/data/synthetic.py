@@ -1,9 +1,8 @@
 """Built-in procedural scenes: the default dataset, needing no files and no downloads.
 
-Each scene is a textured background with 2-6 overlapping objects of four shape classes. Colour
-and texture are independent of the class, so only shape separates the classes. Scenes come with
-the per-pixel class of what is visible and the boxes of each instance's visible part. A scene is
-a pure function of ``(seed, index)``, drawn independently of the size it is rendered at.
+A textured background with 2-6 overlapping objects of four shape classes; colour and texture are
+independent of the class, so only shape separates them. A scene is a pure function of
+``(seed, index)``, independent of the size it is rendered at.
 """
 
 from __future__ import annotations
@@ -67,17 +66,8 @@ def value_noise(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.nd
 
 
 def texture(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, extent: float) -> np.ndarray:
-    """A random two-colour texture sampled at pixel centres.
-
-    Args:
-        rng: source of every random draw.
-        x: (1, w) x coordinates of pixel centres, in image pixels.
-        y: (h, 1) y coordinates of pixel centres.
-        extent: the image's shorter side; lengths scale with it.
-
-    Returns:
-        (h, w, 3) float32 RGB in [0, 255].
-    """
+    """A random two-colour texture, (h, w, 3) float32 RGB in [0, 255], sampled at pixel centres
+    ``x`` (1, w) and ``y`` (h, 1); lengths scale with ``extent`` (the shorter side)."""
     kind = TEXTURES[int(rng.integers(len(TEXTURES)))]
     first = rng.uniform(0, 255, size=3).astype(np.float32)
     second = rng.uniform(0, 255, size=3).astype(np.float32)
@@ -109,10 +99,7 @@ def shape_mask(
 
     Args:
         label: class index (1 disc, 2 square, 3 triangle, 4 ring).
-        dx: (1, w) x offsets of pixel centres from the shape's centre.
-        dy: (h, 1) y offsets.
-        radius: size of the shape in pixels.
-        angle: rotation in radians.
+        dx: (1, w) x offsets of pixel centres from the shape's centre; ``dy`` (h, 1) likewise.
     """
     name = CLASS_NAMES[label]
     u = dx * math.cos(angle) + dy * math.sin(angle)
@@ -141,7 +128,6 @@ class SceneSet:
     drawing every length as a fraction of the shorter side.
 
     Args:
-        num_images: number of scenes.
         image_size: side, or (height, width), of every scene in pixels.
         seed: scene ``i`` is drawn from ``np.random.default_rng([seed, i])``.
     """

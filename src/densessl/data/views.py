@@ -1,10 +1,9 @@
 """Multi-view transform whose views remember where they came from.
 
 Each view records its crop box in source pixels and its flip, so dense methods can match
-locations between views exactly. Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``.
-Points are ``(x, y)``; sizes ``(height, width)``. Only crop, resize and flip are applied here;
-photometric parameters are drawn here and applied in batches by
-:func:`densessl.data.augment.apply_photometric`.
+locations between views exactly. Pixel ``i`` covers ``[i, i + 1)``; points are ``(x, y)``, sizes
+``(height, width)``. Photometric parameters are only drawn here
+(:func:`densessl.data.augment.apply_photometric` applies them in batches).
 """
 
 from __future__ import annotations
@@ -100,8 +99,6 @@ class ViewGeometry:
     Attributes:
         crop_box: (x0, y0, x1, y1) of the crop in source pixels (continuous coordinates).
         flipped: whether the view was mirrored left-right after cropping and resizing.
-        output_size: (height, width) of the view.
-        source_size: (height, width) of the source image.
     """
 
     crop_box: tuple[float, float, float, float]
@@ -156,7 +153,6 @@ class View:
 
     Attributes:
         pixels: (3, h, w) uint8, cropped, resized and possibly flipped (no photometric change).
-        geometry: where the pixels came from.
         photometric: (P,) float32 parameters for :func:`densessl.data.augment.apply_photometric`.
     """
 
@@ -167,13 +163,8 @@ class View:
 
 @dataclass
 class ViewsWithExtras:
-    """A transform's output when views come with per-sample tensors (e.g. SoCo's boxes).
-
-    Attributes:
-        views: the views, in order.
-        extras: name -> tensor of one shape for every sample, stacked into
-            :attr:`densessl.data.batch.Batch.extras`.
-    """
+    """A transform's views with per-sample tensors (e.g. SoCo's boxes): ``extras``, name ->
+    tensor of one shape for every sample, stacked into :attr:`densessl.data.batch.Batch.extras`."""
 
     views: list[View]
     extras: dict[str, torch.Tensor]
@@ -196,13 +187,9 @@ def sample_crop(
     ratio: tuple[float, float],
     generator: torch.Generator,
 ) -> tuple[int, int, int, int]:
-    """A RandomResizedCrop box by torchvision's ``get_params`` rule and arithmetic (same boxes
-    for the same seed): up to 10 tries of area U(scale) and log-uniform ratio w/h, else the
-    largest central crop with the ratio clamped into ``ratio``.
-
-    Returns:
-        (top, left, crop_height, crop_width) in whole pixels.
-    """
+    """(top, left, crop_height, crop_width) of a RandomResizedCrop by torchvision's ``get_params``
+    rule and arithmetic (same boxes for the same seed): up to 10 tries of area U(scale) and
+    log-uniform ratio w/h, else the largest central crop with the ratio clamped into ``ratio``."""
     area = height * width
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
@@ -236,13 +223,8 @@ def crop_resize(
 
 @dataclass(frozen=True)
 class ViewDraw:
-    """The random choices of one view, drawn before any pixel is decoded.
-
-    Attributes:
-        box: (x0, y0, x1, y1) crop box in source pixels.
-        flipped: whether the view is mirrored.
-        photometric: (P,) the drawn photometric parameters.
-    """
+    """The random choices of one view, drawn before any pixel is decoded: ``box`` (x0, y0, x1,
+    y1) in source pixels, ``flipped``, (P,) ``photometric`` parameters."""
 
     box: tuple[float, float, float, float]
     flipped: bool
@@ -259,9 +241,6 @@ class MultiViewTransform:
 
     All draws come before the pixels, so a JPEG can be decoded at the reduced size the crops
     allow (:meth:`from_deferred`) with the same draws as a full decode.
-
-    Args:
-        specs: one :class:`ViewSpec` per view.
     """
 
     def __init__(self, specs: Sequence[ViewSpec]) -> None:

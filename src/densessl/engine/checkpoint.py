@@ -1,12 +1,9 @@
 """Full-state checkpoints, written atomically and loadable with ``weights_only=True``.
 
-A checkpoint holds the method (student, teacher, queues: everything in its state_dict), the
-optimizer, the AMP scaler, the next step to run, the data position and the RNG states. It is
-written to a temporary file in the same folder, flushed to disk, then renamed over the target,
-so a crash mid-write never leaves a half-written ``last.pt``; Ctrl-C and SIGTERM wait until the
-write is over (:func:`densessl.engine.interrupts.signals_deferred`). The temporary
-(``.NAME.densessl-tmp-PID``) is removed on every exit path Python sees; one left by ``kill -9``
-is swept when the next run takes its folder over (:mod:`densessl.engine.run_folder`).
+A checkpoint holds the method's state_dict (student, teacher, queues), the optimizer, the AMP
+scaler, the next step, the data position and the RNG states. Written to a temporary
+(``.NAME.densessl-tmp-PID``) beside the target, flushed, then renamed over it, so a crash never
+leaves half a ``last.pt``; one left by ``kill -9`` is swept by the next run in the folder.
 """
 
 from __future__ import annotations

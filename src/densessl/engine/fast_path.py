@@ -1,10 +1,8 @@
 """Speed settings the engine applies to a built method: memory format and torch.compile.
 
-Neither changes what is computed, only how: ``channels_last`` lays 4-D weights and images out
-as NHWC, which oneDNN (CPU) and cuDNN (GPU) convolve faster than NCHW (BENCHMARKS.md,
-"Speed"); ``compile`` hands each network part to
-``torch.compile``. Results agree with the plain path to float rounding. The method code stays
-layout- and device-agnostic; only the engine calls this.
+Neither changes what is computed (to float rounding): ``channels_last`` lays 4-D weights and
+images out as NHWC, which oneDNN and cuDNN convolve faster; ``compile`` hands each network part
+to ``torch.compile``. Only the engine calls this.
 """
 
 from __future__ import annotations
@@ -40,10 +38,8 @@ def batch_in_memory_format(batch: Batch, memory_format: torch.memory_format) -> 
 
 
 def compile_networks(method: nn.Module, **options) -> list[str]:
-    """``torch.compile`` every part of the student and teacher encoders, in place
-    (``nn.Module.compile``: parameter names and the state dict stay as they are, so checkpoints
-    and exports do not see it), with ``torch.compile``'s ``options`` (the engine passes none:
-    the inductor backend). Returns the names of the compiled parts."""
+    """``torch.compile`` every part of the student and teacher encoders in place
+    (``nn.Module.compile``: state dict unchanged) with ``options``; returns the parts' names."""
     compiled = []
     for network in ("student", "teacher"):
         encoder = getattr(method, network, None)

@@ -1,10 +1,9 @@
 """The run's health (:mod:`densessl.health`) every ``health_every`` steps, on a held batch.
 
-The held batch is the first :data:`HELD_IMAGES` readable images of the run's data, resized so
-the shorter side is the view size and centre-cropped: the same pixels at every check, so a
-change in the measures is a change of the network. The released network embeds them in eval
-mode (its global pool, or the class token of a ViT); nothing about the run changes: no
-gradient, no random draw, no running statistic, and the training modes are restored.
+The held batch is the first :data:`HELD_IMAGES` readable images, resized and centre-cropped to
+the view size: the same pixels every check, so a change is the network's. The released network
+embeds them in eval mode (global pool or ViT class token) with no gradient, random draw or
+running-statistic update; training modes are restored.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """Continued pretraining: start a run's backbones from existing weights (``--init WEIGHTS``).
 
-WEIGHTS is one of:
-
-* a state dict saved from torchvision or timm (``.pth``/``.pt``, read with
-  ``weights_only=True``; ``.safetensors``, read without pickle), wrapped or not;
-* a densessl export (``--format torchvision``, ``timm``, ``safetensors``, ``smp``, ``mmdet``);
-* a densessl run folder or training checkpoint: the backbone of the network its method
-  exports (online or teacher, as the method's authors released).
-
-The keys are mapped onto the run's backbone (a timm backbone's keys are the ``features_only``
-model's; the full timm model's names, smp's ``model.``/``encoder.`` prefixes and densessl's own
-``body.`` are all recognised), and tensors load where the name and the shape both match. The
-student's and the teacher's backbones both receive them, batch-norm running statistics
-included. A wrong architecture stops the run with one line: too few matching tensors (it must
-not silently train from scratch), or many backbone tensors the backbone lacks (a bigger network
-of the same family, e.g. ResNet-34 weights into ResNet-18, whose every name exists in the bigger
-one). ``--init-partial`` loads whatever matches instead.
+WEIGHTS: a torchvision/timm state dict (``.pth``/``.pt`` with ``weights_only=True``, or
+``.safetensors``), wrapped or not; a densessl export; or a run folder or checkpoint (the
+backbone of the network its method exports). Keys are mapped onto the run's backbone (timm,
+smp ``model.``/``encoder.`` and densessl ``body.`` names recognised); tensors load into student
+and teacher (BN statistics included) where name and shape match. A wrong architecture stops the
+run: too few matches (no silent training from scratch), or many backbone tensors the backbone
+lacks (e.g. ResNet-34 into ResNet-18). ``--init-partial`` loads whatever matches instead.
 """
 
 from __future__ import annotations
@@ -51,12 +42,9 @@ class InitReport:
     """What ``--init`` loaded into the backbone.
 
     Attributes:
-        source: the weights given.
-        loaded: backbone keys that received a tensor.
-        missing: backbone keys without one (kept at their random init).
+        missing: backbone keys without a tensor (kept at their random init).
         unexpected: source keys the backbone has no place for (a classifier, heads).
         mismatched: keys present in both with different shapes (not loaded).
-        total: the backbone's keys.
         backbone_like: unexpected keys under one of the backbone's own top-level modules.
     """
 
@@ -136,14 +124,9 @@ def _candidate_names(key: str, by_timm: dict[str, str] | None) -> list[str]:
 def map_to_backbone(
     source: dict[str, torch.Tensor], backbone: nn.Module, name: str = "weights"
 ) -> tuple[dict[str, torch.Tensor], InitReport]:
-    """Source tensors renamed to ``backbone``'s keys, where name and shape match.
-
-    A ViT's position table of another grid size is resampled (bicubic, timm's rule), as timm
-    does when it loads weights at another image size.
-
-    Returns:
-        The tensors to load (backbone key -> tensor) and what matched.
-    """
+    """Source tensors renamed to ``backbone``'s keys where name and shape match (backbone key ->
+    tensor), and what matched. A ViT position table of another grid size is resampled (bicubic,
+    timm's rule)."""
     target = backbone.state_dict()
     by_timm = backbone.body_keys_by_timm_key() if isinstance(backbone, TimmBackbone) else None
     mapped: dict[str, torch.Tensor] = {}
@@ -189,10 +172,7 @@ def initialise_from(
     method: TeacherStudent, weights: str | Path, partial: bool = False
 ) -> InitReport:
     """Load ``weights`` into the student's and the teacher's backbones (running statistics
-    included); every other part of the method keeps its fresh init.
-
-    Args:
-        partial: load whatever matches, without the two checks below (``--init-partial``).
+    included); ``partial`` skips the two checks below (``--init-partial``).
 
     Raises:
         WeightsError: fewer than :data:`MIN_LOADED_FRACTION` of the backbone's tensors match, or

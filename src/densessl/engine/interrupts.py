@@ -1,17 +1,12 @@
 """Ctrl-C and SIGTERM (preemption) that never leave a run half-saved.
 
-Two rules make every interrupt exact:
-
-* **Between steps only.** While training, the first SIGINT or SIGTERM only asks the loop to
-  stop (:class:`StopRequests`): the step under way finishes (weights, optimizer, teacher,
-  queues, RNG, data position and step number all move together), then the state is saved and
-  the run ends. A second signal stops at once, without saving the step under way; the last
-  checkpoint written stays whole.
+* **Between steps only.** The first SIGINT or SIGTERM asks the loop to stop
+  (:class:`StopRequests`): the step under way finishes, the state is saved, the run ends. A
+  second signal stops at once; the last checkpoint written stays whole.
 * **Never during a write.** Inside :func:`signals_deferred` (every atomic file write) a signal
-  is recorded and delivered once the write is over, so a checkpoint is either the old file or
-  the whole new one, and torch's writer never sees a KeyboardInterrupt.
+  is delivered once the write is over, so a checkpoint is the old file or the whole new one.
 
-Signal handlers belong to the main thread; elsewhere both helpers do nothing.
+Handlers belong to the main thread; elsewhere both helpers do nothing.
 """
 
 from __future__ import annotations
@@ -51,8 +46,7 @@ class StopRequests:
     """SIGINT/SIGTERM handlers for the training loop (a context manager).
 
     The first signal sets :attr:`requested`; the loop stops at the next step boundary. A second
-    raises KeyboardInterrupt where the program is (outside writes, see the module docstring).
-    """
+    raises KeyboardInterrupt (outside writes)."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -79,12 +73,10 @@ WORKER_GRACE_SECONDS = 60
 def data_worker_signals() -> None:
     """Signal handling for a data-loader worker process (call it in the worker).
 
-    A terminal's Ctrl-C and a process-group SIGTERM (a scheduler's preemption) reach the workers
-    together with the trainer, which still needs them to serve the step it finishes before it
-    saves. So a worker ignores SIGINT, and on SIGTERM keeps serving for
-    ``WORKER_GRACE_SECONDS`` before it leaves. It leaves with exit status 0, which the loader
-    does not report as a crash. SIGTERM is also how a loader, or Python at exit, ends workers
-    that did not stop on their own; ignoring it would make that wait forever.
+    Ctrl-C and a process-group SIGTERM reach the workers with the trainer, which still needs
+    them for the step it finishes before saving. So a worker ignores SIGINT and on SIGTERM serves
+    ``WORKER_GRACE_SECONDS`` more, then exits 0 (not reported as a crash); ignoring SIGTERM
+    would hang a loader ending its workers.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _leave_after_grace)

@@ -16,10 +16,8 @@ from densessl.runs import parse_metrics
 class MetricsWriter:
     """Appends one JSON object per logged step to RUN/metrics.jsonl; mirrors it to TensorBoard.
 
-    On resume, records at or after the resumed step are dropped first, so the file never holds a
-    step twice (the steps after the last checkpoint of a crashed run are re-run). Building the
-    writer only reads (a damaged file is refused before anything is written); :meth:`start`
-    writes.
+    On resume, records at or after the resumed step are dropped first, so no step appears twice.
+    Building the writer only reads (a damaged file is refused); :meth:`start` writes.
     """
 
     def __init__(self, run_dir: Path, resume_step: int, enabled: bool) -> None:

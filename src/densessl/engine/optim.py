@@ -46,11 +46,8 @@ class LARS(torch.optim.Optimizer):
     ratio: a past step keeps the lr it was taken with.
 
     The trust ratio is 1 where a norm it divides by (or ‖w‖) is zero. Groups with
-    ``apply_decay=False`` skip both the decay and the adaptation (t = 1). The first step
-    starts the buffer at the first update, as ``torch.optim.SGD``.
-
-    ``foreach=True`` (default) runs each rule over all parameters of a group with multi-tensor
-    kernels; ``False`` loops over them one by one. Both compute the same values.
+    ``apply_decay=False`` skip decay and adaptation (t = 1). The first step starts the buffer at
+    the first update, as ``torch.optim.SGD``. ``foreach`` uses multi-tensor kernels (same values).
     """
 
     def __init__(
@@ -173,12 +170,9 @@ def implementation_flags(name: str) -> dict[str, bool]:
 def build_optimizer(
     named_params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
 ) -> torch.optim.Optimizer:
-    """Build the optimizer; learning rates are set every step by the engine's schedule.
-
-    ``cfg.implementation`` picks torch's fused or multi-tensor (foreach) update, or the
-    per-parameter loop; they compute the same rule (to float rounding). LARS is ours: it has
-    a foreach form, used for ``auto``, ``fused`` and ``foreach``.
-    """
+    """Build the optimizer (the engine's schedule sets learning rates every step).
+    ``cfg.implementation``: torch's fused, foreach or per-parameter update (same rule); our LARS
+    uses its foreach form for ``auto``, ``fused`` and ``foreach``."""
     groups = parameter_groups(named_params, cfg.decay_norm_and_bias)
     for g in groups:
         g["weight_decay"] = cfg.weight_decay if g["apply_decay"] else 0.0

@@ -1,13 +1,10 @@
 """Owning a run folder while training in it: which folders may be one, a lock naming the
 holder, and sweeping what dead holders left behind.
 
-densessl writes only into folders it made: a new run's ``--out`` must be missing, empty or
-already a run (:func:`check_out_folder`); the folder gets the mark :data:`RUN_MARK` when the
-run first writes into it. Two processes training into one ``--out`` would interleave their
-metrics and overwrite each other's checkpoint, so the main process holds ``RUN/.lock`` (its PID
-and host) for the whole run. A second process stops with one line naming the holder. A lock
-whose process is gone (a ``kill -9``) is stale and is taken over. Taking the folder over also
-removes the temporary files a killed writer left there (``.last.pt.densessl-tmp-PID``, see
+A new run's ``--out`` must be missing, empty or already a run (marked :data:`RUN_MARK` on first
+write). Two processes in one folder would interleave metrics and overwrite checkpoints, so the
+main process holds ``RUN/.lock`` (PID and host); a second one stops naming the holder. A dead
+holder's lock is taken over, with the temporaries its writer left (``.NAME.densessl-tmp-PID``,
 :func:`densessl.engine.checkpoint.atomic_write`), and nothing else.
 """
 
@@ -29,8 +26,7 @@ def check_out_folder(run_dir: Path, resume: bool) -> None:
     """Refuse an ``--out`` densessl must not write into; writes nothing.
 
     Raises:
-        OutputError: ``run_dir`` is a file, or (a new run) a non-empty folder that is not a
-            densessl run, or (``resume``) a folder that is not a run.
+        OutputError: a file, a non-empty non-run folder, or (``resume``) not a run.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--out {run_dir} is a file; give a folder for the run")
@@ -71,10 +67,8 @@ def process_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """``RUN/.lock`` held by this process; :meth:`release` (or a dead holder) frees it.
-
-    Args:
-        run_dir: the run folder; created when missing.
+    """``RUN/.lock`` held by this process (``run_dir`` created when missing); :meth:`release`
+    (or a dead holder) frees it.
 
     Raises:
         ConfigError: from :meth:`acquire`, when a live process on this host holds the folder.
@@ -150,11 +144,7 @@ class RunLock:
 
 def sweep_orphan_temporaries(folder: Path) -> list[Path]:
     """Delete densessl's temporaries (``.NAME.densessl-tmp-PID``) whose writer is dead, in a
-    run folder and its own subfolders only; a folder that is not a run is left alone.
-
-    Returns:
-        The removed paths.
-    """
+    run folder and its subfolders only; returns the removed paths."""
     folder = Path(folder)
     if not is_run_folder(folder):
         return []

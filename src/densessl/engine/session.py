@@ -54,8 +54,6 @@ class Session:
     Attributes:
         method: the method itself; ``model`` is what the step calls (DDP-wrapped under torchrun).
         schedules: lr and weight decay (the engine's) plus the method's, by declared name.
-        batches: micro-batches from ``start_step`` on.
-        skipped: files the data workers could not read, so far.
     """
 
     cfg: DictConfig
@@ -84,8 +82,8 @@ class Session:
     health_values: dict[str, float] = field(default_factory=dict)  # the last check's measures
 
     def save(self, step: int) -> Path | None:
-        """The full training state at ``step`` (main process only; None elsewhere). Signals
-        wait until the write is over (:mod:`densessl.engine.interrupts`).
+        """The full training state at ``step`` (main process only; None elsewhere); signals wait
+        for the write.
 
         Raises:
             StorageError: the write failed (a full disk); the previous checkpoint is intact.
@@ -141,15 +139,13 @@ class Session:
 def open_session(cfg: DictConfig, resume: bool = False) -> Session:
     """Build the run ``cfg`` describes, restored from its last checkpoint when ``resume``.
 
-    Every check comes before the first write, so a refused run leaves the disk as it was: the
-    folder is checked (:func:`check_out_folder`), the main process locks it (:class:`RunLock`,
-    held until :meth:`Session.release`), everything is built and restored, and only then is the
-    folder marked, swept of dead temporaries and given its config and metrics.
+    Every check comes before the first write, so a refused run leaves the disk as it was: check
+    the folder, lock it (:class:`RunLock`, until :meth:`Session.release`), build and restore,
+    and only then mark and sweep the folder and write config and metrics.
 
     Raises:
-        UserError: the folder is in use or not densessl's, the run would move backwards (fewer
-            steps than the checkpoint has done), the backbone does not give what the method
-            needs, or any other check fails.
+        UserError: the folder is in use or not densessl's, fewer steps than the checkpoint has
+            done, a backbone unfit for the method, or any other failed check.
     """
     device = resolve_device(cfg.device)
     dist.init(device.type)

@@ -27,10 +27,9 @@ def step_state(step: int, schedules: dict[str, Schedule], run: RunLength) -> Ste
 def bare_step(
     method: torch.nn.Module, batch, state: StepState, optimizer: torch.optim.Optimizer
 ) -> torch.Tensor:
-    """One plain step on one batch: forward, backward, frozen parameters' gradients dropped,
-    optimizer step, then ``after_step`` (EMA, queues, centres). Without the engine's
-    accumulation, clipping, loss scaling, DDP or divergence checks: for benchmarks and tests
-    that time or probe a method's own step. Returns the loss (detached)."""
+    """One plain step (forward, backward, frozen gradients dropped, optimizer step,
+    ``after_step``) without accumulation, clipping, loss scaling, DDP or divergence checks, for
+    benchmarks and tests; returns the detached loss."""
     out = method(batch, state)
     out.loss.backward()
     for p in method.frozen_parameters(state):

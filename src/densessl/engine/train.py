@@ -34,10 +34,9 @@ class RunResult:
 def train(cfg: DictConfig, resume: bool = False) -> RunResult:
     """Run (or continue) the pretraining described by ``cfg``; returns where it went.
 
-    The run folder stays locked (:mod:`densessl.engine.run_folder`) from the first write to
-    the summary; a run resumed at its last step trains nothing and rewrites only the summary.
-    Ctrl-C or SIGTERM ends it at a step boundary with its state saved
-    (:mod:`densessl.engine.interrupts`), raising KeyboardInterrupt.
+    The run folder stays locked from the first write to the summary; a run resumed at its last
+    step rewrites only the summary. Ctrl-C or SIGTERM ends it at a step boundary with its state
+    saved, raising KeyboardInterrupt.
 
     Raises:
         StorageError: a write failed (a full disk); the last checkpoint is intact.

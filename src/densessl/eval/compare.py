@@ -44,12 +44,9 @@ class Comparison:
     Attributes:
         protocol: what was run, e.g. ``"finetune-seg (fpn)"``.
         inits: init names in order; the first is the reference of every margin.
-        sources: init name -> where its weights came from.
         labels: the label specs (``"10%"``, ``"37"`` ...), in order.
-        train_images: number of images of the training split.
         scores: init -> label spec -> seed -> mIoU (%).
         subsets: label spec -> seed -> the labelled images.
-        details: free-form facts of the protocol (iterations, decoder ...).
     """
 
     protocol: str

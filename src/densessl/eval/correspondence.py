@@ -7,8 +7,6 @@ second view are not scored::
 
     accuracy = correct / scored
     chance   = mean over scored cells of |{key cells within one cell of the true cell}| / (h * w)
-
-Chance matters on coarse grids (a 5 x 5 grid: up to 9 of 25 cells).
 """
 
 from __future__ import annotations

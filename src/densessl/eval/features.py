@@ -1,13 +1,10 @@
 """Dense features of a frozen backbone over a labelled set, computed once and cached.
 
-Preprocessing (:func:`preprocess`): resize, aspect kept, so the shorter side is ``image_size``
-and each side the nearest multiple of 32 (at least 32); bilinear (antialiased) for the image,
-nearest for the labels; then ImageNet mean/std. So a feature cell of stride ``s`` covers an
-``s x s`` block of label pixels exactly.
-
-Images are never padded before the backbone (each batch is split into same-size groups). For
-storage, grids are zero-padded at the bottom/right to the largest one and labels padded with
-``ignore_index``; :attr:`DenseFeatures.grid_sizes` keeps each image's own grid.
+:func:`preprocess` resizes (aspect kept) to shorter side ``image_size``, each side the nearest
+multiple of 32 (bilinear antialiased image, nearest labels), so a stride-``s`` cell covers an
+``s x s`` block of labels exactly; then ImageNet mean/std. Images are never padded before the
+backbone; stored grids are zero-padded bottom/right (labels with ``ignore_index``), each image's
+own grid in :attr:`DenseFeatures.grid_sizes`.
 """
 
 from __future__ import annotations
@@ -42,11 +39,9 @@ class FeatureOptions:
 
     Attributes:
         levels: backbone outputs concatenated as features; None = the backbone's default.
-        image_size: shorter image side (see the module docstring).
         batch_size: images per forward pass (and, for the linear probe, per training step).
         device: where the backbone and the probe run; None = where the backbone already is.
         seed: the probe's random choices (head init and batch order, or memory subsampling).
-        cache_dir: optional folder caching the extracted features between runs.
     """
 
     levels: list[str] | None = None
@@ -72,11 +67,7 @@ class DenseFeatures:
             ``W = stride * w``; ``ignore_index`` outside an image's own size.
         grid_sizes: (N, 2) int64 each image's own (h_i, w_i).
         stride: label pixels per feature cell along each side.
-        num_classes: number of scored classes.
-        class_names: their names.
-        ignore_index: label of unscored pixels.
         levels: the backbone outputs used, e.g. ``("c4", "c5")``.
-        image_size: the requested shorter image side.
     """
 
     features: torch.Tensor
@@ -147,12 +138,7 @@ def resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
 def preprocess(
     image: Image.Image, labels: np.ndarray, image_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize an image and its labels for feature extraction (normalisation comes later).
-
-    Args:
-        image: RGB PIL image of size (W0, H0).
-        labels: (H0, W0) integer class ids or the ignore label.
-        image_size: target shorter side.
+    """Resize an RGB PIL image and its (H0, W0) labels for feature extraction (not normalised).
 
     Returns:
         (3, H, W) uint8 image and (H, W) int64 labels, H and W from :func:`resized_shape`.
@@ -179,11 +165,7 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def dense_levels(outputs: dict[str, torch.Tensor], levels: Sequence[str]) -> torch.Tensor:
-    """Concatenate ``levels`` of a backbone's outputs on the finest requested grid.
-
-    Args:
-        outputs: name -> (B, C_l, h_l, w_l) maps.
-        levels: names to use, in channel order.
+    """Concatenate ``levels`` of ``outputs`` (name -> (B, C_l, h_l, w_l)), in that channel order.
 
     Returns:
         (B, sum C_l, h, w) with (h, w) the largest grid among ``levels`` (bilinear upsampling).
@@ -267,23 +249,21 @@ def extract_features(
     *,
     _known_key: str | None = None,
 ) -> DenseFeatures:
-    """Run a frozen backbone over a labelled set and keep its dense features.
+    """Run a frozen backbone over a labelled set; its dense features, on the CPU.
 
-    Runs in eval mode (restored afterwards) under ``torch.no_grad()`` (not ``inference_mode``,
-    so that probes may train on the features).
+    Eval mode (restored afterwards) under ``torch.no_grad()``, not ``inference_mode``, so that
+    probes may train on the features.
 
     Args:
-        backbone: module with ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``),
-            or a ViT -> ``{"patch": (B, D, H/p, W/p), ...}`` (its ``level_strides`` name p).
-        dataset: labelled images (:class:`~densessl.eval.segmentation.SegmentationDataset`).
-        levels: outputs to use, upsampled to the finest grid. None: the backbone's default.
-        image_size: shorter image side after resizing (see the module docstring).
-        batch_size: images per forward pass.
+        backbone: ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``), or a ViT ->
+            ``{"patch": (B, D, H/p, W/p), ...}`` (its ``level_strides`` name p).
+        dataset: a :class:`~densessl.eval.segmentation.SegmentationDataset`.
+        levels: outputs used, upsampled to the finest grid; None: the backbone's default.
         device: where the backbone runs; default: where it already is.
         cache_path: optional file; loaded if its :func:`cache_key` matches, else written.
 
     Returns:
-        The features, labels and class information (:class:`DenseFeatures`), on the CPU.
+        :class:`DenseFeatures`.
     """
     levels = resolve_levels(backbone, levels)
     key = None

@@ -1,19 +1,13 @@
 """Fine-tuning for segmentation: the whole network, backbone and decoder, on labelled masks.
 
-The dense-pretraining papers' protocol (DenseCL's VOC and Cityscapes FCNs), with a fixed recipe
-so that inits compare without tuning:
-
-* **Network**: :func:`densessl.eval.segmenter.build_segmenter`, FPN by default.
-* **Data**: per step ``batch_size`` images, rescaled by U[``scale_min``, ``scale_max``] of the
-  base size (shorter side ``image_size``), cropped to ``crop_size`` (ignore-padded), flipped
-  with p 0.5, ImageNet-normalised.
-* **Optimisation**: AdamW, linear warm-up then ``lr * (1 - t / T) ** 0.9``, cross-entropy
-  skipping the ignore label; ``iterations = max(epochs * images / batch, min_iterations)``
-  unless given. bf16 autocast on CUDA.
-* **Scoring**: every validation image at its base size (padded to a multiple of 32), mIoU over
-  the split (:mod:`densessl.eval.metrics`).
-
-Every random choice is a function of ``seed``, so two inits at one seed see the same crops.
+DenseCL's VOC/Cityscapes protocol with a fixed recipe, so that inits compare without tuning:
+:func:`densessl.eval.segmenter.build_segmenter` (FPN by default); crops of the base size
+(shorter side ``image_size``) rescaled by U[``scale_min``, ``scale_max``], ignore-padded, flipped
+with p 0.5, ImageNet-normalised; AdamW, linear warm-up then ``lr * (1 - t / T) ** 0.9``,
+cross-entropy skipping the ignore label, ``iterations = max(epochs * images / batch,
+min_iterations)`` unless given; mIoU of every validation image at its base size (padded to a
+multiple of 32). Every random choice is a function of ``seed``, so two inits at one seed see the
+same crops.
 """
 
 from __future__ import annotations
@@ -48,19 +42,11 @@ class FinetuneSegOptions:
 
     Attributes:
         decoder: fpn | unet (smp decoders, CNN backbones) | linear (any backbone, ViTs).
-        epochs: passes over the labelled images that set the length.
         min_iterations: the shortest run, for a handful of labelled images.
         iterations: the length in steps; 0 = from ``epochs``.
-        batch_size: crops per step.
-        crop_size: side of each training crop in pixels.
-        scale_min, scale_max: range of the random rescaling of the base size.
         image_size: shorter side of the base size (training and scoring); None = as stored.
-        lr: peak AdamW learning rate; weight_decay: AdamW's.
-        warmup_iterations: linear warm-up from 0.
         precision: auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.
         device: cpu | cuda; None = cuda when available.
-        workers: data-loading processes.
-        seed: every random choice of the run.
     """
 
     decoder: str = "fpn"
@@ -110,8 +96,6 @@ class FinetuneResult:
     """One fine-tuning run: its validation scores and what it trained on.
 
     Attributes:
-        scores: mIoU, per-class IoU and pixel accuracy on the validation split.
-        iterations: optimizer steps run.
         train_images: descriptions (paths) of the labelled images it learnt from.
         final_loss: the mean training loss of the last 10% of steps.
         model: the fine-tuned network, in eval mode.
@@ -280,12 +264,7 @@ def finetune_seg(
 
     Args:
         backbone: the pretrained (or random) backbone; copied (smp decoders) or used (``linear``).
-        train_set, val_set: labelled splits sharing their classes.
-        options: the recipe; its defaults when None.
         train_indices: the labelled subset (:func:`densessl.eval.labels.label_subset`).
-
-    Returns:
-        The validation scores, the steps run and the images learnt from.
     """
     options = options or FinetuneSegOptions()
     options.check()

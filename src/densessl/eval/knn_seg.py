@@ -1,14 +1,11 @@
 """Dense nearest-neighbour segmentation with no training ("Hummingbird"-style retrieval).
 
-Memory: every feature-grid cell of the training images, L2-normalised, labelled with the class
-histogram of its ``stride x stride`` pixels normalised to sum 1 (ignore pixels excluded, empty
-cells dropped); ``memory_per_image`` subsamples uniformly with a fixed seed (simpler and unbiased
-where Hummingbird's code favours rare classes).
-
-Query: each validation cell takes its ``k`` most cosine-similar memory cells and averages their
-labels with weights ``softmax(similarity / temperature)``; the scores are upsampled bilinearly
-to the label resolution and arg-maxed. The search runs in blocks of about ``chunk_size`` x
-``chunk_size`` with a running top-k, so the full similarity matrix is never built.
+Memory: every training feature cell, L2-normalised, labelled with the class histogram of its
+``stride x stride`` pixels summing to 1 (ignore pixels excluded, empty cells dropped);
+``memory_per_image`` subsamples uniformly (unbiased, where Hummingbird favours rare classes).
+Query: each validation cell averages the labels of its ``k`` most cosine-similar memory cells
+with weights ``softmax(similarity / temperature)``; scores are upsampled bilinearly and
+arg-maxed. A running top-k over ``chunk_size`` blocks never builds the full similarity matrix.
 """
 
 from __future__ import annotations
@@ -37,10 +34,9 @@ class KnnSegOptions(FeatureOptions):
     Attributes:
         k: neighbours per patch (Hummingbird: 30).
         temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).
-        memory_per_image: at most this many patches per training image (None: all), drawn
-            with ``seed``.
+        memory_per_image: at most this many patches per training image (None: all).
         chunk_size: query patches (whole images, at least one) and memory patches per
-            similarity block (None: no chunking); a block holds about ``chunk_size**2`` floats.
+            similarity block (None: no chunking).
     """
 
     k: int = DEFAULT_K
@@ -53,7 +49,7 @@ def check_knn_options(options: KnnSegOptions) -> None:
     """Refuse options that would score nothing meaningful (k = 0 averages no neighbour).
 
     Raises:
-        ConfigError: naming the option and its allowed range.
+        ConfigError: naming the option and its range.
     """
     if options.k < 1:
         raise ConfigError(f"k={options.k}: the k-NN probe needs at least 1 neighbour (default 30)")
@@ -68,13 +64,8 @@ def check_knn_options(options: KnnSegOptions) -> None:
 def patch_label_histograms(
     labels: torch.Tensor, stride: int, num_classes: int, ignore_index: int
 ) -> torch.Tensor:
-    """Class histogram of each ``stride x stride`` cell of a label map.
-
-    Args:
-        labels: (H, W) integer labels, H and W multiples of ``stride``.
-        stride: cell side in pixels.
-        num_classes: K.
-        ignore_index: label not counted.
+    """Class histogram (K = ``num_classes``, ``ignore_index`` not counted) of each
+    ``stride x stride`` cell of (H, W) ``labels``, H and W multiples of ``stride``.
 
     Returns:
         (H/stride * W/stride, K) float32 pixel counts per cell, cells in row-major order.
@@ -95,12 +86,8 @@ def patch_label_histograms(
 def build_memory(
     data: DenseFeatures, memory_per_image: int | None = None, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The retrieval memory of a training set.
-
-    Args:
-        data: training features (N, C, h, w) and labels (N, H, W).
-        memory_per_image: keep at most this many labelled patches per image (None: all).
-        seed: seed of that subsampling.
+    """The retrieval memory of training features (N, C, h, w) and labels (N, H, W); at most
+    ``memory_per_image`` labelled patches per image (None: all), drawn with ``seed``.
 
     Returns:
         keys (M, C) float16, L2-normalised; soft labels (M, K) float32, rows summing to 1.
@@ -123,13 +110,11 @@ def build_memory(
 def nearest_neighbours(
     queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k inner products of each query against all keys, one memory block at a time.
+    """Top-k inner products of each query against all keys, ``chunk_size`` keys at a time.
 
     Args:
         queries: (Q, C) float32.
         keys: (M, C) any float dtype, on the queries' device.
-        k: neighbours per query.
-        chunk_size: keys per block (None: all at once).
 
     Returns:
         similarities (Q, k') float32, descending, and indices (Q, k') int64, k' = min(k, M).
@@ -161,9 +146,6 @@ def patch_scores(
         queries: (Q, C) features (normalised here).
         keys: (M, C) L2-normalised memory features, on the device where the search runs.
         soft_labels: (M, K) memory soft labels, on the same device.
-        k: neighbours per query.
-        temperature: softmax temperature on cosine similarities.
-        chunk_size: memory patches per similarity block (None: one block).
 
     Returns:
         (Q, K) float32 scores (rows summing to 1), on ``keys``' device.
@@ -232,7 +214,6 @@ def knn_seg(
         train_set: labelled images forming the memory, or their :class:`DenseFeatures` (then
             ``levels``, ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, scored.
-        options: :class:`KnnSegOptions`; the defaults when None.
 
     Returns:
         Validation scores at the resized label resolution.

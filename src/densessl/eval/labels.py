@@ -20,11 +20,8 @@ _SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
 
 def label_count(spec: str | int | float, total: int) -> int:
-    """How many of ``total`` images ``spec`` ("10%", "37", 37) keeps.
-
-    Raises:
-        ConfigError: not a count or a percentage, zero, over 100%, or more images than there are.
-    """
+    """How many of ``total`` images ``spec`` ("10%", "37", 37) keeps; :class:`ConfigError` if
+    not a count or percentage, zero, over 100%, or more than ``total``."""
     match = _SPEC.match(str(spec))
     if match is None:
         raise ConfigError(f"--labels {spec}: give a share such as 10% or a count such as 37")

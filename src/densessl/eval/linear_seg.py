@@ -1,9 +1,8 @@
 """Linear segmentation probe on frozen dense features (DINOv2 "BNHead" style).
 
 ``BatchNorm2d(C)`` then a 1x1 ``Conv2d(C, num_classes)`` on the feature grid, logits upsampled
-bilinearly to the label resolution, cross-entropy skipping ``ignore_index``; features extracted
-once, no augmentation. Defaults (AdamW, lr 1e-2 cosine to 0, wd 1e-4, batch 16, 20 epochs) take
-seconds on a few hundred small images on a CPU and still converge on large sets.
+bilinearly to the labels, cross-entropy skipping ``ignore_index``; features extracted once, no
+augmentation. Defaults: AdamW, lr 1e-2 cosine to 0, wd 1e-4, batch 16, 20 epochs.
 """
 
 from __future__ import annotations
@@ -24,13 +23,8 @@ from densessl.progress import progress
 
 @dataclass
 class LinearSegOptions(FeatureOptions):
-    """The linear probe's options: feature extraction (:class:`FeatureOptions`) and training.
-
-    Attributes:
-        epochs: passes over the training images.
-        lr: peak AdamW learning rate (cosine decay to 0).
-        weight_decay: AdamW weight decay.
-    """
+    """The linear probe's options: feature extraction (:class:`FeatureOptions`) and training
+    (``epochs``; AdamW peak ``lr``, cosine to 0; ``weight_decay``)."""
 
     epochs: int = 20
     lr: float = 1e-2
@@ -63,16 +57,8 @@ def shuffled_batches(
 def train_head(
     data: DenseFeatures, options: LinearSegOptions, device: torch.device | str = "cpu"
 ) -> nn.Sequential:
-    """Fit a linear head to dense features and their labels.
-
-    Args:
-        data: training features (N, C, h, w) and labels (N, H, W).
-        options: ``epochs``, ``batch_size``, ``lr``, ``weight_decay`` and ``seed`` apply.
-        device: where the head trains.
-
-    Returns:
-        The trained head, in eval mode, on ``device``.
-    """
+    """Fit a linear head to features (N, C, h, w) and labels (N, H, W); returned in eval mode
+    on ``device``."""
     batch_size, epochs = options.batch_size, options.epochs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
@@ -131,7 +117,6 @@ def linear_seg(
         train_set: labelled images, or their :class:`DenseFeatures` (then ``levels``,
             ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, for scoring; must share the training set's classes.
-        options: :class:`LinearSegOptions`; the defaults when None.
 
     Returns:
         Validation scores at the resized label resolution.

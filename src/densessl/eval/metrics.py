@@ -19,16 +19,14 @@ def confusion_matrix(
     """Count (ground truth, prediction) pairs over the scored pixels; batches' matrices add up.
 
     Args:
-        pred: (...) predicted classes in ``[0, num_classes)``, any integer dtype.
-        target: (...) same shape, classes in ``[0, num_classes)`` or ``ignore_index``.
-        num_classes: C.
-        ignore_index: label of pixels that are not scored.
+        pred: (...) predicted classes in ``[0, C)``, any integer dtype.
+        target: (...) same shape, classes in ``[0, C)`` or ``ignore_index``.
 
     Returns:
         (C, C) int64 on ``pred``'s device; ``[t, p]`` counts pixels of class t predicted p.
 
     Raises:
-        ValueError: on mismatched shapes or labels outside the ranges above.
+        ValueError: mismatched shapes or labels out of range.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
@@ -51,7 +49,6 @@ class SegmentationScores:
     Attributes:
         miou: mean IoU over the classes present in the ground truth or the predictions.
         per_class_iou: class name -> IoU, NaN for classes absent from both.
-        pixel_accuracy: correctly classified scored pixels / scored pixels.
         confusion: (C, C) int64 on the CPU, rows = ground truth.
     """
 

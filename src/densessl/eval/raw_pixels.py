@@ -1,11 +1,8 @@
 """The raw-pixel baseline: the image's own pixels as "features", for a probe to beat.
 
-A dense probe on a pretrained backbone only means something if the task is not solved by the
-pixels themselves. :class:`RawPixels` stands in for a backbone: each cell of its grid is the
-flattened RGB values of one ``patch x patch`` block of the (normalised) input, so a linear
-probe on it is a linear classifier of raw pixel patches at the same grid as the backbone's
-stride-16 level. On data whose classes are carried by colour, it scores high; on the aerial
-scenes, whose colours are drawn independently of the class, it should stay near chance.
+A dense probe only means something if the pixels alone do not solve the task. :class:`RawPixels`
+stands in for a backbone: each grid cell is the flattened RGB of one ``patch x patch`` block of
+the normalised input, so a linear probe on it classifies raw pixel patches.
 """
 
 from __future__ import annotations

@@ -42,11 +42,8 @@ class LinearSegmenter(nn.Module):
 
 def build_segmenter(backbone: nn.Module, decoder: str, num_classes: int, seed: int) -> nn.Module:
     """The backbone inside a segmentation network with a fresh decoder, initialised from
-    ``seed`` alone so every backbone compared at one seed starts from the same decoder.
-
-    Raises:
-        ConfigError: an unknown decoder, smp's decoders for a ViT, or smp not installed.
-    """
+    ``seed`` alone so every backbone compared at one seed starts from the same decoder
+    (:class:`ConfigError`: unknown decoder, smp's for a ViT, or smp missing)."""
     if decoder not in DECODERS:
         raise ConfigError(f"decoder={decoder!r} is not one of {', '.join(DECODERS)}")
     with torch.random.fork_rng(devices=[]):

@@ -1,16 +1,11 @@
 """One entry point for every kind of backbone weights an evaluation can start from.
 
-Accepted by :func:`load_backbone`:
-
-* ``"random"``: a freshly initialised backbone (seed 0), the baseline every method must beat.
-* ``"pixels"``: raw pixel patches (:mod:`densessl.eval.raw_pixels`): does the task need features?
-* a run directory or densessl checkpoint: the method is rebuilt, its exported backbone returned.
-* a torchvision-format state dict (``.pt`` / ``.pth`` with ``weights_only=True``, or
-  ``.safetensors``): ``{"state_dict": ...}`` wrappers and ``module.`` / ``backbone.`` prefixes
-  accepted, ``fc.*`` dropped, the rest loaded strictly; the arch is inferred when not given.
-* a timm CNN state dict, ``backbone`` naming the architecture (``"timm/convnext_tiny"``).
-* a timm ViT state dict (recognised by ``patch_embed.proj.weight``): width, patch size and depth
-  from the shapes; the head count is not stored, so it is the registered architecture's.
+:func:`load_backbone` accepts ``"random"`` (seed 0, the baseline every method must beat);
+``"pixels"`` (raw pixel patches, :mod:`densessl.eval.raw_pixels`); a run or checkpoint (its
+exported backbone); a torchvision state dict (``.pt``/``.pth`` with ``weights_only=True``, or
+``.safetensors``; wrappers and ``module.``/``backbone.`` prefixes accepted, ``fc.*`` dropped,
+strict, arch inferred); a timm CNN state dict (``backbone="timm/convnext_tiny"``); a timm ViT
+state dict (shapes give width, patch and depth; the head count is the registered arch's).
 """
 
 from __future__ import annotations
@@ -54,18 +49,15 @@ def load_backbone(
     """Build a backbone from ``weights``, on the CPU, in eval mode.
 
     Args:
-        weights: ``"random"``, ``"pixels"``, a run directory, a densessl checkpoint, or an
-            exported state dict (see the module docstring).
         backbone: architecture name, e.g. ``"resnet50"``; default resnet50 for ``"random"``,
             inferred for state dicts, checked against a run's.
-        network: for runs and checkpoints, ``"online"`` or ``"teacher"`` (default: the released
-            one). Ignored otherwise.
+        network: for runs, ``"online"`` or ``"teacher"`` (default: the released one).
 
     Returns:
         The backbone (``forward(x)`` -> ``{"c2": ..., "c5": ...}``), parameters still trainable.
 
     Raises:
-        WeightsError: missing path, unreadable file, or weights that do not fit the architecture.
+        WeightsError: missing, unreadable, or not fitting the architecture.
     """
     if str(weights) == RANDOM:
         return _random_backbone(backbone or DEFAULT_RANDOM_ARCH)

@@ -1,8 +1,7 @@
 """Method checkpoint -> downstream weights, with the exact key sets checked on the way out.
 
-``densessl export RUN --format FORMAT --out FILE [--network online|teacher]`` writes a run's
-pretrained networks in a downstream library's layout, verified before writing, and returns the
-configuration lines to go with it:
+``densessl export RUN --format FORMAT --out FILE [--network online|teacher]``; the default
+network is the method's ``export_network``; every format takes ImageNet-normalised RGB:
 
 =============  ===================================================================================
 torchvision    plain state dict; loads into ``torchvision.models.<arch>()`` missing only
@@ -20,9 +19,6 @@ mmdet          ``{"state_dict": {"backbone.*": ...}, "meta": ...}``; plus ``neck
                ``roi_head.bbox_head.*`` when pretrained
 safetensors    the torchvision state dict as ``.safetensors``
 =============  ===================================================================================
-
-The default network is the method's ``export_network`` (the released one). Every format takes
-RGB input with ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -59,9 +55,7 @@ def export(
 
     Args:
         run: run directory or densessl checkpoint file.
-        fmt: one of :data:`FORMATS`.
-        out: output file, or an existing folder to write ``<run>_<fmt>.<ext>`` into; written
-            atomically.
+        out: output file, or an existing folder for ``<run>_<fmt>.<ext>``; written atomically.
         network: ``"online"`` or ``"teacher"``; None = the method's default.
         force: replace an existing file (never a checkpoint of the run itself).
 
@@ -69,8 +63,8 @@ def export(
         The written path and the instructions for the target library.
 
     Raises:
-        ExportError: unknown format or network, missing or unreadable run, an existing ``out``
-            without ``force``, an ``out`` inside the run's checkpoints, or a failed layout check.
+        ExportError: bad format, network or run, an existing ``out`` without ``force``, or a
+            failed layout check.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {fmt!r}; available: {', '.join(FORMATS)}")
@@ -89,8 +83,7 @@ def export_target(run: str | Path, fmt: str, out: Path, force: bool) -> Path:
 
     Raises:
         ExportError: the file would replace a checkpoint of ``run``, or exists without ``force``.
-        OutputError: the file would be one of a run's own files, or a name densessl chose
-            inside a run folder.
+        OutputError: the file would be a run's own file or a name densessl chose in a run folder.
     """
     run, suffix = Path(run), DEFAULT_SUFFIXES.get(fmt, ".pt")
     if out.is_dir():

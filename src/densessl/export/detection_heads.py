@@ -9,8 +9,7 @@ torchvision (``fasterrcnn/maskrcnn_resnet50_fpn_v2``)::
     box_head.convs.k.conv / .norm     ->  roi_heads.box_head.k.0 / .1
     box_head.fc                       ->  roi_heads.box_head.{num_convs + 1}
 
-detectron2 (FPN, ``FastRCNNConvFCHead``; no prefix, matched by suffix; no
-``num_batches_tracked``)::
+detectron2 (``FastRCNNConvFCHead``; matched by suffix; no ``num_batches_tracked``)::
 
     fpn.lateral_convs.i.conv / .norm  ->  fpn_lateral{i+2} / fpn_lateral{i+2}.norm
     fpn.output_convs.i.conv / .norm   ->  fpn_output{i+2} / fpn_output{i+2}.norm

@@ -2,10 +2,9 @@
 
 Renaming (detectron2's ``tools/convert-torchvision-to-d2.py``): non-``layerN`` keys get
 ``stem.``; ``layer1..4`` -> ``res2..5``; ``bnK`` -> ``convK.norm``; ``downsample.0/.1`` ->
-``shortcut``/``shortcut.norm``; ``num_batches_tracked`` dropped. ``matching_heuristics: True``
-lets detectron2 match keys by suffix. A pretrained FPN and box head (SoCo) are added under
-detectron2 names (:mod:`densessl.export.detection_heads`). The config lines switch detectron2's
-Caffe defaults to torchvision weights (RGB mean/std in 0-255, ``INPUT.FORMAT RGB``,
+``shortcut``/``shortcut.norm``; ``num_batches_tracked`` dropped; ``matching_heuristics: True``.
+A pretrained FPN and box head are added (:mod:`densessl.export.detection_heads`). The config
+lines switch Caffe defaults to torchvision weights (RGB mean/std in 0-255, ``INPUT.FORMAT RGB``,
 ``RESNETS.STRIDE_IN_1X1 False``) and add SyncBN and ``FREEZE_AT 0`` (the SSL transfer protocol).
 """
 

@@ -1,10 +1,8 @@
 """MMDetection export: ``{"state_dict": {"backbone.<torchvision name>": ...}, "meta": ...}``.
 
-mmdet's ``ResNet(style="pytorch")`` uses torchvision's names and stride placement, so keys only
-gain ``backbone.``. The printed config loads them (``init_cfg`` Pretrained, prefix ``backbone.``)
-with SyncBN, no frozen stage, ``norm_eval=False`` and RGB ImageNet normalisation. A pretrained
-FPN and box head (SoCo) are added in the layout of SoCo's mmdet converter
-(:mod:`densessl.export.detection_heads`), loaded with ``load_from``.
+mmdet's ``ResNet(style="pytorch")`` uses torchvision's names, so keys only gain ``backbone.``.
+The printed config loads them with SyncBN, no frozen stage, ``norm_eval=False`` and RGB ImageNet
+normalisation; a pretrained FPN and box head (SoCo's mmdet converter's layout) via ``load_from``.
 """
 
 from __future__ import annotations

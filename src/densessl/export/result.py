@@ -9,13 +9,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What :func:`densessl.export.export` wrote and how to use it.
-
-    Attributes:
-        path: the written file.
-        instructions: the loading code or config lines for the target library, ready to print.
-        num_tensors: tensors in the file.
-    """
+    """What :func:`densessl.export.export` wrote (``path``, ``num_tensors``) and the
+    ``instructions`` (loading code or config lines) for the target library."""
 
     path: Path
     instructions: str

@@ -1,9 +1,7 @@
 """segmentation_models_pytorch export: an encoder state dict for Unet, FPN, DeepLabV3+ ...
 
-ResNets export the torchvision state dict (smp's ResNet encoders share its names); timm
-backbones the ``features_only`` weights under ``model.`` for smp's ``tu-<name>`` encoder. Users
-load it with ``model.encoder.load_state_dict(...)``; it is checked by a strict load into smp's
-encoder, or without smp into the model smp would wrap.
+ResNets: the torchvision state dict; timm backbones: ``features_only`` weights under ``model.``
+(``tu-<name>``). Load with ``model.encoder.load_state_dict(...)``; checked by a strict load.
 """
 
 from __future__ import annotations

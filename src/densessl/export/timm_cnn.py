@@ -1,9 +1,8 @@
 """timm export of timm CNN backbones: the full model's names, loaded strictly before writing.
 
-The file uses ``timm.create_model(name, num_classes=0)``'s names (not ``features_only``'s), so it
-loads strictly; classifier-path layers ``features_only`` lacks (ConvNeXt's head norm,
-EfficientNet's ``conv_head``/``bn2``) keep timm's fresh init and are named in the printed lines.
-The file is checked by comparing a rebuilt model's stage outputs with the backbone's pyramid.
+Names are ``timm.create_model(name, num_classes=0)``'s, so it loads strictly; layers
+``features_only`` lacks (ConvNeXt's head norm, EfficientNet's ``conv_head``/``bn2``) keep timm's
+init and are named in the printed lines. A rebuilt model's stage outputs are checked.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ def timm_cnn_state_dict(backbone: TimmBackbone) -> tuple[dict[str, torch.Tensor]
         name -> CPU tensor (copies), and the keys not pretrained (from a fresh timm model).
 
     Raises:
-        ExportError: a backbone key has no place in the full model, or the rebuilt model's
-            stage outputs differ from the backbone's pyramid.
+        ExportError: a backbone key has no place, or the stage outputs differ.
     """
     pretrained = {
         k: v.detach().clone().cpu().contiguous() for k, v in backbone.timm_state_dict().items()

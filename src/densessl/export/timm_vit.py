@@ -29,11 +29,8 @@ TIMM_NAMES = {
 
 def timm_vit_state_dict(backbone: ViTBackbone) -> dict[str, torch.Tensor]:
     """The backbone's weights (name -> CPU copy, exactly the timm model's keys), verified
-    against a timm ``VisionTransformer(**timm_kwargs)``.
-
-    Raises:
-        ExportError: when the key sets differ or the rebuilt model computes other tokens.
-    """
+    against a timm ``VisionTransformer(**timm_kwargs)`` (:class:`ExportError` if the key sets
+    or tokens differ)."""
     weights = {k: v.detach().clone().cpu().contiguous() for k, v in backbone.state_dict().items()}
     reference = VisionTransformer(**backbone.timm_kwargs).eval()
     result = reference.load_state_dict(weights, strict=False)

@@ -1,9 +1,8 @@
 """torchvision detector export: backbone + FPN + box head in the ``*_resnet50_fpn_v2`` layout.
 
-torchvision's v2 Faster/Mask R-CNN have BN in the FPN and a 4conv1fc box head with BN, what SoCo
-pretrains (MCL: all but the fc). One state dict in the detector's names (``backbone.body.*``,
-``backbone.fpn.*``, ``roi_heads.box_head.*``); with ``strict=False`` only the RPN, predictors
-(and mask branch; MCL's box fc) are missing.
+The v2 detectors' BN FPN and 4conv1fc box head are what SoCo pretrains (MCL: all but the fc).
+One state dict (``backbone.body.*``, ``backbone.fpn.*``, ``roi_heads.box_head.*``); with
+``strict=False`` only the RPN, predictors (and mask branch; MCL's box fc) are missing.
 """
 
 from __future__ import annotations
@@ -50,11 +49,8 @@ class _DetectorLayout(nn.Module):
 
 
 def detector_state_dict(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Backbone, FPN and box head under torchvision v2 detector names, verified.
-
-    Raises:
-        ExportError: the run has no pretrained FPN/box head, or the layout does not match.
-    """
+    """Backbone, FPN and box head under torchvision v2 detector names, verified
+    (:class:`ExportError` if the run has none or the layout does not match)."""
     if not has_detection_heads(modules):
         raise ExportError(
             "this run pretrained only a backbone; --format torchvision_detection needs an FPN "

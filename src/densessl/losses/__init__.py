@@ -1,11 +1,8 @@
 """Self-supervised objectives as pure functions of tensors: one objective per file.
 
-No modules, no state, no collectives: every function takes already-gathered tensors (gathering
-keys across processes and keeping the negative queue are the caller's business), so each can be
-checked in one process against a plain-loop reference (``tests/reference/``). Each file's
-docstrings give the formula and the shapes. Matching and neighbour tables, which are not
-objectives, live in :mod:`densessl.models.matching`, :mod:`densessl.models.neighbours` and
-:mod:`densessl.models.pixel_pairs`.
+No modules, no state, no collectives: every function takes already-gathered tensors, so each can
+be checked in one process against a plain-loop reference (``tests/reference/``). Matching and
+neighbour tables live in :mod:`densessl.models`.
 """
 
 from densessl.losses.byol import byol_loss

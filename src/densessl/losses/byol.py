@@ -16,9 +16,6 @@ def byol_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Args:
         pred: (M, D) online predictions.
         target: (M, D) target projections of the other view (same row order).
-
-    Returns:
-        Scalar tensor: the mean of loss_i over the M rows, in [0, 4].
     """
     dtype = torch.promote_types(pred.dtype, torch.float32)
     p = F.normalize(pred.to(dtype), dim=-1)

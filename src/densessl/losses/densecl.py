@@ -31,12 +31,8 @@ def densecl_dense_loss(
         q_dense: (B, N, D) query dense projections, L2-normalised per location.
         k_dense: (B, Nk, D) key dense projections, L2-normalised per location.
         q_feat: (B, N, C) query backbone features (raw; normalised inside, for matching only).
-        k_feat: (B, Nk, C) key backbone features (raw; normalised inside, for matching only).
+        k_feat: (B, Nk, C) key backbone features, likewise.
         negatives: (K, D) negatives, L2-normalised (DenseCL's dense queue of pooled key vectors).
-        temperature: t > 0.
-
-    Returns:
-        Scalar tensor: the mean loss over the B·N query locations.
     """
     batch, locations, dim = q_dense.shape
     index = match_by_similarity(q_feat.detach(), k_feat.detach())  # (B, N)

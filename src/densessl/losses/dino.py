@@ -27,11 +27,7 @@ def dino_loss(
         student_logits: (B, K).
         teacher_logits: (B, K), same rows (another view of the same images, or the same view).
         center: (K,) or (1, K), the running mean of teacher logits.
-        student_temp: τ_s (DINO: 0.1).
-        teacher_temp: τ_t (DINO: 0.04 -> 0.07, SelfPatch: 0.04).
-
-    Returns:
-        Scalar tensor: the mean over the B rows.
+        teacher_temp: τ_t (DINO: 0.04 -> 0.07, SelfPatch: 0.04); ``student_temp`` τ_s (0.1).
     """
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     # Autocast off: both softmaxes stay in float32 (or float64) whatever the enclosing context.

@@ -16,18 +16,13 @@ def mcl_cell_loss(
         loss_c = −log( exp(⟨p̂_c, z_{y_c}⟩/T) / Σ_m exp(⟨p̂_c, z_m⟩/T) ),  p̂_c = p_c/‖p_c‖
         loss   = 2T · mean_c loss_c
 
-    scaled by 2T so that at T = 1 the positive term is BYOL's −2·cos; the level weight is the
-    caller's.
+    scaled by 2T so that at T = 1 the positive term is BYOL's −2·cos; float32 at least.
 
     Args:
         pred: (n, D) online predictions of n cells (normalised here).
         targets: (N, D) L2-normalised full-view targets of the other branch, gathered from every
             process; no gradient.
         labels: (n,) long, index into ``targets`` of each cell's source image.
-        temperature: T (reference: 1.0).
-
-    Returns:
-        Scalar tensor, computed in float32 at least.
     """
     dtype = torch.promote_types(pred.dtype, torch.float32)
     p = F.normalize(pred.to(dtype), dim=-1)

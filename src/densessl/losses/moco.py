@@ -21,10 +21,6 @@ def info_nce(
         q: (M, D) queries, L2-normalised.
         k: (M, D) positive keys, L2-normalised (normally detached; not blocked here).
         negatives: (K, D) negative keys, L2-normalised (e.g. ``NegativeQueue.negatives()``).
-        temperature: t > 0.
-
-    Returns:
-        Scalar tensor: the mean loss over the M rows.
     """
     if negatives.shape[0] == 0:
         return (q * k).sum() * 0.0  # only the positive logit: -log(1) = 0, still in the graph

@@ -23,8 +23,7 @@ def box_pair_loss(
     Args:
         pred: (N, K, D) online predictions of the K box slots of each image.
         target: (N, K, D) target projections of the other view's K slots (no gradient).
-        pred_ids: (N, K) integer proposal id of every prediction slot.
-        target_ids: (N, K) integer proposal id of every target slot.
+        pred_ids: (N, K) integer proposal id of every prediction slot; ``target_ids`` likewise.
 
     Returns:
         Scalar tensor in [−2, 2].

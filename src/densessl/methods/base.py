@@ -1,10 +1,10 @@
 """The contract between a method and the engine, and the teacher-student base every method uses.
 
-A method is an ``nn.Module`` owning its networks, heads, queues and loss, with its paper
-defaults in a ``Config`` dataclass. It never touches devices, DDP, optimizers or time: it
-declares its schedules (:meth:`Method.schedules`); the engine evaluates them once per optimizer
-step and passes a :class:`StepState` to ``forward(batch, state)`` for every micro-batch and to
-``after_step(state)`` once after the step, so gradient accumulation sees one teacher and queue.
+A method is an ``nn.Module`` owning networks, heads, queues and loss, paper defaults in a
+``Config``; it never touches devices, DDP, optimizers or time. The engine evaluates its
+:meth:`Method.schedules` once per optimizer step and passes a :class:`StepState` to every
+micro-batch's ``forward(batch, state)`` and to ``after_step(state)``, so gradient accumulation
+sees one teacher and queue.
 """
 
 from __future__ import annotations
@@ -118,10 +118,9 @@ class Method(nn.Module):
 class TeacherStudent(Method):
     """A student trained by the optimizer and a teacher that follows it by EMA.
 
-    Subclasses build ``self.student`` and ``self.teacher`` (a frozen copy,
-    :func:`densessl.models.ema.make_teacher`) and declare a ``teacher_momentum`` schedule; the
-    base updates the teacher after every step and exports ``export_roles`` (role -> attribute
-    path) of the released network.
+    Subclasses build ``self.student``, ``self.teacher`` (:func:`densessl.models.ema.make_teacher`)
+    and a ``teacher_momentum`` schedule; the base updates the teacher after every step and exports
+    ``export_roles`` (role -> attribute path) of the released network.
     """
 
     student: nn.Module

@@ -2,12 +2,9 @@
 
 Paper: Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
 NeurIPS 2020, https://arxiv.org/abs/2006.07733. Reference: google-deepmind/deepmind-research
-``byol/`` (JAX); SoCo (hologerry/SoCo) reuses its projector, predictor, loss and momentum rule.
-
-Letters: B images, C backbone channels, D projection width (256), H hidden width (4096).
-
-Objective. Online network f_θ (backbone, projector g_θ) with predictor q_θ; target f_ξ, g_ξ an
-EMA copy without predictor. For views v, v' of one image::
+``byol/``; SoCo reuses its projector, predictor, loss and momentum rule. Letters: B images, D
+projection width (256). Online f_θ, projector g_θ, predictor q_θ; target f_ξ, g_ξ an EMA copy
+without predictor. For views v, v' of one image::
 
     p = q_θ(g_θ(f_θ(v)))                 online prediction        (B, D)
     z' = g_ξ(f_ξ(v'))                    target projection        (B, D), no gradient
@@ -17,11 +14,9 @@ Projector and predictor: Linear(·, 4096) BN ReLU Linear(4096, 256), the last Li
 bias; residual blocks start with their last BN scale at zero (as the reference). The target
 follows ξ ← τ·ξ + (1 − τ)·θ with τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2.
 
-Recipe: the reference's 300-epoch preset: LARS, lr 0.3 × batch/256, wd 1e-6, τ_base 0.99, 10
-warm-up epochs, cosine; batch 4096, SyncBN (1000-epoch preset: ``byol_r50_in1k_1000ep``).
-Small-data recipe (``byol_small_data``, also SoCo's and MCL's): BENCHMARKS.md, "The BYOL family".
-
-Deviations from the reference: docs/deviations.md ("BYOL (`byol`) and SoCo (`soco`)").
+Recipe (the reference's 300-epoch preset): LARS, lr 0.3 × batch/256, wd 1e-6, τ_base 0.99, 10
+warm-up epochs, cosine; batch 4096, SyncBN (1000 epochs: ``byol_r50_in1k_1000ep``). Small-data
+recipe: BENCHMARKS.md. Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """DenseCL: dense contrastive learning, MoCo-v2 plus a pixel-level term.
 
 Paper: Wang et al., "Dense Contrastive Learning for Self-Supervised Visual Pre-Training",
-CVPR 2021, https://arxiv.org/abs/2011.09157. Reference: WXinlong/DenseCL
-(openselfsup/models/densecl.py, necks.py DenseCLNeck), commit b64bbb6.
+CVPR 2021, https://arxiv.org/abs/2011.09157. Reference: WXinlong/DenseCL @ b64bbb6
+(openselfsup/models/densecl.py, necks.py DenseCLNeck).
 
 Objective, with the MoCo-v2 notation of :mod:`densessl.methods.mocov2`:
 
@@ -16,10 +16,8 @@ the backbone C5 features. queue₂ holds, per image, the L2-normalised mean of t
 projection. τ = 0.2 for both terms; L_r averages all B·S² query locations.
 
 ViT backbones (``vit_*``, our extension, untuned): the last block's patch tokens as an h×w map
-take C5's place; the class token (or the patch mean) is the global vector. Small-data recipe
-(``densecl_small_data``): MoCo-v2's, at 160 px so that C5 is a 5×5 grid.
-
-Deviations from the reference: docs/deviations.md ("MoCo-v2 (`mocov2`) and DenseCL (`densecl`)").
+take C5's place; the class token (or the patch mean) is the global vector. Small-data recipe:
+MoCo-v2's, at 160 px so that C5 is a 5×5 grid. Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """DINO: self-distillation with no labels, on Vision Transformers.
 
 Paper: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
-https://arxiv.org/abs/2104.14294. Reference: facebookresearch/dino (main_dino.py, DINOLoss,
-vision_transformer.py DINOHead, utils.py), commit 7c446df.
-
-Letters: B images, V = 2 + M views (2 global, M local), D embed width, K head outputs.
+https://arxiv.org/abs/2104.14294. Reference: facebookresearch/dino @ 7c446df
+(main_dino.py, vision_transformer.py, utils.py). Letters: B images, V = 2 + M views (2 global,
+M local), D embed width, K head outputs.
 
 Objective. Student g_s and teacher g_t are a ViT (its [CLS] token) plus :class:`DINOHead`::
 
@@ -16,16 +15,12 @@ with 2·(V − 1) pairs. After every step c ← 0.9·c + 0.1·mean of the teache
 views, batch of all processes), and θ_t ← m·θ_t + (1 − m)·θ_s with m following a cosine from
 0.996 to 1.
 
-Defaults: the README's "vanilla" ViT-S/16 run (100 epochs, batch 512, τ_t 0.04, last layer
-weight-normalised with its gain fixed); ``dino_vits16_in1k_300ep`` is the "boosted" run. Recipe:
-AdamW, lr 5e-4 × batch/256, 10 warm-up epochs, cosine; weight decay cosine 0.04 -> 0.4; gradient
-clip 3; last layer frozen the first epoch; stochastic depth 0.1 on the student; fp16.
-The head's last layer and both softmaxes run in float32 under any autocast, because bf16 logits
-would be coarser than the reference's fp16 before the τ_t sharpening. ``cls_token`` and
-``pos_embed`` start as DINO's (truncated normal, std 0.02), not timm's. Small-data recipe
-(``dino_small_data``, also SelfPatch's): BENCHMARKS.md, "The DINO family".
-
-Deviations from the reference: docs/deviations.md ("DINO (`dino`) and SelfPatch (`selfpatch`)").
+Defaults: the README's "vanilla" ViT-S/16 run (100 epochs, batch 512, τ_t 0.04, last layer's gain
+fixed); ``dino_vits16_in1k_300ep`` is the "boosted" run. AdamW, lr 5e-4 × batch/256, 10 warm-up
+epochs, cosine; wd cosine 0.04 -> 0.4; grad clip 3; last layer frozen the first epoch; drop path
+0.1 on the student; fp16. The head's last layer and both softmaxes run in float32 (bf16 logits
+would be coarser than fp16 before the τ_t sharpening). Small-data recipe: BENCHMARKS.md.
+Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """MCL: multi-level contrastive learning on image montages, pretraining backbone, FPN and head.
 
 Paper: Guo et al., "Multi-Level Contrastive Learning for Dense Prediction Task", 2023,
-https://arxiv.org/abs/2304.02010. Reference: GuoQiushan/MCL @ 1912aa9 (openselfsup/models/
-mcl.py, necks.py ``DetConvGpNonLinearHead``, heads/latent_pred_head.py, configs/selfsup/MCL/).
+https://arxiv.org/abs/2304.02010. Reference: GuoQiushan/MCL @ 1912aa9
+(openselfsup/models/mcl.py, necks.py, heads/latent_pred_head.py, configs/selfsup/MCL/).
+Letters: B images per process, G processes, L levels (4), D width (256), S view side, s = S/32.
 
-Letters: B images per process, G processes, N = B·G, L levels (4), D embedding width (256),
-S view side, s = S/32 window side (7 at 224).
-
-Views and montages (:mod:`densessl.data.montage`): 2L views per image with BYOL's asymmetric
-colour recipe, views 0..L-1 branch q, L..2L-1 branch k. In each branch, level i takes its own
-view, shrinks it by 2^i (nearest) and tiles the batch into 2^i x 2^i montages of side S.
+Views (:mod:`densessl.data.montage`): 2L views per image, BYOL's asymmetric colour; views
+0..L-1 branch q, L..2L-1 branch k. Level i shrinks its view by 2^i and tiles 2^i x 2^i montages.
 
 Network (online θ; the target ξ is an EMA copy of all but the predictors)::
 
@@ -25,13 +22,10 @@ label its source image's global index (local index + B·rank)::
     L = Σ_i w_i · [ 2T·CE_T(q cells at level i, Z_k) + 2T·CE_T(k cells at level i, Z_q) ]
     w = (1/2, 1/4, 1/8, 1/8), T = 1
 
-Target momentum as BYOL's. Recipe (the reference's OpenSelfSup optimiser and mmcv schedule):
-LARS with the lr in the momentum buffer, lr 1.0 × batch/256, cosine times a 10-epoch warm-up
-factor from 1e-4, wd 1e-5, gradient norm clipped at 500; batch 4096, 100 epochs, SyncBN, fp16.
-The online backbone, FPN and the head's 4 convs are exported. Small-data recipe
-(``mcl_small_data``): BYOL's, unchanged, keeping the clip at 500.
-
-Deviations from the reference: docs/deviations.md ("MCL (`mcl`)").
+Target momentum as BYOL's. Recipe: LARS (lr in the momentum buffer), lr 1.0 × batch/256, cosine
+times a 10-epoch warm-up factor from 1e-4, wd 1e-5, grad norm clipped at 500; batch 4096, 100
+epochs, SyncBN, fp16. Exported: online backbone, FPN, the head's 4 convs. ``mcl_small_data``:
+BYOL's recipe, clip 500. Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations
@@ -112,8 +106,6 @@ def cross_branch_loss(
         predictions: per level, (n_i, D) predictions of the level's cells.
         sources: per level, the cells' local source indices (n_i elements, predictions' order).
         targets: (B, D) this process's L2-normalised targets; gathered here (no gradient).
-        weights: w_i per level.
-        temperature: T.
 
     Returns:
         The weighted sum over levels (scalar) and the unweighted loss of each level.

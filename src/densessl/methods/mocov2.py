@@ -1,9 +1,9 @@
 """MoCo-v2: momentum contrast with an MLP head and strong augmentation.
 
-Papers: He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020,
-https://arxiv.org/abs/1911.05722; Chen et al., "Improved Baselines with Momentum Contrastive
-Learning", 2020, https://arxiv.org/abs/2003.04297. Reference: facebookresearch/moco, and the
-MoCo-v2 path of WXinlong/DenseCL (``loss_lambda=0``).
+Papers: He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020, https://arxiv.org/abs/1911.05722; Chen et al., "Improved Baselines with Momentum
+Contrastive Learning", 2020, https://arxiv.org/abs/2003.04297. Reference:
+facebookresearch/moco, and the MoCo-v2 path of WXinlong/DenseCL (``loss_lambda=0``).
 
 Objective, for a query view q and key view k of the same image:
 
@@ -14,9 +14,7 @@ Objective, for a query view q and key view k of the same image:
 The teacher follows θ' ← m·θ' + (1−m)·θ with m = 0.999; after each step the batch's keys,
 gathered from all processes, replace the oldest entries of a queue of K = 65536.
 Small-data recipe (``mocov2_small_data``, shared with DenseCL): lr 0.06 at batch 32, K = 256,
-160 px views, ResNet-18 (BENCHMARKS.md, "Small-data recipe on CamVid").
-
-Deviations from the reference: docs/deviations.md ("MoCo-v2 (`mocov2`) and DenseCL (`densecl`)").
+160 px views, ResNet-18. Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations

@@ -2,31 +2,18 @@
 
 Paper: Xie et al., "Propagate Yourself: Exploring Pixel-Level Consistency for Unsupervised Visual
 Representation Learning", CVPR 2021, https://arxiv.org/abs/2011.10043. Reference: zdaxie/PixPro
-(``contrast/models/PixPro.py``, ``tools/pixpro_base_r50_100ep.sh``), commit e390d6b.
+@ e390d6b (``contrast/models/PixPro.py``, ``tools/pixpro_base_r50_100ep.sh``).
 
-Letters: B images, C backbone channels (2048 for ResNet-50), D projection width (256), H hidden
-width (4096), N = h·w pixels of the C5 map (7 × 7 at 224 px).
+Online: backbone f_θ, projector g_θ (1×1-conv MLP C-4096-256, BN), propagation module PPM; the
+target f_ξ, g_ξ is their EMA copy. For views v, v' of one image, N = h·w pixels of C5::
 
-Objective. Online network: backbone f_θ, projector g_θ (1×1-conv MLP C-H-D with BN), pixel
-propagation module PPM (:class:`~densessl.models.propagation.PixelPropagation`); the target
-f_ξ, g_ξ is an EMA copy without PPM. For views v, v' of one image::
+    x  = g_θ(f_θ(v))     (B, D, h, w);   y = PPM(x),  y_i = Σ_j max(cos(x_i, x_j), 0)^γ · ĝ(x_j)
+    x' = g_ξ(f_ξ(v'))    target of the other view, no gradient
+    L  = pixpro_loss(y, x', m) + pixpro_loss(y', x, mᵀ)   (+ α · BYOL on pooled instance heads)
 
-    x  = g_θ(f_θ(v))          (B, D, h, w) online projection of every pixel
-    y  = PPM(x)               y_i = Σ_j max(cos(x_i, x_j), 0)^γ · ĝ(x_j),   γ = 2
-    x' = g_ξ(f_ξ(v'))         target projection of the other view, no gradient
-    L_pix = pixpro_loss(y, x', m) + pixpro_loss(y', x, m^T)
-
-with m the positive pairs: pixels whose bin centres, mapped into the source image by the crop
-geometry the batch carries, lie within T = 0.7 bin diagonals
-(:func:`~densessl.models.pixel_pairs.positive_pairs`), and pixpro_loss = −2 · the mean cosine
-over each image's pairs (:func:`~densessl.losses.pixpro_loss`). PixPro + instance adds
-α·(byol_loss(p, z') + byol_loss(p', z)) on the pooled outputs of a second projector (C-H-D) and a
-predictor (D-H-D), both 1×1-conv MLPs applied before the pooling, as the reference.
-
-The target follows ξ ← τ·ξ + (1 − τ)·θ, τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2, every step.
-Recipe (engine): LARS, lr 1.0 × batch/256, weight decay 1e-5, norms and biases excluded from
-decay and adaptation, 5 warm-up epochs, cosine to 1e-6; batch 1024, SyncBN, 100 epochs, views
-of 224 px with BYOL's augmentation and crop scale (0.08, 1).
+m: pixel pairs whose bin centres, mapped into the source image by the batch's crop geometry, lie
+within T = 0.7 bin diagonals; pixpro_loss = −2 · mean cosine over each image's pairs. τ: cosine
+from 0.99 to 1. Recipe: LARS 1.0 × batch/256, wd 1e-5, 5 warm-up epochs, batch 1024, 224 px.
 
 Deviations from the reference: docs/deviations.md ("PixPro").
 """

@@ -1,15 +1,13 @@
 """SelfPatch: DINO plus patch-level self-distillation from each patch's most similar neighbours.
 
 Paper: Yun et al., "Patch-level Representation Learning for Self-supervised Vision
-Transformers", CVPR 2022, https://arxiv.org/abs/2206.07990. Reference: alinlab/SelfPatch
-(main_selfpatch.py DINOLoss, selfpatch_vision_transformer.py SelfPatchHead), commit 81aef14.
+Transformers", CVPR 2022, https://arxiv.org/abs/2206.07990. Reference: alinlab/SelfPatch @ 81aef14
+(main_selfpatch.py, selfpatch_vision_transformer.py). Letters as :mod:`densessl.methods.dino`;
+N = h·w patches of a view, k neighbours, Kp patch-head outputs.
 
-Letters as in :mod:`densessl.methods.dino`; N = h·w patches of a view, k neighbours, Kp
-patch-head outputs.
-
-Networks. A ViT without [CLS] token or final norm gives patch tokens P (B, N, D). A
-:class:`TokenAggregator` A (a learnable query, two class-attention blocks, a LayerNorm) makes
-the image token ``A(P)``. Two :class:`DINOHead`s: image (K = 65536) and patch (Kp = 4096).
+A ViT without [CLS] token or final norm gives patch tokens P (B, N, D); a :class:`TokenAggregator`
+A (a learnable query, two class-attention blocks, a LayerNorm) makes the image token ``A(P)``.
+Two :class:`DINOHead`s: image (K = 65536) and patch (Kp = 4096).
 
 Targets (teacher, every view): patch i keeps the k = 4 of the 8 cells of its 3x3 window
 (``border``: ``wrap`` as the reference, or ``clamp``) most similar by cosine of the teacher's P
@@ -24,10 +22,8 @@ Objective, τ_t constant 0.04 (reference default), τ_s = 0.1::
     L = L_image + 0.1 · L_patch
 
 The image centre c is updated with the teacher's image logits of all V views (DINO: only the
-global ones) and the patch centre c_p with the mean over every patch of every view.
-Small-data recipe (``selfpatch_small_data``): DINO's, unchanged.
-
-Deviations from the reference: docs/deviations.md ("DINO (`dino`) and SelfPatch (`selfpatch`)").
+global ones), the patch centre c_p with the mean over every patch of every view. Small-data
+recipe: DINO's. Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations

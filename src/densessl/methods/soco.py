@@ -3,13 +3,11 @@
 Paper: Wei et al., "Aligning Pretraining for Detection via Object-Level Contrastive Learning",
 NeurIPS 2021, https://arxiv.org/abs/2106.02637. Reference: hologerry/SoCo @ 2be1229
 (contrast/models/SoCo_FPN.py, fpn.py, fast_rcnn_conv_fc_head.py, mlps.py; contrast/data/).
-
 Letters: N images, K box slots per view pair (4), D projection width (256), L = 4 levels.
 
-Views and boxes (:mod:`densessl.data.box_views`): V1 the whole image at 224, V2 a crop (area
-0.5-1) at 224, V3 an independent crop at 112; K proposals overlapping both views of each pair
-(V1, V2), (V1, V3). SoCo* (``star: true``): V3 at 192 and V4 = V2's window at 112, pair (V1, V4)
-reusing (V1, V2)'s boxes.
+Views (:mod:`densessl.data.box_views`): V1 the whole image at 224, V2 a crop (area 0.5-1) at
+224, V3 a crop at 112; K proposals overlapping both views of (V1, V2), (V1, V3). SoCo*
+(``star: true``): V3 at 192, V4 = V2's window at 112, pair (V1, V4) reusing (V1, V2)'s boxes.
 
 Network (online θ; the target ξ is an EMA copy of all but the predictor)::
 
@@ -27,10 +25,8 @@ Loss, for a pair (a, b) with ids matching box slots (:func:`densessl.losses.box_
 As the reference: last BN scale of every ResNet block starts at zero, projector and predictor
 keep their last bias, box-aware cutout (p 0.5) only without ``star``. Target momentum
 τ = 1 − (1 − 0.99)·(cos(πk/K) + 1)/2. Recipe: LARS, lr 1.0 × batch/256, wd 1e-5, 10 warm-up
-epochs, cosine; batch 2048, 100 epochs, SyncBN, fp16. The online backbone + FPN + box head is
-exported. Small-data recipe (``soco_small_data``): BYOL's, unchanged.
-
-Deviations from the reference: docs/deviations.md ("BYOL (`byol`) and SoCo (`soco`)").
+epochs, cosine; batch 2048, 100 epochs, SyncBN, fp16. Exported: online backbone + FPN + box
+head. ``soco_small_data``: BYOL's recipe. Deviations: docs/deviations.md.
 """
 
 from __future__ import annotations
@@ -166,10 +162,8 @@ class SoCo(TeacherStudent):
         """Embed one box set.
 
         Args:
-            encoder: student or teacher.
-            pyramid: that network's [P2..P5] of the view.
+            pyramid: ``encoder``'s [P2..P5] of the view.
             boxes: (N, K, 4) view-pixel boxes.
-            view_size: (height, width) of the view.
             predict: apply the predictor (online branch).
 
         Returns:

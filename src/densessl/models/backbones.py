@@ -27,19 +27,14 @@ _INITS = ("torchvision", "kaiming_fan_in")
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without ``avgpool``/``fc``, returning C2..C5.
 
-    Keys are torchvision's minus ``fc.*``, so exports load into torchvision, detectron2 or mmdet
-    converters without a key map.
+    Keys are torchvision's minus ``fc.*``, so exports load without a key map.
 
     Args:
-        arch: torchvision constructor name: "resnet18", "resnet34", "resnet50" or "resnet101".
+        arch: "resnet18", "resnet34", "resnet50" or "resnet101".
         zero_init_residual: zero the last BN of each residual block (BYOL, SoCo; not MoCo-v2 /
-            DenseCL; see ``models/residual_init.py``).
+            DenseCL).
         init: "torchvision" (Kaiming-normal fan_out convs) or "kaiming_fan_in" (the
             DenseCL/OpenSelfSup reference's); BN weight 1, bias 0 in both.
-
-    Attributes:
-        arch: the torchvision constructor name.
-        out_channels: channels of each output, e.g. ``{"c2": 256, ..., "c5": 2048}`` for R50.
     """
 
     def __init__(self, arch: str, zero_init_residual: bool = False, init: str = "torchvision"):

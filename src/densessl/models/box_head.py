@@ -40,7 +40,6 @@ def roi_align_levels(
         levels: L maps (N, C, h_l, w_l), e.g. [P2, P3, P4, P5].
         boxes: (R, 4) xyxy in view pixels.
         image_index: (R,) which image of the batch each box belongs to.
-        view_size: (height, width) of the view.
         output_size: side S of the pooled window (SoCo: 7).
 
     Returns:
@@ -73,12 +72,7 @@ def roi_align_assigned(
     at a quarter of the cost.
 
     Args:
-        levels: L maps (N, C, h_l, w_l).
-        boxes: (R, 4) xyxy in view pixels.
-        image_index: (R,) image of each box.
-        level_index: (R,) integer level 0..L-1 of each box.
-        view_size: (height, width) of the view.
-        output_size: side S of the pooled window.
+        level_index: (R,) integer level 0..L-1 of each box; the rest as there.
 
     Returns:
         (R, C, S, S) float32 (float64 in a float64 run).
@@ -103,10 +97,7 @@ class ConvFCBoxHead(nn.Module):
 
     Args:
         in_channels: channels of the pooled features (the FPN's, 256).
-        conv_channels: channels of the four convs (256).
-        fc_dim: output features (1024).
         roi_size: side S of the pooled windows (7).
-        num_convs: number of convs (4).
 
     Attributes:
         convs: the :class:`ConvNorm` layers (``.conv``, ``.norm``).

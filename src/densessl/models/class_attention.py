@@ -15,13 +15,8 @@ class ClassAttentionBlock(nn.Module):
     """One pre-norm block that updates only the query token.
 
     ``u = LN1([query; tokens])``; attention with the query from ``u[0]`` and keys and values from
-    all of ``u``; ``query += proj(attn)``; ``query += MLP(LN2(query))``. No LayerScale, dropout
-    or drop-path (SelfPatch's settings).
-
-    Args:
-        dim: token width D.
-        num_heads: attention heads (D must be divisible by it).
-        mlp_ratio: MLP hidden width as a multiple of D.
+    all of ``u``; ``query += proj(attn)``; ``query += MLP(LN2(query))`` (hidden ``mlp_ratio``·D).
+    No LayerScale, dropout or drop-path (SelfPatch's settings).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
@@ -46,16 +41,11 @@ class ClassAttentionBlock(nn.Module):
     def forward(
         self, query: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Update the query token from a set of tokens.
+        """Update (M, 1, D) ``query`` tokens from (M, L, D) ``tokens``; returns (M, 1, D).
 
         Args:
-            query: (M, 1, D) query tokens.
-            tokens: (M, L, D) the sets to read.
             valid: optional (M, L) bool; False entries are masked out of the softmax (the query
                 itself always counts, so no row is fully masked).
-
-        Returns:
-            (M, 1, D) updated query tokens.
         """
         m, _, dim = query.shape
         u = self.norm1(torch.cat([query, tokens], dim=1))  # (M, 1 + L, D)

@@ -1,8 +1,7 @@
 """Feature pyramid network over C2..C5 with batch norm, as SoCo pretrains it (P2..P5, no P6).
 
-Lin et al., "Feature Pyramid Networks for Object Detection", CVPR 2017; the layout of SoCo's FPN
-(mmdet ``FPN``, ``norm_cfg=BN``, ``num_outs=4``) and torchvision's ``fasterrcnn_resnet50_fpn_v2``
-neck: 1x1 lateral conv + BN, nearest top-down sum, 3x3 output conv + BN, no activation.
+Lin et al., CVPR 2017, in the layout of SoCo's FPN (mmdet ``FPN``, ``norm_cfg=BN``,
+``num_outs=4``) and torchvision's ``fasterrcnn_resnet50_fpn_v2`` neck; no activation.
 """
 
 from __future__ import annotations
@@ -41,10 +40,6 @@ class FPN(nn.Module):
     Args:
         in_channels: channels of C2..C5, e.g. (256, 512, 1024, 2048) for ResNet-50.
         out_channels: channels of every P level (SoCo: 256).
-
-    Attributes:
-        lateral_convs: 4 :class:`ConvNorm` 1x1, C_{i+2} -> out_channels.
-        output_convs: 4 :class:`ConvNorm` 3x3, out_channels -> out_channels.
     """
 
     def __init__(self, in_channels: tuple[int, ...] | list[int], out_channels: int = 256):

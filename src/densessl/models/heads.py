@@ -15,9 +15,6 @@ class MLPHead(nn.Module):
     """Linear -> [BN] -> ReLU -> Linear: MoCo-v2 / DenseCL global projection head.
 
     Args:
-        in_dim: input features C.
-        hidden_dim: hidden width.
-        out_dim: output features D.
         batch_norm: BatchNorm1d after the hidden Linear (BYOL-style; none in MoCo-v2/DenseCL).
         kaiming_init: Kaiming-normal (fan_in, relu) weights and zero bias, as DenseCL's
             ``init_linear='kaiming'``; False keeps PyTorch's default (BYOL / SoCo).
@@ -52,15 +49,8 @@ class MLPHead(nn.Module):
 
 class DenseHead(nn.Module):
     """Conv1x1 -> [BN] -> ReLU -> Conv1x1 per location: DenseCL's dense head (no BN) and PixPro's
-    projector and predictor (``batch_norm=True``, MLP2d). PyTorch's default conv init, with
-    biases, as both references.
-
-    Args:
-        in_dim: input channels C.
-        hidden_dim: hidden channels.
-        out_dim: output channels D.
-        batch_norm: add BatchNorm2d after the hidden conv (statistics over B·H·W).
-    """
+    projector and predictor (``batch_norm=True``, MLP2d; statistics over B·H·W). PyTorch's
+    default conv init, with biases, as both references."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
         super().__init__()
@@ -80,11 +70,6 @@ class WeightNormLinear(nn.Module):
 
     DINO's last layer. ``g`` starts at 1; ``learn_gain=False`` (``norm_last_layer=True``) keeps
     it there, so each output is a cosine times ‖x‖, which stabilises training (DINO).
-
-    Args:
-        in_dim: input features.
-        out_dim: output features K.
-        learn_gain: train the per-row gain g.
     """
 
     def __init__(self, in_dim: int, out_dim: int, learn_gain: bool = False):
@@ -106,10 +91,7 @@ class DINOHead(nn.Module):
     weights, zero bias, no BatchNorm. Works on the last dimension: (B, D) or (B, N, D).
 
     Args:
-        in_dim: input features D.
         out_dim: output logits K (DINO: 65536; SelfPatch's patch head: 4096).
-        hidden_dim: MLP width (2048).
-        bottleneck_dim: width before the last layer (256).
         norm_last_layer: keep the last layer's gain fixed at 1 (DINO's default True).
     """
 

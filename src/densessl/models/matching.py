@@ -15,7 +15,7 @@ def match_by_similarity(q_feat: torch.Tensor, k_feat: torch.Tensor) -> torch.Ten
 
     Args:
         q_feat: (B, Nq, C) query features (any scale; normalised here).
-        k_feat: (B, Nk, C) key features (any scale; normalised here).
+        k_feat: (B, Nk, C) key features, likewise.
 
     Returns:
         (B, Nq) LongTensor of indices into the Nk key locations.

@@ -54,10 +54,8 @@ def selfpatch_neighbors(
     beyond the available candidates hold -1.
 
     Args:
-        tokens: (B, N, D) patch tokens, N = h*w in row-major order.
-        grid: (h, w).
+        tokens: (B, N, D) patch tokens, N = h*w in row-major order; ``grid`` = (h, w).
         k: neighbours to keep (SelfPatch: 4), 1 <= k <= 8.
-        border: "wrap" or "clamp" (see :func:`neighbour_table`).
 
     Returns:
         (B, N, k) int64 indices into N, most similar first; -1 marks an empty slot.

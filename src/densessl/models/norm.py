@@ -95,14 +95,9 @@ class GlobalBatchNormAct2d(_GlobalBatchNormMixin, BatchNormAct2d):
 def convert_batchnorm(module: nn.Module, mode: str) -> nn.Module:
     """Return ``module`` with its batch norms made synchronised (or not) across processes.
 
-    Args:
-        module: any module; children are replaced in place, so ``state_dict`` keys do not change.
-        mode: "bn" leaves everything as is; "sync" replaces every ``nn.BatchNorm1d/2d`` by
-            :class:`GlobalBatchNorm1d/2d` (CPU/gloo and GPU); "torch_sync" uses
-            ``nn.SyncBatchNorm.convert_sync_batchnorm`` (CUDA only).
-
-    Returns:
-        The converted module (a new object only when ``module`` itself is a batch norm).
+    Children are replaced in place (same ``state_dict`` keys); a new object only when ``module``
+    itself is a batch norm. ``mode``: "bn" changes nothing; "sync" uses
+    :class:`GlobalBatchNorm1d/2d` (CPU/gloo and GPU); "torch_sync" ``nn.SyncBatchNorm`` (CUDA).
     """
     if mode not in _MODES:
         raise ValueError(f"unknown batch-norm mode {mode!r}; known: {', '.join(_MODES)}")

@@ -12,10 +12,6 @@ class NegativeQueue(nn.Module):
     vectors (as the reference). The caller passes keys already gathered from all processes, so
     every rank's queue stays equal.
 
-    Args:
-        length: number of stored keys K.
-        dim: key dimension D.
-
     Attributes:
         keys: (length, dim) buffer; row r is a stored key.
         ptr: () long buffer; the next row to overwrite (the oldest key).

@@ -9,10 +9,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 def zero_init_residual_(module: nn.Module) -> int:
     """Zero the scale of the last BN of every residual block, in place (``bn3`` of a bottleneck,
-    ``bn2`` of a basic block). Call it after any other re-initialisation.
-
-    Returns:
-        The number of BatchNorm layers zeroed (0 for a backbone without such blocks, e.g. a ViT).
+    ``bn2`` of a basic block), after any other re-initialisation; returns how many (0 for a ViT).
     """
     zeroed = 0
     for block in module.modules():

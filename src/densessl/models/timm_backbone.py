@@ -1,8 +1,7 @@
 """Any timm CNN as a densessl backbone: timm's ``features_only`` pyramid, renamed C2..C5.
 
-``build_backbone("timm/<name>")`` builds ``timm.create_model(name, features_only=True,
-pretrained=False)`` and returns its stride 4, 8, 16, 32 maps as ``c2..c5``, so every CNN method
-runs on it unchanged. Keys are the ``features_only`` model's (smp's ``tu-`` encoders: a prefix);
+``build_backbone("timm/<name>")``: ``timm.create_model(name, features_only=True)``'s stride 4, 8,
+16, 32 maps as ``c2..c5``, so every CNN method runs on it. Keys are the ``features_only`` model's;
 :meth:`TimmBackbone.timm_key` maps them to the full model's (``stages_1.x`` -> ``stages.1.x``).
 """
 
@@ -36,15 +35,12 @@ class TimmBackbone(nn.Module):
         **timm_kwargs: extra ``timm.create_model`` arguments (tests shrink depths and widths).
 
     Attributes:
-        arch: the densessl backbone name, ``"timm/<timm_name>"``.
-        timm_name, timm_kwargs: what rebuilds this network in timm.
+        arch: ``"timm/<timm_name>"``.
         body: the ``features_only`` model; ``body.state_dict()`` keys are the backbone's own.
-        out_channels: channels of c2..c5, read from timm's ``feature_info``.
         level_strides: input pixels per cell of each output (read by the dense probes).
-        default_levels: ("c5",), as the ResNets.
 
     Raises:
-        TimmBackboneError: timm has no such model, or it lacks a map at stride 4, 8, 16 or 32.
+        TimmBackboneError: no such model, or no map at stride 4, 8, 16 or 32.
     """
 
     def __init__(self, timm_name: str, **timm_kwargs: Any) -> None:

@@ -1,12 +1,10 @@
 """Vision Transformer backbones (timm's ``VisionTransformer``) returning the patch-token grid.
 
-The backbone subclasses timm's ``VisionTransformer`` (only ``forward`` differs), so its keys are
-timm's and an export loads into ``VisionTransformer(**backbone.timm_kwargs)`` strictly. Position
-embeddings are resampled bicubically without antialias, as DINO's ``interpolate_pos_encoding``,
-to any input size, so crops of every size share one table. ``cls_token`` starts truncated-normal
-(std 0.02) as DINO's, not timm's std 1e-6; the rest keeps timm's init, which matches DINO's.
-
-Letters: B images, D embedding width, p patch size, (h, w) = (H // p, W // p) the token grid.
+A subclass of timm's ``VisionTransformer`` (only ``forward`` differs), so an export loads into
+``VisionTransformer(**backbone.timm_kwargs)`` strictly. Position embeddings are resampled
+bicubically without antialias (DINO's ``interpolate_pos_encoding``), so crops of every size share
+one table. ``cls_token`` starts truncated-normal (std 0.02) as DINO's, not timm's 1e-6.
+Letters: B images, D width, p patch size, (h, w) = (H // p, W // p) the token grid.
 """
 
 from __future__ import annotations
@@ -70,11 +68,8 @@ class ViTBackbone(VisionTransformer):
         drop_path_rate: stochastic depth, linearly increasing over the blocks.
 
     Attributes:
-        arch: the registered name.
-        timm_kwargs: the ``VisionTransformer`` arguments that rebuild this model in timm.
         out_channels: {"patch": D} (and {"cls": D} with a class token).
         level_strides: {"patch": p}, input pixels per grid cell (read by the dense probes).
-        default_levels: ("patch",), the output the dense probes use by default.
     """
 
     def __init__(
@@ -99,15 +94,8 @@ class ViTBackbone(VisionTransformer):
             nn.init.trunc_normal_(self.cls_token, std=0.02)  # DINO's init (timm: std 1e-6)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token and add position embeddings resampled to the token grid
-        (bicubic without antialias, DINO's; the class token has its own table entry).
-
-        Args:
-            x: (B, h, w, D) patch embeddings (timm's ``dynamic_img_size`` layout).
-
-        Returns:
-            (B, prefix + h·w, D) tokens with position embeddings added.
-        """
+        """(B, h, w, D) patch embeddings (timm's ``dynamic_img_size`` layout) -> (B, prefix + h·w,
+        D) tokens: class token prepended, position embeddings resampled to the grid added."""
         batch, h, w, dim = x.shape
         pos_embed = resample_abs_pos_embed(
             self.pos_embed,
@@ -123,15 +111,9 @@ class ViTBackbone(VisionTransformer):
         return self.pos_drop(tokens + pos_embed)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        """Run the transformer.
-
-        Args:
-            x: (B, 3, H, W) images; any size (a remainder smaller than a patch is dropped).
-
-        Returns:
-            ``{"patch": (B, D, h, w)}`` last-block patch tokens (after the final norm when the
-            model has one) laid out as a map, plus ``"cls": (B, D)`` when there is a class token.
-        """
+        """(B, 3, H, W) images, any size (a remainder under a patch is dropped) ->
+        ``{"patch": (B, D, h, w)}`` last-block tokens (after the final norm if any) as a map,
+        plus ``"cls": (B, D)`` with a class token."""
         batch = x.shape[0]
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
         tokens = self.forward_features(x)  # (B, prefix + h*w, D)

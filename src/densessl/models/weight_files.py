@@ -20,11 +20,8 @@ _WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
 def read_weights_file(path: Path) -> Any:
-    """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file.
-
-    Raises:
-        WeightsError: one line naming the file and why it cannot be read.
-    """
+    """The contents of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file;
+    :class:`WeightsError` naming the file and why if unreadable."""
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path), device="cpu")
@@ -55,11 +52,8 @@ def load_torch_file(path: Path) -> Any:
 def unwrap_state_dict(state: Any) -> dict[str, torch.Tensor]:
     """Plain backbone keys from a possibly wrapped or prefixed state dict, ``fc.*`` dropped:
     ``{"state_dict": sd}`` / ``{"model": sd}`` unwrapped, ``module.`` stripped, and when some
-    keys start with ``backbone.`` only those, stripped.
-
-    Raises:
-        WeightsError: when ``state`` is not a mapping from names to tensors.
-    """
+    keys start with ``backbone.`` only those, stripped (:class:`WeightsError` if not a mapping
+    from names to tensors)."""
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

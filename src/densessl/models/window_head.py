@@ -1,10 +1,8 @@
 """MCL's window head: a pyramid level cut into the windows of a montage's cells, embedded each.
 
-Guo et al. (2023), reference GuoQiushan/MCL ``DetConvGpNonLinearHead``. At level i, P(5 - i) of a
-montage is cut into a ``2**i x 2**i`` grid of ``s x s`` windows (s = view side / 32), one per
-cell, before the convs, so the head sees no context across cells.
-
-Letters: M maps, C channels, g cells per side, s window side, R = M·g² windows, D output width.
+Reference GuoQiushan/MCL ``DetConvGpNonLinearHead``. At level i, P(5 - i) of a montage is cut
+into a ``2**i x 2**i`` grid of ``s x s`` windows (s = view side / 32) before the convs, so the
+head sees no context across cells. Letters: M maps, C channels, g cells per side, D output width.
 """
 
 from __future__ import annotations
@@ -18,11 +16,7 @@ from densessl.models.fpn import ConvNorm
 
 
 def cut_windows(features: torch.Tensor, grid: int) -> torch.Tensor:
-    """Cut each map into a ``grid x grid`` array of equal windows, in row-major cell order.
-
-    Args:
-        features: (M, C, H, W) with H and W divisible by ``grid``.
-        grid: windows per side, g.
+    """Cut (M, C, H, W) ``features`` into ``grid x grid`` (g) equal windows, row-major.
 
     Returns:
         (M·g², C, H/g, W/g): window ``m·g² + r·g + c`` is
@@ -64,16 +58,8 @@ class WindowHead(nn.Module):
     """Per window: 4 x [3x3 conv, BN, ReLU] -> average pool -> Linear, BN, ReLU, Linear, BN; the
     last BN without affine, Linears Kaiming-normal (fan_in, relu) with zero bias, as the reference.
 
-    Args:
-        in_channels: FPN channels (256).
-        conv_channels: channels of the convs (256; the reference keeps the FPN width).
-        hidden_dim: MLP hidden width (2048).
-        out_dim: embedding width D (256).
-        num_convs: conv layers (4).
-
     Attributes:
         tower: the :class:`BoxHeadConvs` (exported as the box head's convs).
-        projector: the MLP.
     """
 
     def __init__(

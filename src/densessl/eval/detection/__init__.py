@@ -1,10 +1,5 @@
 """Detection transfer: fine-tune torchvision Faster / Mask R-CNN R-FPN from a backbone, COCO AP.
 
-Modules: :mod:`.dataset` (COCO-format data), :mod:`.synthetic_coco` (built-in scenes as COCO),
-:mod:`.model` (detector, heads, norms), :mod:`.weights` (trunk plus pretrained heads),
-:mod:`.train` (detectron2's 1x recipe), :mod:`.coco_eval` (COCOeval AP), :mod:`.options` and
-:mod:`.finetune` (:func:`finetune_detector`).
-
 Inputs are RGB in [0, 1], ImageNet-normalised in the model, short side ``min_size``, long side at
 most ``max_size``. Default: 12 epochs of the train images with boxes, lr ``0.02 * batch / 16``.
 """

@@ -30,9 +30,7 @@ class DetectionScores:
         box_ap, box_ap50, box_ap75: box AP at IoU 0.5:0.95, 0.5 and 0.75.
         box_ap_per_class: box AP at IoU 0.5:0.95 per category name (NaN: no ground truth).
         mask_ap, mask_ap50, mask_ap75: the same for masks; None for Faster R-CNN.
-        iterations: training iterations run.
         extra_keys_used: ``extra_state`` keys loaded into the detector.
-        heads: the detector's head layout, "v1" or "v2".
     """
 
     box_ap: float

@@ -1,11 +1,10 @@
 """COCO-format detection datasets: any instances JSON with its images, as torchvision samples.
 
-Layouts accepted by :func:`open_coco` (``DIR`` = its root): ``DIR/<split>/images/`` +
-``DIR/<split>/annotations.json`` (as
-:func:`~densessl.eval.detection.synthetic_coco.write_synthetic_coco` writes), or COCO 2017's
-``DIR/annotations/instances_<split>2017.json`` with images in ``DIR/images/<split>2017/`` or
-``DIR/<split>2017/``. Category ids become labels ``1..C`` in ascending id order (0 background).
-Crowds and boxes with no area in the image are left out of the targets, not out of ``.coco``.
+Layouts accepted by :func:`open_coco`: ``DIR/<split>/images/`` + ``DIR/<split>/annotations.json``
+(as ``write_synthetic_coco`` writes), or COCO 2017's ``DIR/annotations/instances_<split>2017.json``
+with images in ``DIR/images/<split>2017/`` or ``DIR/<split>2017/``. Category ids become labels
+``1..C`` in ascending id order (0 background); crowds and empty boxes are left out of the targets,
+not out of ``.coco``.
 """
 
 from __future__ import annotations
@@ -51,16 +50,12 @@ class CocoDetection(torch.utils.data.Dataset):
     """A COCO-format instances JSON with its image folder, as torchvision detection samples.
 
     Args:
-        images_dir: folder holding each image's ``file_name``.
-        annotation_file: the instances JSON.
         with_masks: also return instance masks (Mask R-CNN); needs ``segmentation`` fields.
 
     Attributes:
         coco: the pycocotools ``COCO`` index (ground truth for COCOeval).
-        image_ids: COCO image id of each sample, ascending.
         category_ids: COCO category id of each contiguous label ``1..C`` (at index label - 1).
-        class_names: ``["background", <name of label 1>, ...]``, ``num_classes`` entries.
-        num_classes: ``C + 1``, background included, as torchvision's ``num_classes``.
+        class_names: ``["background", <name of label 1>, ...]``, ``num_classes`` (C + 1) entries.
     """
 
     def __init__(
@@ -172,11 +167,8 @@ class CocoDetection(torch.utils.data.Dataset):
 
 
 def open_coco(root: str | Path, split: str = "train", with_masks: bool = False) -> CocoDetection:
-    """Open split ``split`` of a COCO-format dataset folder (layouts in the module docstring).
-
-    Raises:
-        DataError: the folder is missing or holds neither layout for ``split``.
-    """
+    """Open split ``split`` of a COCO-format dataset folder (layouts in the module docstring);
+    :class:`DataError` if missing or neither layout."""
     root = Path(root)
     hint = (
         f"expected {split}/{ANNOTATIONS_NAME} + {split}/images/ or "

@@ -60,10 +60,8 @@ def finetune_detector(
 
     Args:
         backbone: pretrained trunk (any device; copied), or None for a random init.
-        data_root: COCO-format dataset folder (see :func:`~.dataset.open_coco`).
-        options: :class:`DetectOptions`; its defaults when None.
-        extra_state: pretrained FPN / head weights in torchvision naming (see
-            :func:`~densessl.eval.detection.weights.load_detection_weights`).
+        extra_state: pretrained FPN / head weights in torchvision naming
+            (:func:`~densessl.eval.detection.weights.load_detection_weights`).
 
     Returns:
         The val scores, the same on every rank.

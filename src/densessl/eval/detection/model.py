@@ -1,19 +1,12 @@
 """The detector: torchvision's Faster / Mask R-CNN R-FPN over a densessl trunk, two head layouts.
 
-The trunk is loaded from a :class:`ResNetBackbone` (torchvision keys, onto
-``model.backbone.body``); the FPN and heads start random unless pretrained weights are loaded
-(:func:`load_extra_state`).
-
-* "v1" (``fasterrcnn_resnet50_fpn``): FPN without norm, 1-conv RPN head, 2-fc box head, 4-conv
-  mask head.
-* "v2" (``*_resnet50_fpn_v2``, rebuilt for any ResNet depth): FPN with BN, 2-conv RPN head,
-  4conv1fc box head and mask head with BN; the layout SoCo pretrains. Widths follow the
-  pretrained weights (:class:`HeadWidths`), else torchvision's 256 / 4x256 / 1024.
-
-Trunk norms (``norm``): "frozen" = ``FrozenBatchNorm2d`` with the pretrained statistics (poor for
-a random trunk); "bn" = trainable ``BatchNorm2d``; "sync" = "bn" synchronised when a process group
-exists (``SyncBatchNorm`` on NCCL, :class:`~densessl.models.norm.GlobalBatchNorm2d` on gloo). The
-v2 heads' BN is synchronised whenever a process group exists, whatever ``norm``.
+The trunk loads a :class:`ResNetBackbone` onto ``model.backbone.body``; FPN and heads start
+random unless :func:`load_extra_state` loads them. "v1" (``fasterrcnn_resnet50_fpn``): FPN
+without norm, 1-conv RPN head, 2-fc box head, 4-conv mask head. "v2" (``*_resnet50_fpn_v2`` for
+any depth, the layout SoCo pretrains): FPN with BN, 2-conv RPN head, 4conv1fc box and mask heads
+with BN, widths from :class:`HeadWidths`. Trunk ``norm``: "frozen" (``FrozenBatchNorm2d``, poor
+for a random trunk), "bn" (trainable) or "sync" ("bn" synchronised: ``SyncBatchNorm`` on NCCL,
+:class:`~densessl.models.norm.GlobalBatchNorm2d` on gloo); v2 head BN is always synchronised.
 """
 
 from __future__ import annotations
@@ -127,11 +120,7 @@ def _v2_parts(
     arch: str, trunk_norm: type[nn.Module], num_classes: int, model: str, widths: HeadWidths
 ) -> tuple[BackboneWithFPN, dict[str, Any]]:
     """torchvision's ``*_resnet50_fpn_v2`` layout for any ResNet (its builders hard-code
-    resnet50), with the widths of the pretrained parts.
-
-    Returns:
-        The trunk + FPN, and the keyword arguments of ``FasterRCNN`` / ``MaskRCNN`` for the rest.
-    """
+    resnet50): the trunk + FPN, and the ``FasterRCNN`` / ``MaskRCNN`` keywords for the rest."""
     trunk = getattr(torchvision.models, arch)(weights=None, norm_layer=trunk_norm)
     # C2..C5 widths as torchvision's _resnet_fpn_extractor computes them (64..512 for R18).
     in_channels = [trunk.inplanes // 8 * 2**i for i in range(4)]
@@ -171,16 +160,12 @@ def build_detector(
 
     Args:
         backbone: the pretrained trunk, or None for torchvision's random init.
-        num_classes: classes including the background (``CocoDetection.num_classes``).
+        num_classes: classes including the background.
         arch: torchvision ResNet name; defaults to ``backbone.arch`` (resnet18 without one).
-        model: "faster_rcnn" or "mask_rcnn".
-        norm: "frozen", "bn" or "sync" trunk norms (see the module docstring).
         min_size: short side of the resized input; several values = a random one per batch in
             training, the last one at test time.
-        max_size: cap on the long side of the resized input.
         detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``.
-        heads: "v1" or "v2" layout of the FPN and heads (see the module docstring).
-        widths: v2 FPN / box-head widths; None = torchvision's. Ignored for v1.
+        widths: v2 FPN / box-head widths; None = torchvision's.
 
     Returns:
         The detector on the CPU, in training mode.

@@ -22,15 +22,8 @@ class DetectOptions:
         lr: base learning rate; None = ``0.02 * batch_size / 16``.
         norm: "sync" (the SSL protocol's SyncBN), "frozen" or "bn" trunk norms.
         heads: "v1", "v2", or "auto" = v2 exactly when pretrained v2 heads are given.
-        min_size: short side of the resized input; several = a random one per training batch,
-            the last one at test time.
-        max_size: cap on the long side of the resized input.
-        device: "auto" (this process's GPU when there is one, else the CPU), "cpu", "cuda".
-        seed: seeds the detector's random init, the image order and the flips.
-        workers: data-loading processes per training process.
-        labels: share (``"10%"``) or count (``"37"``) of the train images, drawn by ``seed``
-            (:mod:`densessl.eval.labels`).
-        detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``.
+        min_size, max_size: as :func:`~densessl.eval.detection.model.build_detector`.
+        labels: share (``"10%"``) or count (``"37"``) of the train images, drawn by ``seed``.
     """
 
     model: str = "faster_rcnn"

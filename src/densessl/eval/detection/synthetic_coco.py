@@ -83,14 +83,7 @@ def write_synthetic_coco(
     1..4, visible-part xywh boxes, RLE masks), and ``out/densessl_dataset.json`` (``classes`` =
     ``CocoDetection.class_names``). An earlier export is replaced.
 
-    Args:
-        out: the dataset folder to create.
-        num_images: number of train scenes.
-        image_size: side of every scene in pixels.
-        seed: seed of the train scenes.
-
-    Returns:
-        ``out`` as a Path.
+    Returns ``out`` as a Path.
 
     Raises:
         DataError: bad sizes, ``out`` is a file, or a folder holding other files.

@@ -106,11 +106,8 @@ def train_detector(
     options: DetectOptions,
 ) -> None:
     """Fine-tune ``detector`` (on ``device``) for ``iterations`` steps of base lr ``lr``;
-    ``options.batch_size`` (global), ``seed`` and ``workers`` apply.
-
-    Raises:
-        FloatingPointError: the loss became NaN or infinite.
-    """
+    ``options.batch_size`` (global), ``seed`` and ``workers`` apply. Raises FloatingPointError
+    when the loss is not finite."""
     rank, world = dist.rank(), dist.world_size()
     indices = [i for i in range(len(dataset)) if dataset.num_boxes(i) > 0]
     batches = batch_indices(indices, options.batch_size, options.seed, rank, world)

@@ -1,10 +1,8 @@
 """What ``densessl eval detect --weights`` starts from: the trunk, plus a pretrained FPN and box
 head when the source has them.
 
-:func:`load_detection_weights` takes what :func:`densessl.eval.weights.load_backbone` takes and
-also returns FPN / box-head weights in torchvision v2 names (``backbone.fpn.*``,
-``roi_heads.box_head.*``): from a run or checkpoint whose ``exportable()`` has ``fpn`` and
-``box_head`` (SoCo), or from a ``torchvision_detection`` export; none from anything else.
+FPN / box-head weights come from a run whose ``exportable()`` has ``fpn`` and ``box_head``
+(SoCo) or a ``torchvision_detection`` export; none from anything else.
 """
 
 from __future__ import annotations
@@ -39,19 +37,15 @@ def load_detection_weights(
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """The backbone and the pretrained FPN / box head of ``weights``, on the CPU.
 
-    Args:
-        weights: as for :func:`~densessl.eval.weights.load_backbone`, or a
-            ``torchvision_detection`` export.
-        backbone: architecture name; checked against (or inferred from) the weights.
-        network: for runs and checkpoints, "online" or "teacher"; None = the method's default.
+    ``weights``, ``backbone`` and ``network`` as :func:`~densessl.eval.weights.load_backbone`
+    (or a ``torchvision_detection`` export).
 
     Returns:
         ``(backbone, heads)``: the backbone in eval mode, and ``{torchvision v2 name: tensor}``
         for the FPN and box head, empty when the source pretrained none.
 
     Raises:
-        WeightsError: as ``load_backbone``; or a timm CNN / ViT backbone, which torchvision's
-            detectors cannot take.
+        WeightsError: as ``load_backbone``; or a timm CNN / ViT backbone.
     """
     model, heads = _read_detection_weights(weights, backbone, network)
     if not isinstance(model, ResNetBackbone):

@@ -19,13 +19,8 @@ IGNORE_INDEX = 255
 
 @runtime_checkable
 class SegmentationDataset(Protocol):
-    """A finite, indexable set of images with per-pixel class labels.
-
-    Attributes:
-        num_classes: number of scored classes (the ignore label excluded).
-        class_names: name of each class, ``num_classes`` of them.
-        ignore_index: the label of unscored pixels, 255 everywhere.
-    """
+    """A finite, indexable set of images with per-pixel class labels: ``num_classes`` scored
+    classes named ``class_names``, unscored pixels ``ignore_index`` (255)."""
 
     num_classes: int
     class_names: list[str]
@@ -49,7 +44,6 @@ class SegLayout:
     Attributes:
         open: ``open(root, split)`` -> the split's dataset; DataError when it is not there.
         matches: ``matches(root)``: whether the folder looks like this layout.
-        hint: the folders that make the layout, for error messages.
         priority: sniffing order, ascending, so the more specific layout wins.
     """
 

@@ -79,9 +79,7 @@ class FileSegmentation:
 
     Args:
         pairs: (image path, label path) of every sample, in order.
-        class_names: name of each class.
         lookup: (V,) int64 class (or 255) of each stored label value; -1 marks undefined values.
-        layout: layout name, for messages.
     """
 
     ignore_index = IGNORE_INDEX

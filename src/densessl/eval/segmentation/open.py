@@ -36,11 +36,8 @@ def _need_root(root: Path) -> None:
 
 
 def detect_format(root: str | Path) -> str:
-    """The layout of a dataset folder: named by its manifest, else sniffed from its folders.
-
-    Raises:
-        DataError: the folder is missing or matches no registered layout.
-    """
+    """The layout of a dataset folder: named by its manifest, else sniffed from its folders;
+    :class:`DataError` if missing or no registered layout matches."""
     root = Path(root)
     _need_root(root)
     named = _format_from_manifest(root)
@@ -63,9 +60,7 @@ def open_segmentation(
     """Open a labelled segmentation dataset of any registered layout.
 
     Args:
-        root: the dataset folder.
         format: a layout name (:func:`layout_names`); None detects it (:func:`detect_format`).
-        split: which split, e.g. ``"train"`` or ``"val"``.
 
     Returns:
         The dataset; its labels are (H, W) int64 in ``[0, num_classes)`` or 255.

@@ -22,8 +22,6 @@ class SyntheticSegmentation:
     """The built-in scenes as a segmentation dataset, in memory (class 0, background, is scored).
 
     Args:
-        num_images: number of scenes.
-        image_size: side, or (height, width), of every scene in pixels.
         seed: scene seed (:func:`~densessl.eval.scene_export.held_out_seed` for held-out sets).
         scenes: which built-in scene set (:mod:`densessl.data.built_in`).
     """
@@ -71,16 +69,8 @@ def write_synthetic_segmentation(
 
     Writes ``out/train/{images,masks}/<index>.png``, ``out/val/...`` (``max(1, num_images //
     4)`` held-out scenes), ``classes.txt`` and ``densessl_dataset.json``: (S, S, 3) RGB images,
-    (S, S) 8-bit masks of class ids (0 = background). An earlier export is replaced.
-
-    Args:
-        out: the dataset folder to create.
-        num_images: number of train scenes.
-        image_size: side ``S`` of every scene in pixels.
-        seed: seed of the train scenes.
-
-    Returns:
-        ``out`` as a Path.
+    (S, S) 8-bit masks of class ids (0 = background), S = ``image_size``. An earlier export is
+    replaced; returns ``out`` as a Path.
 
     Raises:
         DataError: ``out`` is a file, or a folder holding files other than an earlier export's.
