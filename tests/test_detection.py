@@ -140,7 +140,7 @@ def test_target_format_and_contiguous_labels(tmp_path, coco_root):
 
 def test_backbone_weights_land_in_the_trunk():
     torch.manual_seed(0)
-    backbone = ResNetBackbone("resnet18", init="kaiming_fan_in")
+    backbone = ResNetBackbone("resnet18")
     with torch.no_grad():
         backbone.bn1.running_mean.normal_()
     for norm in ("frozen", "bn"):

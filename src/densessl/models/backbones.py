@@ -21,7 +21,6 @@ _ARCHS = {
     "resnet50": _BOTTLENECK_CHANNELS,
     "resnet101": _BOTTLENECK_CHANNELS,
 }
-_INITS = ("torchvision", "kaiming_fan_in")
 
 
 class ResNetBackbone(nn.Module):
@@ -31,18 +30,12 @@ class ResNetBackbone(nn.Module):
 
     Args:
         arch: "resnet18", "resnet34", "resnet50" or "resnet101".
-        zero_init_residual: zero the last BN of each residual block (BYOL, SoCo; not MoCo-v2 /
-            DenseCL).
-        init: "torchvision" (Kaiming-normal fan_out convs) or "kaiming_fan_in" (the
-            DenseCL/OpenSelfSup reference's); BN weight 1, bias 0 in both.
     """
 
-    def __init__(self, arch: str, zero_init_residual: bool = False, init: str = "torchvision"):
+    def __init__(self, arch: str):
         super().__init__()
         if arch not in _ARCHS:
             raise ValueError(f"unknown ResNet arch {arch!r}; known: {', '.join(_ARCHS)}")
-        if init not in _INITS:
-            raise ValueError(f"unknown init {init!r}; known: {', '.join(_INITS)}")
         self.arch = arch
         self.out_channels: dict[str, int] = dict(_ARCHS[arch])
         # weights=None: random init, nothing is downloaded.
@@ -55,23 +48,6 @@ class ResNetBackbone(nn.Module):
         self.layer2 = net.layer2
         self.layer3 = net.layer3
         self.layer4 = net.layer4
-        if init == "kaiming_fan_in":
-            self._init_convs_fan_in()
-        if zero_init_residual:
-            self._zero_init_last_bn()
-
-    def _init_convs_fan_in(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-
-    def _zero_init_last_bn(self) -> None:
-        # Done after any re-init so it is not overwritten; makes each block start as identity.
-        for module in self.modules():
-            if isinstance(module, torchvision.models.resnet.Bottleneck):
-                nn.init.zeros_(module.bn3.weight)
-            elif isinstance(module, torchvision.models.resnet.BasicBlock):
-                nn.init.zeros_(module.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) -> ``{"c2": (B, C2, H/4, W/4), "c3": (B, C3, H/8, W/8), "c4": (B, C4,
