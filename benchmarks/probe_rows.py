@@ -11,20 +11,17 @@ from pathlib import Path
 
 import torch
 
-from densessl.eval.knn_seg import KnnSegOptions, knn_seg
-from densessl.eval.linear_seg import LinearSegOptions, linear_seg
+from densessl.eval.protocols.frozen_probe import frozen_scores
 
 
 def probe_row(model, train_set, val_set, levels: list[str] | None, probe_size: int) -> dict:
     """Linear probe and dense k-NN of a frozen backbone, fitted on ``train_set`` and scored on
     ``val_set`` at a ``probe_size`` px shorter side; ``levels=None`` takes the model's own."""
     started = time.perf_counter()
-    options = dict(levels=levels, image_size=probe_size)
-    linear = linear_seg(model, train_set, val_set, LinearSegOptions(**options))
-    knn = knn_seg(model, train_set, val_set, KnnSegOptions(**options))
+    scores = frozen_scores(model, train_set, val_set, levels, probe_size)
     return {
-        "linear": linear.to_dict(),
-        "knn": knn.to_dict(),
+        "linear": scores["linear"].to_dict(),
+        "knn": scores["knn"].to_dict(),
         "levels": "+".join(levels or model.default_levels),
         "probe_minutes": round((time.perf_counter() - started) / 60, 1),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),

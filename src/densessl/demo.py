@@ -23,9 +23,8 @@ from densessl.demo_report import PROBES, DemoFacts, read_spread, write_report
 from densessl.engine.train import train
 from densessl.errors import OutputError
 from densessl.eval.correspondence import correspondence_accuracy
-from densessl.eval.knn_seg import KnnSegOptions, knn_seg
 from densessl.eval.labels import Subset, label_count, label_subset
-from densessl.eval.linear_seg import LinearSegOptions, linear_seg
+from densessl.eval.protocols.frozen_probe import frozen_scores
 from densessl.eval.scene_export import held_out_seed
 from densessl.eval.segmentation import SyntheticSegmentation
 from densessl.eval.weights import load_backbone
@@ -107,12 +106,14 @@ def probe(
     and on :data:`FEW_LABELS` labelled scenes, and (backbones only) the correspondence accuracy."""
     backbone = load_backbone(weights, "resnet18")
     levels = None if weights == BASELINES["raw pixels"] else list(PROBE_LEVELS)
-    common = dict(levels=levels, image_size=size, seed=seed)
     few = Subset(train_set, label_subset(len(train_set), FEW_LABELS, seed))
+    every = frozen_scores(backbone, train_set, val_set, levels, size, seed)
     scores = {
-        "knn": knn_seg(backbone, train_set, val_set, KnnSegOptions(**common)).to_dict(),
-        "linear": linear_seg(backbone, train_set, val_set, LinearSegOptions(**common)).to_dict(),
-        "linear_few": linear_seg(backbone, few, val_set, LinearSegOptions(**common)).to_dict(),
+        "knn": every["knn"].to_dict(),
+        "linear": every["linear"].to_dict(),
+        "linear_few": frozen_scores(backbone, few, val_set, levels, size, seed, ("linear",))[
+            "linear"
+        ].to_dict(),
     }
     if levels is not None:
         images = correspondence_scenes(seed, correspondence_images)

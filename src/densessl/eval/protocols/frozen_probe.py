@@ -41,6 +41,28 @@ def keywords(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def frozen_scores(
+    model,
+    train_set,
+    val_set,
+    levels: list[str] | None = None,
+    image_size: int = 224,
+    seed: int = 0,
+    probes: tuple[str, ...] = ("linear", "knn"),
+) -> dict:
+    """The linear probe and (or) the dense k-NN of one frozen backbone, fitted on ``train_set``
+    and scored on ``val_set``: ``{"linear": SegmentationScores, "knn": ...}``. The one probe
+    call the demo and the benchmarks share (each probe seeds its own draws)."""
+    from densessl.eval.knn_seg import KnnSegOptions, knn_seg
+    from densessl.eval.linear_seg import LinearSegOptions, linear_seg
+
+    runs = {"linear": (linear_seg, LinearSegOptions), "knn": (knn_seg, KnnSegOptions)}
+    options = dict(levels=levels, image_size=image_size, seed=seed)
+    return {
+        name: runs[name][0](model, train_set, val_set, runs[name][1](**options)) for name in probes
+    }
+
+
 def run_probe(
     schema: type,
     probe: Callable,
