@@ -5,7 +5,8 @@ pairs of box slots that hold the same proposal.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from densessl.losses.pixpro import pixpro_loss
 
 
 def box_pair_loss(
@@ -29,9 +30,5 @@ def box_pair_loss(
         Scalar tensor in [−2, 2].
     """
     dtype = torch.promote_types(pred.dtype, torch.float32)
-    p = F.normalize(pred.to(dtype), dim=-1)
-    z = F.normalize(target.detach().to(dtype), dim=-1)
-    similarity = torch.bmm(p, z.transpose(1, 2))  # (N, K, K)
     matches = (pred_ids[:, :, None] == target_ids[:, None, :]).to(dtype)  # (N, K, K)
-    per_image = (similarity * matches).sum(dim=(1, 2)) / (matches.sum(dim=(1, 2)) + 1e-6)
-    return -2 * per_image.mean()
+    return pixpro_loss(pred, target, matches)  # the same pair-averaged cosine
