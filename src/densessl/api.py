@@ -1,10 +1,9 @@
-"""densessl from Python: one function per command, for notebooks and scripts.
+"""densessl from Python: one function per command (the command line is a thin layer over these).
 
-Each function takes what its command takes (config layers: a method's defaults, a YAML
-``config``, named arguments, then ``key=value`` ``overrides``), returns a result object instead
-of printing, and raises the one-line :class:`~densessl.errors.UserError` the command line prints
-(exit code 2). The command line is a thin layer over this module; :func:`evaluate` runs any
-registered protocol, :func:`components` is ``densessl list``::
+Each takes what its command takes (config layers: a method's defaults, a YAML ``config``, named
+arguments, then ``key=value`` ``overrides``), returns a result object instead of printing, and
+raises the one-line :class:`~densessl.errors.UserError` the command line prints (exit code 2).
+:func:`evaluate` runs any registered protocol, :func:`components` is ``densessl list``::
 
     import densessl.api as ds
 
@@ -67,8 +66,7 @@ RESUME_MAY_CHANGE = (
 
 
 def components() -> dict[str, list[str]]:
-    """The registered names: methods, backbones, export formats, evaluation protocols and
-    segmentation layouts."""
+    """The registered names of methods, backbones, export formats, protocols and layouts."""
     import densessl.eval.protocols
     import densessl.eval.segmentation
     import densessl.export
@@ -101,12 +99,8 @@ def pretrain(
         **named: ``data``, ``backbone``, ``init``, ``image_size``, ``batch_size``, ``steps``,
             ``epochs``, ``workers``, ``device`` (see ``densessl pretrain --help``).
 
-    Returns:
-        ``RunResult``: ``run_dir``, ``steps``, ``final_loss`` (None if not finite),
-        ``skipped_files``.
-
-    Raises:
-        UserError: naming what is wrong and what to do.
+    Returns ``RunResult`` (``run_dir``, ``steps``, ``final_loss`` (None if not finite),
+    ``skipped_files``); raises UserError naming what is wrong and what to do.
     """
     from densessl.console import setup_console_logging
 
@@ -169,11 +163,8 @@ def pretrain_config(
 
 
 def _resumable(previous: DictConfig, cfg: DictConfig, saved: Path) -> DictConfig:
-    """``cfg`` when it changes only what :data:`RESUME_MAY_CHANGE` names (each change logged).
-
-    Raises:
-        ConfigError: listing every other entry that differs from the run's ``config.yaml``.
-    """
+    """``cfg`` when it changes only what :data:`RESUME_MAY_CHANGE` names (each change logged),
+    else ConfigError listing every other entry that differs from the run's ``config.yaml``."""
     import logging
 
     before, after = _flat(previous), _flat(cfg)
@@ -233,11 +224,8 @@ def _checked(cfg):
 
 
 def health(run: str | Path) -> tuple[str, bool]:
-    """A run's last health check beside its first, and whether it is healthy.
-
-    Raises:
-        DataError: ``run`` has no metrics, or no health check in them.
-    """
+    """A run's last health check beside its first, and whether it is healthy; DataError if
+    ``run`` has no metrics, or no health check in them."""
     from densessl.health import health_report
     from densessl.runs import METRICS_NAME, read_metrics
 
@@ -284,16 +272,13 @@ def linear_seg(weights: str | Path, data: str | Path | None = None, **kwargs: An
 
 
 def knn_seg(weights: str | Path, data: str | Path | None = None, **kwargs: Any):
-    """Dense k-NN label retrieval, no training (``densessl eval knn-seg``).
+    """Dense k-NN label retrieval, no training (``densessl eval knn-seg``): SegmentationScores.
 
     Args:
         weights: run folder, checkpoint, exported file, or ``"random"``.
         data: labelled folder; None = held-out built-in scenes.
         **kwargs: ``format``, ``split``, ``train_split``, ``labels`` (``"10%"`` or a count),
             ``backbone``, ``network``, ``config``, ``overrides``, any ``KnnSegOptions`` field.
-
-    Returns:
-        ``SegmentationScores``.
     """
     return evaluate("knn-seg", weights, data, **kwargs)
 

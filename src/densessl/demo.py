@@ -142,9 +142,7 @@ def compare(
 ) -> tuple[dict, dict, dict]:
     """Pretrain both methods (``recipe`` in place of the demo's, if given), probe them and both
     baselines on ``probe_size`` px scenes (``probe_images``: labelled, scored, correspondence).
-
-    Returns:
-        scores (row -> probe -> scores), run directories (method -> Path), seconds per stage.
+    Returns scores (row -> probe -> scores), run directories (method -> Path), seconds per stage.
     """
     seconds: dict[str, float] = {}
     runs: dict[str, Path] = {}
@@ -212,9 +210,7 @@ def fresh_folder(out: Path) -> None:
 def run_demo(out: Path, steps: int | None = None, quick: bool = False) -> Path:
     """Pretrain, probe and report into ``out`` (``densessl demo``); returns the report.
     ``quick``: a few steps and small probes, to check that everything runs (no measurement).
-
-    Raises:
-        OutputError: ``out`` is a file, or a non-empty folder the demo did not write.
+    OutputError if ``out`` is a file, or a non-empty folder the demo did not write.
     """
     torch.set_num_threads(max(1, torch.get_num_threads()))
     fresh_folder(out)

@@ -11,8 +11,7 @@ The P-vector (``NUM_PHOTOMETRIC_PARAMS`` float32 per view):
 ``P_CONTRAST``        contrast factor, U[max(0, 1 - c), 1 + c]
 ``P_SATURATION``      saturation factor, U[max(0, 1 - s), 1 + s]
 ``P_HUE``             hue shift in turns, U[-h, h]
-``P_ORDER`` .. +3     the jitter ops in the order applied, as op ids ``OP_BRIGHTNESS`` (0) ..
-                      ``OP_HUE`` (3)
+``P_ORDER`` .. +3     jitter op ids in the order applied: ``OP_BRIGHTNESS`` (0) .. ``OP_HUE`` (3)
 ``P_GRAYSCALE``       1.0 if the view is turned to grayscale
 ``P_BLUR_SIGMA``      Gaussian blur sigma in pixels; 0.0 means no blur
 ``P_SOLARIZE``        1.0 if the view is solarized (x -> 1 - x where x >= 0.5)
@@ -231,12 +230,8 @@ def _apply_to(
 
 
 def colour_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Each image's four jitter ops in its own order, on the images whose jitter flag is set.
-
-    Args:
-        x: (B, 3, H, W) float in [0, 1]; updated in place (pass a copy to keep it).
-        params: (B, P) photometric parameters.
-    """
+    """Each image's four jitter ops in its own order, on the images whose jitter flag is set:
+    x (B, 3, H, W) float in [0, 1], updated in place (pass a copy to keep it); params (B, P)."""
     jitter = params[:, P_JITTER] > 0.5
     order = params[:, P_ORDER : P_ORDER + NUM_JITTER_OPS].round().long()
     for position in range(NUM_JITTER_OPS):
@@ -252,15 +247,9 @@ def apply_photometric(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
 ) -> torch.Tensor:
-    """Augment and normalise a batch of views, each with its own drawn parameters.
-
-    Args:
-        images: (B, 3, H, W) uint8, on any device.
-        params: (B, P) parameters from :func:`draw_photometric`.
-
-    Returns:
-        (B, 3, H, W) float32, ``(augmented - mean) / std``.
-    """
+    """Augment and normalise a batch of views, each with its own drawn parameters: images
+    (B, 3, H, W) uint8 on any device, params (B, P) from :func:`draw_photometric` -> (B, 3, H, W)
+    float32, ``(augmented - mean) / std``."""
     params = params.to(device=images.device, dtype=torch.float32)
     x = images.float() / 255
     x = colour_jitter(x, params)

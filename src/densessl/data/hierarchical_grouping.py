@@ -103,11 +103,8 @@ def region_features(labels: np.ndarray, rgb: np.ndarray) -> Regions:
 
 def box_neighbours(boxes: np.ndarray) -> np.ndarray:
     """Pairs ``(a, b)``, ``a < b``, of (R, 4) inclusive ``boxes`` where one of b's x bounds is
-    strictly inside a's x range and one of its y bounds inside a's y range (a corner of b in a).
-
-    Returns:
-        (P, 2) int64 pairs in row-major ``(a, b)`` order, the reference's order.
-    """
+    strictly inside a's x range and one of its y bounds inside a's y range (a corner of b in a):
+    (P, 2) int64 in row-major ``(a, b)`` order, the reference's order."""
     a, b = boxes[:, None, :], boxes[None, :, :]
 
     def inside(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -150,12 +147,9 @@ def _grow(regions: Regions, capacity: int) -> Regions:
 
 
 def group(regions: Regions, area: int) -> np.ndarray:
-    """Merge until no neighbouring pair is left; the box of every region ever held.
-
-    Returns:
-        (2R - C, 4) int64 inclusive boxes: the R initial regions in order, then each merged
-        region in creation order (C: regions never merged away at the end).
-    """
+    """Merge until no neighbouring pair is left; the box of every region ever held: (2R - C, 4)
+    int64 inclusive boxes, the R initial regions in order, then each merged region in creation
+    order (C: regions never merged away at the end)."""
     count = len(regions.sizes)
     state = _grow(regions, 2 * count)
     pairs = box_neighbours(regions.boxes)
@@ -211,9 +205,6 @@ def _merge_into(state: Regions, i: int, j: int, new: int) -> None:
 
 
 def hierarchical_grouping(labels: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Every box of the reference's grouping of an (H, W) over-segmentation of (H, W, 3) ``rgb``.
-
-    Returns:
-        (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` boxes, in the reference's order.
-    """
+    """Every box of the reference's grouping of an (H, W) over-segmentation of (H, W, 3) ``rgb``:
+    (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` boxes, in the reference's order."""
     return group(region_features(labels, rgb), labels.shape[0] * labels.shape[1])

@@ -71,7 +71,8 @@ def _size_rule(w: np.ndarray, h: np.ndarray, image_size: tuple[int, int]) -> np.
 
 
 def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
-    """Keep the proposals SoCo trains on, with the reference's fall-backs.
+    """Keep the proposals SoCo trains on, with the reference's fall-backs: (M, 4) xyxy pixel
+    ``boxes`` (numpy or torch, M may be 0) -> (K, 4) kept, K >= 1, same kind, dtype and device.
 
     Rules, with ``w = x2 - x1``, ``h = y2 - y1`` and ``(H, W) = image_size``, tried in order
     until one keeps at least one box [hologerry/SoCo: ``selective_search/filters.py``,
@@ -83,12 +84,6 @@ def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
     4. otherwise the whole image, ``[[0, 0, W, H]]``.
 
     Bounds inclusive; input order and duplicates kept, as in the reference's JSON.
-
-    Args:
-        boxes: (M, 4) xyxy pixel boxes, numpy array or torch tensor (M may be 0).
-
-    Returns:
-        (K, 4) kept boxes, K >= 1, of the same kind, dtype (and device) as ``boxes``.
     """
     array = _to_numpy(boxes)
     w = (array[:, 2] - array[:, 0]).astype(np.float64)
@@ -108,19 +103,13 @@ def filter_boxes(boxes: Any, image_size: tuple[int, int]) -> Any:
 
 
 def assign_levels(boxes: Any, thresholds: tuple[float, ...] = LEVEL_THRESHOLDS) -> Any:
-    """FPN level of each box: the first ``i`` with ``sqrt(w h) <= thresholds[i]``.
+    """FPN level of each of (M, 4) xyxy ``boxes`` in view pixels (numpy or torch): the first
+    ``i`` with ``sqrt(w h) <= thresholds[i]``, as (M,) int64 like ``boxes`` (same device).
 
     Default: ``s <= 48`` -> 0 (P2), ``<= 96`` -> 1 (P3), ``<= 192`` -> 2 (P4), ``<= 224`` -> 3
     (P5), ``s = sqrt(w h)`` in view pixels [SoCo ``assign_bboxs_to_feature_map``]. A larger box
     gets **-1** (no level, no positive pair, as the reference): mask it, never index with it
     (``feats[-1]`` would silently pick P5). No integer truncation of widths (docs/deviations.md).
-
-    Args:
-        boxes: (M, 4) xyxy boxes in view pixels, numpy array or torch tensor.
-
-    Returns:
-        (M,) int64 level indices in ``0 .. len(thresholds) - 1``, or -1; numpy or torch like
-        ``boxes`` (same device).
     """
     array = _to_numpy(boxes).astype(np.float64)
     size = np.sqrt(np.clip((array[:, 2] - array[:, 0]) * (array[:, 3] - array[:, 1]), 0, None))
@@ -175,23 +164,16 @@ def selective_search(
     max_side: int | None = SEARCH_MAX_SIDE,
     route: str = SEARCH_ROUTE,
 ) -> np.ndarray:
-    """All selective-search boxes of an image (unfiltered).
+    """All selective-search boxes (unfiltered) of an RGB PIL image or (H, W, 3) uint8 array:
+    (M, 4) float32 xyxy in the original image's pixels.
 
     The image is shrunk (area interpolation) to a longer side of at most ``max_side`` (None: full
     resolution; Felzenszwalb's ``min_size`` scales with the area, ``sigma`` with the side): the
     filter keeps only boxes of at least 0.3 x the image scale, which the small copy finds.
     Routes: ``"opencv"``, OpenCV-contrib's search with the reference's settings; ``"port"``, the
     reference ported (:mod:`densessl.data.reference_search`, needs scikit-image);
-    ``"port_opencv_segments"``, the same grouping on OpenCV's Felzenszwalb segments.
-
-    Args:
-        image: RGB PIL image or (H, W, 3) uint8 array.
-
-    Returns:
-        (M, 4) float32 xyxy boxes in the original image's pixels.
-
-    Raises:
-        ConfigError: unknown ``route``, or ``"port"`` without scikit-image.
+    ``"port_opencv_segments"``, the same grouping on OpenCV's Felzenszwalb segments. ConfigError
+    for an unknown ``route``, or ``"port"`` without scikit-image.
     """
     check_route(route)
     cv2 = opencv()

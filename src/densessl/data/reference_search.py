@@ -48,8 +48,7 @@ def felzenszwalb_segments(
         sigma: Gaussian smoothing before building the graph.
         min_size: smallest segment in pixels (smaller ones are merged away).
 
-    Raises:
-        ConfigError: unknown ``segmenter``, or "skimage" without scikit-image.
+    ConfigError for an unknown ``segmenter``, or "skimage" without scikit-image.
     """
     if segmenter == "opencv":
         cv2 = opencv()
@@ -74,11 +73,8 @@ def reference_selective_search(
     rgb: np.ndarray, k: float, sigma: float, min_size: int, segmenter: str = "skimage"
 ) -> np.ndarray:
     """Every box of the reference's selective search of an (H, W, 3) uint8 image (unfiltered;
-    Felzenszwalb parameters as :func:`felzenszwalb_segments`, the reference's 300, 0.9, 100).
-
-    Returns:
-        (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` (the reference's ``x, y, x + w,
-        y + h``).
+    Felzenszwalb parameters as :func:`felzenszwalb_segments`, the reference's 300, 0.9, 100):
+    (M, 4) int64 inclusive ``min_x, min_y, max_x, max_y`` (the reference's ``x, y, x + w, y + h``).
     """
     labels = felzenszwalb_segments(rgb, k, sigma, min_size, segmenter)
     return hierarchical_grouping(labels, rgb)

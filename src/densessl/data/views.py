@@ -94,12 +94,8 @@ def byol_views(size: int, scale: tuple[float, float] = (0.08, 1.0)) -> list[View
 
 @dataclass(frozen=True)
 class ViewGeometry:
-    """Where a view came from.
-
-    Attributes:
-        crop_box: (x0, y0, x1, y1) of the crop in source pixels (continuous coordinates).
-        flipped: whether the view was mirrored left-right after cropping and resizing.
-    """
+    """Where a view came from: ``crop_box`` (x0, y0, x1, y1) of the crop in source pixels
+    (continuous coordinates); ``flipped``, mirrored left-right after cropping and resizing."""
 
     crop_box: tuple[float, float, float, float]
     flipped: bool
@@ -149,12 +145,8 @@ class ViewGeometry:
 
 @dataclass
 class View:
-    """One augmented view.
-
-    Attributes:
-        pixels: (3, h, w) uint8, cropped, resized and possibly flipped (no photometric change).
-        photometric: (P,) float32 parameters for :func:`densessl.data.augment.apply_photometric`.
-    """
+    """One augmented view: ``pixels`` (3, h, w) uint8, cropped, resized and possibly flipped (no
+    photometric change); ``photometric`` (P,) float32 parameters for :func:`.apply_photometric`."""
 
     pixels: torch.Tensor
     geometry: ViewGeometry
@@ -237,11 +229,9 @@ class ViewDraw:
 
 
 class MultiViewTransform:
-    """Make one view per spec from an image, every random draw from the given generator.
-
-    All draws come before the pixels, so a JPEG can be decoded at the reduced size the crops
-    allow (:meth:`from_deferred`) with the same draws as a full decode.
-    """
+    """Make one view per spec from an image, every random draw from the given generator, all
+    before the pixels: a JPEG can be decoded at the reduced size the crops allow
+    (:meth:`from_deferred`) with the same draws as a full decode."""
 
     def __init__(self, specs: Sequence[ViewSpec]) -> None:
         if not specs:

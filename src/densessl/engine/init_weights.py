@@ -81,11 +81,8 @@ class InitReport:
 
 
 def read_init_weights(weights: str | Path) -> dict[str, torch.Tensor]:
-    """The backbone tensors held by ``weights`` (see the module docstring), on the CPU.
-
-    Raises:
-        WeightsError: no such path, an unreadable file, or a file that holds no state dict.
-    """
+    """The backbone tensors held by ``weights`` (see the module docstring), on the CPU;
+    WeightsError for no such path, an unreadable file, or a file that holds no state dict."""
     path = Path(weights)
     accepted = "pass a .pth/.pt/.safetensors state dict, a densessl export or a run folder"
     if not path.exists():
@@ -172,12 +169,9 @@ def initialise_from(
     method: TeacherStudent, weights: str | Path, partial: bool = False
 ) -> InitReport:
     """Load ``weights`` into the student's and the teacher's backbones (running statistics
-    included); ``partial`` skips the two checks below (``--init-partial``).
-
-    Raises:
-        WeightsError: fewer than :data:`MIN_LOADED_FRACTION` of the backbone's tensors match, or
-            more than :data:`MAX_EXTRA_FRACTION` of them come extra (a bigger network).
-    """
+    included). WeightsError if fewer than :data:`MIN_LOADED_FRACTION` of the backbone's tensors
+    match, or more than :data:`MAX_EXTRA_FRACTION` of them come extra (a bigger network);
+    ``partial`` (``--init-partial``) skips these two checks."""
     source = read_init_weights(weights)
     student = method.student.get_submodule("backbone")
     mapped, report = map_to_backbone(source, student, str(weights))

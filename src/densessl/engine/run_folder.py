@@ -23,11 +23,8 @@ LOCK_NAME = ".lock"
 
 
 def check_out_folder(run_dir: Path, resume: bool) -> None:
-    """Refuse an ``--out`` densessl must not write into; writes nothing.
-
-    Raises:
-        OutputError: a file, a non-empty non-run folder, or (``resume``) not a run.
-    """
+    """Refuse (OutputError) an ``--out`` densessl must not write into: a file, a non-empty
+    non-run folder, or (``resume``) not a run. Writes nothing."""
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--out {run_dir} is a file; give a folder for the run")
     if resume:
@@ -68,11 +65,8 @@ def process_alive(pid: int) -> bool:
 
 class RunLock:
     """``RUN/.lock`` held by this process (``run_dir`` created when missing); :meth:`release`
-    (or a dead holder) frees it.
-
-    Raises:
-        ConfigError: from :meth:`acquire`, when a live process on this host holds the folder.
-    """
+    (or a dead holder) frees it. :meth:`acquire` raises ConfigError when a live process on this
+    host holds the folder."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME

@@ -83,10 +83,7 @@ class Session:
 
     def save(self, step: int) -> Path | None:
         """The full training state at ``step`` (main process only; None elsewhere); signals wait
-        for the write.
-
-        Raises:
-            StorageError: the write failed (a full disk); the previous checkpoint is intact.
+        for the write. StorageError if it fails (a full disk); the previous checkpoint is intact.
         """
         if not dist.is_main():
             return None
@@ -141,11 +138,9 @@ def open_session(cfg: DictConfig, resume: bool = False) -> Session:
 
     Every check comes before the first write, so a refused run leaves the disk as it was: check
     the folder, lock it (:class:`RunLock`, until :meth:`Session.release`), build and restore,
-    and only then mark and sweep the folder and write config and metrics.
-
-    Raises:
-        UserError: the folder is in use or not densessl's, fewer steps than the checkpoint has
-            done, a backbone unfit for the method, or any other failed check.
+    and only then mark and sweep the folder and write config and metrics. UserError if the
+    folder is in use or not densessl's, fewer steps than the checkpoint has done, a backbone
+    unfit for the method, or any other check fails.
     """
     device = resolve_device(cfg.device)
     dist.init(device.type)

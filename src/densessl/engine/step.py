@@ -42,10 +42,7 @@ def bare_step(
 
 def train_step(s: Session, state: StepState) -> tuple[float, dict[str, torch.Tensor]]:
     """Run one optimizer step; returns its loss (mean over processes) and its logged terms.
-
-    Raises:
-        TrainingDiverged: the loss is not finite; the state before the step is saved first.
-    """
+    TrainingDiverged if the loss is not finite, after saving the state before the step."""
     for group in s.optimizer.param_groups:
         group["lr"] = state.lr
         if group["apply_decay"]:

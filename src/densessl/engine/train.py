@@ -36,10 +36,8 @@ def train(cfg: DictConfig, resume: bool = False) -> RunResult:
 
     The run folder stays locked from the first write to the summary; a run resumed at its last
     step rewrites only the summary. Ctrl-C or SIGTERM ends it at a step boundary with its state
-    saved, raising KeyboardInterrupt.
-
-    Raises:
-        StorageError: a write failed (a full disk); the last checkpoint is intact.
+    saved, raising KeyboardInterrupt. StorageError if a write fails (a full disk); the last
+    checkpoint is intact.
     """
     s = open_session(cfg, resume)
     try:

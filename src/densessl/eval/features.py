@@ -138,11 +138,8 @@ def resized_shape(height: int, width: int, image_size: int) -> tuple[int, int]:
 def preprocess(
     image: Image.Image, labels: np.ndarray, image_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize an RGB PIL image and its (H0, W0) labels for feature extraction (not normalised).
-
-    Returns:
-        (3, H, W) uint8 image and (H, W) int64 labels, H and W from :func:`resized_shape`.
-    """
+    """Resize an RGB PIL image and its (H0, W0) labels for feature extraction (not normalised):
+    (3, H, W) uint8 image and (H, W) int64 labels, H and W from :func:`resized_shape`."""
     if labels.shape != (image.height, image.width):
         raise ValueError(
             f"labels {labels.shape} do not match image {(image.height, image.width)} (H, W)"
@@ -165,11 +162,8 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def dense_levels(outputs: dict[str, torch.Tensor], levels: Sequence[str]) -> torch.Tensor:
-    """Concatenate ``levels`` of ``outputs`` (name -> (B, C_l, h_l, w_l)), in that channel order.
-
-    Returns:
-        (B, sum C_l, h, w) with (h, w) the largest grid among ``levels`` (bilinear upsampling).
-    """
+    """Concatenate ``levels`` of ``outputs`` (name -> (B, C_l, h_l, w_l)), in that channel order:
+    (B, sum C_l, h, w), (h, w) the largest grid among ``levels`` (bilinear upsampling)."""
     maps = [outputs[name] for name in levels]
     size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
     resized = [
@@ -249,7 +243,7 @@ def extract_features(
     *,
     _known_key: str | None = None,
 ) -> DenseFeatures:
-    """Run a frozen backbone over a labelled set; its dense features, on the CPU.
+    """Run a frozen backbone over a labelled set; its :class:`DenseFeatures`, on the CPU.
 
     Eval mode (restored afterwards) under ``torch.no_grad()``, not ``inference_mode``, so that
     probes may train on the features.
@@ -257,13 +251,9 @@ def extract_features(
     Args:
         backbone: ``forward(x)`` -> ``{"c2": ..., "c5": ...}`` (at least ``levels``), or a ViT ->
             ``{"patch": (B, D, H/p, W/p), ...}`` (its ``level_strides`` name p).
-        dataset: a :class:`~densessl.eval.segmentation.SegmentationDataset`.
         levels: outputs used, upsampled to the finest grid; None: the backbone's default.
         device: where the backbone runs; default: where it already is.
         cache_path: optional file; loaded if its :func:`cache_key` matches, else written.
-
-    Returns:
-        :class:`DenseFeatures`.
     """
     levels = resolve_levels(backbone, levels)
     key = None

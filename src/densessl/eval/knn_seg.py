@@ -35,8 +35,7 @@ class KnnSegOptions(FeatureOptions):
         k: neighbours per patch (Hummingbird: 30).
         temperature: softmax temperature on cosine similarities (Hummingbird: 0.02).
         memory_per_image: at most this many patches per training image (None: all).
-        chunk_size: query patches (whole images, at least one) and memory patches per
-            similarity block (None: no chunking).
+        chunk_size: query (whole images, >= 1) and memory patches per block (None: no chunking).
     """
 
     k: int = DEFAULT_K
@@ -46,11 +45,8 @@ class KnnSegOptions(FeatureOptions):
 
 
 def check_knn_options(options: KnnSegOptions) -> None:
-    """Refuse options that would score nothing meaningful (k = 0 averages no neighbour).
-
-    Raises:
-        ConfigError: naming the option and its range.
-    """
+    """Raise ConfigError, naming the option and its range, for options that score nothing
+    meaningful (k = 0 averages no neighbour)."""
     if options.k < 1:
         raise ConfigError(f"k={options.k}: the k-NN probe needs at least 1 neighbour (default 30)")
     if not options.temperature > 0:
@@ -65,11 +61,8 @@ def patch_label_histograms(
     labels: torch.Tensor, stride: int, num_classes: int, ignore_index: int
 ) -> torch.Tensor:
     """Class histogram (K = ``num_classes``, ``ignore_index`` not counted) of each
-    ``stride x stride`` cell of (H, W) ``labels``, H and W multiples of ``stride``.
-
-    Returns:
-        (H/stride * W/stride, K) float32 pixel counts per cell, cells in row-major order.
-    """
+    ``stride x stride`` cell of (H, W) ``labels``, H and W multiples of ``stride``: (H/stride *
+    W/stride, K) float32 pixel counts per cell, cells in row-major order."""
     height, width = labels.shape
     grid_w = width // stride
     labels = labels.to(torch.int64)
@@ -86,12 +79,9 @@ def patch_label_histograms(
 def build_memory(
     data: DenseFeatures, memory_per_image: int | None = None, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The retrieval memory of training features (N, C, h, w) and labels (N, H, W); at most
-    ``memory_per_image`` labelled patches per image (None: all), drawn with ``seed``.
-
-    Returns:
-        keys (M, C) float16, L2-normalised; soft labels (M, K) float32, rows summing to 1.
-    """
+    """The retrieval memory of training features (N, C, h, w) and labels (N, H, W): keys (M, C)
+    float16, L2-normalised, and soft labels (M, K) float32, rows summing to 1; at most
+    ``memory_per_image`` labelled patches per image (None: all), drawn with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     keys, soft_labels = [], []
     for i in progress(range(len(data)), "building k-NN memory", unit="img"):
@@ -110,15 +100,9 @@ def build_memory(
 def nearest_neighbours(
     queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k inner products of each query against all keys, ``chunk_size`` keys at a time.
-
-    Args:
-        queries: (Q, C) float32.
-        keys: (M, C) any float dtype, on the queries' device.
-
-    Returns:
-        similarities (Q, k') float32, descending, and indices (Q, k') int64, k' = min(k, M).
-    """
+    """Top-k inner products of (Q, C) float32 ``queries`` against (M, C) ``keys`` (any float
+    dtype, on the queries' device), ``chunk_size`` keys at a time: similarities (Q, k') float32,
+    descending, and indices (Q, k') int64, k' = min(k, M)."""
     block = chunk_size or len(keys)
     best_values = queries.new_empty(len(queries), 0)
     best_indices = torch.empty(len(queries), 0, dtype=torch.int64, device=queries.device)
@@ -140,16 +124,9 @@ def patch_scores(
     temperature: float = DEFAULT_TEMPERATURE,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
-    """Class scores of query patches from their nearest memory patches.
-
-    Args:
-        queries: (Q, C) features (normalised here).
-        keys: (M, C) L2-normalised memory features, on the device where the search runs.
-        soft_labels: (M, K) memory soft labels, on the same device.
-
-    Returns:
-        (Q, K) float32 scores (rows summing to 1), on ``keys``' device.
-    """
+    """(Q, K) float32 class scores (rows summing to 1, on ``keys``' device) of (Q, C) ``queries``
+    (normalised here) from their nearest memory patches: ``keys`` (M, C) L2-normalised, on the
+    device where the search runs; ``soft_labels`` (M, K), on the same device."""
     queries = F.normalize(queries.to(keys.device).float(), dim=1)
     similarities, indices = nearest_neighbours(queries, keys, k, chunk_size)
     weights = torch.softmax(similarities / temperature, dim=1)
@@ -207,16 +184,14 @@ def knn_seg(
     val_set: SegmentationDataset | DenseFeatures,
     options: KnnSegOptions | None = None,
 ) -> SegmentationScores:
-    """Dense k-NN label retrieval from frozen features: mIoU on ``val_set``, no training.
+    """Dense k-NN label retrieval from frozen features, no training: scores on ``val_set`` at the
+    resized label resolution.
 
     Args:
         backbone: frozen feature extractor, ``forward(x)`` -> ``{"c5": (B, C, H/32, W/32), ...}``.
         train_set: labelled images forming the memory, or their :class:`DenseFeatures` (then
             ``levels``, ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, scored.
-
-    Returns:
-        Validation scores at the resized label resolution.
     """
     options = options or KnnSegOptions()
     check_knn_options(options)

@@ -110,16 +110,14 @@ def linear_seg(
     val_set: SegmentationDataset | DenseFeatures,
     options: LinearSegOptions | None = None,
 ) -> SegmentationScores:
-    """Train a linear per-pixel probe on frozen features of ``train_set``, score it on ``val_set``.
+    """Train a linear per-pixel probe on frozen features of ``train_set``, score it on ``val_set``
+    (at the resized label resolution).
 
     Args:
         backbone: frozen feature extractor, ``forward(x)`` -> ``{"c5": (B, C, H/32, W/32), ...}``.
         train_set: labelled images, or their :class:`DenseFeatures` (then ``levels``,
             ``image_size`` and ``cache_dir`` do not apply to it).
         val_set: same, for scoring; must share the training set's classes.
-
-    Returns:
-        Validation scores at the resized label resolution.
     """
     options = options or LinearSegOptions()
     device = options.probe_device(backbone)

@@ -18,15 +18,9 @@ def confusion_matrix(
 ) -> torch.Tensor:
     """Count (ground truth, prediction) pairs over the scored pixels; batches' matrices add up.
 
-    Args:
-        pred: (...) predicted classes in ``[0, C)``, any integer dtype.
-        target: (...) same shape, classes in ``[0, C)`` or ``ignore_index``.
-
-    Returns:
-        (C, C) int64 on ``pred``'s device; ``[t, p]`` counts pixels of class t predicted p.
-
-    Raises:
-        ValueError: mismatched shapes or labels out of range.
+    ``pred`` (...) classes in ``[0, C)``, any integer dtype; ``target`` the same shape, classes in
+    ``[0, C)`` or ``ignore_index``. Returns (C, C) int64 on ``pred``'s device, ``[t, p]`` counting
+    pixels of class t predicted p; ValueError for mismatched shapes or labels out of range.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")

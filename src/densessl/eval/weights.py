@@ -46,18 +46,15 @@ _ARCH_BY_BLOCKS = {
 def load_backbone(
     weights: str | Path, backbone: str | None = None, network: str | None = None
 ) -> nn.Module:
-    """Build a backbone from ``weights``, on the CPU, in eval mode.
+    """Build a backbone from ``weights``, on the CPU, in eval mode, parameters still trainable
+    (``forward(x)`` -> ``{"c2": ..., "c5": ...}``).
 
     Args:
         backbone: architecture name, e.g. ``"resnet50"``; default resnet50 for ``"random"``,
             inferred for state dicts, checked against a run's.
         network: for runs, ``"online"`` or ``"teacher"`` (default: the released one).
 
-    Returns:
-        The backbone (``forward(x)`` -> ``{"c2": ..., "c5": ...}``), parameters still trainable.
-
-    Raises:
-        WeightsError: missing, unreadable, or not fitting the architecture.
+    WeightsError if missing, unreadable, or not fitting the architecture.
     """
     if str(weights) == RANDOM:
         return _random_backbone(backbone or DEFAULT_RANDOM_ARCH)

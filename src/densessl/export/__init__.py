@@ -51,7 +51,8 @@ DEFAULT_SUFFIXES = {"detectron2": ".pkl", "safetensors": ".safetensors"}
 def export(
     run: str | Path, fmt: str, out: str | Path, network: str | None = None, force: bool = False
 ) -> ExportResult:
-    """Write the pretrained networks of ``run`` in format ``fmt`` to ``out``.
+    """Write the pretrained networks of ``run`` in format ``fmt`` to ``out``; returns the written
+    path and the instructions for the target library.
 
     Args:
         run: run directory or densessl checkpoint file.
@@ -59,12 +60,8 @@ def export(
         network: ``"online"`` or ``"teacher"``; None = the method's default.
         force: replace an existing file (never a checkpoint of the run itself).
 
-    Returns:
-        The written path and the instructions for the target library.
-
-    Raises:
-        ExportError: bad format, network or run, an existing ``out`` without ``force``, or a
-            failed layout check.
+    ExportError for a bad format, network or run, an existing ``out`` without ``force``, or a
+    failed layout check.
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"unknown format {fmt!r}; available: {', '.join(FORMATS)}")

@@ -27,14 +27,9 @@ def full_timm_model(backbone: TimmBackbone) -> torch.nn.Module:
 
 
 def timm_cnn_state_dict(backbone: TimmBackbone) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The backbone's weights under the full timm model's names, every key of it present.
-
-    Returns:
-        name -> CPU tensor (copies), and the keys not pretrained (from a fresh timm model).
-
-    Raises:
-        ExportError: a backbone key has no place, or the stage outputs differ.
-    """
+    """The backbone's weights under the full timm model's names, every key of it present: name
+    -> CPU tensor (copies), and the keys not pretrained (from a fresh timm model). ExportError
+    if a backbone key has no place, or the stage outputs differ."""
     pretrained = {
         k: v.detach().clone().cpu().contiguous() for k, v in backbone.timm_state_dict().items()
     }

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 
 def pixpro_loss(pred: torch.Tensor, target: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Minus twice the mean cosine between each propagated pixel and its positive target pixels.
+    """Minus twice the mean cosine between each propagated pixel and its positive target pixels:
+    a scalar in [−2, 2].
 
     For image b with positive pairs m[b, i, j] ∈ {0, 1}::
 
@@ -22,9 +23,6 @@ def pixpro_loss(pred: torch.Tensor, target: torch.Tensor, positives: torch.Tenso
         pred: (B, Nq, D) propagated online pixels y.
         target: (B, Nk, D) target projections x' of the other view.
         positives: (B, Nq, Nk) from :func:`densessl.models.pixel_pairs.positive_pairs`.
-
-    Returns:
-        Scalar tensor in [−2, 2].
     """
     dtype = torch.promote_types(pred.dtype, torch.float32)
     y = F.normalize(pred.to(dtype), dim=-1)

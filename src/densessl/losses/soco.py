@@ -12,7 +12,8 @@ from densessl.losses.pixpro import pixpro_loss
 def box_pair_loss(
     pred: torch.Tensor, target: torch.Tensor, pred_ids: torch.Tensor, target_ids: torch.Tensor
 ) -> torch.Tensor:
-    """SoCo's object-level loss: −2 × the mean cosine over matched boxes, averaged per image.
+    """SoCo's object-level loss, a scalar in [−2, 2]: −2 × the mean cosine over matched boxes,
+    averaged per image.
 
     With C[n, i, j] = ``pred_ids[n, i] == target_ids[n, j]`` (padding duplicates, so a slot can
     match several)::
@@ -25,9 +26,6 @@ def box_pair_loss(
         pred: (N, K, D) online predictions of the K box slots of each image.
         target: (N, K, D) target projections of the other view's K slots (no gradient).
         pred_ids: (N, K) integer proposal id of every prediction slot; ``target_ids`` likewise.
-
-    Returns:
-        Scalar tensor in [−2, 2].
     """
     dtype = torch.promote_types(pred.dtype, torch.float32)
     matches = (pred_ids[:, :, None] == target_ids[:, None, :]).to(dtype)  # (N, K, K)

@@ -100,15 +100,13 @@ def cross_branch_loss(
     weights: tuple[float, ...],
     temperature: float,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One branch's cells against the other branch's full-view targets of all processes.
+    """One branch's cells against the other branch's full-view targets of all processes: the
+    weighted sum over levels (scalar) and the unweighted loss of each level.
 
     Args:
         predictions: per level, (n_i, D) predictions of the level's cells.
         sources: per level, the cells' local source indices (n_i elements, predictions' order).
         targets: (B, D) this process's L2-normalised targets; gathered here (no gradient).
-
-    Returns:
-        The weighted sum over levels (scalar) and the unweighted loss of each level.
     """
     every_target = dist.all_gather(targets)  # (N, D), rank order
     offset = dist.rank() * targets.shape[0]  # equal B on every process
@@ -185,15 +183,10 @@ class MCL(TeacherStudent):
     def branch_predictions(
         self, views: list[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Montage one branch's views, encode them in one pass, predict every cell.
-
-        Args:
-            views: L views (B, 3, S, S); view i feeds level i.
-
-        Returns:
-            per level: predictions (n_i, D), sources (M_i, 2^i, 2^i) local image indices in
-            the predictions' order, and the pyramid levels' outputs (for the DDP guard).
-        """
+        """Montage one branch's L ``views`` (B, 3, S, S), view i feeding level i, encode them in
+        one pass, predict every cell. Per level: predictions (n_i, D), sources (M_i, 2^i, 2^i)
+        local image indices in the predictions' order; and the pyramid levels' outputs (for the
+        DDP guard)."""
         built = [mcl_level(v, i, antialias=self.cfg.antialias) for i, v in enumerate(views)]
         inputs, sources = zip(*built, strict=True)
         counts = [x.shape[0] for x in inputs]

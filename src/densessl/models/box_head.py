@@ -69,14 +69,8 @@ def roi_align_assigned(
     output_size: int = 7,
 ) -> torch.Tensor:
     """Pool each box from its assigned level only: ``roi_align_levels(...)[level_index[r], r]``
-    at a quarter of the cost.
-
-    Args:
-        level_index: (R,) integer level 0..L-1 of each box; the rest as there.
-
-    Returns:
-        (R, C, S, S) float32 (float64 in a float64 run).
-    """
+    at a quarter of the cost, (R, C, S, S) float32 (float64 in a float64 run). ``level_index``:
+    (R,) integer level 0..L-1 of each box; the rest as there."""
     levels = [at_least_float32(level) for level in levels]
     channels, dtype = levels[0].shape[1], levels[0].dtype
     out = boxes.new_zeros((boxes.shape[0], channels, output_size, output_size), dtype=dtype)

@@ -11,14 +11,8 @@ import torch.nn.functional as F
 @torch.no_grad()
 def match_by_similarity(q_feat: torch.Tensor, k_feat: torch.Tensor) -> torch.Tensor:
     """``index[b, i] = argmax_j cos(q_feat[b, i], k_feat[b, j])``: query -> key, not mutual
-    (DenseCL), ties broken by ``argmax``.
-
-    Args:
-        q_feat: (B, Nq, C) query features (any scale; normalised here).
-        k_feat: (B, Nk, C) key features, likewise.
-
-    Returns:
-        (B, Nq) LongTensor of indices into the Nk key locations.
+    (DenseCL), ties broken by ``argmax``: (B, Nq) LongTensor of indices into the Nk key
+    locations of ``q_feat`` (B, Nq, C) and ``k_feat`` (B, Nk, C), any scale (normalised here).
     """
     q_unit = F.normalize(q_feat, dim=2)
     k_unit = F.normalize(k_feat, dim=2)

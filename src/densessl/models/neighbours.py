@@ -18,10 +18,8 @@ def neighbour_table(grid: tuple[int, int], border: str) -> torch.Tensor:
 
     Cells row-major (``i = r * w + c``); columns in offset order (-1,-1), (-1,0), (-1,1), (0,-1),
     (0,1), (1,-1), (1,0), (1,1). ``border="wrap"``: offsets modulo the grid (SelfPatch's torus);
-    ``"clamp"``: outside cells are -1. Repeats and the cell itself are -1 too.
-
-    Returns:
-        (h*w, 8) int64 on the CPU (cached per grid and border; do not modify).
+    ``"clamp"``: outside cells are -1. Repeats and the cell itself are -1 too. Returns (h*w, 8)
+    int64 on the CPU (cached per grid and border; do not modify).
     """
     h, w = (int(v) for v in grid)
     if border not in BORDERS:
@@ -51,14 +49,11 @@ def selfpatch_neighbors(
     tokens: torch.Tensor, grid: tuple[int, int], k: int = 4, border: str = "wrap"
 ) -> torch.Tensor:
     """For each patch, its k most cosine-similar candidates of :func:`neighbour_table`; slots
-    beyond the available candidates hold -1.
+    beyond the available candidates hold -1: (B, N, k) int64 indices into N, most similar first.
 
     Args:
         tokens: (B, N, D) patch tokens, N = h*w in row-major order; ``grid`` = (h, w).
         k: neighbours to keep (SelfPatch: 4), 1 <= k <= 8.
-
-    Returns:
-        (B, N, k) int64 indices into N, most similar first; -1 marks an empty slot.
     """
     batch, n, _ = tokens.shape
     if n != grid[0] * grid[1]:

@@ -16,13 +16,9 @@ from densessl.models.fpn import ConvNorm
 
 
 def cut_windows(features: torch.Tensor, grid: int) -> torch.Tensor:
-    """Cut (M, C, H, W) ``features`` into ``grid x grid`` (g) equal windows, row-major.
-
-    Returns:
-        (M·g², C, H/g, W/g): window ``m·g² + r·g + c`` is
-        ``features[m, :, r·h:(r+1)·h, c·w:(c+1)·w]``, the order of
-        :func:`densessl.data.montage.make_montage`'s ``sources[m, r, c]``.
-    """
+    """Cut (M, C, H, W) ``features`` into ``grid x grid`` (g) equal windows, row-major:
+    (M·g², C, H/g, W/g), window ``m·g² + r·g + c`` is ``features[m, :, r·h:(r+1)·h, c·w:(c+1)·w]``,
+    the order of :func:`densessl.data.montage.make_montage`'s ``sources[m, r, c]``."""
     maps, channels, height, width = features.shape
     if height % grid or width % grid:
         raise ValueError(f"a {height}x{width} map does not split into {grid}x{grid} windows")

@@ -56,18 +56,13 @@ def finetune_detector(
     extra_state: dict[str, torch.Tensor] | None = None,
 ) -> DetectionScores:
     """Fine-tune a Faster / Mask R-CNN R-FPN from ``backbone`` on ``open_coco(data_root,
-    "train")`` (images without boxes skipped), score ``"val"`` with COCOeval.
+    "train")`` (images without boxes skipped); the ``"val"`` COCOeval scores, the same on every
+    rank. DataError for a missing dataset, or a split without boxes.
 
     Args:
         backbone: pretrained trunk (any device; copied), or None for a random init.
         extra_state: pretrained FPN / head weights in torchvision naming
             (:func:`~densessl.eval.detection.weights.load_detection_weights`).
-
-    Returns:
-        The val scores, the same on every rank.
-
-    Raises:
-        DataError: missing dataset, or a split without boxes.
     """
     options = options or DetectOptions()
     world = dist.world_size()

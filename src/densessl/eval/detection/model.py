@@ -156,7 +156,8 @@ def build_detector(
     heads: str = "v1",
     widths: HeadWidths | None = None,
 ) -> GeneralizedRCNN:
-    """A torchvision R-FPN detector whose trunk holds ``backbone``'s weights.
+    """A torchvision R-FPN detector whose trunk holds ``backbone``'s weights, on the CPU, in
+    training mode.
 
     Args:
         backbone: the pretrained trunk, or None for torchvision's random init.
@@ -166,9 +167,6 @@ def build_detector(
             training, the last one at test time.
         detector_options: more keyword arguments of torchvision's ``FasterRCNN`` / ``MaskRCNN``.
         widths: v2 FPN / box-head widths; None = torchvision's.
-
-    Returns:
-        The detector on the CPU, in training mode.
     """
     if model not in MODELS:
         raise ValueError(f"unknown detector {model!r}; known: {', '.join(MODELS)}")

@@ -81,12 +81,8 @@ def write_synthetic_coco(
     ``out/train`` (``num_images`` scenes) and ``out/val`` (``max(1, num_images // 4)`` held-out
     scenes), each ``images/<index>.png`` + ``annotations.json`` (image id = index + 1, categories
     1..4, visible-part xywh boxes, RLE masks), and ``out/densessl_dataset.json`` (``classes`` =
-    ``CocoDetection.class_names``). An earlier export is replaced.
-
-    Returns ``out`` as a Path.
-
-    Raises:
-        DataError: bad sizes, ``out`` is a file, or a folder holding other files.
+    ``CocoDetection.class_names``). An earlier export is replaced. Returns ``out`` as a Path;
+    DataError for bad sizes, ``out`` a file, or a folder holding other files.
     """
     plan = begin_scene_export(out, num_images, image_size, seed, set())
     out, counts, seeds, digits = plan.out, plan.counts, plan.seeds, plan.digits

@@ -35,17 +35,11 @@ HEAD_PREFIXES = ("backbone.fpn.", "roi_heads.box_head.")
 def load_detection_weights(
     weights: str | Path, backbone: str | None = None, network: str | None = None
 ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The backbone and the pretrained FPN / box head of ``weights``, on the CPU.
-
-    ``weights``, ``backbone`` and ``network`` as :func:`~densessl.eval.weights.load_backbone`
-    (or a ``torchvision_detection`` export).
-
-    Returns:
-        ``(backbone, heads)``: the backbone in eval mode, and ``{torchvision v2 name: tensor}``
-        for the FPN and box head, empty when the source pretrained none.
-
-    Raises:
-        WeightsError: as ``load_backbone``; or a timm CNN / ViT backbone.
+    """``(backbone, heads)`` of ``weights``, on the CPU: the backbone in eval mode, and
+    ``{torchvision v2 name: tensor}`` for the pretrained FPN and box head, empty when the source
+    pretrained none. ``weights``, ``backbone`` and ``network`` as
+    :func:`~densessl.eval.weights.load_backbone` (or a ``torchvision_detection`` export);
+    WeightsError as there, or for a timm CNN / ViT backbone.
     """
     model, heads = _read_detection_weights(weights, backbone, network)
     if not isinstance(model, ResNetBackbone):

@@ -22,16 +22,13 @@ def evaluate(
     overrides: Sequence[str] = (),
     **named: Any,
 ):
-    """Fine-tune torchvision Faster/Mask R-CNN and score COCO AP.
+    """Fine-tune torchvision Faster/Mask R-CNN and score COCO AP: ``DetectionScores``.
 
     Args:
         weights, backbone, network: as :func:`densessl.api.knn_seg`.
         data: COCO-format folder; None = the built-in scenes written to runs/synthetic_coco.
         **named: any ``DetectOptions`` field (``model``, ``iterations``, ``lr``, ``norm``,
             ``heads``, ``device`` ...).
-
-    Returns:
-        ``DetectionScores``.
     """
     from densessl import dist
     from densessl.device import resolve_device

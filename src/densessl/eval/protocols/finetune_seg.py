@@ -37,7 +37,8 @@ def evaluate(
     **named: Any,
 ):
     """Fine-tune a segmenter from ``weights`` (and from each ``compare`` init) on a labelled
-    subset, over seeds, and compare.
+    subset, over seeds, and compare: ``Comparison`` (``format_table()``, ``to_dict()``,
+    ``plot(path)``).
 
     Args:
         weights: run folder, checkpoint or exported file: the first row of the comparison.
@@ -46,9 +47,6 @@ def evaluate(
         labels: label fractions or counts (``"10%"``, ``"37"``) of the training split.
         seeds: seeds 0 .. seeds-1; each draws the subset, the decoder init and the crops.
         **named: any ``FinetuneSegOptions`` field (``decoder``, ``iterations``, ``lr`` ...).
-
-    Returns:
-        ``Comparison``: ``format_table()``, ``to_dict()``, ``plot(path)``.
     """
     from dataclasses import asdict, replace
 

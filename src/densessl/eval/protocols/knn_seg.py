@@ -12,7 +12,7 @@ from densessl.registry import EVAL_PROTOCOLS
 
 
 def evaluate(weights: str | Path, data: str | Path | None = None, **keywords: Any):
-    """Dense k-NN label retrieval, no training.
+    """Dense k-NN label retrieval, no training: ``SegmentationScores``.
 
     Args:
         weights: run folder, checkpoint, exported file, or ``"random"``.
@@ -22,9 +22,6 @@ def evaluate(weights: str | Path, data: str | Path | None = None, **keywords: An
             ``backbone``, ``network``, ``config``, ``overrides``, and any option of
             ``KnnSegOptions`` (``k``, ``temperature``, ``levels``, ``image_size``, ``device``,
             ``cache_dir`` ...).
-
-    Returns:
-        ``SegmentationScores``.
     """
     from densessl.eval.knn_seg import KnnSegOptions, knn_seg
 

@@ -57,17 +57,10 @@ def detect_format(root: str | Path) -> str:
 def open_segmentation(
     root: str | Path, format: str | None = None, split: str = "train"
 ) -> SegmentationDataset:
-    """Open a labelled segmentation dataset of any registered layout.
-
-    Args:
-        format: a layout name (:func:`layout_names`); None detects it (:func:`detect_format`).
-
-    Returns:
-        The dataset; its labels are (H, W) int64 in ``[0, num_classes)`` or 255.
-
-    Raises:
-        DataError: unknown format, missing folder or label, empty split, undetectable layout.
-    """
+    """Open a labelled segmentation dataset of any registered layout (``format``, a
+    :func:`layout_names` name; None detects it, :func:`detect_format`). Its labels are (H, W)
+    int64 in ``[0, num_classes)`` or 255. DataError for an unknown format, missing folder or
+    label, empty split, undetectable layout."""
     root = Path(root)
     _need_root(root)
     layout = (format or detect_format(root)).lower()
