@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 # DENSESSL_TEST_THREADS=1 keeps a test run from fighting a benchmark for the two CI cores.
 torch.set_num_threads(int(os.environ.get("DENSESSL_TEST_THREADS", "2")))
+
+# Folder and shard listings go to a cache of the test session's own, not the user's, and the
+# commands the tests start inherit it.
+_CACHE = tempfile.TemporaryDirectory(prefix="densessl-test-cache-")
+os.environ["DENSESSL_CACHE_DIR"] = _CACHE.name
 
 
 def tiny_overrides(out, steps: int = 3, **extra) -> list[str]:

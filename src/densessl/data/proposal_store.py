@@ -63,10 +63,10 @@ class GenerationResult:
 
 
 def source_keys(source: ImageSource) -> list[str]:
-    """One stable name per image: the relative path for a folder, else ``describe(i)``."""
-    if isinstance(source, ImageFolder):
-        return [p.relative_to(source.root).as_posix() for p in source.paths]
-    return [source.describe(i) for i in range(len(source))]
+    """One stable name per image: the source's ``key(i)`` (a folder's relative path, a shard's
+    member name), else ``describe(i)``."""
+    name = getattr(source, "key", source.describe)
+    return [name(i) for i in range(len(source))]
 
 
 def source_fingerprint(source: ImageSource, keys: list[str]) -> str:
@@ -173,14 +173,9 @@ def _check_belongs(path: Path, meta: dict, source: ImageSource, keys: list[str])
 
 
 def load_proposals(path: str | Path, source: ImageSource | None = None) -> dict[str, np.ndarray]:
-    """Read a proposals file (no pickle); if ``source`` is given, made for exactly its images.
-
-    Returns:
-        image key (relative path) -> (K, 4) float32 xyxy boxes; undecodable files are absent.
-
-    Raises:
-        DataError: unreadable file, or one made for other images.
-    """
+    """Read a proposals file (no pickle): image key (relative path) -> (K, 4) float32 xyxy boxes,
+    undecodable files absent. DataError if unreadable or, ``source`` given, not made for exactly
+    its images."""
     path = Path(path)
     arrays = _read_npz(path)
     if source is not None:
@@ -205,9 +200,8 @@ def generate_proposals(
         workers: processes (default: all cores); 1 runs in this process.
         max_images: stop after searching this many images, leaving the run unfinished.
 
-    Raises:
-        DataError: ``out`` or its record file belongs to other images or settings.
-        ConfigError: unknown ``route``.
+    DataError if ``out`` or its record file belongs to other images or settings; ConfigError for
+    an unknown ``route``.
     """
     check_route(route)
     out = Path(out)
@@ -270,12 +264,9 @@ def proposals_for_source(
     source: ImageSource, run_dir: str | Path, workers: int | None = None, progress: bool = True
 ) -> list[np.ndarray]:
     """Per-image proposals for pretraining, generated when missing and cached beside a folder
-    (``.densessl_proposals.npz``), else in ``run_dir``; regenerated if made for other images.
-
-    Returns:
-        list aligned with the source's indices of (K, 4) float32 xyxy boxes in original-image
-        pixels, K >= 1; (0, 4) only for files that could not be decoded.
-    """
+    (``.densessl_proposals.npz``), else in ``run_dir``; regenerated if made for other images. A
+    list aligned with the source's indices of (K, 4) float32 xyxy boxes in original-image pixels,
+    K >= 1; (0, 4) only for files that could not be decoded."""
     run_dir = Path(run_dir)
     keys = source_keys(source)
     if isinstance(source, ImageFolder):

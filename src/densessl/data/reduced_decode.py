@@ -79,5 +79,5 @@ def open_deferred(source: ImageSource, i: int) -> DeferredJpeg | None:
     """The ``i``-th image of ``source`` with only its header read, or None when the source is
     not a folder with ``reduced_decode`` on or the file does not qualify."""
     if isinstance(source, ImageFolder) and source.reduced_decode:
-        return DeferredJpeg.open(source.paths[i])
+        return DeferredJpeg.open(source.path(i))
     return None

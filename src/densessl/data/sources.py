@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from densessl.data.folder_index import IMAGE_EXTENSIONS, list_images, walk_images
 from densessl.errors import DataError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class UnreadableImage(Exception):
@@ -46,26 +45,10 @@ class ImageSource(Protocol):
         ...
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def find_images(root: Path) -> list[Path]:
-    """Image files under ``root``, recursively, hidden ones skipped, symlinked folders followed
-    (each real folder searched once); sorted by path relative to ``root``."""
-    found = []
-    visited: set[str] = set()
-    for folder, subfolders, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in visited:  # a link loop, or a second link to a searched folder
-            subfolders[:] = []
-            continue
-        visited.add(real)
-        subfolders[:] = sorted(d for d in subfolders if not _is_hidden(d))
-        for name in files:
-            if not _is_hidden(name) and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(folder) / name)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    """Image files under ``root`` (:func:`densessl.data.folder_index.walk_images`: recursive,
+    hidden ones skipped, symlinked folders followed once), sorted by path relative to ``root``."""
+    return [Path(root) / name for name in walk_images(root)[0]]
 
 
 def _composite_on_black(image: Image.Image) -> Image.Image:
@@ -116,6 +99,25 @@ def require_regular_file(path: str | Path) -> None:
         raise UnreadableImage(path, "not a regular file (a pipe, socket or device)")
 
 
+def decode_rgb(file: str | Path | BinaryIO, name: str | Path) -> Image.Image:
+    """Fully decode one image (a path or an open binary file) to 8-bit RGB; ``name`` is what
+    errors call it.
+
+    Raises:
+        UnreadableImage: on any failure (empty, truncated, not an image, too large).
+    """
+    try:
+        with Image.open(file) as image:
+            # Decode now: PIL is lazy, and a truncated file only fails when pixels are read.
+            # ImageFile.LOAD_TRUNCATED_IMAGES is left False so such files do fail.
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except Exception as error:  # any decoder failure means "skip this file"
+        reason = (str(error) or type(error).__name__).replace(repr(file), f"'{name}'")
+        raise UnreadableImage(name, f"{type(error).__name__}: {reason}") from error
+
+
 def read_rgb(path: str | Path) -> Image.Image:
     """Open, fully decode and convert one file to 8-bit RGB.
 
@@ -124,20 +126,12 @@ def read_rgb(path: str | Path) -> Image.Image:
             not a regular file).
     """
     require_regular_file(path)
-    try:
-        with Image.open(path) as image:
-            # Decode now: PIL is lazy, and a truncated file only fails when pixels are read.
-            # ImageFile.LOAD_TRUNCATED_IMAGES is left False so such files do fail.
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
-    except Exception as error:  # any decoder failure means "skip this file"
-        reason = str(error) or type(error).__name__
-        raise UnreadableImage(path, f"{type(error).__name__}: {reason}") from error
+    return decode_rgb(path, path)
 
 
 class ImageFolder:
-    """Every image file under a folder (recursive), in sorted path order.
+    """Every image file under a folder (recursive), in sorted path order; the listing is reused
+    while the folder is unchanged (:mod:`densessl.data.folder_index`).
 
     Args:
         reduced_decode: offer JPEGs undecoded, for decoding at the size the crops allow
@@ -158,10 +152,11 @@ class ImageFolder:
         if not self.root.is_dir():
             raise DataError(
                 f"data path is not a folder: {self.root}; pass --data a folder of images "
-                "(searched recursively), not a single file"
+                "(searched recursively) or tar shards (a .tar file, a pattern such as "
+                "'train-{000000..000099}.tar', or a folder of .tar files)"
             )
-        self.paths = find_images(self.root)
-        if not self.paths:
+        self.names = list_images(self.root)  # relative posix paths, as strings
+        if not self.names:
             raise DataError(
                 f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {self.root}; put images "
                 "there (subfolders and symlinked folders are searched) or leave --data out to "
@@ -169,10 +164,18 @@ class ImageFolder:
             )
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.names)
+
+    def path(self, i: int) -> str:
+        """The ``i``-th image's file path."""
+        return os.path.join(self.root, self.names[i])
+
+    def key(self, i: int) -> str:
+        """The ``i``-th image's stable name: its path relative to the folder."""
+        return self.names[i]
 
     def load_image(self, i: int) -> Image.Image:
-        return read_rgb(self.paths[i])
+        return read_rgb(self.path(i))
 
     def describe(self, i: int) -> str:
-        return str(self.paths[i])
+        return self.path(i)
