@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 15's one-shot GPU check, prepared to run in about 8 minutes on one H100/H200-class GPU
-# (plus a 2-process DDP run over NCCL where there are 2 GPUs). Run from the repository root:
+# The one-shot GPU check, prepared to run in about 9 minutes on one H100/H200-class GPU (plus a
+# 2-process DDP run over NCCL where there are 2 GPUs). Run from the repository root:
 #
 #     bash benchmarks/gpu_check.sh            # results under $OUT (default /tmp/gpu_check)
 #
 # Every part has its own time limit, so one that hangs cannot eat the others' time; the
-# summary at the end says which passed. Figures go to BENCHMARKS.md (issue 15's section).
+# summary at the end says which passed. Figures go to BENCHMARKS.md ("GPU rows").
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -38,7 +38,10 @@ part throughput_folder 80 $PY benchmarks/throughput.py --rows folder --workers "
     --images 2048 --steps 20 --warmup 5
 part throughput_folder_nvjpeg 80 $PY benchmarks/throughput.py --rows folder --decode gpu \
     --workers "$WORKERS" --images 2048 --steps 20 --warmup 5
-# 4. Two processes over NCCL (only with 2 GPUs): ~1 min.
+# 4. The same JPEGs as tar shards, CPU decode: ~1 min.
+part throughput_shards 80 $PY benchmarks/throughput.py --rows shards --workers "$WORKERS" \
+    --images 2048 --steps 20 --warmup 5
+# 5. Two processes over NCCL (only with 2 GPUs): ~1 min.
 if [ "$GPUS" -ge 2 ]; then
     part ddp_nccl 120 $PY -m torch.distributed.run --nproc_per_node=2 -m densessl.cli pretrain \
         --method densecl --out "$OUT/ddp_run" backbone=resnet50 batch_size=128 steps=30 \

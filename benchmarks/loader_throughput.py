@@ -12,7 +12,12 @@ the DenseCL transform's two 224 px views:
   photometric augmentation applied in the worker, batched (CPU training);
 - ``densessl/device``: the same loader as on a GPU, where the worker decodes and crops only and
   ships uint8 views, the photometric part running batched on the device after the transfer;
-- each densessl row with reduced-size JPEG decoding off too (``data.reduced_decode=false``).
+- each densessl row with reduced-size JPEG decoding off too (``data.reduced_decode=false``);
+- ``densessl/worker, shards``: the same images as tar shards (``densessl data shards``, 16
+  images each), read by index; shards decode in full, so compare with the full-decode row.
+
+After the rows, the time to open each source: the folder listed, the folder from its cached
+listing, the shards' member tables read, and the shards from their cached tables.
 
 Rows are interleaved in rounds, so machine noise hits each alike; the figure is views/s over
 all rounds.
@@ -24,7 +29,9 @@ all rounds.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +44,8 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder as TorchvisionImageFolder
 
 from densessl.config import build_config
+from densessl.data.data_path import open_image_source
+from densessl.data.shard_writer import write_shards
 from densessl.engine.setup import build_loader, build_source
 from densessl.methods import build_method, get_method
 
@@ -78,6 +87,18 @@ def torchvision_loader(root: Path, size: int, batch_size: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
 
 
+def open_seconds(data: Path) -> tuple[float, float]:
+    """Seconds to open ``data`` as a source with an empty cache, then with the saved listing."""
+    times = []
+    for fresh in (True, False):
+        if fresh:
+            shutil.rmtree(os.environ["DENSESSL_CACHE_DIR"], ignore_errors=True)
+        start = time.perf_counter()
+        open_image_source(data)
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
+
+
 def densessl_loader(folder: Path, size: int, batch_size: int, augment_on: str, reduced: bool):
     cfg = build_config(get_method("densecl"), overrides=[
         f"data.path={folder}", f"data.image_size={size}", f"batch_size={batch_size}",
@@ -100,14 +121,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # one data worker's share
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root, work = Path(tmp) / "folder", Path(tmp)  # root: torchvision's class folders
+        os.environ["DENSESSL_CACHE_DIR"] = str(work / "cache")
         write_jpegs(root / "images", args.images, args.width, args.height, args.quality)
+        past = time.time() - 3600  # a folder nobody is writing to: its listing is saved
+        os.utime(root / "images", (past, past))
+        write_shards(root / "images", work / "shards", shard_size=16)
+        opened = {"folder": open_seconds(root / "images"), "shards": open_seconds(work / "shards")}
         size, batch = args.image_size, args.batch_size
         loaders = {"torchvision": torchvision_loader(root, size, batch)}
         for augment_on in ("worker", "device"):
             for reduced in (True, False):
                 name = f"densessl/{augment_on}" + ("" if reduced else " (full decode)")
                 loaders[name] = densessl_loader(root / "images", size, batch, augment_on, reduced)
+        loaders["densessl/worker, shards"] = densessl_loader(work / "shards", size, batch,
+                                                             "worker", False)  # fmt: skip
         iterators = {name: iter(loader) for name, loader in loaders.items()}
 
         def take(name: str):
@@ -136,6 +164,8 @@ def main() -> None:
     base = views / seconds["torchvision"]
     for name, s in seconds.items():
         print(f"{name:34s} {views / s:8.1f} views/s per worker   {views / s / base:.2f}x")
+    for source, (fresh, cached) in opened.items():
+        print(f"open {source:9s} {fresh * 1e3:7.1f} ms listed, {cached * 1e3:7.1f} ms cached")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ fused optimizer, EMA, queues) on a session built by ``engine.session.open_sessio
 
 - ``model only``: one augmented batch, already on the device, fed again and again (no loader);
 - ``JPEG folder``: the benchmark's own folder of 500x375 JPEGs (quality 90) through densessl's
-  loader with ``--workers`` processes (photometric augmentation on the device on a GPU).
+  loader with ``--workers`` processes (photometric augmentation on the device on a GPU);
+- ``tar shards``: the same JPEGs as tar shards of 256 images (``densessl data shards``),
+  read by index through the same loader.
 
 GPU-busy share: the summed device time of every kernel (torch.profiler, CUDA activity) over the
 timed steps divided by their wall time; near 1 means the GPU never waits for the data or the
@@ -33,6 +35,7 @@ import torch
 
 from densessl.config import build_config
 from densessl.data.batch_augment import augment_batch
+from densessl.data.shard_writer import write_shards
 from densessl.engine.session import open_session
 from densessl.engine.step import step_state, train_step
 from densessl.methods import get_method
@@ -115,7 +118,7 @@ def main() -> None:
     parser.add_argument("--decode", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--rows", default="model,folder")
+    parser.add_argument("--rows", default="model,folder", help="of model, folder, shards")
     args = parser.parse_args()
     device = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -127,10 +130,16 @@ def main() -> None:
         rows = {}
         if "model" in args.rows:
             rows["model only"] = model_only(args, root / "run_model")
-        if "folder" in args.rows:
+        if "folder" in args.rows or "shards" in args.rows:
             write_jpegs(root / "images", args.images, 500, 375, 90)
+        if "folder" in args.rows:
             rows[f"JPEG folder, {args.workers} workers"] = from_folder(
                 args, root / "run_folder", root / "images"
+            )
+        if "shards" in args.rows:
+            write_shards(root / "images", root / "shards", shard_size=256)
+            rows[f"tar shards, {args.workers} workers"] = from_folder(
+                args, root / "run_shards", root / "shards"
             )
     for name, row in rows.items():
         busy = "n/a (no GPU)" if row["gpu_busy"] is None else f"{row['gpu_busy']:.0%}"

@@ -82,7 +82,10 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
         "(default: none)",
     )
     p.add_argument(
-        "--data", help="folder of images, searched recursively (default: the built-in scenes)"
+        "--data",
+        help="folder of images, searched recursively, or tar shards ('shards/train-"
+        "{000000..000099}.tar', a .tar file, a folder of .tar files); default: the built-in "
+        "scenes",
     )
     p.add_argument(
         "--backbone",
@@ -182,6 +185,17 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--num-images", type=int, default=200, help="training images")
     synthetic.add_argument("--image-size", type=int, default=128, help="image side in pixels")
     synthetic.add_argument("--seed", type=int, default=0, help="scene generator seed")
+    shards = _add_parser(
+        kinds,
+        "shards",
+        help="write a folder of images as tar shards (WebDataset layout)",
+        description="Write every image under --data as tar shards of --shard-size images "
+        "each (the files' bytes unchanged, in sorted path order), for --data on large or "
+        "shared storage. The shards appear in --out only when all are written.",
+    )
+    shards.add_argument("--data", required=True, help="folder of images, searched recursively")
+    shards.add_argument("--out", required=True, help="new or empty folder for the shards")
+    shards.add_argument("--shard-size", type=int, default=1000, help="images per shard")
 
 
 def _list_parser(sub: argparse._SubParsersAction) -> None:
@@ -234,7 +248,9 @@ def _proposals_parser(sub: argparse._SubParsersAction) -> None:
         "parallel, into a pickle-free .npz. Interrupted runs continue where they stopped when "
         "the same command is run again.",
     )
-    p.add_argument("--data", required=True, help="folder of images, searched recursively")
+    p.add_argument(
+        "--data", required=True, help="folder of images (searched recursively) or tar shards"
+    )
     p.add_argument("--out", required=True, help="output file, e.g. proposals.npz")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument(
@@ -298,7 +314,7 @@ def _viz_parser(sub: argparse._SubParsersAction) -> None:
     ):
         v = _add_parser(kinds, name, help=text, description=text)
         _add_weights_arguments(v)
-        v.add_argument("--data", help="image folder; default: the built-in scenes")
+        v.add_argument("--data", help="image folder or tar shards; default: the built-in scenes")
         v.add_argument("--index", type=int, default=0, help="first image to show")
         v.add_argument("--count", type=int, default=4, help="images (pca)")
         v.add_argument("--size", type=int, default=224, help="image side in pixels")
@@ -358,6 +374,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "shards":
+        from densessl.data.shard_writer import write_shards
+
+        written = write_shards(args.data, args.out, args.shard_size)
+        for line in written.unreadable:
+            print(f"densessl: warning: not copied: {line}", file=sys.stderr)
+        print(
+            f"wrote {written.images} images in {written.shards} shards; train on them with "
+            f"--data '{written.pattern}' (or --data {written.out})"
+        )
+        return 0
     if args.format == "seg":
         from densessl.eval.segmentation import write_synthetic_segmentation as write
     else:
@@ -368,10 +395,10 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _proposals(args: argparse.Namespace) -> int:
+    from densessl.data.data_path import open_image_source
     from densessl.data.proposal_store import generate_proposals
-    from densessl.data.sources import ImageFolder
 
-    source = ImageFolder(args.data)
+    source = open_image_source(args.data)
     result = generate_proposals(
         source, args.out, args.workers, args.max_side or None, route=args.route
     )
@@ -412,14 +439,14 @@ def _viz(args: argparse.Namespace) -> int:
                 )
         print(f"wrote {viz.plot_loss_curves(runs, Path(args.out))}")
         return 0
-    from densessl.data.sources import ImageFolder
+    from densessl.data.data_path import open_image_source
     from densessl.data.synthetic import SyntheticScenes
     from densessl.device import resolve_device
     from densessl.eval.weights import load_backbone
 
     backbone = load_backbone(args.weights, args.backbone, args.network)
     backbone.to(resolve_device(args.device))
-    source = ImageFolder(args.data) if args.data else SyntheticScenes(num_images=64, seed=101)
+    source = open_image_source(args.data) if args.data else SyntheticScenes(num_images=64, seed=101)
     if args.viz_command == "matches":
         stats = viz.plot_correspondences(
             backbone, source.load_image(args.index), Path(args.out), size=args.size

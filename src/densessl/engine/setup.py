@@ -12,6 +12,7 @@ from densessl import dist
 from densessl.data.batch import Batch, collate_views
 from densessl.data.batch_augment import augment_batch
 from densessl.data.built_in import built_in_scenes
+from densessl.data.data_path import open_image_source
 from densessl.data.device_decode import (
     EncodedViewsTransform,
     collate_encoded,
@@ -20,7 +21,7 @@ from densessl.data.device_decode import (
 from densessl.data.pretrain import MultiViewDataset
 from densessl.data.proposal_store import proposal_lookup
 from densessl.data.sampler import ResumableBatchSampler
-from densessl.data.sources import ImageFolder, ImageSource
+from densessl.data.sources import ImageSource
 from densessl.data.views import MultiViewTransform
 from densessl.engine.interrupts import data_worker_signals
 from densessl.engine.logging import log
@@ -41,7 +42,7 @@ def build_source(cfg: DictConfig) -> ImageSource:
     if cfg.data.path:
         # JPEGs are opened undecoded for reduced decoding and for decoding on the device.
         defer = cfg.data.reduced_decode or cfg.data.decode == "gpu"
-        return ImageFolder(cfg.data.path, reduced_decode=defer)
+        return open_image_source(cfg.data.path, reduced_decode=defer)
     return built_in_scenes(
         cfg.data.scenes, cfg.data.synthetic_images, cfg.data.synthetic_size, seed=cfg.seed
     )
