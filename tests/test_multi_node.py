@@ -16,7 +16,7 @@ import torch
 from densessl.cli import main
 from densessl.runs import load_checkpoint
 
-from conftest import free_port, tiny_overrides
+from conftest import TINY_FPN_RUN, free_port, tiny_overrides, write_scene_folder
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -30,17 +30,19 @@ def losses(run_dir) -> list[float]:
     return [json.loads(line)["loss"] for line in lines]
 
 
-def two_nodes(outs, timeout: int = 600, resume: bool = False, **run) -> None:
+def two_nodes(outs, timeout: int = 600, resume: bool = False, method: str = "mocov2",
+              values=None, env=None, **run) -> None:  # fmt: skip
     """One torchrun agent per node, each with ``--nnodes 2 --nproc_per_node 1`` and the same
-    c10d rendezvous; node i gets ``--out outs[i]``."""
+    c10d rendezvous; node i gets ``--out outs[i]`` and ``values`` (default: the tiny MoCo run
+    with ``RUN`` and ``run``)."""
     endpoint = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     agents = []
     for out in outs:
-        start = ["--resume", "--out", str(out)] if resume else ["--method", "mocov2"]
-        values = tiny_overrides(out, **{**RUN, **run})[1:]  # the run folder is --out
+        start = ["--resume", "--out", str(out)] if resume else ["--method", method]
+        given = values or tiny_overrides(out, **{**RUN, **run})[1:]  # the run folder is --out
         cli = ["-m", "densessl.cli", "pretrain", *start, *([] if resume else ["--out", str(out)]),
-               *values]  # fmt: skip
+               *given]  # fmt: skip
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                    "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
                    "--rdzv_id=densessl-two-nodes", *cli]  # fmt: skip
@@ -98,3 +100,42 @@ def test_a_run_moves_between_two_nodes_and_one_with_the_same_global_batch(tmp_pa
         assert got[1] == pytest.approx(want[1], rel=1e-2)
         state = load_checkpoint(run / "checkpoints" / "last.pt")
         assert state["step"] == 2 and int(state["model"]["queue.ptr"]) == 0  # 2 x 8 keys of 16
+
+
+# Logs which global rank runs SoCo's proposal search, in every process the agents start.
+SEARCH_SPY = """
+import os
+import densessl.data.proposal_store as store
+real = store.generate_proposals
+def logged(*args, **kwargs):
+    with open(os.environ["SEARCH_LOG"], "a") as log:
+        log.write(os.environ.get("RANK", "-") + "\\n")
+    return real(*args, **kwargs)
+store.generate_proposals = logged
+"""
+
+
+def test_nodes_sharing_one_data_folder_search_proposals_once_on_rank_0(tmp_path):
+    """SoCo on two nodes that see one data folder with no proposal cache yet: global rank 0
+    searches and writes the cache beside the data while rank 1 waits at the barrier, then
+    reads it; the run's boxes are the ones a single process finds."""
+    data = write_scene_folder(tmp_path / "images", 8, 80, seed=3)
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    (spy / "sitecustomize.py").write_text(SEARCH_SPY)
+    log = tmp_path / "searches.txt"
+    env = {"PYTHONPATH": os.pathsep.join([str(spy), os.environ.get("PYTHONPATH", "")]),
+           "SEARCH_LOG": str(log)}  # fmt: skip
+    values = [f"{k}={v}" for k, v in {**TINY_FPN_RUN, "steps": 1, "data.path": data}.items()]
+    shared = tmp_path / "run"
+    two_nodes([shared, shared], method="soco", values=values, env=env)
+    assert log.read_text().split() == ["0"]  # one search, by global rank 0
+    from densessl.data.proposal_store import load_proposals
+    from densessl.data.proposals import image_proposals
+    from densessl.data.sources import ImageFolder
+
+    images = ImageFolder(data)
+    cached = load_proposals(data / ".densessl_proposals.npz", images)
+    assert sorted(cached) == images.names
+    for i, key in enumerate(images.names):  # the search run here, in this one process
+        assert (cached[key] == image_proposals(images.load_image(i))).all()
