@@ -198,6 +198,7 @@ def _losses(run) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:skipping unreadable image")  # the broken file, both ways
 @pytest.mark.parametrize("name", METHODS.names())
 def test_a_step_on_shards_equals_the_step_on_their_folder(name, folder, shards, tmp_path):
