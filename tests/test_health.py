@@ -21,6 +21,7 @@ from densessl.health import (
     spread,
 )
 from densessl.methods import get_method
+from densessl.registry import METHODS
 
 from conftest import state_at, tiny_overrides, tiny_vit_overrides
 
@@ -77,6 +78,8 @@ def test_collapse_signs_read_each_threshold():
     assert len(collapse_signs({**healthy, "spread": COLLAPSE.spread / 2})) == 1
     assert len(collapse_signs({**healthy, "teacher_entropy": 0.999})) == 1
     assert len(collapse_signs({**healthy, "teacher_diversity": COLLAPSE.diversity / 2})) == 1
+    assert len(collapse_signs({**healthy, "projection_spread": COLLAPSE.projection / 2})) == 1
+    assert collapse_signs({**healthy, "projection_spread": COLLAPSE.projection * 2}) == {}
     assert collapse_signs({"spread": 0.5}) == {}  # a measure the method lacks is no sign
 
 
@@ -120,6 +123,7 @@ def test_a_healthy_tiny_run_logs_its_health_and_stays_silent(tmp_path, caplog, c
     assert all(r["effective_rank"] > COLLAPSE.rank and "loss" in r for r in checks)
     assert "teacher_entropy" not in checks[0]  # MoCo's key encoder has no softmax output
     assert "teacher_diversity" not in checks[0]
+    assert all(r["projection_spread"] > COLLAPSE.projection for r in checks)  # dense keys
     capsys.readouterr()
     assert main(["health", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -170,3 +174,42 @@ def test_a_collapse_is_warned_once_while_its_values_move(tmp_path, caplog, monke
         assert main(["pretrain", "--method", "mocov2", *tiny_overrides(tmp_path, steps=4)]) == 0
     warned = [r.message for r in caplog.records if "collapsed" in r.message]
     assert len(warned) == 1 and warned[0].startswith("step 2:")
+
+
+def _declares_projections(name: str) -> bool:
+    from densessl.methods import Method
+
+    return get_method(name).projections is not Method.projections
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if _declares_projections(n)])
+def test_a_projector_giving_every_pixel_one_vector_is_reported_with_a_healthy_backbone(
+    name, tmp_path
+):
+    """The teacher's layers after its backbone output their biases only (weights zeroed): the
+    projections are one vector, while the backbone, and so its pooled embeddings, is as it was.
+    The backbone measures cannot see this; the projection spread does."""
+    from densessl.data.built_in import built_in_scenes
+
+    from tiny_methods import tiny_method
+
+    method, cfg = tiny_method(name, tmp_path)
+    scenes = built_in_scenes("shapes", 16, cfg.data.synthetic_size, seed=0)
+    images = held_batch(scenes, cfg.data.image_size)
+    healthy = measure(method, images, state_at(method, 0))
+    assert healthy["projection_spread"] > COLLAPSE.projection
+    projection = method.projections(images)
+    assert projection.ndim == 2 and projection.shape[0] >= 16  # rows: images or pixels
+    backbone = set(method.teacher.backbone.parameters())
+    with torch.no_grad():
+        for module in method.teacher.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and weight not in backbone:
+                weight.zero_()
+                if module.bias is not None:
+                    module.bias.uniform_(0.5, 1.0)
+    collapsed = measure(method, images, state_at(method, 0))
+    assert collapsed["projection_spread"] < COLLAPSE.projection
+    assert collapsed["effective_rank"] == pytest.approx(healthy["effective_rank"])
+    assert collapsed["spread"] == pytest.approx(healthy["spread"])
+    assert "projection spread" in collapse_signs(collapsed)["projection_spread"]

@@ -9,6 +9,9 @@ A run can collapse to one output for every image while its loss looks sane. Meas
 - **teacher entropy** (DINO): mean per-image entropy over log K; 1 for a uniform teacher.
 - **teacher diversity**: entropy of the mean output over the held images, over log min(N, K);
   0 when all go to one prototype, which a sharp per-image entropy cannot tell from health.
+- **projection spread**: the spread of the embeddings a method's loss compares (its teacher's
+  pixel projections, for dense methods); a projector can put every pixel on one vector while
+  the backbone's pooled embeddings stay spread, and the loss then sits at its floor.
 """
 
 from __future__ import annotations
@@ -53,12 +56,13 @@ def diversity_ratio(probabilities: torch.Tensor) -> float:
 class CollapseThresholds:
     """Values past which a run is reported as collapsing (measured: docs/health.md): rank at or
     under ``rank`` (held batch of 64), spread under ``spread``, teacher entropy over ``entropy``,
-    teacher diversity under ``diversity``."""
+    teacher diversity under ``diversity``, projection spread under ``projection``."""
 
     rank: float = 2.0
     spread: float = 0.05
     entropy: float = 0.95
     diversity: float = 0.3
+    projection: float = 0.06
 
 
 COLLAPSE = CollapseThresholds()
@@ -71,20 +75,22 @@ def thresholds(limits: CollapseThresholds = COLLAPSE) -> dict[str, float]:
         "spread": limits.spread,
         "teacher_entropy": limits.entropy,
         "teacher_diversity": limits.diversity,
+        "projection_spread": limits.projection,
     }
 
 
 def collapse_signs(
     values: dict[str, float], limits: CollapseThresholds = COLLAPSE
 ) -> dict[str, str]:
-    """A short phrase per measure in ``values`` (``effective_rank``, ``spread``,
-    ``teacher_entropy``, ``teacher_diversity``; any may be missing) that says collapse."""
+    """A short phrase per measure in ``values`` (keys of :data:`MEASURES`; any may be missing)
+    that says collapse."""
     limit = thresholds(limits)
     crossed = {
         "effective_rank": lambda v: v <= limit["effective_rank"],
         "spread": lambda v: v < limit["spread"],
         "teacher_entropy": lambda v: v > limit["teacher_entropy"],
         "teacher_diversity": lambda v: v < limit["teacher_diversity"],
+        "projection_spread": lambda v: v < limit["projection_spread"],
     }
     phrases = {
         "effective_rank": f"<= {limits.rank:g}: the embeddings span a line",
@@ -93,6 +99,8 @@ def collapse_signs(
         "uniform distribution",
         "teacher_diversity": f"< {limits.diversity:g}: the teacher sends every image to the "
         "same few outputs",
+        "projection_spread": f"< {limits.projection:g}: the projector gives every pixel the "
+        "same embedding",
     }
     return {
         key: f"{MEASURES[key]} {values[key]:.3f} {phrases[key]}"
@@ -106,12 +114,14 @@ MEASURES = {
     "spread": "spread",
     "teacher_entropy": "teacher entropy",
     "teacher_diversity": "teacher diversity",
+    "projection_spread": "projection spread",
 }
 MEANING = {
     "effective_rank": "of the held images' embeddings; collapsed at or under {rank:g}",
     "spread": "about 1 when embeddings point every way; collapsed under {spread:g}",
     "teacher_entropy": "share of its maximum; a uniform teacher over {entropy:g}",
     "teacher_diversity": "1: the images go to different outputs; collapsed under {diversity:g}",
+    "projection_spread": "of the embeddings the loss compares; collapsed under {projection:g}",
 }
 
 

@@ -76,15 +76,19 @@ def pooled(features: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def measure(method: Method, images: torch.Tensor, state: StepState) -> dict[str, float]:
-    """``effective_rank`` and ``spread`` of the released backbone's embeddings of ``images``,
-    and ``teacher_entropy`` and ``teacher_diversity`` when the method has a softmax teacher;
-    {} when the embeddings are not finite (the loss check stops such a run, not this)."""
+    """``effective_rank`` and ``spread`` of the released backbone's embeddings of ``images``;
+    ``teacher_entropy`` and ``teacher_diversity`` when the method has a softmax teacher;
+    ``projection_spread`` when it declares its projections; {} when the embeddings are not
+    finite (the loss check stops such a run, not this)."""
     with evaluating(method):
         embeddings = pooled(method.exportable()["backbone"](images))
         if not torch.isfinite(embeddings).all():
             return {}
         values = {"effective_rank": effective_rank(embeddings), "spread": spread(embeddings)}
         target = method.teacher_distribution(images, state)
+        projections = method.projections(images)
+    if projections is not None and torch.isfinite(projections).all():
+        values["projection_spread"] = spread(projections)
     if target is not None and torch.isfinite(target).all():
         values["teacher_entropy"] = entropy_ratio(target)
         values["teacher_diversity"] = diversity_ratio(target)

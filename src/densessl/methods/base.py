@@ -105,6 +105,12 @@ class Method(nn.Module):
         None for methods without one."""
         return None
 
+    def projections(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The teacher's (M, D) embeddings the loss compares, rows images or pixels, read by the
+        health checks (a projector can collapse while the released backbone does not); None
+        for methods that do not declare them."""
+        return None
+
     def frozen_parameters(self, state: StepState) -> list[nn.Parameter]:
         """Parameters not to update at this step: their gradients are set to None after the
         backward, so the optimizer skips them, weight decay included."""

@@ -93,6 +93,10 @@ class DenseCL(MoCoV2):
             .transpose(1, 2),  # (B, N, C), for matching only
         }
 
+    def projections(self, images: torch.Tensor) -> torch.Tensor:
+        """The key encoder's dense projections, one row per grid cell: (B N, D)."""
+        return self.encode(self.teacher, images)["dense"].flatten(0, 1)
+
     def forward(self, batch: Batch, state: StepState) -> LossOutput:
         query_view, key_view = batch.views
         q = self.encode(self.student, query_view)

@@ -99,6 +99,10 @@ class PixPro(TeacherStudent):
             out["instance"] = encoder.instance_projector(c5)
         return out
 
+    def projections(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's pixel projections, one row per pixel: (B h w, D)."""
+        return self.encode(self.teacher, images)["pixels"].flatten(2).transpose(1, 2).flatten(0, 1)
+
     def forward(self, batch: Batch, state: StepState) -> LossOutput:
         coords = [
             crop_coordinates(batch.crop_boxes[:, v], batch.flipped[:, v], batch.source_sizes)
