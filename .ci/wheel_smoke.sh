@@ -44,6 +44,11 @@ densessl list > list.txt
 grep -q "densecl_small_data" list.txt
 densessl pretrain --method densecl --config densecl_small_data --steps 2 --out run "${tiny[@]}"
 densessl export run --format torchvision --out backbone.pt
+# tar shards written and read by the installed package
+densessl data synthetic --format seg --out seg --num-images 16 --image-size 80
+densessl data shards --data seg/train/images --out shards --shard-size 8
+densessl pretrain --method densecl --data 'shards/shard-{000000..000001}.tar' --steps 1 \
+  --out run_shards "${tiny[@]}"
 if ! $full; then
   densessl demo --quick --out demo
   test -s demo/report.md
