@@ -24,7 +24,8 @@ def _expand(pattern: str) -> list[str]:
 
 
 def _shards_in_folder(folder: str) -> list[str] | None:
-    entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    with os.scandir(folder) as listing:
+        entries = [e for e in listing if not e.name.startswith(".")]
     tars = sorted(e.path for e in entries if e.is_file() and e.name.endswith(".tar"))
     images = any(e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries)
     folders = any(e.is_dir() for e in entries)

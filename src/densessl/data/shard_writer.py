@@ -12,6 +12,7 @@ end, so an interrupted or refused write leaves no half set of shards behind.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +34,15 @@ class ShardsWritten:
     @property
     def pattern(self) -> str:
         """The brace pattern naming every shard written, for ``--data``."""
-        last = SHARD_NAME % (self.shards - 1)
-        return str(self.out / SHARD_NAME.replace("%06d", f"{{000000..{last[6:12]}}}"))
+        return str(self.out / SHARD_NAME.replace("%06d", f"{{000000..{self.shards - 1:06d}}}"))
 
 
 def sample_keys(names: list[str]) -> list[str]:
     """WebDataset keys of relative image paths (rule in the module docstring)."""
     keys, used = [], set()
     for name in names:
-        folder, file = os.path.split(os.path.splitext(name)[0])
-        base = os.path.join(folder, file.replace(".", "_")) if folder else file.replace(".", "_")
+        folder, file = posixpath.split(posixpath.splitext(name)[0])
+        base = posixpath.join(folder, file.replace(".", "_"))
         key, n = base, 1
         while key in used:
             n += 1

@@ -21,6 +21,7 @@ import io
 import os
 import tarfile
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -159,9 +160,7 @@ class TarShards:
 
 
 def _unique_keys(names: list[str], shard_of: np.ndarray, shards: list[str]) -> list[str]:
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(names)
     return [
         name if counts[name] == 1 else f"{os.path.basename(shards[s])}/{name}"
         for name, s in zip(names, shard_of.tolist(), strict=True)
