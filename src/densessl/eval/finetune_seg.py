@@ -50,7 +50,7 @@ class FinetuneSegOptions:
     """
 
     decoder: str = "fpn"
-    epochs: float = 40.0
+    epochs: float = 80.0
     min_iterations: int = 100
     iterations: int = 0
     batch_size: int = 8

@@ -132,7 +132,7 @@ FLAGS = (
     ),
     Flag("--seeds", "seeds 0..N-1 per init and fraction", type=int, default=1),
     Flag("--decoder", "fpn (default), unet, or linear (for ViTs)"),
-    Flag("--iterations", "steps (default: 40 epochs of the labels)", type=int),
+    Flag("--iterations", "steps (default: 80 epochs of the labels)", type=int),
     Flag("--batch-size", "crops per step (default 8)", type=int),
     Flag("--crop-size", "training crop side (default 256)", type=int),
     Flag("--image-size", "shorter side (default: as stored)", type=int),
