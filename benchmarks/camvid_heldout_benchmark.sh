@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The held-out CamVid fine-tune benchmark end to end: the split, every pretraining run, and the
+# fine-tunes at 10% of the labels, random init first, then setting (i) and setting (ii) seed by
+# seed. Each step is skipped when its output exists (a finished run has summary.json; a
+# fine-tune is a row in the rows file), and an interrupted pretraining resumes from its last
+# checkpoint, so the script can be stopped and started again at any point.
+#
+#   bash benchmarks/camvid_heldout_benchmark.sh ../shared/data/camvid runs/heldout 0 1 2
+#   python benchmarks/camvid_finetune.py --out runs/heldout/finetune_rows.json --summary
+#
+# PRETRAIN_ARGS (config overrides, e.g. "steps=20") and FINETUNE_ARGS (camvid_finetune.py flags,
+# e.g. "--set iterations=5") are added to every pretraining run and every fine-tune.
+set -euo pipefail
+
+data=${1:?CamVid folder}
+out=${2:?output folder}
+shift 2
+seeds=("${@:-0}")
+python=${PYTHON:-python}
+here=$(cd "$(dirname "$0")" && pwd)
+rows=$out/finetune_rows.json
+
+[ -d "$out/split" ] || "$python" "$here/camvid_heldout.py" --data "$data" --out "$out/split"
+
+finetune() {
+    # shellcheck disable=SC2086
+    "$python" "$here/camvid_finetune.py" --split "$out/split" --labels 10% --out "$rows" "$@" \
+        ${FINETUNE_ARGS:-}
+}
+
+pretrain() {  # method setting seed
+    local run=$out/runs/$1_$2_s$3 resume=()
+    [ -f "$run/summary.json" ] && return
+    [ -d "$run" ] && resume=(--resume)
+    # shellcheck disable=SC2086
+    "$python" -m densessl pretrain --method "$1" --config "$1_small_data" \
+        --data "$out/split/pool_$2" --out "$run" "${resume[@]}" "seed=$3" ${PRETRAIN_ARGS:-}
+}
+
+finetune --inits random --seeds "${seeds[@]}"
+for setting in new all; do
+    for seed in "${seeds[@]}"; do
+        for method in densecl mocov2; do
+            pretrain "$method" "$setting" "$seed"
+            finetune --inits "$out/runs/${method}_${setting}_s$seed" --seeds "$seed"
+        done
+    done
+done
