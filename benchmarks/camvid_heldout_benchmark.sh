@@ -2,8 +2,9 @@
 # The held-out CamVid fine-tune benchmark end to end: the split, every pretraining run, and the
 # fine-tunes at 10% of the labels, random init first, then setting (i) and setting (ii) seed by
 # seed. Each step is skipped when its output exists (a finished run has summary.json; a
-# fine-tune is a row in the rows file), and an interrupted pretraining resumes from its last
-# checkpoint, so the script can be stopped and started again at any point.
+# fine-tune is a row in the rows file, and a run whose row is there is not pretrained again),
+# and an interrupted pretraining resumes from its last checkpoint, so the script can be stopped
+# and started again at any point.
 #
 #   bash benchmarks/camvid_heldout_benchmark.sh ../shared/data/camvid runs/heldout 0 1 2
 #   python benchmarks/camvid_finetune.py --out runs/heldout/finetune_rows.json --summary
@@ -37,10 +38,16 @@ pretrain() {  # method setting seed
         --data "$out/split/pool_$2" --out "$run" "${resume[@]}" "seed=$3" ${PRETRAIN_ARGS:-}
 }
 
+has_row() {  # method setting seed: its fine-tune is in the rows file (its pretraining not needed)
+    [ -f "$rows" ] && "$python" -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])))' \
+        "$rows" "$1 $2 labels=10% seed=$3"
+}
+
 finetune --inits random --seeds "${seeds[@]}"
 for setting in new all; do
     for seed in "${seeds[@]}"; do
         for method in densecl mocov2; do
+            has_row "$method" "$setting" "$seed" && continue
             pretrain "$method" "$setting" "$seed"
             finetune --inits "$out/runs/${method}_${setting}_s$seed" --seeds "$seed"
         done
