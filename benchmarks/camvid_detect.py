@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 # run as a script: benchmarks/ is on sys.path
-from camvid_finetune import describe_init, row_key, save
+from camvid_finetune import describe_init, row_key
 from omegaconf import OmegaConf
+from probe_rows import save_row
 
 from densessl.eval.protocols.detect import evaluate
 
@@ -46,7 +47,6 @@ REDUCED = [
 
 
 def run(args: argparse.Namespace) -> None:
-    rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     overrides = [*REDUCED, f"iterations={args.iterations}", *args.set]
     for labels in args.labels:
         for seed in args.seeds:
@@ -55,13 +55,13 @@ def run(args: argparse.Namespace) -> None:
                 if pretrain_seed is not None and pretrain_seed != seed:
                     continue
                 key = row_key(init, labels, seed, args.tag)
-                if key in rows:
-                    continue
+                if args.out.exists() and key in json.loads(args.out.read_text()):
+                    continue  # another invocation may have added it meanwhile
                 started = time.perf_counter()
                 scores = evaluate(init, args.boxes, backbone="resnet18", overrides=overrides,
                                   labels=labels, seed=seed)  # fmt: skip
                 method, setting, _ = describe_init(init)
-                rows[key] = {
+                row = {
                     "init": init, "method": method, "setting": setting, "labels": labels,
                     "seed": seed, "tag": args.tag, "overrides": overrides,
                     "box_ap": round(scores.box_ap, 2), "box_ap50": round(scores.box_ap50, 2),
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> None:
                     "date": date.today().isoformat(),
                     "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                 }  # fmt: skip
-                save(args.out, rows)
+                save_row(args.out, key, row)
                 print(f"{key}: box AP {scores.box_ap:.1f}, AP50 {scores.box_ap50:.1f} "
-                      f"({rows[key]['minutes']} min)", flush=True)  # fmt: skip
+                      f"({row['minutes']} min)", flush=True)  # fmt: skip
 
 
 def summary(rows: dict, tag: str) -> None:

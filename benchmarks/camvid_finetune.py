@@ -10,8 +10,9 @@ pretraining seed pairs with the subset and crops of the same fine-tuning seed as
         --inits random runs/camvid_pretrain/densecl_all_s0 --seeds 0 1 2 --out rows.json
     python benchmarks/camvid_finetune.py --out rows.json --summary   # the table
 
-Rows accumulate in ``--out`` (one per init, setting, label fraction, seed and recipe tag);
-a row already there is not run again, so a benchmark can be split into short jobs.
+Rows accumulate in ``--out`` (one per init, setting, label fraction, seed and recipe tag),
+merged into the file as each finishes; a row already there is not run again, so a benchmark
+can be split into short jobs, side by side.
 ``--set KEY=VALUE`` changes the recipe (a ``FinetuneSegOptions`` field) and ``--tag`` names it.
 """
 
@@ -29,6 +30,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+
+# run as a script: benchmarks/ is on sys.path
+from probe_rows import save_row
 
 from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
 from densessl.eval.labels import label_subset
@@ -59,17 +63,10 @@ def options_of(sets: list[str], seed: int) -> FinetuneSegOptions:
     return replace(OmegaConf.to_object(merged), seed=seed)
 
 
-def save(path: Path, rows: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 def run(args: argparse.Namespace) -> None:
     split = Path(args.split) / "seg"
     train = open_segmentation(split, "camvid", "train")
     val = open_segmentation(split, "camvid", "val")
-    rows = json.loads(args.out.read_text()) if args.out.exists() else {}
     for labels in args.labels:
         for seed in args.seeds:
             for init in args.inits:
@@ -77,15 +74,15 @@ def run(args: argparse.Namespace) -> None:
                 if pretrain_seed is not None and pretrain_seed != seed:
                     continue
                 key = row_key(init, labels, seed, args.tag)
-                if key in rows:
-                    continue
+                if args.out.exists() and key in json.loads(args.out.read_text()):
+                    continue  # another invocation may have added it meanwhile
                 options = options_of(args.set, seed)
                 indices = label_subset(len(train), labels, seed)
                 started = time.perf_counter()
                 result = finetune_seg(load_backbone(init, "resnet18"), train, val, options,
                                       indices)  # fmt: skip
                 method, setting, _ = describe_init(init)
-                rows[key] = {
+                row = {
                     "init": init, "method": method, "setting": setting, "labels": labels,
                     "seed": seed, "tag": args.tag, "set": args.set,
                     "miou": round(result.scores.miou, 2),
@@ -98,9 +95,8 @@ def run(args: argparse.Namespace) -> None:
                     "options": asdict(options), "date": date.today().isoformat(),
                     "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                 }  # fmt: skip
-                save(args.out, rows)
-                print(f"{key}: mIoU {result.scores.miou:.1f} "
-                      f"({rows[key]['minutes']} min)", flush=True)  # fmt: skip
+                save_row(args.out, key, row)
+                print(f"{key}: mIoU {result.scores.miou:.1f} ({row['minutes']} min)", flush=True)
 
 
 def summary(rows: dict, tag: str) -> None:
