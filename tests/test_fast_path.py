@@ -67,7 +67,10 @@ def test_a_channels_last_step_equals_the_contiguous_one(name, tmp_path):
     loss_nhwc, grads_nhwc = loss_and_grads(nhwc, nhwc_batch, state_at(nhwc, 0))
     assert seen[0].is_contiguous(memory_format=torch.channels_last)  # the convs really ran NHWC
     torch.testing.assert_close(loss_nhwc, loss, rtol=1e-5, atol=1e-6)
-    assert_grads_close(grads_nhwc, grads, 1e-3)
+    # 1e-2: a conv's weight gradient before a batch norm sums terms that nearly cancel, which
+    # turns the NHWC kernels' 1e-5 rounding into up to 3e-3 on some CPUs (MCL's tiny montages);
+    # a changed computation is off by order 1
+    assert_grads_close(grads_nhwc, grads, 1e-2)
 
 
 def test_auto_memory_format_is_channels_last_for_cnns_only(tmp_path):
