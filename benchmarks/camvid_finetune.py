@@ -14,6 +14,7 @@ Rows accumulate in ``--out`` (one per init, setting, label fraction, seed and re
 merged into the file as each finishes; a row already there is not run again, so a benchmark
 can be split into short jobs, side by side.
 ``--set KEY=VALUE`` changes the recipe (a ``FinetuneSegOptions`` field) and ``--tag`` names it.
+``--protocol probes`` fits the frozen probes (linear, k-NN) on the same subsets instead.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ import torch
 from omegaconf import OmegaConf
 
 # run as a script: benchmarks/ is on sys.path
-from probe_rows import save_row
+from probe_rows import probe_row, save_row
 
 from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
-from densessl.eval.labels import label_subset
+from densessl.eval.labels import Subset, label_subset
 from densessl.eval.segmentation import open_segmentation
 from densessl.eval.weights import load_backbone
 
@@ -63,53 +64,73 @@ def options_of(sets: list[str], seed: int) -> FinetuneSegOptions:
     return replace(OmegaConf.to_object(merged), seed=seed)
 
 
+def finetune_fields(init: str, train, val, indices: list[int], args, seed: int) -> dict:
+    """Fine-tune ``init`` on the subset and score it: the row's measured fields."""
+    options = options_of(args.set, seed)
+    result = finetune_seg(load_backbone(init, "resnet18"), train, val, options, indices)
+    return {
+        "miou": round(result.scores.miou, 2),
+        "pixel_accuracy": round(result.scores.pixel_accuracy, 2),
+        "per_class_iou": {k: round(v, 2) for k, v in result.scores.per_class_iou.items()},
+        "iterations": result.iterations, "final_loss": round(result.final_loss, 4),
+        "options": asdict(options),
+    }  # fmt: skip
+
+
+def probe_fields(init: str, train, val, indices: list[int], args, seed: int) -> dict:
+    """The frozen probes (linear and k-NN, C4 + C5 at 224 px, as benchmarks/camvid_transfer.py)
+    fitted on the subset: the row's measured fields, ``miou`` the linear probe's."""
+    row = probe_row(load_backbone(init, "resnet18"), Subset(train, indices), val, ["c4", "c5"],
+                    224)  # fmt: skip
+    return {"miou": round(row["linear"]["miou"], 2), "knn_miou": round(row["knn"]["miou"], 2),
+            "linear": row["linear"], "knn": row["knn"]}  # fmt: skip
+
+
+PROTOCOLS = {"finetune": finetune_fields, "probes": probe_fields}
+
+
 def run(args: argparse.Namespace) -> None:
     split = Path(args.split) / "seg"
     train = open_segmentation(split, "camvid", "train")
     val = open_segmentation(split, "camvid", "val")
+    suffix = "" if args.protocol == "finetune" else f" {args.protocol}"
     for labels in args.labels:
         for seed in args.seeds:
             for init in args.inits:
                 pretrain_seed = describe_init(init)[2]
                 if pretrain_seed is not None and pretrain_seed != seed:
                     continue
-                key = row_key(init, labels, seed, args.tag)
+                key = row_key(init, labels, seed, args.tag) + suffix
                 if args.out.exists() and key in json.loads(args.out.read_text()):
                     continue  # another invocation may have added it meanwhile
-                options = options_of(args.set, seed)
                 indices = label_subset(len(train), labels, seed)
                 started = time.perf_counter()
-                result = finetune_seg(load_backbone(init, "resnet18"), train, val, options,
-                                      indices)  # fmt: skip
+                measured = PROTOCOLS[args.protocol](init, train, val, indices, args, seed)
                 method, setting, _ = describe_init(init)
                 row = {
                     "init": init, "method": method, "setting": setting, "labels": labels,
-                    "seed": seed, "tag": args.tag, "set": args.set,
-                    "miou": round(result.scores.miou, 2),
-                    "pixel_accuracy": round(result.scores.pixel_accuracy, 2),
-                    "per_class_iou": {k: round(v, 2) for k, v in
-                                      result.scores.per_class_iou.items()},
-                    "iterations": result.iterations, "final_loss": round(result.final_loss, 4),
-                    "train_images": len(indices),
+                    "seed": seed, "tag": args.tag, "set": args.set, "protocol": args.protocol,
+                    **measured, "train_images": len(indices),
                     "minutes": round((time.perf_counter() - started) / 60, 1),
-                    "options": asdict(options), "date": date.today().isoformat(),
+                    "date": date.today().isoformat(),
                     "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                 }  # fmt: skip
                 save_row(args.out, key, row)
-                print(f"{key}: mIoU {result.scores.miou:.1f} ({row['minutes']} min)", flush=True)
+                print(f"{key}: mIoU {row['miou']:.1f} ({row['minutes']} min)", flush=True)
 
 
-def summary(rows: dict, tag: str) -> None:
-    """Per (method, setting, labels): mean ± sd over seeds; margins to random paired by seed."""
+def summary(rows: dict, tag: str, protocol: str, metric: str) -> None:
+    """Per (method, setting, labels): ``metric`` mean ± sd over seeds; margins to random init
+    paired by seed."""
     groups: dict[tuple[str, str, str], dict[int, float]] = {}
     minutes: dict[tuple[str, str, str], list[float]] = {}
     for row in rows.values():
-        if row.get("tag", "") != tag:
+        if row.get("tag", "") != tag or row.get("protocol", "finetune") != protocol:
             continue
         key = (row["method"], row["setting"], row["labels"])
-        groups.setdefault(key, {})[row["seed"]] = row["miou"]
+        groups.setdefault(key, {})[row["seed"]] = row[metric]
         minutes.setdefault(key, []).append(row["minutes"])
-    print("| init | pretraining pool | labels | seeds | mIoU | - random (paired) | "
+    print(f"| init | pretraining pool | labels | seeds | {metric} | - random (paired) | "
           "beyond 2 sd | min per run |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for key in sorted(groups):
@@ -140,10 +161,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="recipe KEY=VALUE")
     parser.add_argument("--tag", default="", help="names the recipe variant")
     parser.add_argument("--out", type=Path, required=True, help="rows JSON (accumulates)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="finetune",
+                        help="fine-tune the whole network, or fit the frozen probes")  # fmt: skip
     parser.add_argument("--summary", action="store_true", help="print the table and stop")
     args = parser.parse_args()
     if args.summary:
-        summary(json.loads(args.out.read_text()), args.tag)
+        metrics = ["miou"] if args.protocol == "finetune" else ["miou", "knn_miou"]
+        for metric in metrics:
+            summary(json.loads(args.out.read_text()), args.tag, args.protocol, metric)
         return
     if not args.split:
         parser.error("--split is required to run")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The held-out CamVid fine-tune benchmark end to end: the split, every pretraining run, and the
-# fine-tunes at 10% of the labels, random init first, then setting (i) and setting (ii) seed by
-# seed. Each step is skipped when its output exists (a finished run has summary.json; a
-# fine-tune is a row in the rows file, and a run whose row is there is not pretrained again),
+# fine-tunes and frozen probes at 10% of the labels, random init first, then setting (i) and
+# setting (ii) seed by seed. Each step is skipped when its output exists (a finished run has summary.json; a
+# fine-tune is a row in the rows file, and a run whose rows are there is not pretrained again),
 # and an interrupted pretraining resumes from its last checkpoint, so the script can be stopped
 # and started again at any point.
 #
@@ -38,18 +38,22 @@ pretrain() {  # method setting seed
         --data "$out/split/pool_$2" --out "$run" "${resume[@]}" "seed=$3" ${PRETRAIN_ARGS:-}
 }
 
-has_row() {  # method setting seed: its fine-tune is in the rows file (its pretraining not needed)
-    [ -f "$rows" ] && "$python" -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])))' \
-        "$rows" "$1 $2 labels=10% seed=$3"
+has_row() {  # method setting seed [protocol]: the row is in the rows file
+    local key="$1 $2 labels=10% seed=$3${4:+ $4}"
+    [ -f "$rows" ] && "$python" -c \
+        'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])))' "$rows" "$key"
 }
 
 finetune --inits random --seeds "${seeds[@]}"
+finetune --inits random --seeds "${seeds[@]}" --protocol probes
 for setting in new all; do
     for seed in "${seeds[@]}"; do
         for method in densecl mocov2; do
-            has_row "$method" "$setting" "$seed" && continue
+            has_row "$method" "$setting" "$seed" probes && continue
             pretrain "$method" "$setting" "$seed"
             finetune --inits "$out/runs/${method}_${setting}_s$seed" --seeds "$seed"
+            finetune --inits "$out/runs/${method}_${setting}_s$seed" --seeds "$seed" \
+                --protocol probes
         done
     done
 done
