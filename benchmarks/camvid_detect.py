@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 # run as a script: benchmarks/ is on sys.path
-from camvid_finetune import describe_init, row_key
+from camvid_finetune import describe_init, pending_rows
 from omegaconf import OmegaConf
 from probe_rows import save_row
 
@@ -48,35 +48,27 @@ REDUCED = [
 
 def run(args: argparse.Namespace) -> None:
     overrides = [*REDUCED, f"iterations={args.iterations}", *args.set]
-    for labels in args.labels:
-        for seed in args.seeds:
-            for init in args.inits:
-                pretrain_seed = describe_init(init)[2]
-                if pretrain_seed is not None and pretrain_seed != seed:
-                    continue
-                key = row_key(init, labels, seed, args.tag)
-                if args.out.exists() and key in json.loads(args.out.read_text()):
-                    continue  # another invocation may have added it meanwhile
-                started = time.perf_counter()
-                scores = evaluate(init, args.boxes, backbone="resnet18", overrides=overrides,
-                                  labels=labels, seed=seed)  # fmt: skip
-                method, setting, _ = describe_init(init)
-                row = {
-                    "init": init, "method": method, "setting": setting, "labels": labels,
-                    "seed": seed, "tag": args.tag, "overrides": overrides,
-                    "box_ap": round(scores.box_ap, 2), "box_ap50": round(scores.box_ap50, 2),
-                    "box_ap75": round(scores.box_ap75, 2), "heads": scores.heads,
-                    "pretrained_head_tensors": len(scores.extra_keys_used),
-                    "box_ap_per_class": {k: round(v, 2) for k, v in
-                                         scores.box_ap_per_class.items()},
-                    "iterations": scores.iterations,
-                    "minutes": round((time.perf_counter() - started) / 60, 1),
-                    "date": date.today().isoformat(),
-                    "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-                }  # fmt: skip
-                save_row(args.out, key, row)
-                print(f"{key}: box AP {scores.box_ap:.1f}, AP50 {scores.box_ap50:.1f} "
-                      f"({row['minutes']} min)", flush=True)  # fmt: skip
+    for init, labels, seed, key in pending_rows(args):
+        started = time.perf_counter()
+        scores = evaluate(init, args.boxes, backbone="resnet18", overrides=overrides,
+                          labels=labels, seed=seed)  # fmt: skip
+        method, setting, _ = describe_init(init)
+        row = {
+            "init": init, "method": method, "setting": setting, "labels": labels,
+            "seed": seed, "tag": args.tag, "overrides": overrides,
+            "box_ap": round(scores.box_ap, 2), "box_ap50": round(scores.box_ap50, 2),
+            "box_ap75": round(scores.box_ap75, 2), "heads": scores.heads,
+            "pretrained_head_tensors": len(scores.extra_keys_used),
+            "box_ap_per_class": {k: round(v, 2) for k, v in
+                                 scores.box_ap_per_class.items()},
+            "iterations": scores.iterations,
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        }  # fmt: skip
+        save_row(args.out, key, row)
+        print(f"{key}: box AP {scores.box_ap:.1f}, AP50 {scores.box_ap50:.1f} "
+              f"({row['minutes']} min)", flush=True)  # fmt: skip
 
 
 def summary(rows: dict, tag: str) -> None:

@@ -58,6 +58,21 @@ def row_key(init: str, labels: str, seed: int, tag: str) -> str:
     return f"{method} {setting} labels={labels} seed={seed}" + (f" {tag}" if tag else "")
 
 
+def pending_rows(args: argparse.Namespace, suffix: str = ""):
+    """(init, labels, seed, row key) of every requested row not yet in ``args.out``; a
+    pretraining run pairs with its own seed only. The file is re-read for each row, since
+    another invocation may have added it meanwhile."""
+    for labels in args.labels:
+        for seed in args.seeds:
+            for init in args.inits:
+                pretrain_seed = describe_init(init)[2]
+                if pretrain_seed is not None and pretrain_seed != seed:
+                    continue
+                key = row_key(init, labels, seed, args.tag) + suffix
+                if not (args.out.exists() and key in json.loads(args.out.read_text())):
+                    yield init, labels, seed, key
+
+
 def options_of(sets: list[str], seed: int) -> FinetuneSegOptions:
     base = OmegaConf.structured(FinetuneSegOptions)
     merged = OmegaConf.merge(base, OmegaConf.from_dotlist(sets)) if sets else base
@@ -94,29 +109,21 @@ def run(args: argparse.Namespace) -> None:
     train = open_segmentation(split, "camvid", "train")
     val = open_segmentation(split, "camvid", "val")
     suffix = "" if args.protocol == "finetune" else f" {args.protocol}"
-    for labels in args.labels:
-        for seed in args.seeds:
-            for init in args.inits:
-                pretrain_seed = describe_init(init)[2]
-                if pretrain_seed is not None and pretrain_seed != seed:
-                    continue
-                key = row_key(init, labels, seed, args.tag) + suffix
-                if args.out.exists() and key in json.loads(args.out.read_text()):
-                    continue  # another invocation may have added it meanwhile
-                indices = label_subset(len(train), labels, seed)
-                started = time.perf_counter()
-                measured = PROTOCOLS[args.protocol](init, train, val, indices, args, seed)
-                method, setting, _ = describe_init(init)
-                row = {
-                    "init": init, "method": method, "setting": setting, "labels": labels,
-                    "seed": seed, "tag": args.tag, "set": args.set, "protocol": args.protocol,
-                    **measured, "train_images": len(indices),
-                    "minutes": round((time.perf_counter() - started) / 60, 1),
-                    "date": date.today().isoformat(),
-                    "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-                }  # fmt: skip
-                save_row(args.out, key, row)
-                print(f"{key}: mIoU {row['miou']:.1f} ({row['minutes']} min)", flush=True)
+    for init, labels, seed, key in pending_rows(args, suffix):
+        indices = label_subset(len(train), labels, seed)
+        started = time.perf_counter()
+        measured = PROTOCOLS[args.protocol](init, train, val, indices, args, seed)
+        method, setting, _ = describe_init(init)
+        row = {
+            "init": init, "method": method, "setting": setting, "labels": labels,
+            "seed": seed, "tag": args.tag, "set": args.set, "protocol": args.protocol,
+            **measured, "train_images": len(indices),
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "date": date.today().isoformat(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        }  # fmt: skip
+        save_row(args.out, key, row)
+        print(f"{key}: mIoU {row['miou']:.1f} ({row['minutes']} min)", flush=True)
 
 
 def summary(rows: dict, tag: str, protocol: str, metric: str) -> None:
