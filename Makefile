@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/densessl demo --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 	PYTHON=$(BIN)/python bash .ci/wheel_smoke.sh
 
 lint: $(STAMP)

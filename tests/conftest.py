@@ -8,8 +8,11 @@ import tempfile
 import pytest
 import torch
 
-# DENSESSL_TEST_THREADS=1 keeps a test run from fighting a benchmark for the two CI cores.
-torch.set_num_threads(int(os.environ.get("DENSESSL_TEST_THREADS", "2")))
+# Under pytest-xdist (`make test`) every worker is a process of its own and takes one core: a
+# second thread per worker would oversubscribe. DENSESSL_TEST_THREADS=1 keeps a serial run from
+# fighting a benchmark for the two CI cores.
+_default_threads = "1" if "PYTEST_XDIST_WORKER" in os.environ else "2"
+torch.set_num_threads(int(os.environ.get("DENSESSL_TEST_THREADS", _default_threads)))
 
 # Folder and shard listings go to a cache of the test session's own, not the user's, and the
 # commands the tests start inherit it.
