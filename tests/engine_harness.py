@@ -79,7 +79,8 @@ def _entry(rank: int, world: int, port: int, worker, args) -> None:
     try:
         worker(rank, *args)
     finally:
-        tdist.destroy_process_group()
+        if tdist.is_initialized():  # the worker may have left it already (`densessl.cli.main`)
+            tdist.destroy_process_group()
 
 
 def in_processes(worker, *args, processes: int = 2) -> None:

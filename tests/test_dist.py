@@ -16,6 +16,7 @@ import torch
 from densessl.runs import load_checkpoint
 
 from conftest import free_port, tiny_overrides
+from engine_harness import in_processes
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -53,3 +54,17 @@ def test_health_checks_between_log_steps_under_two_processes(tmp_path):
     logged = records(out)
     assert [r["step"] for r in logged] == [1, 2, 3]  # first step, the check at 2, the last
     assert [r["step"] for r in logged if "effective_rank" in r] == [2, 3]
+
+
+def _pretrain_from_the_command_line(rank: int, out: str) -> None:
+    from densessl import cli, dist
+
+    argv = ["pretrain", "--method", "mocov2", "--out", out, *tiny_overrides(out, steps=1)[1:]]
+    assert cli.main(argv) == 0
+    assert not dist.is_initialized()
+
+
+def test_a_finished_command_leaves_the_process_group_on_every_rank(tmp_path):
+    """Each rank destroys the group before the interpreter exits: a gloo group left to the exit
+    can abort a rank (SIGABRT) after a run that succeeded, and torchrun then reports it failed."""
+    in_processes(_pretrain_from_the_command_line, str(tmp_path / "run"))

@@ -502,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                 "viz": _viz, "proposals": _proposals, "list": _list, "demo": _demo,
                 "health": _health}  # fmt: skip
     try:
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        _leave_process_group()
+        return code
     except UserError as err:
         if args.debug:
             raise
@@ -516,6 +518,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `densessl list | head`: the reader has what it wanted
         _quiet_stdout()
         return 128 + signal.SIGPIPE
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, every rank that finished leaves the group together (:func:`dist.close`).
+    Only a command that loaded densessl.dist can have joined one; the others stay torch-free."""
+    if "densessl.dist" in sys.modules:
+        from densessl import dist
+
+        dist.close()
 
 
 def _quiet_stdout() -> None:

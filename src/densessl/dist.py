@@ -62,6 +62,16 @@ def barrier() -> None:
         tdist.barrier()
 
 
+def close() -> None:
+    """Leave the process group together, once every rank has finished: a barrier, then
+    ``destroy_process_group``. A gloo group left to the interpreter's exit can abort a rank
+    (SIGABRT from its worker threads) after the run itself succeeded. Not called after an
+    error: a rank that failed would leave the others waiting in the barrier."""
+    if is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
+
+
 @torch.no_grad()
 def all_gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (B, ...) from all ranks along dim 0, in rank order. No gradient."""
