@@ -20,10 +20,10 @@ iterations=${3:?detector iterations}
 shift 3
 seeds=("${@:-0}")
 python=${PYTHON:-python}
-here=$(cd "$(dirname "$0")" && pwd)
 rows=$out/detect_rows.json
 
-[ -d "$out/split" ] || "$python" "$here/camvid_heldout.py" --data "$data" --out "$out/split"
+# shellcheck source=benchmarks/camvid_runs.sh
+source "$(dirname "$0")/camvid_runs.sh"
 [ -f "$out/boxes/val/annotations.json" ] \
     || "$python" "$here/camvid_boxes.py" --data "$out/split/seg" --out "$out/boxes"
 
@@ -31,15 +31,6 @@ detect() {
     # shellcheck disable=SC2086
     "$python" "$here/camvid_detect.py" --boxes "$out/boxes" --labels 100% 10% \
         --iterations "$iterations" --out "$rows" "$@" ${DETECT_ARGS:-}
-}
-
-pretrain() {  # method setting seed
-    local run=$out/runs/$1_$2_s$3 resume=()
-    [ -f "$run/summary.json" ] && return
-    [ -d "$run" ] && resume=(--resume)
-    # shellcheck disable=SC2086
-    "$python" -m densessl pretrain --method "$1" --config "$1_small_data" \
-        --data "$out/split/pool_$2" --out "$run" "${resume[@]}" "seed=$3" ${PRETRAIN_ARGS:-}
 }
 
 has_rows() {  # method setting seed: both label fractions are in the rows file

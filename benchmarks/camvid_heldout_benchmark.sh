@@ -18,24 +18,15 @@ out=${2:?output folder}
 shift 2
 seeds=("${@:-0}")
 python=${PYTHON:-python}
-here=$(cd "$(dirname "$0")" && pwd)
 rows=$out/finetune_rows.json
 
-[ -d "$out/split" ] || "$python" "$here/camvid_heldout.py" --data "$data" --out "$out/split"
+# shellcheck source=benchmarks/camvid_runs.sh
+source "$(dirname "$0")/camvid_runs.sh"
 
 finetune() {
     # shellcheck disable=SC2086
     "$python" "$here/camvid_finetune.py" --split "$out/split" --labels 10% --out "$rows" "$@" \
         ${FINETUNE_ARGS:-}
-}
-
-pretrain() {  # method setting seed
-    local run=$out/runs/$1_$2_s$3 resume=()
-    [ -f "$run/summary.json" ] && return
-    [ -d "$run" ] && resume=(--resume)
-    # shellcheck disable=SC2086
-    "$python" -m densessl pretrain --method "$1" --config "$1_small_data" \
-        --data "$out/split/pool_$2" --out "$run" "${resume[@]}" "seed=$3" ${PRETRAIN_ARGS:-}
 }
 
 has_row() {  # method setting seed [protocol]: the row is in the rows file
