@@ -1,7 +1,7 @@
 # Sourced by the CamVid benchmark drivers, which set data, out and python: the held-out split
 # and the pretraining runs they share, each skipped when it exists, so the drivers can be
 # stopped and started again. PRETRAIN_ARGS (config overrides, e.g. "steps=20") is added to
-# every pretraining run.
+# every pretraining run. Sets here, the benchmarks folder.
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
