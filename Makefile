@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/densessl demo --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 8
 	PYTHON=$(BIN)/python bash .ci/wheel_smoke.sh
 
 lint: $(STAMP)
