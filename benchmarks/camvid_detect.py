@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 # run as a script: benchmarks/ is on sys.path
-from camvid_finetune import describe_init, pending_rows
+from camvid_finetune import describe_init, mean_and_spread, pending_rows
 from omegaconf import OmegaConf
 from probe_rows import save_row
 
@@ -83,19 +83,15 @@ def summary(rows: dict, tag: str) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for (method, setting, labels), by_seed in sorted(groups.items()):
         seeds = sorted(by_seed)
-
-        def spread(values: list[float]) -> str:
-            sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-            return f"{statistics.fmean(values):.1f} ± {sd:.1f}"
-
         base = groups.get(("random", "-", labels), {})
         gaps = [by_seed[s]["box_ap"] - base[s]["box_ap"] for s in seeds if s in base]
-        margin = spread(gaps) if gaps and method != "random" else ""
+        margin = mean_and_spread(gaps, sign="+") if gaps and method != "random" else ""
         minutes = statistics.fmean(by_seed[s]["minutes"] for s in seeds)
         print(
             f"| {method} | {setting} | {labels} | {', '.join(map(str, seeds))} | "
-            f"{spread([by_seed[s]['box_ap'] for s in seeds])} | "
-            f"{spread([by_seed[s]['box_ap50'] for s in seeds])} | {margin} | {minutes:.0f} |"
+            f"{mean_and_spread([by_seed[s]['box_ap'] for s in seeds])} | "
+            f"{mean_and_spread([by_seed[s]['box_ap50'] for s in seeds])} | {margin} | "
+            f"{minutes:.1f} |"
         )
 
 

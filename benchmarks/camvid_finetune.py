@@ -126,6 +126,12 @@ def run(args: argparse.Namespace) -> None:
         print(f"{key}: mIoU {row['miou']:.1f} ({row['minutes']} min)", flush=True)
 
 
+def mean_and_spread(values: list[float], sign: str = "") -> str:
+    """``mean ± sd`` over seeds; the mean alone for one seed, which has no spread."""
+    mean = f"{statistics.fmean(values):{sign}.1f}"
+    return f"{mean} ± {statistics.stdev(values):.1f}" if len(values) > 1 else mean
+
+
 def summary(rows: dict, tag: str, protocol: str, metric: str) -> None:
     """Per (method, setting, labels): ``metric`` mean ± sd over seeds; margins to random init
     paired by seed."""
@@ -144,19 +150,17 @@ def summary(rows: dict, tag: str, protocol: str, metric: str) -> None:
         method, setting, labels = key
         by_seed = groups[key]
         values = [by_seed[s] for s in sorted(by_seed)]
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
         margin, verdict = "", ""
         base = groups.get(("random", "-", labels))
         if base and method != "random":
             gaps = [by_seed[s] - base[s] for s in sorted(by_seed) if s in base]
             if gaps:
-                gap_sd = statistics.stdev(gaps) if len(gaps) > 1 else float("nan")
-                margin = f"{statistics.fmean(gaps):+.1f} ± {gap_sd:.1f}"
-                verdict = "n/a" if gap_sd != gap_sd else (
-                    "yes" if abs(statistics.fmean(gaps)) > 2 * gap_sd else "no")  # fmt: skip
+                margin = mean_and_spread(gaps, sign="+")
+                beyond = len(gaps) > 1 and abs(statistics.fmean(gaps)) > 2 * statistics.stdev(gaps)
+                verdict = "one seed" if len(gaps) == 1 else ("yes" if beyond else "no")
         print(f"| {method} | {setting} | {labels} | {', '.join(map(str, sorted(by_seed)))} | "
-              f"{statistics.fmean(values):.1f} ± {sd:.1f} | {margin} | {verdict} | "
-              f"{statistics.fmean(minutes[key]):.0f} |")  # fmt: skip
+              f"{mean_and_spread(values)} | {margin} | {verdict} | "
+              f"{statistics.fmean(minutes[key]):.1f} |")  # fmt: skip
 
 
 def main() -> None:

@@ -111,3 +111,13 @@ def test_the_held_out_sequence_split_is_built_from_file_names(tmp_path):
     assert link.is_symlink() and link.read_bytes() == b"0016E5_9"
     with pytest.raises(SystemExit, match="no frame of sequence 9999XX"):
         write_split(tmp_path / "camvid", tmp_path / "other", "9999XX")
+
+
+def test_a_table_cell_is_the_mean_and_sample_spread_or_the_value_of_one_seed():
+    from camvid_finetune import mean_and_spread
+
+    assert mean_and_spread([28.94]) == "28.9"  # one seed has no spread to print
+    assert mean_and_spread([-1.26], sign="+") == "-1.3"
+    # 30.2, 30.2, 31.0: mean 30.47, sample sd sqrt(((-0.27)^2 * 2 + 0.53^2) / 2) = 0.46
+    assert mean_and_spread([30.2, 30.2, 31.0]) == "30.5 ± 0.5"
+    assert mean_and_spread([1.0, 3.0], sign="+") == "+2.0 ± 1.4"
