@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Short screens of SelfPatch's small-data recipe, one change at a time, read by the run health
+# checks (teacher entropy and diversity, effective rank, spread) instead of a probe: the
+# teacher's entropy falls from the first checks of a collapsing run, so a short run ranks the
+# changes. DINO at its own small-data recipe is the first row, the base SelfPatch is measured
+# against. Each screen is a whole run of STEPS steps (its schedules compressed to that length),
+# so compare screens with each other, not with a full run. A finished screen is skipped and one
+# cut short resumes; the health table is printed at the end. SCREEN_ARGS (config overrides) is
+# added to every screen, e.g. to shrink them for a smoke test.
+#
+#   bash benchmarks/selfpatch_screen.sh runs/heldout/split/pool_new runs/selfpatch_screen 120
+set -euo pipefail
+
+pool=${1:?folder of pretraining images}
+out=${2:?output folder}
+steps=${3:-120}
+python=${PYTHON:-python}
+
+screens=(  # tag method overrides...
+    "dino dino"
+    "base selfpatch"
+    "momentum0996 selfpatch method.momentum=0.996"
+    "warmup10 selfpatch optim.warmup_epochs=10"
+    "clamp selfpatch method.border=clamp"
+    "nopatchloss selfpatch method.patch_loss_weight=0"
+    "patchweight05 selfpatch method.patch_loss_weight=0.5"
+    "teachertemp007 selfpatch method.teacher_temp=0.07 method.warmup_teacher_temp=0.07"
+    "lr5e4 selfpatch optim.base_lr=5e-4"
+)
+
+for screen in "${screens[@]}"; do
+    read -r tag method overrides <<< "$screen"
+    run=$out/$tag resume=()
+    [ -f "$run/summary.json" ] && continue
+    [ -d "$run" ] && resume=(--resume)
+    # shellcheck disable=SC2086
+    "$python" -m densessl pretrain --method "$method" --config "${method}_small_data" \
+        --data "$pool" --out "$run" "${resume[@]}" "steps=$steps" "health_every=$((steps / 6))" \
+        $overrides ${SCREEN_ARGS:-}
+done
+
+for screen in "${screens[@]}"; do
+    read -r tag method overrides <<< "$screen"
+    echo "== $tag ($method${overrides:+, $overrides})"
+    "$python" -m densessl health "$out/$tag" || true
+done
