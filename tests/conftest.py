@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -18,6 +19,18 @@ torch.set_num_threads(int(os.environ.get("DENSESSL_TEST_THREADS", _default_threa
 # commands the tests start inherit it.
 _CACHE = tempfile.TemporaryDirectory(prefix="densessl-test-cache-")
 os.environ["DENSESSL_CACHE_DIR"] = _CACHE.name
+
+
+@pytest.fixture(scope="module")
+def module_tmp_path(tmp_path_factory, request):
+    """A folder shared by one test module's fixtures, removed once the module is done.
+
+    Pretraining runs hold checkpoints of a few hundred MB each: kept to the end of the session,
+    the module fixtures alone would fill gigabytes of the temporary disk. A failing test's own
+    ``tmp_path`` is still kept (``tmp_path_retention_policy = "failed"``)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def tiny_overrides(out, steps: int = 3, **extra) -> list[str]:

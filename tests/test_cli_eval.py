@@ -13,16 +13,16 @@ from conftest import refused, tiny_overrides
 
 
 @pytest.fixture(scope="module")
-def seg_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "seg"
+def seg_dir(module_tmp_path):
+    out = module_tmp_path / "seg"
     assert main(["data", "synthetic", "--out", str(out), "--format", "seg",
                  "--num-images", "12", "--image-size", "64"]) == 0  # fmt: skip
     return out
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+def run_dir(module_tmp_path):
+    out = module_tmp_path / "run"
     assert main(["pretrain", "--method", "densecl", *tiny_overrides(out, steps=2)]) == 0
     return out
 

@@ -55,8 +55,8 @@ def workspace(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("safety") / "run"
+def finished(module_tmp_path):
+    out = module_tmp_path / "run"
     assert main(pretrain(out)) == 0
     return out
 

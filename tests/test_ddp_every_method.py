@@ -57,8 +57,8 @@ def _every_method(rank: int, root: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
+def two_processes(module_tmp_path) -> Path:
+    root = module_tmp_path
     in_processes(_every_method, str(root))
     return root
 

@@ -39,16 +39,16 @@ def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.fixture(scope="module")
-def soco_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("soco_run")
+def soco_run(module_tmp_path):
+    out = module_tmp_path / "soco_run"
     values = {"out": str(out), **SOCO}
     assert main(["pretrain", "--method", "soco", *(f"{k}={v}" for k, v in values.items())]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def coco(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "coco"
+def coco(module_tmp_path):
+    out = module_tmp_path / "coco"
     assert main(["data", "synthetic", "--out", str(out), "--format", "coco",
                  "--num-images", "8", "--image-size", str(SIZE)]) == 0  # fmt: skip
     return out
@@ -172,8 +172,8 @@ def test_eval_detect_starts_from_the_soco_heads(soco_run, coco, tmp_path, capsys
     assert "are not used" in capsys.readouterr().out
 
 
-def test_eval_detect_of_a_densecl_run_keeps_v1(coco, tmp_path_factory, tmp_path):
-    run = tmp_path_factory.mktemp("densecl_run")
+def test_eval_detect_of_a_densecl_run_keeps_v1(coco, tmp_path):
+    run = tmp_path / "densecl_run"
     assert main(["pretrain", "--method", "densecl", *tiny_overrides(run, steps=2)]) == 0
     scores = _detect(run, coco, tmp_path / "det.json", "--norm", "frozen")
     assert scores["heads"] == "v1" and scores["extra_keys_used"] == []

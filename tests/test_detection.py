@@ -40,9 +40,9 @@ SMALL_HEADS = {
 
 
 @pytest.fixture(scope="module")
-def coco_root(tmp_path_factory):
+def coco_root(module_tmp_path):
     # 16 train scenes, 4 held-out val scenes.
-    return write_synthetic_coco(tmp_path_factory.mktemp("coco"), num_images=16, image_size=SIZE)
+    return write_synthetic_coco(module_tmp_path / "coco", num_images=16, image_size=SIZE)
 
 
 def _document(root, split):

@@ -27,8 +27,8 @@ from reference.export_layouts import detectron2_resnet_keys, torchvision_trunk_k
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+def run_dir(module_tmp_path):
+    out = module_tmp_path / "run"
     assert main(["pretrain", "--method", "densecl", *tiny_overrides(out, steps=2)]) == 0
     return out
 

@@ -94,8 +94,8 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Runs:
-    return Runs(tmp_path_factory.mktemp("runs"))
+def runs(module_tmp_path) -> Runs:
+    return Runs(module_tmp_path)
 
 
 def network_weights(method, name: str, network: str, heads: bool = True) -> dict[str, torch.Tensor]:

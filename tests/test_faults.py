@@ -63,9 +63,9 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(module_tmp_path):
     """A DenseCL run checkpointed at step 6 (its metrics hold steps 1..6)."""
-    out = tmp_path_factory.mktemp("faults") / "run"
+    out = module_tmp_path / "run"
     code = main(["pretrain", "--method", "densecl", "--out", str(out), "--steps",
                  str(RUN_STEPS), *tiny_args(out)])  # fmt: skip
     assert code == 0

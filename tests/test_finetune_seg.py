@@ -61,11 +61,11 @@ class StripeSet:
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
+def scenes(module_tmp_path):
     """A small segmentation folder of built-in scenes: 12 train and 3 val images of 64 px."""
     from densessl.eval.segmentation import write_synthetic_segmentation
 
-    return write_synthetic_segmentation(tmp_path_factory.mktemp("scenes") / "seg", 12, 64)
+    return write_synthetic_segmentation(module_tmp_path / "seg", 12, 64)
 
 
 def two_colour_camvid(root):
@@ -122,8 +122,8 @@ def test_every_init_learns_from_the_same_images_at_a_seed(monkeypatch, scenes):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("finetune") / "run"
+def tiny_run(module_tmp_path):
+    out = module_tmp_path / "run"
     assert main(["pretrain", "--method", "densecl", *tiny_overrides(out, steps=1)]) == 0
     return out
 

@@ -158,11 +158,11 @@ def _remove_global_hooks():
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
+def straight(module_tmp_path):
     """Each method's uninterrupted run, with a checkpoint kept at every step."""
     runs = {}
     for name in METHODS:
-        out = tmp_path_factory.mktemp("straight") / name
+        out = module_tmp_path / "straight" / name
         train(tiny_config(name, out, steps=STEPS, checkpoint_every=1, keep_checkpoints=STEPS))
         for unused in (1, 5):  # the cases compare steps 2, 3, 4 and 6
             (out / "checkpoints" / f"step_{unused:08d}.pt").unlink()

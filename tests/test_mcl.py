@@ -245,8 +245,8 @@ def test_view_size_must_split_into_whole_windows(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mcl_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mcl_run")
+def mcl_run(module_tmp_path):
+    out = module_tmp_path / "mcl_run"
     assert main(["pretrain", "--method", "mcl", *overrides(out, steps=2)]) == 0
     return out
 

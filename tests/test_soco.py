@@ -267,8 +267,8 @@ def test_soco_star_has_no_cutout(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def soco_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("soco_run")
+def soco_run(module_tmp_path):
+    out = module_tmp_path / "soco_run"
     assert main(["pretrain", "--method", "soco", *overrides(out, steps=2)]) == 0
     return out
 

@@ -104,15 +104,15 @@ def test_dense_features_of_a_vit_use_the_patch_grid():
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    folder = write_scene_folder(tmp_path_factory.mktemp("images"), 8, 72, seed=3)
+def image_folder(module_tmp_path):
+    folder = write_scene_folder(module_tmp_path / "images", 8, 72, seed=3)
     Image.new("RGB", (90, 60), "white").save(folder / "wide.jpg")  # not square
     return folder
 
 
 @pytest.fixture(scope="module")
-def seg_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg") / "seg"
+def seg_dir(module_tmp_path):
+    out = module_tmp_path / "seg"
     assert main(["data", "synthetic", "--out", str(out), "--format", "seg",
                  "--num-images", "8", "--image-size", "64"]) == 0  # fmt: skip
     return out
