@@ -10,7 +10,8 @@
 #   python benchmarks/camvid_finetune.py --out runs/heldout/finetune_rows.json --summary
 #
 # PRETRAIN_ARGS (config overrides, e.g. "steps=20") and FINETUNE_ARGS (camvid_finetune.py flags,
-# e.g. "--set iterations=5") are added to every pretraining run and every fine-tune.
+# e.g. "--set iterations=5") are added to every pretraining run and every fine-tune. SETTINGS
+# picks and orders the settings ("new all" by default; "all" runs setting (ii) alone).
 set -euo pipefail
 
 data=${1:?CamVid folder}
@@ -37,7 +38,7 @@ has_row() {  # method setting seed [protocol]: the row is in the rows file
 
 finetune --inits random --seeds "${seeds[@]}"
 finetune --inits random --seeds "${seeds[@]}" --protocol probes
-for setting in new all; do
+for setting in ${SETTINGS:-new all}; do
     for seed in "${seeds[@]}"; do
         for method in densecl mocov2; do
             has_row "$method" "$setting" "$seed" probes && continue
