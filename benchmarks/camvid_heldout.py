@@ -12,7 +12,13 @@ writes, as symbolic links into ``--out`` (no copy of the data):
 - ``pool_all``: the pretraining images of setting (ii): every frame, the held-out sequence
   included (unlabelled), as a user who pretrains on all their footage.
 
+``--subsets NAME=COUNT[:SEQUENCE]`` adds ``pool_NAME``: COUNT frames (a number, or a percentage
+of ``pool_new``) evenly spaced in name order, from one SEQUENCE if given; the pools that measure
+what the number and the diversity of the pretraining images do on new scenes.
+
     python benchmarks/camvid_heldout.py --data ../shared/data/camvid --out runs/camvid_heldout
+    python benchmarks/camvid_heldout.py --data ../shared/data/camvid --out runs/camvid_heldout \
+        --subsets quarter=25% half=50% onedrive=50%:0016E5
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ def split_by_sequence(root: Path, heldout: str) -> dict[str, list[tuple[Path, Pa
 
 def _link(target: Path, link: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return  # a second run leaves a split in use untouched
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(target.resolve())
@@ -79,13 +87,46 @@ def write_split(root: Path, out: Path, heldout: str) -> dict[str, int]:
     }
 
 
+def evenly_spaced(items: list, count: int) -> list:
+    """``count`` of ``items`` at the centres of ``count`` equal stretches: indices
+    ⌊(2i + 1)·n / 2·count⌋, i < count, all distinct since count ≤ n."""
+    if not 0 < count <= len(items):
+        raise SystemExit(f"a subset of {count} frames from {len(items)}: ask for 1 to {len(items)}")
+    return [items[(2 * i + 1) * len(items) // (2 * count)] for i in range(count)]
+
+
+def write_subset(out: Path, name: str, count: str, sequence: str | None = None) -> int:
+    """``out/pool_<name>``: links to ``count`` (``"92"``, or ``"25%"`` of ``out/pool_new``,
+    rounded half up) evenly spaced frames of ``out/pool_new``, of ``sequence`` only if given;
+    returns the number of frames."""
+    frames = sorted((out / "pool_new").iterdir(), key=lambda path: path.name)
+    number = int(len(frames) * int(count[:-1]) / 100 + 0.5) if count.endswith("%") else int(count)
+    if sequence is not None:
+        frames = [frame for frame in frames if sequence_of(frame) == sequence]
+    for frame in evenly_spaced(frames, number):
+        _link(frame, out / f"pool_{name}" / frame.name)
+    return number
+
+
+def parse_subset(spec: str) -> tuple[str, str, str | None]:
+    """``NAME=COUNT[:SEQUENCE]`` → (name, count, sequence or None); COUNT is N or N%."""
+    name, _, rest = spec.partition("=")
+    count, _, sequence = rest.partition(":")
+    if not (name.isalpha() and name.islower() and count.removesuffix("%").isdigit()):
+        raise SystemExit(f"--subsets {spec}: write NAME=COUNT[:SEQUENCE], NAME in small letters")
+    return name, count, sequence or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="CamVid folder (SegNet layout)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the links")
     parser.add_argument("--heldout", default="0006R0", help="sequence scored on (default 0006R0)")
+    parser.add_argument("--subsets", nargs="*", default=[], help="NAME=COUNT[:SEQUENCE] pools")
     args = parser.parse_args()
     counts = write_split(args.data, args.out, args.heldout)
+    for name, count, sequence in map(parse_subset, args.subsets):
+        counts[f"pool_{name}"] = write_subset(args.out, name, count, sequence)
     print(", ".join(f"{name}: {count}" for name, count in counts.items()))
 
 

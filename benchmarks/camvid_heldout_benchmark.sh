@@ -19,33 +19,16 @@ out=${2:?output folder}
 shift 2
 seeds=("${@:-0}")
 python=${PYTHON:-python}
-rows=$out/finetune_rows.json
 
 # shellcheck source=benchmarks/camvid_runs.sh
 source "$(dirname "$0")/camvid_runs.sh"
-
-finetune() {
-    # shellcheck disable=SC2086
-    "$python" "$here/camvid_finetune.py" --split "$out/split" --labels 10% --out "$rows" "$@" \
-        ${FINETUNE_ARGS:-}
-}
-
-has_row() {  # method setting seed [protocol]: the row is in the rows file
-    local key="$1 $2 labels=10% seed=$3${4:+ $4}"
-    [ -f "$rows" ] && "$python" -c \
-        'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])))' "$rows" "$key"
-}
 
 finetune --inits random --seeds "${seeds[@]}"
 finetune --inits random --seeds "${seeds[@]}" --protocol probes
 for setting in ${SETTINGS:-new all}; do
     for seed in "${seeds[@]}"; do
         for method in densecl mocov2; do
-            has_row "$method" "$setting" "$seed" probes && continue
-            pretrain "$method" "$setting" "$seed"
-            finetune --inits "$out/runs/${method}_${setting}_s$seed" --seeds "$seed"
-            finetune --inits "$out/runs/${method}_${setting}_s$seed" --seeds "$seed" \
-                --protocol probes
+            pretrain_and_finetune "$method" "$setting" "$seed"
         done
     done
 done

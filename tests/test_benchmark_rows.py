@@ -113,6 +113,34 @@ def test_the_held_out_sequence_split_is_built_from_file_names(tmp_path):
         write_split(tmp_path / "camvid", tmp_path / "other", "9999XX")
 
 
+def test_a_subset_pool_takes_evenly_spaced_frames_of_one_sequence_or_all(tmp_path):
+    from camvid_heldout import evenly_spaced, parse_subset, write_subset
+
+    # ⌊(2i+1)·n / 2k⌋ by hand: n = 10, k = 5 → 1, 3, 5, 7, 9; n = 7, k = 3 → 1, 3, 5
+    assert evenly_spaced(list(range(10)), 5) == [1, 3, 5, 7, 9]
+    assert evenly_spaced(list(range(7)), 3) == [1, 3, 5]
+    assert evenly_spaced(list(range(4)), 4) == [0, 1, 2, 3]
+    with pytest.raises(SystemExit, match="ask for 1 to 4"):
+        evenly_spaced(list(range(4)), 5)
+    pool = tmp_path / "pool_new"
+    pool.mkdir()
+    names = [f"0001TP_{i}" for i in range(4)] + [f"0016E5_{i}" for i in range(6)]
+    for name in names:
+        (pool / f"{name}.png").write_bytes(name.encode())
+    assert write_subset(tmp_path, "half", "50%") == 5
+    assert write_subset(tmp_path, "onedrive", "3", "0016E5") == 3
+    assert write_subset(tmp_path, "quarter", "25%") == 3  # 2.5 rounds up
+    assert sorted(p.stem for p in (tmp_path / "pool_half").iterdir()) == [
+        "0001TP_1", "0001TP_3", "0016E5_1", "0016E5_3", "0016E5_5"]  # fmt: skip
+    assert sorted(p.stem for p in (tmp_path / "pool_onedrive").iterdir()) == [
+        "0016E5_1", "0016E5_3", "0016E5_5"]  # fmt: skip
+    assert (tmp_path / "pool_half" / "0001TP_1.png").read_bytes() == b"0001TP_1"
+    assert parse_subset("onedrive=50%:0016E5") == ("onedrive", "50%", "0016E5")
+    assert parse_subset("half=184") == ("half", "184", None)
+    with pytest.raises(SystemExit, match="NAME=COUNT"):
+        parse_subset("half_1=9")
+
+
 def test_a_table_cell_is_the_mean_and_sample_spread_or_the_value_of_one_seed():
     from camvid_finetune import mean_and_spread
 
