@@ -16,12 +16,13 @@ from densessl.cli import main
 from densessl.models import build_backbone
 from densessl.models.norm import GlobalBatchNormAct2d, convert_batchnorm
 from densessl.models.timm_backbone import TimmBackboneError
+from densessl.registry import METHODS
 
 from conftest import state_at, tiny_overrides
-from tiny_methods import tiny_batch, tiny_method
+from tiny_methods import is_vit, tiny_batch, tiny_method
 from tiny_timm import TINY_TIMM, tiny_timm_name
 
-CNN_METHODS = ("mocov2", "densecl", "byol", "soco", "mcl")
+CNN_METHODS = [name for name in METHODS.names() if not is_vit(name)]
 
 
 @pytest.mark.parametrize("timm_name", TINY_TIMM)

@@ -177,9 +177,8 @@ def test_views_collate_into_a_batch():
 
 @pytest.mark.parametrize("method", ["mocov2", "densecl"])
 def test_moco_blur_sigma_setting_reaches_the_drawn_views(method):
-    """method.blur_sigma (the former demo recipe scaled the paper's 0.1-2 px to its 96 px
-    views) sets the range every blurred view's σ is drawn from; the paper's range stays the
-    default."""
+    """method.blur_sigma (a recipe at small views scales the paper's 0.1-2 px down) sets the
+    range every blurred view's σ is drawn from; the paper's range stays the default."""
     cls = get_method(method)
     ctx = MethodContext(backbone="resnet18", image_size=32)
     paper = cls(build_config(cls).method, ctx)
