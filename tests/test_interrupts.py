@@ -147,6 +147,9 @@ PHASES = {
     "periodic-checkpoint": (_periodic_checkpoint, SAVE_AT),
     "checkpoint-write": (_checkpoint_write, SAVE_AT),
 }
+# Three methods whose state spans what a step changes besides the weights: a key queue, a second
+# (dense) queue, a teacher with a centre. Every registered method's resume is exact in
+# test_resume_every_method; this file interrupts each phase of the step.
 METHODS = ("mocov2", "densecl", "dino")
 
 
