@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The held-out CamVid fine-tune benchmark end to end: the split, every pretraining run, and the
 # fine-tunes and frozen probes at 10% of the labels, random init first, then setting (i) and
-# setting (ii) seed by seed. Each step is skipped when its output exists (a finished run has summary.json; a
-# fine-tune is a row in the rows file, and a run whose rows are there is not pretrained again),
-# and an interrupted pretraining resumes from its last checkpoint, so the script can be stopped
-# and started again at any point.
+# setting (ii) seed by seed. Each step is skipped when its output exists (a finished run has
+# summary.json; a fine-tune is a row in the rows file, and a run whose rows are there is not
+# pretrained again), and an interrupted pretraining resumes from its last checkpoint, so the
+# script can be stopped and started again at any point.
 #
 #   bash benchmarks/camvid_heldout_benchmark.sh ../shared/data/camvid runs/heldout 0 1 2
 #   python benchmarks/camvid_finetune.py --out runs/heldout/finetune_rows.json --summary

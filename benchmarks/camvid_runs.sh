@@ -10,14 +10,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 finetune_rows=$out/finetune_rows.json
 
+# shellcheck source=benchmarks/pretrain_once.sh
+source "$here/pretrain_once.sh"
+
 pretrain() {  # method setting seed: OUT/runs/<method>_<setting>_s<seed>, resumed if cut short,
     # on OUT/split/pool_<setting>, or pool_$POOL when POOL is set
-    local run=$out/runs/$1_$2_s$3 resume=()
-    [ -f "$run/summary.json" ] && return
-    [ -d "$run" ] && resume=(--resume)
     # shellcheck disable=SC2086
-    "$python" -m densessl pretrain --method "$1" --config "$1_small_data" \
-        --data "$out/split/pool_${POOL:-$2}" --out "$run" "${resume[@]}" "seed=$3" ${PRETRAIN_ARGS:-}
+    pretrain_once "$out/runs/$1_$2_s$3" "$1" "$out/split/pool_${POOL:-$2}" "seed=$3" \
+        ${PRETRAIN_ARGS:-}
 }
 
 finetune() {  # camvid_finetune.py flags: rows at 10% of the labels, into the rows file

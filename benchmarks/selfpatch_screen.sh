@@ -28,14 +28,13 @@ screens=(  # tag method overrides...
     "lr5e4 selfpatch optim.base_lr=5e-4"
 )
 
+# shellcheck source=benchmarks/pretrain_once.sh
+source "$(dirname "$0")/pretrain_once.sh"
+
 for screen in "${screens[@]}"; do
     read -r tag method overrides <<< "$screen"
-    run=$out/$tag resume=()
-    [ -f "$run/summary.json" ] && continue
-    [ -d "$run" ] && resume=(--resume)
     # shellcheck disable=SC2086
-    "$python" -m densessl pretrain --method "$method" --config "${method}_small_data" \
-        --data "$pool" --out "$run" "${resume[@]}" "steps=$steps" "health_every=$((steps / 6))" \
+    pretrain_once "$out/$tag" "$method" "$pool" "steps=$steps" "health_every=$((steps / 6))" \
         $overrides ${SCREEN_ARGS:-}
 done
 
