@@ -26,6 +26,8 @@ screens=(  # tag method overrides...
     "patchweight05 selfpatch method.patch_loss_weight=0.5"
     "teachertemp007 selfpatch method.teacher_temp=0.07 method.warmup_teacher_temp=0.07"
     "lr5e4 selfpatch optim.base_lr=5e-4"
+    "neighbours2 selfpatch method.neighbours=2"
+    "prototypes1024 selfpatch method.out_dim=1024 method.patch_out_dim=1024"
 )
 
 # shellcheck source=benchmarks/pretrain_once.sh
