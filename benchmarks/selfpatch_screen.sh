@@ -20,14 +20,17 @@ screens=(  # tag method overrides...
     "dino dino"
     "base selfpatch"
     "momentum0996 selfpatch method.momentum=0.996"
+    "teachertemp002 selfpatch method.teacher_temp=0.02 method.warmup_teacher_temp=0.02"
+    "freelastlayer selfpatch method.norm_last_layer=false"
+    "centre099 selfpatch method.center_momentum=0.99"
+    "lr5e4 selfpatch optim.base_lr=5e-4"
+    "prototypes1024 selfpatch method.out_dim=1024 method.patch_out_dim=1024"
+    "teachertemp007 selfpatch method.teacher_temp=0.07 method.warmup_teacher_temp=0.07"
     "warmup10 selfpatch optim.warmup_epochs=10"
-    "clamp selfpatch method.border=clamp"
     "nopatchloss selfpatch method.patch_loss_weight=0"
     "patchweight05 selfpatch method.patch_loss_weight=0.5"
-    "teachertemp007 selfpatch method.teacher_temp=0.07 method.warmup_teacher_temp=0.07"
-    "lr5e4 selfpatch optim.base_lr=5e-4"
+    "clamp selfpatch method.border=clamp"
     "neighbours2 selfpatch method.neighbours=2"
-    "prototypes1024 selfpatch method.out_dim=1024 method.patch_out_dim=1024"
 )
 
 # shellcheck source=benchmarks/pretrain_once.sh
