@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from densessl.cli import main
 from densessl.config import build_config
+from densessl.engine.setup import build_loader, build_source
 from densessl.errors import ConfigError
-from densessl.methods import get_method
+from densessl.methods import build_method, get_method
 from densessl.methods.densecl import DenseCL
 from densessl.recipes import RECIPES_DIR
 from densessl.runs import load_checkpoint
@@ -123,3 +125,14 @@ def test_fp64_trains_weights_queues_and_views_in_float64(tmp_path, monkeypatch):
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
     floats = {t.dtype for t in state.values() if t.is_floating_point()}
     assert floats == {torch.float64} and set(seen) == {torch.float64}
+
+
+@pytest.mark.parametrize(("asked", "expected"), [(4, 2), (2, 2), (1, 1), (0, 0)])
+def test_loader_workers_stop_at_the_cores_the_process_may_use(tmp_path, monkeypatch, asked,
+                                                               expected):  # fmt: skip
+    """More loader processes than cores only contend with training; PyTorch warns of it."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    cfg = build_config(get_method("densecl"), overrides=tiny_overrides(tmp_path))
+    cfg.data.workers = asked
+    loader = build_loader(cfg, build_source(cfg), build_method(cfg), torch.device("cpu"), 0)
+    assert loader.num_workers == expected

@@ -122,7 +122,11 @@ def _pretrain_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out; it never moves backwards (default: a new run)",
     )
-    p.add_argument("--workers", type=int, help="loader processes per training process (default 4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="loader processes per training process (default 4, at most the cores)",
+    )
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), help="default auto: cuda when available"
     )

@@ -23,7 +23,7 @@ from densessl.registry import METHODS
 class DataConfig:
     path: str | None = None  # folder of images (recursive); None = the built-in synthetic scenes
     image_size: int = 224  # side of each training view (paper: 224)
-    workers: int = 4  # data-loading processes per training process
+    workers: int = 4  # data-loading processes per training process, at most the cores
     synthetic_images: int = 2048  # size of the built-in scene set
     synthetic_size: int = 256  # side of a built-in scene before cropping
     scenes: str = "shapes"  # which built-in scene set: shapes | aerial (densessl.data.built_in)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from omegaconf import DictConfig
@@ -126,6 +127,18 @@ def _worker_init(_: int) -> None:
     data_worker_signals()
 
 
+def loader_workers(asked: int) -> int:
+    """``data.workers``, at most the cores this process may run on: more loader processes than
+    cores only contend with the training threads (and PyTorch warns of a slow or frozen loader).
+    Each sample's augmentation is seeded by its index, so the count never changes the batches."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(asked, cores or 1)
+    if workers < asked:
+        log.info("data.workers=%d: this machine has %d cores for the run, using %d", asked,
+                 cores, workers)  # fmt: skip
+    return workers
+
+
 def build_loader(
     cfg: DictConfig,
     source: ImageSource,
@@ -134,7 +147,7 @@ def build_loader(
     start_micro_batch: int,
 ) -> DataLoader:
     """Batches of the method's views for this process, from ``start_micro_batch`` on."""
-    workers = int(cfg.data.workers)
+    workers = loader_workers(int(cfg.data.workers))
     proposals = proposal_lookup(source, cfg.out, workers) if method.needs_proposals else None
     on_device = cfg.data.augment_on == "device" or (
         cfg.data.augment_on == "auto" and device.type == "cuda"
