@@ -83,6 +83,16 @@ def test_collapse_signs_read_each_threshold():
     assert collapse_signs({"spread": 0.5}) == {}  # a measure the method lacks is no sign
 
 
+def test_a_fresh_resnet_on_alike_street_frames_is_not_called_collapsed():
+    """A fresh ResNet-18 embeds street frames nearly alike before any training; its rank, not
+    its spread, tells that apart from the collapsed backbones (BENCHMARKS.md, "Collapse
+    thresholds of the run health checks": BYOL's first checks on CamVid, DINO's last)."""
+    fresh_on_street_frames = {"effective_rank": 4.0, "spread": 0.047}
+    assert collapse_signs(fresh_on_street_frames) == {}
+    collapsed_dino_backbone = {"effective_rank": 1.5, "spread": 0.039}
+    assert collapse_signs(collapsed_dino_backbone).keys() == {"effective_rank"}
+
+
 def test_a_backbone_that_outputs_one_vector_measures_collapsed(tmp_path):
     """Every conv weight zeroed: each image embeds to the same vector (the BN biases)."""
     cfg_args = tiny_overrides(tmp_path)

@@ -59,7 +59,7 @@ class CollapseThresholds:
     teacher diversity under ``diversity``, projection spread under ``projection``."""
 
     rank: float = 2.0
-    spread: float = 0.05
+    spread: float = 0.02
     entropy: float = 0.95
     diversity: float = 0.3
     projection: float = 0.06
