@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 
 # run as a script: benchmarks/ is on sys.path
 from probe_rows import probe_row, save_row
+from weight_drift import conv_weights, drift
 
 from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
 from densessl.eval.labels import Subset, label_subset
@@ -82,13 +83,18 @@ def options_of(sets: list[str], seed: int) -> FinetuneSegOptions:
 def finetune_fields(init: str, train, val, indices: list[int], args, seed: int) -> dict:
     """Fine-tune ``init`` on the subset and score it: the row's measured fields."""
     options = options_of(args.set, seed)
-    result = finetune_seg(load_backbone(init, "resnet18"), train, val, options, indices)
+    backbone = load_backbone(init, "resnet18")
+    initial = conv_weights(backbone)  # copies: the segmenter trains a copy of the backbone
+    result = finetune_seg(backbone, train, val, options, indices)
+    moved = drift(initial, conv_weights(result.model.encoder))
     return {
         "miou": round(result.scores.miou, 2),
         "pixel_accuracy": round(result.scores.pixel_accuracy, 2),
         "per_class_iou": {k: round(v, 2) for k, v in result.scores.per_class_iou.items()},
         "iterations": result.iterations, "final_loss": round(result.final_loss, 4),
         "options": asdict(options),
+        # per ResNet stage: mean cosine of the encoder's conv weights to the init's
+        "encoder_cosine": {stage: round(cosine, 4) for stage, (_, cosine, _) in moved.items()},
     }  # fmt: skip
 
 

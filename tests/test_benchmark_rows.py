@@ -149,3 +149,49 @@ def test_a_table_cell_is_the_mean_and_sample_spread_or_the_value_of_one_seed():
     # 30.2, 30.2, 31.0: mean 30.47, sample sd sqrt(((-0.27)^2 * 2 + 0.53^2) / 2) = 0.46
     assert mean_and_spread([30.2, 30.2, 31.0]) == "30.5 ± 0.5"
     assert mean_and_spread([1.0, 3.0], sign="+") == "+2.0 ± 1.4"
+
+
+def test_weight_drift_matches_the_closed_form_of_an_orthogonal_step():
+    """W = W0 + r ||W0|| u with u a unit vector orthogonal to W0: the relative change is r and
+    the cosine 1 / sqrt(1 + r^2), whatever the scale of W0."""
+    import torch
+    from weight_drift import drift
+
+    torch.manual_seed(0)
+    initial, final = {}, {}
+    for name, r in (("conv1.weight", 3.0), ("layer1.0.conv1.weight", 0.5),
+                    ("layer1.0.conv2.weight", 0.1)):  # fmt: skip
+        w0 = torch.randn(8, 4, 3, 3, dtype=torch.float64) * 7
+        u = torch.randn_like(w0)
+        u -= (u * w0).sum() / (w0 * w0).sum() * w0  # orthogonal to w0
+        initial[name], final[name] = w0, w0 + r * w0.norm() * u / u.norm()
+    stages = drift(initial, final)
+    assert set(stages) == {"conv1", "layer1"}
+    change, cosine, count = stages["conv1"]
+    assert (change, cosine, count) == pytest.approx((3.0, 1 / 10**0.5, 1))
+    change, cosine, count = stages["layer1"]  # the mean over the stage's two convs
+    expected_cosine = (1 / (1 + 0.5**2) ** 0.5 + 1 / (1 + 0.1**2) ** 0.5) / 2
+    assert (change, cosine, count) == pytest.approx((0.3, expected_cosine, 2))
+
+
+def test_weight_drift_rebuilds_the_initial_weights_a_run_started_from(tmp_path):
+    """A run at learning rate 0 ends where it started: cosine 1 to the rebuilt init, in every
+    stage. Rebuilt from another seed, the init is unrelated: cosine near 0."""
+    from weight_drift import conv_weights, drift, initial_backbone
+
+    from densessl.cli import main
+    from densessl.runs import open_run
+
+    from conftest import tiny_overrides
+
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, steps=1, **{"optim.base_lr": 0.0, "seed": 3})
+    assert main(["pretrain", "--method", "densecl", *overrides]) == 0
+    method, cfg = open_run(out)
+    final = conv_weights(method.exportable(None)["backbone"])
+    stages = drift(conv_weights(initial_backbone(cfg)), final)
+    assert set(stages) == {"conv1", "layer1", "layer2", "layer3", "layer4"}
+    assert all(change == 0 and cosine == pytest.approx(1) for change, cosine, _ in stages.values())
+    cfg.seed = 4
+    other = drift(conv_weights(initial_backbone(cfg)), final)
+    assert all(abs(cosine) < 0.2 for _, cosine, _ in other.values())
