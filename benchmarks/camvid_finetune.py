@@ -34,8 +34,8 @@ from omegaconf import OmegaConf
 
 # run as a script: benchmarks/ is on sys.path
 from probe_rows import probe_row, save_row
-from weight_drift import conv_weights, drift
 
+from densessl.eval.drift import conv_filters, drift_by_stage
 from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
 from densessl.eval.labels import Subset, label_subset
 from densessl.eval.segmentation import open_segmentation
@@ -84,9 +84,9 @@ def finetune_fields(init: str, train, val, indices: list[int], args, seed: int) 
     """Fine-tune ``init`` on the subset and score it: the row's measured fields."""
     options = options_of(args.set, seed)
     backbone = load_backbone(init, "resnet18")
-    initial = conv_weights(backbone)  # copies: the segmenter trains a copy of the backbone
+    initial = conv_filters(backbone)  # a copy, kept as it is while the segmenter trains
     result = finetune_seg(backbone, train, val, options, indices)
-    moved = drift(initial, conv_weights(result.model.encoder))
+    moved = drift_by_stage(initial, conv_filters(result.model.encoder))
     return {
         "miou": round(result.scores.miou, 2),
         "pixel_accuracy": round(result.scores.pixel_accuracy, 2),
@@ -94,7 +94,7 @@ def finetune_fields(init: str, train, val, indices: list[int], args, seed: int) 
         "iterations": result.iterations, "final_loss": round(result.final_loss, 4),
         "options": asdict(options),
         # per ResNet stage: mean cosine of the encoder's conv weights to the init's
-        "encoder_cosine": {stage: round(cosine, 4) for stage, (_, cosine, _) in moved.items()},
+        "encoder_cosine": {stage: round(d.cosine, 4) for stage, d in moved.items()},
     }  # fmt: skip
 
 

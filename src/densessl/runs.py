@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from densessl.config import build_config
@@ -103,6 +104,22 @@ def method_from_checkpoint(state: dict[str, Any]) -> tuple[Method, DictConfig]:
     method = build_method(cfg)
     load_method_weights(method, state["model"], cfg.backbone)
     return method.eval(), cfg
+
+
+def initial_method(cfg: DictConfig) -> Method:
+    """The method as a run of ``cfg`` began, before its first step, on the CPU in eval mode.
+
+    Training seeds torch with ``cfg.seed`` and then builds the method (``engine/session.py``);
+    the same build under a private RNG gives the exact initial weights, and leaves the caller's
+    RNG as it was. A run started from a weights file (``init``) began from that file instead:
+    :class:`WeightsError`."""
+    if cfg.get("init"):
+        raise WeightsError(
+            f"the run started from {cfg.init}, not from its seed: compare with that file's weights"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_method(cfg).eval()
 
 
 def load_method_weights(method: Method, weights: dict[str, Any], backbone: str) -> None:
