@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from densessl.eval.drift import conv_filters, drift_by_stage
-from densessl.runs import initial_method, open_run
+from densessl.eval.drift import run_drift
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
@@ -22,10 +21,7 @@ def main() -> None:
     print("| run | " + " | ".join(STAGES) + " |")
     print("|---|" + "---|" * len(STAGES))
     for run in args.runs:
-        method, cfg = open_run(run)
-        final = conv_filters(method.exportable(None)["backbone"])
-        initial = conv_filters(initial_method(cfg).exportable(None)["backbone"])
-        stages = drift_by_stage(initial, final)
+        stages = run_drift(run)
         cells = [f"{stages[s].cosine:.3f} ({stages[s].change:.2f})" for s in STAGES]
         print(f"| {run} | " + " | ".join(cells) + " |")
     print("each cell: mean cosine to the initial filters (mean relative change)")

@@ -149,11 +149,34 @@ def test_correspondence_is_read_against_chance():
     assert "a random match scores 30%" in line
 
 
+def test_the_drift_line_names_the_least_moved_stage_past_the_first():
+    from densessl.eval.drift import StageDrift
+
+    def stages(*cosines):
+        return {f"s{i}": StageDrift(c, 0.1, 2) for i, c in enumerate(cosines)}
+
+    near = {"DenseCL": stages(0.6, 0.999, 0.991, 0.998), "MoCo-v2": stages(0.5, 0.97, 0.99)}
+    line = demo_report.drift_line(near)
+    assert "at least DenseCL 0.991, MoCo-v2 0.970 past the first layer" in line
+    assert "and DenseCL 0.60, MoCo-v2 0.50 in it." in line
+    assert "turned the first layer's filters and left the deeper ones close" in line
+    moved = {**near, "MoCo-v2": stages(0.5, 0.94, 0.99)}  # one stage under NEAR_INIT: no verdict
+    assert "random init's" not in demo_report.drift_line(moved)
+    still = {name: stages(0.99, 0.999) for name in near}
+    assert "left every layer close to random init's" in demo_report.drift_line(still)
+    assert demo_report.drift_line(None) is None
+
+
 def test_the_report_speaks_of_the_product_and_holds_its_tables(tmp_path):
     rows = scores(20.0, 21.0, 23.0, 13.0)
     figures = {"loss": "l.png", "matches": "m.png", "pca_densecl": "d.png", "pca_mocov2": "p.png"}
-    path = demo_report.write_report(tmp_path, rows, {"probes": 60.0}, FACTS, figures, None)
+    from densessl.eval.drift import StageDrift
+
+    drift = {name: {"conv1": StageDrift(0.6, 1.0, 1), "layer1": StageDrift(0.99, 0.1, 4)}
+             for name in ("DenseCL", "MoCo-v2")}  # fmt: skip
+    path = demo_report.write_report(tmp_path, rows, {"probes": 60.0}, FACTS, figures, None, drift)
     text = path.read_text()
+    assert "- **What the pretraining changed.**" in text
     assert "| DenseCL | 19.0 | 20.0 | 15.0 | 50% (30%) |" in text
     assert "| raw pixels | 12.0 | 13.0 | 8.0 | — |" in text
     assert all(f"({name})" in text for name in figures.values())

@@ -23,6 +23,7 @@ from densessl.demo_report import PROBES, DemoFacts, read_spread, write_report
 from densessl.engine.train import train
 from densessl.errors import OutputError
 from densessl.eval.correspondence import correspondence_accuracy
+from densessl.eval.drift import run_drift
 from densessl.eval.labels import Subset, label_count, label_subset
 from densessl.eval.protocols.frozen_probe import frozen_scores
 from densessl.eval.scene_export import held_out_seed
@@ -224,7 +225,8 @@ def run_demo(out: Path, steps: int | None = None, quick: bool = False) -> Path:
     figures = draw_figures(out, runs)
     steps = json.loads((runs["DenseCL"] / "summary.json").read_text())["steps"]
     facts = demo_facts(steps, probe_images)
-    report = write_report(out, scores, seconds, facts, figures, read_spread())
+    drift = {name: run_drift(run) for name, run in runs.items()}
+    report = write_report(out, scores, seconds, facts, figures, read_spread(), drift)
     print(f"\nreport: {report}")
     print(f"  {'':12s} " + "  ".join(f"{PRINTED[p]:>8s}" for p in PROBES))
     for name, s in scores.items():

@@ -17,6 +17,8 @@ REFERENCE = Path(__file__).resolve().parent / "reference"
 SEED_SPREAD = REFERENCE / "demo_seeds.json"  # benchmarks/demo_seeds.py
 REAL_IMAGES = REFERENCE / "real_images.json"  # the tables of BENCHMARKS.md the report quotes
 
+# A stage whose filters keep this cosine to their init has barely turned (densessl.eval.drift).
+NEAR_INIT = 0.95
 # mIoU-valued probes, in the order the report reads them.
 PROBES = ("knn", "linear", "linear_few")
 PRETRAINED = ("DenseCL", "MoCo-v2")
@@ -144,13 +146,18 @@ def in_short(scores: dict, spread: dict | None, facts: DemoFacts) -> str:
     )
 
 
-def reading(scores: dict, spread: dict | None, facts: DemoFacts) -> list[str]:
+def reading(
+    scores: dict, spread: dict | None, facts: DemoFacts, drift: dict | None = None
+) -> list[str]:
     """One bullet per probe and the correspondence check, then the budget and its caveats."""
     lines = []
     for probe in PROBES:
         parts = [_margin_text(scores, spread, probe, f"{a} - {b}") for a, b in COMPARISONS[:3]]
         lines.append(f"- **{facts.probe_title(probe)}**: " + "; ".join(parts) + ".")
     lines.append(correspondence_line(scores))
+    moved = drift_line(drift)
+    if moved:
+        lines.append(moved)
     linear_behind = any(
         margins(scores, probe)[f"{m} - random init"] < 0
         for probe in ("linear", "linear_few")
@@ -192,6 +199,33 @@ def reading(scores: dict, spread: dict | None, facts: DemoFacts) -> list[str]:
     return lines
 
 
+def drift_line(drift: dict | None) -> str | None:
+    """How far each pretrained backbone moved from its random start (densessl.eval.drift):
+    the first stage (the stem), and the least-moved stage after it."""
+    if not drift or any(len(stages) < 2 for stages in drift.values()):
+        return None
+    cosines = {name: [s.cosine for s in stages.values()] for name, stages in drift.items()}
+    first = {name: values[0] for name, values in cosines.items()}
+    deep = {name: min(values[1:]) for name, values in cosines.items()}
+    line = (
+        "- **What the pretraining changed.** The mean cosine of each stage's filters to where "
+        "they started (1: unchanged; two unrelated random networks: about 0) is at least "
+        + ", ".join(f"{name} {value:.3f}" for name, value in deep.items())
+        + " past the first layer, and "
+        + ", ".join(f"{name} {value:.2f}" for name, value in first.items())
+        + " in it."
+    )
+    if min(deep.values()) >= NEAR_INIT:
+        turned = min(first.values()) < NEAR_INIT
+        line += (
+            " At this length the pretraining has turned the first layer's filters and left the "
+            "deeper ones close to random init's."
+            if turned
+            else " At this length the pretraining has left every layer close to random init's."
+        )
+    return line
+
+
 def correspondence_line(scores: dict) -> str:
     rows = {name: s["correspondence"] for name, s in scores.items() if "correspondence" in s}
     if not rows:
@@ -230,7 +264,13 @@ def real_images_section(path: Path = REAL_IMAGES) -> list[str]:
 
 
 def write_report(
-    out: Path, scores: dict, seconds: dict, facts: DemoFacts, figures: dict, spread: dict | None
+    out: Path,
+    scores: dict,
+    seconds: dict,
+    facts: DemoFacts,
+    figures: dict,
+    spread: dict | None,
+    drift: dict | None = None,
 ) -> Path:
     """RUN/report.md: the answer, what ran, the table, the reading, real images, pictures."""
     timing = ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
@@ -263,7 +303,7 @@ Scores are mIoU over {facts.probe_val} scenes, in percent.
 
 ## What the numbers say
 
-{nl.join(reading(scores, spread, facts))}
+{nl.join(reading(scores, spread, facts, drift))}
 
 ## The same question on real images
 

@@ -14,10 +14,13 @@ what its random init did, whatever its loss curve says.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from densessl.runs import initial_method, open_run
 
 
 class StageDrift(NamedTuple):
@@ -57,3 +60,11 @@ def drift_by_stage(
         )
         for stage, rows in stages.items()
     }
+
+
+def run_drift(run: str | Path) -> dict[str, StageDrift]:
+    """How far a run's released backbone moved from the one it began with
+    (:func:`densessl.runs.initial_method`); WeightsError for a run started from a file."""
+    method, cfg = open_run(run)
+    initial = initial_method(cfg).exportable(None)["backbone"]
+    return drift_by_stage(conv_filters(initial), conv_filters(method.exportable(None)["backbone"]))
