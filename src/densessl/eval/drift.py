@@ -7,9 +7,9 @@ For each conv filter bank W against its initial W0 (flattened):
 A conv followed by batch norm computes the same function at every positive scale of W, so the
 cosine, not the norm, says how much its filters changed: 1 is untouched, and two unrelated
 random inits sit near 0. A stage is the first component of a conv's name (a ResNet's stem
-``conv1``, then ``layer1`` .. ``layer4``); its row is the mean over its convs. Short
-pretraining can leave every stage past the stem near 1: a network that still computes almost
-what its random init did, whatever its loss curve says.
+``conv1``, then ``layer1`` .. ``layer4``); its row is the mean over its convs. Why measure it:
+a short pretraining can leave every stage past the stem near 1, whatever its loss curve says,
+and then its fine-tunes start from what is mostly a random network.
 """
 
 from __future__ import annotations
