@@ -12,7 +12,9 @@ pretraining seed pairs with the subset and crops of the same fine-tuning seed as
 
 Rows accumulate in ``--out`` (one per init, setting, label fraction, seed and recipe tag),
 merged into the file as each finishes; a row already there is not run again, so a benchmark
-can be split into short jobs, side by side.
+can be split into short jobs, side by side. A fine-tune keeps its state in
+``<out's folder>/finetune_state/`` until its row is written: stopped (Ctrl-C, SIGTERM), the same
+command continues it, and its row counts the minutes of every attempt.
 ``--set KEY=VALUE`` changes the recipe (a ``FinetuneSegOptions`` field) and ``--tag`` names it.
 ``--protocol probes`` fits the frozen probes (linear, k-NN) on the same subsets instead.
 """
@@ -81,11 +83,12 @@ def options_of(sets: list[str], seed: int) -> FinetuneSegOptions:
 
 
 def finetune_fields(init: str, train, val, indices: list[int], args, seed: int) -> dict:
-    """Fine-tune ``init`` on the subset and score it: the row's measured fields."""
+    """Fine-tune ``init`` on the subset and score it: the row's measured fields. The run keeps
+    its state in ``args.state``, so a stopped benchmark continues it."""
     options = options_of(args.set, seed)
     backbone = load_backbone(init, "resnet18")
     initial = conv_filters(backbone)  # a copy, kept as it is while the segmenter trains
-    result = finetune_seg(backbone, train, val, options, indices)
+    result = finetune_seg(backbone, train, val, options, indices, args.state)
     moved = drift_by_stage(initial, conv_filters(result.model.encoder))
     return {
         "miou": round(result.scores.miou, 2),
@@ -118,17 +121,28 @@ def run(args: argparse.Namespace) -> None:
     for init, labels, seed, key in pending_rows(args, suffix):
         indices = label_subset(len(train), labels, seed)
         started = time.perf_counter()
-        measured = PROTOCOLS[args.protocol](init, train, val, indices, args, seed)
+        state = args.out.parent / "finetune_state" / f"{key.replace(' ', '_')}.pt"
+        spent = state.with_suffix(".minutes")  # the minutes of earlier, stopped attempts
+        earlier = float(spent.read_text()) if spent.exists() and state.exists() else 0.0
+        try:
+            measured = PROTOCOLS[args.protocol](init, train, val, indices,
+                                                argparse.Namespace(**vars(args), state=state),
+                                                seed)  # fmt: skip
+        except KeyboardInterrupt:
+            spent.write_text(f"{earlier + (time.perf_counter() - started) / 60:.2f}\n")
+            raise
         method, setting, _ = describe_init(init)
         row = {
             "init": init, "method": method, "setting": setting, "labels": labels,
             "seed": seed, "tag": args.tag, "set": args.set, "protocol": args.protocol,
             **measured, "train_images": len(indices),
-            "minutes": round((time.perf_counter() - started) / 60, 1),
+            "minutes": round(earlier + (time.perf_counter() - started) / 60, 1),
             "date": date.today().isoformat(),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         }  # fmt: skip
         save_row(args.out, key, row)
+        state.unlink(missing_ok=True)
+        spent.unlink(missing_ok=True)
         print(f"{key}: mIoU {row['miou']:.1f} ({row['minutes']} min)", flush=True)
 
 

@@ -8,13 +8,17 @@ fails it); the comparison's margins are the hand-computed paired differences.
 
 from __future__ import annotations
 
+import copy
 import json
+import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from densessl.cli import main
+from densessl.errors import ConfigError
 from densessl.eval.compare import Comparison
 from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
 from densessl.eval.labels import label_count, label_subset
@@ -105,9 +109,9 @@ def test_every_init_learns_from_the_same_images_at_a_seed(monkeypatch, scenes):
     seen: dict[tuple[int, int], list[list[int]]] = {}
     real = module.finetune_seg
 
-    def recording(backbone, train, val, options, indices):
+    def recording(backbone, train, val, options, indices, state_file=None):
         seen.setdefault((options.seed, len(indices)), []).append(list(indices))
-        return real(backbone, train, val, options, indices)
+        return real(backbone, train, val, options, indices, state_file)
 
     monkeypatch.setattr(module, "finetune_seg", recording)
     ds.finetune_seg("random", scenes, backbone="resnet18", compare=["random"],
@@ -192,6 +196,87 @@ def test_the_recipe_length_follows_the_labelled_images():
     options = FinetuneSegOptions(epochs=40, batch_size=8, min_iterations=100)
     assert options.length(37) == 185 and options.length(10) == 100
     assert FinetuneSegOptions(iterations=7).length(1000) == 7
+
+
+# --- interrupted and continued -----------------------------------------------------------------
+
+RESUMED = FinetuneSegOptions(iterations=6, batch_size=2, crop_size=32, workers=0,
+                             warmup_iterations=2)  # fmt: skip
+
+
+class InterruptedAt:
+    """A labelled set that sends this process SIGINT (Ctrl-C) while the ``at``-th image is read."""
+
+    def __init__(self, dataset, at: int) -> None:
+        self.dataset, self.at, self.reads = dataset, at, 0
+        self.num_classes, self.class_names = dataset.num_classes, dataset.class_names
+        self.ignore_index = dataset.ignore_index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return self.dataset[i]
+
+    def describe(self, i: int) -> str:
+        return self.dataset.describe(i)
+
+
+def test_an_interrupted_fine_tune_continues_to_the_same_weights(tmp_path, caplog):
+    """Ctrl-C during step 3 ends the run after that step with its state saved; run again, it
+    ends on the weights, loss and scores of a run never stopped: the optimizer's moments, the
+    schedule's position, the crops' order and the decoder's dropout draws all carry over."""
+    train, val = StripeSet(6, seed=0, size=32), StripeSet(2, seed=1, size=32)
+    backbone = load_backbone("random", tiny_timm_name("resnet50d"))
+    whole = finetune_seg(copy.deepcopy(backbone), train, val, RESUMED)
+    state = tmp_path / "state.pt"
+    caplog.set_level("WARNING", logger="densessl")
+    with pytest.raises(KeyboardInterrupt):  # read 7 of 12 is step 3's second crop
+        finetune_seg(copy.deepcopy(backbone), InterruptedAt(train, 7), val, RESUMED,
+                     state_file=state)  # fmt: skip
+    assert torch.load(state, weights_only=True)["step"] == 4
+    assert f"interrupted at step 4 of 6; state saved to {state}" in caplog.text
+    resumed = finetune_seg(copy.deepcopy(backbone), train, val, RESUMED, state_file=state)
+    expected, got = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert resumed.final_loss == whole.final_loss and resumed.scores.miou == whole.scores.miou
+    final = torch.load(state, weights_only=True)  # finished: the weights, no optimizer
+    assert final["step"] == 6 and final["optimizer"] is None
+
+
+def test_a_state_another_fine_tune_saved_is_refused(tmp_path):
+    train, val = StripeSet(4, seed=0, size=32), StripeSet(2, seed=1, size=32)
+    state = tmp_path / "state.pt"
+    finetune_seg(load_backbone("random", "resnet18"), train, val, TINY, state_file=state)
+    before = state.read_bytes()
+    with pytest.raises(ConfigError, match=f"{state}: saved by a different fine-tune"):
+        finetune_seg(load_backbone("random", "resnet18"), train, val,
+                     replace(TINY, lr=2e-3), state_file=state)  # fmt: skip
+    assert state.read_bytes() == before
+
+
+def test_the_command_run_again_only_scores_the_finished_fine_tunes(scenes, tmp_path, capsys,
+                                                                    monkeypatch):  # fmt: skip
+    import densessl.eval.finetune_seg as module
+
+    argv = ["eval", "finetune-seg", "--weights", "random", "--backbone", "resnet18", "--data",
+            str(scenes), "--compare", "random", "--labels", "25%", "--iterations", "1",
+            "--batch-size", "2", "--crop-size", "32", "--workers", "0", "--work-dir",
+            str(tmp_path / "work")]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [
+        "random'-labels25pct-seed0.pt", "random-labels25pct-seed0.pt"]  # fmt: skip
+
+    def no_step(*args):
+        raise AssertionError("a finished fine-tune trained again")
+
+    monkeypatch.setattr(module, "learning_rate", no_step)
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first
 
 
 # --- the comparison ---------------------------------------------------------------------------

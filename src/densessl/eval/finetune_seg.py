@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,9 +25,12 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from densessl.console import log
 from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.device import resolve_device
+from densessl.engine.interrupts import StopRequests, data_worker_signals
 from densessl.errors import ConfigError
+from densessl.eval.finetune_state import FinetuneState, restore_rng
 from densessl.eval.labels import Subset
 from densessl.eval.metrics import SegmentationScores, confusion_matrix
 from densessl.eval.segmentation import SegmentationDataset
@@ -34,6 +38,7 @@ from densessl.eval.segmenter import DECODERS, build_segmenter
 from densessl.progress import progress
 
 PAD_MULTIPLE = 32  # FPN and Unet halve the input five times
+SAVE_EVERY_SECONDS = 300.0  # a stopped run loses at most this much work
 
 
 @dataclass
@@ -168,14 +173,19 @@ class TrainingCrops:
         return x.contiguous(), y.contiguous()
 
 
-def _loader(crops: TrainingCrops, iterations: int, workers: int) -> DataLoader:
-    """Batches of crops for ``iterations`` steps, in the seed's order."""
+def _loader(crops: TrainingCrops, iterations: int, workers: int, start: int = 0) -> DataLoader:
+    """Batches of crops for steps ``start`` .. ``iterations - 1``, in the seed's order."""
     batch = crops.options.batch_size
     order = crops.image_order(iterations * batch)
     keys = [[(k, int(order[k])) for k in range(i * batch, (i + 1) * batch)]
-            for i in range(iterations)]  # fmt: skip
-    return DataLoader(crops, batch_sampler=keys, num_workers=workers,
-                      persistent_workers=False)  # fmt: skip
+            for i in range(start, iterations)]  # fmt: skip
+    return DataLoader(crops, batch_sampler=keys, num_workers=workers, persistent_workers=False,
+                      worker_init_fn=_worker_signals)  # fmt: skip
+
+
+def _worker_signals(worker_id: int) -> None:
+    """Ctrl-C reaches the loader's workers too; they serve the step the trainer finishes."""
+    data_worker_signals()
 
 
 def _autocast(options: FinetuneSegOptions, device: torch.device):
@@ -196,35 +206,64 @@ def learning_rate(options: FinetuneSegOptions, step: int, total: int) -> float:
 
 def train_segmenter(
     model: nn.Module, train_set: SegmentationDataset, options: FinetuneSegOptions,
-    device: torch.device,
+    device: torch.device, state: FinetuneState | None = None,
+    save_every_seconds: float = SAVE_EVERY_SECONDS,
 ) -> tuple[int, float]:  # fmt: skip
-    """Fine-tune ``model`` on ``train_set``; returns the steps run and the final mean loss."""
+    """Fine-tune ``model`` on ``train_set``; returns the steps run and the final mean loss.
+
+    With ``state``, the run continues from its saved state, saves it every
+    ``save_every_seconds`` and when stopped, and leaves its final weights there. Ctrl-C or
+    SIGTERM ends the run at a step boundary (KeyboardInterrupt); a second one at once.
+    """
     total = options.length(len(train_set))
     crops = TrainingCrops(train_set, options)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
                                   weight_decay=options.weight_decay)  # fmt: skip
+    start, losses, rng = state.load(model, optimizer) if state else (0, [], None)
+    batches = iter(_loader(crops, total, options.workers, start))
+    if rng is not None:  # after the iterator, whose workers' seed is a draw from torch's RNG
+        restore_rng(rng)
     model.train()
-    losses: list[float] = []
-    bar = progress(total=total, desc="fine-tune", unit="step")
-    started = time.perf_counter()
-    for step, (x, y) in enumerate(_loader(crops, total, options.workers)):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(options, step, total)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(options, device):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=train_set.ignore_index)
-        optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):  # a batch of only ignore pixels gives NaN: skip it
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        rate = (step + 1) * options.batch_size / (time.perf_counter() - started)
-        bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", refresh=False)
-        bar.update(1)
+    bar = progress(total=total, desc="fine-tune", unit="step", initial=start)
+    started = saved = time.perf_counter()
+    with StopRequests() as stop:
+        for step, (x, y) in enumerate(batches, start):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(options, step, total)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(options, device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=train_set.ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):  # a batch of only ignore pixels gives NaN: skip it
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            rate = (step + 1 - start) * options.batch_size / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}", refresh=False)
+            bar.update(1)
+            done = step + 1
+            if done < total and (stop.requested or (
+                    state and time.perf_counter() - saved >= save_every_seconds)):  # fmt: skip
+                if state:
+                    state.save(done, model, optimizer, losses)
+                    saved = time.perf_counter()
+                if stop.requested:
+                    bar.close()
+                    _interrupted(done, total, state)
     bar.close()
+    if state and start < total:
+        state.save(total, model, None, losses)
     tail = losses[-max(1, len(losses) // 10) :]
     return total, float(np.mean(tail)) if tail else math.nan
+
+
+def _interrupted(step: int, total: int, state: FinetuneState | None) -> None:
+    """End an interrupted fine-tune with one line (exit code 130 at the command line)."""
+    where = (f"state saved to {state.path} (run the same command to continue)" if state
+             else "give --work-dir DIR to keep the state of an interrupted fine-tune")  # fmt: skip
+    log.warning("fine-tune interrupted at step %d of %d; %s", step, total, where)
+    raise KeyboardInterrupt
 
 
 @torch.no_grad()
@@ -258,6 +297,7 @@ def finetune_seg(
     val_set: SegmentationDataset,
     options: FinetuneSegOptions | None = None,
     train_indices: Sequence[int] | None = None,
+    state_file: str | Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``backbone`` with a fresh decoder on ``train_set`` (or its ``train_indices``),
     score it on ``val_set``.
@@ -265,6 +305,8 @@ def finetune_seg(
     Args:
         backbone: the pretrained (or random) backbone; copied (smp decoders) or used (``linear``).
         train_indices: the labelled subset (:func:`densessl.eval.labels.label_subset`).
+        state_file: where the run keeps its state (:mod:`densessl.eval.finetune_state`): an
+            interrupted run continues from it, a finished one leaves its final weights there.
     """
     options = options or FinetuneSegOptions()
     options.check()
@@ -274,10 +316,11 @@ def finetune_seg(
                       else range(len(train_set)))  # fmt: skip
     device = resolve_device(options.device or "auto")
     model = build_segmenter(backbone.cpu(), options.decoder, train_set.num_classes, options.seed)
+    names = [labelled.describe(i) for i in range(len(labelled))]
+    state = None if state_file is None else FinetuneState.of_run(state_file, options, names, model)
     model.to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(options.seed)  # dropout and the like, should a decoder have them
-        steps, loss = train_segmenter(model, labelled, options, device)
+        steps, loss = train_segmenter(model, labelled, options, device, state)
     scores = score_segmenter(model, val_set, options, device)
-    names = [labelled.describe(i) for i in range(len(labelled))]
     return FinetuneResult(scores, steps, names, loss, model)

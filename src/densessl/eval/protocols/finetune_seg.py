@@ -34,6 +34,7 @@ def evaluate(
     network: str | None = None,
     config: str | Path | None = None,
     overrides: Sequence[str] = (),
+    work_dir: str | Path | None = None,
     **named: Any,
 ):
     """Fine-tune a segmenter from ``weights`` (and from each ``compare`` init) on a labelled
@@ -46,6 +47,8 @@ def evaluate(
         compare: other inits: ``"random"`` (the same architecture, random weights) or files.
         labels: label fractions or counts (``"10%"``, ``"37"``) of the training split.
         seeds: seeds 0 .. seeds-1; each draws the subset, the decoder init and the crops.
+        work_dir: keeps each fine-tune's state (``<init>-labels<spec>-seed<N>.pt``): the same
+            command run again continues the interrupted ones and only scores the finished ones.
         **named: any ``FinetuneSegOptions`` field (``decoder``, ``iterations``, ``lr`` ...).
     """
     from dataclasses import asdict, replace
@@ -85,7 +88,8 @@ def evaluate(
         if (spec, seed) not in warned:
             warned.add((spec, seed))
             warn_missing_classes(Subset(train, indices), spec, seed)
-        result = finetune(model, train, val, replace(opts, seed=seed), indices)
+        state = None if work_dir is None else Path(work_dir) / state_name(init, spec, seed)
+        result = finetune(model, train, val, replace(opts, seed=seed), indices, state_file=state)
         return result.scores.miou, result.train_images
 
     comparison = Comparison(
@@ -100,6 +104,11 @@ def evaluate(
         },
     )
     return run_comparison(comparison, range(seeds), score)
+
+
+def state_name(init: str, labels: str, seed: int) -> str:
+    """The state file of one fine-tune in ``--work-dir``."""
+    return f"{init}-labels{labels.replace('%', 'pct')}-seed{seed}.pt"
 
 
 def init_sources(weights: str | Path, compare: Sequence[str]) -> dict[str, str]:
@@ -139,6 +148,11 @@ FLAGS = (
     Flag("--lr", "peak AdamW learning rate (default 0.001)", type=float),
     Flag("--workers", "data-loading processes (default 2)", type=int),
     Flag("--plot", "PNG of mIoU against the labels (default: none)"),
+    Flag(
+        "--work-dir",
+        "keep each fine-tune's state here: the same command again continues interrupted "
+        "fine-tunes and only scores finished ones (default: none)",
+    ),
 )
 
 
@@ -151,6 +165,8 @@ def checks(args: argparse.Namespace) -> None:
 
     if args.plot:
         refuse_run_file(Path(args.plot))
+    if args.work_dir:
+        refuse_run_file(Path(args.work_dir) / "state.pt")
 
 
 def report(comparison: Any, args: argparse.Namespace) -> None:
