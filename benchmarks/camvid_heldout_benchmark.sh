@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The held-out CamVid fine-tune benchmark end to end: the split, every pretraining run, and the
+# The held-out CamVid fine-tune benchmark end to end: the split, every pretraining run, the
 # fine-tunes and frozen probes at 10% of the labels, random init first, then setting (i) and
-# setting (ii) seed by seed. Each step is skipped when its output exists (a finished run has
+# setting (ii) seed by seed, and last the fine-tunes at 100% of the labels at the first seed
+# (about two CPU hours each). Each step is skipped when its output exists (a finished run has
 # summary.json; a fine-tune is a row in the rows file, and a run whose rows are there is not
-# pretrained again), and an interrupted pretraining resumes from its last checkpoint, so the
-# script can be stopped and started again at any point.
+# pretrained again), and an interrupted pretraining or fine-tune continues from its saved
+# state, so the script can be stopped (Ctrl-C, SIGTERM) and started again at any point.
 #
 #   bash benchmarks/camvid_heldout_benchmark.sh ../shared/data/camvid runs/heldout 0 1 2
 #   python benchmarks/camvid_finetune.py --out runs/heldout/finetune_rows.json --summary
@@ -31,4 +32,7 @@ for setting in ${SETTINGS:-new all}; do
             pretrain_and_finetune "$method" "$setting" "$seed"
         done
     done
+done
+for init in random "$out"/runs/{densecl,mocov2}_{all,new}_s"${seeds[0]}"; do
+    LABELS=100% finetune --inits "$init" --seeds "${seeds[0]}"
 done

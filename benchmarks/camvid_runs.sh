@@ -20,9 +20,9 @@ pretrain() {  # method setting seed: OUT/runs/<method>_<setting>_s<seed>, resume
         ${PRETRAIN_ARGS:-}
 }
 
-finetune() {  # camvid_finetune.py flags: rows at 10% of the labels, into the rows file
+finetune() {  # camvid_finetune.py flags: rows at 10% of the labels (LABELS), into the rows file
     # shellcheck disable=SC2086
-    "$python" "$here/camvid_finetune.py" --split "$out/split" --labels 10% \
+    "$python" "$here/camvid_finetune.py" --split "$out/split" --labels "${LABELS:-10%}" \
         --out "$finetune_rows" "$@" ${FINETUNE_ARGS:-}
 }
 
