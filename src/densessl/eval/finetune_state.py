@@ -3,7 +3,8 @@
 The file holds the segmenter's weights, AdamW's moments, the next step, the losses so far and
 torch's RNG (the decoder's dropout), written atomically: the old file or the whole new one.
 The training crops are a function of (seed, position) alone, so the loader simply starts at the
-saved step, and the continued run ends on the same weights, bit for bit, as one never stopped.
+saved step, and the continued run is the one never stopped (bit for bit where the kernels are
+deterministic, as on a CPU).
 A finished run keeps its final weights (without the optimizer), so a rerun only scores them.
 
 A fingerprint of the recipe, the labelled images and the starting weights (the backbone and the
