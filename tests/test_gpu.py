@@ -58,3 +58,26 @@ def test_views_decoded_by_nvjpeg_equal_the_cpu_views(tmp_path):
 def test_a_compiled_densecl_step_runs_on_cuda(tmp_path):
     overrides = tiny_overrides(tmp_path, steps=2, device="cuda", compile="true")
     assert main(["pretrain", "--method", "densecl", *overrides]) == 0
+
+
+def test_a_fine_tune_trains_resumes_and_scores_on_cuda(tmp_path):
+    """bf16 autocast on CUDA; the state saved from the GPU continues there (the optimizer's
+    moments go back to the device) and the scores are finite."""
+    import torch
+    from test_finetune_seg import InterruptedAt, StripeSet
+
+    from densessl.eval.finetune_seg import FinetuneSegOptions, finetune_seg
+    from densessl.eval.weights import load_backbone
+
+    options = FinetuneSegOptions(iterations=6, batch_size=2, crop_size=32, workers=0,
+                                 warmup_iterations=2, device="cuda")  # fmt: skip
+    train, val = StripeSet(6, seed=0, size=32), StripeSet(2, seed=1, size=32)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        finetune_seg(load_backbone("random", "resnet18"), InterruptedAt(train, 7), val, options,
+                     state_file=state)  # fmt: skip
+    assert torch.load(state, weights_only=True)["step"] == 4
+    result = finetune_seg(load_backbone("random", "resnet18"), train, val, options,
+                          state_file=state)  # fmt: skip
+    assert next(result.model.parameters()).is_cuda and result.final_loss == result.final_loss
+    assert 0 <= result.scores.miou <= 100
