@@ -181,6 +181,19 @@ def test_features_are_cached_on_disk(tmp_path):
     assert backbone.calls > calls
 
 
+def test_features_are_recomputed_when_one_weight_changes(tmp_path):
+    data, backbone = BlockScenes(2, seed=0), OracleBackbone()
+    path = tmp_path / "features.pt"
+    extract_features(backbone, data, image_size=96, cache_path=path)
+    calls = backbone.calls
+    extract_features(backbone, data, image_size=96, cache_path=path)
+    assert backbone.calls == calls
+    entry = backbone.embedding[0, 0]
+    backbone.embedding[0, 0] = torch.nextafter(entry, entry + 1)  # one ulp
+    extract_features(backbone, data, image_size=96, cache_path=path)
+    assert backbone.calls > calls
+
+
 # ---------------------------------------------------------------- probes on oracle features
 
 

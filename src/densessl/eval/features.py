@@ -25,12 +25,13 @@ from densessl.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from densessl.device import module_device
 from densessl.engine.checkpoint import atomic_save
 from densessl.eval.segmentation import SegmentationDataset
+from densessl.models.state_digest import state_digest
 from densessl.progress import progress
 
 SIZE_MULTIPLE = 32
 LEVEL_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}  # ResNet outputs
 DEFAULT_LEVELS = ("c5",)
-CACHE_FORMAT = "densessl-features-v1"
+CACHE_FORMAT = "densessl-features-v2"
 
 
 @dataclass
@@ -193,11 +194,6 @@ def _label_dtype(num_classes: int, ignore_index: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 255 and 0 <= ignore_index <= 255 else torch.int64
 
 
-def _tensor_digest(digest, tensor: torch.Tensor) -> None:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    digest.update(flat.view(torch.uint8).numpy().tobytes())
-
-
 def cache_key(
     backbone: nn.Module, dataset: SegmentationDataset, levels: Sequence[str], image_size: int
 ) -> str:
@@ -208,9 +204,7 @@ def cache_key(
     digest.update(
         f"{CACHE_FORMAT}|{type(backbone).__qualname__}|{list(levels)}|{image_size}".encode()
     )
-    for name, tensor in backbone.state_dict().items():
-        digest.update(name.encode())
-        _tensor_digest(digest, tensor)
+    digest.update(state_digest(backbone).encode())
     names = "|".join(dataset.class_names)
     digest.update(
         f"{type(dataset).__qualname__}|{len(dataset)}|{names}|{dataset.ignore_index}".encode()

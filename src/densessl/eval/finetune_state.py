@@ -24,19 +24,10 @@ from torch import nn
 
 from densessl.engine.checkpoint import atomic_save
 from densessl.errors import ConfigError, WeightsError
+from densessl.models.state_digest import state_digest
 
 # Fields that do not change what a run computes: a run may continue with other values.
 NEUTRAL_OPTIONS = ("device", "workers")
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of every tensor of ``model``'s state, in order (names, dtypes, shapes, bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name} {flat.dtype} {tuple(tensor.shape)}".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,7 +45,7 @@ class FinetuneState:
         ``options`` (a dataclass) on ``train_images`` (their descriptions)."""
         recipe = {k: v for k, v in asdict(options).items() if k not in NEUTRAL_OPTIONS}
         identity = json.dumps({"recipe": recipe, "images": train_images}, sort_keys=True)
-        fingerprint = hashlib.sha256(f"{identity} {weights_digest(model)}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(f"{identity} {state_digest(model)}".encode()).hexdigest()
         return cls(Path(path), fingerprint)
 
     def load(
