@@ -21,7 +21,7 @@ from densessl.data.batch import Batch
 from densessl.data.views import MultiViewTransform, ViewSpec
 from densessl.models.ema import ema_update_
 from densessl.models.precision import at_least_float32
-from densessl.schedules import RunLength, Schedule
+from densessl.schedules import RunLength, Schedule, byol_momentum, cosine_to_one
 
 
 @dataclass
@@ -144,6 +144,19 @@ class TeacherStudent(Method):
     def exportable(self, network: str | None = None) -> dict[str, nn.Module]:
         encoder = self.network(network)
         return {role: encoder.get_submodule(path) for role, path in self.export_roles.items()}
+
+
+class CosineMomentumTeacher(TeacherStudent):
+    """A teacher-student whose teacher follows BYOL's momentum rule from ``cfg.momentum``:
+    τ(k) = 1 − (1 − τ_base)·(cos(π·k/K) + 1)/2, rising to 1 over the run's K steps. The update
+    after step k prepares the target of step k + 1, so it uses τ(k + 1). BYOL, SoCo, MCL and
+    PixPro share it."""
+
+    def schedules(self) -> dict[str, Schedule]:
+        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
+
+    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
+        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
 
 def keep_in_graph(loss: torch.Tensor, unused: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -29,14 +29,13 @@ from densessl.config import lars_run
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, byol_views
 from densessl.losses import byol_loss
-from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
+from densessl.methods.base import CosineMomentumTeacher, LossOutput, MethodContext, StepState
 from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
 from densessl.models.heads import byol_mlp
 from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
 
 
 @dataclass
@@ -52,7 +51,7 @@ class BYOLConfig:
 
 
 @METHODS.register("byol")
-class BYOL(TeacherStudent):
+class BYOL(CosineMomentumTeacher):
     Config = BYOLConfig
     # The reference's 300-epoch preset (ResNet-50, 4096 images); the 1000-epoch one is a YAML.
     run_defaults = lars_run(4096, 300.0, base_lr=0.3, weight_decay=1e-6)
@@ -71,13 +70,6 @@ class BYOL(TeacherStudent):
 
     def view_specs(self) -> list[ViewSpec]:
         return byol_views(self.ctx.image_size, self.cfg.crop_scale)
-
-    def schedules(self) -> dict[str, Cosine]:
-        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
-
-    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
-        # The update after step k prepares the target of step k + 1: τ(k + 1).
-        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
     @staticmethod
     def project(encoder: Encoder, images: torch.Tensor) -> torch.Tensor:

@@ -45,10 +45,10 @@ from densessl.data.views import ViewSpec, byol_views
 from densessl.errors import ConfigError
 from densessl.losses import mcl_cell_loss
 from densessl.methods.base import (
+    CosineMomentumTeacher,
     LossOutput,
     MethodContext,
     StepState,
-    TeacherStudent,
     keep_in_graph,
 )
 from densessl.models import build_backbone
@@ -59,7 +59,6 @@ from densessl.models.heads import MLPHead
 from densessl.models.precision import at_least_float32
 from densessl.models.window_head import WindowHead, cut_windows
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
 
 HEAD_INPUTS = ("cells", "all")
 STRIDE = 32  # of P5: the window side is the view side over this
@@ -119,7 +118,7 @@ def cross_branch_loss(
 
 
 @METHODS.register("mcl")
-class MCL(TeacherStudent):
+class MCL(CosineMomentumTeacher):
     Config = MCLConfig
     # The released config (configs/selfsup/MCL/MCL.py: 32 GPUs x 128 images): lr 16 at 4096.
     # configs/selfsup/MCL/MCL.py with OpenSelfSup's LARS and mmcv's warm-up times cosine.
@@ -163,13 +162,6 @@ class MCL(TeacherStudent):
     def view_specs(self) -> list[ViewSpec]:
         first, second = byol_views(self.ctx.image_size, self.cfg.crop_scale)
         return [first] * self.cfg.levels + [second] * self.cfg.levels
-
-    def schedules(self) -> dict[str, Cosine]:
-        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
-
-    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
-        # The update after step k prepares the target of step k + 1: τ(k + 1).
-        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
     @staticmethod
     def pyramid(encoder: Encoder, images: torch.Tensor) -> list[torch.Tensor]:

@@ -28,7 +28,7 @@ from densessl.config import lars_run
 from densessl.data.batch import Batch
 from densessl.data.views import ViewSpec, byol_views
 from densessl.losses import byol_loss, pixpro_loss
-from densessl.methods.base import LossOutput, MethodContext, StepState, TeacherStudent
+from densessl.methods.base import CosineMomentumTeacher, LossOutput, MethodContext, StepState
 from densessl.models import build_backbone
 from densessl.models.ema import make_teacher
 from densessl.models.encoder import Encoder
@@ -38,7 +38,6 @@ from densessl.models.pixel_pairs import crop_coordinates, positive_pairs
 from densessl.models.propagation import PixelPropagation
 from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
 
 
 @dataclass
@@ -57,7 +56,7 @@ class PixProConfig:
 
 
 @METHODS.register("pixpro")
-class PixPro(TeacherStudent):
+class PixPro(CosineMomentumTeacher):
     Config = PixProConfig
     # tools/pixpro_base_r50_100ep.sh: 8 GPUs x 128 images, LARS base lr 1.0, wd 1e-5.
     run_defaults = lars_run(1024, 100.0, base_lr=1.0, weight_decay=1e-5, warmup_epochs=5.0,
@@ -81,14 +80,6 @@ class PixPro(TeacherStudent):
 
     def view_specs(self) -> list[ViewSpec]:
         return byol_views(self.ctx.image_size, self.cfg.crop_scale)
-
-    def schedules(self) -> dict[str, Cosine]:
-        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
-
-    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
-        # The reference updates before step k + 1's target pass with τ(k + 1); so does this,
-        # after step k.
-        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
     def encode(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) -> "pixels" (B, D, h, w) projections, and "instance" (B, D, h, w) with

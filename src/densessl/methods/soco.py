@@ -43,10 +43,10 @@ from densessl.data.proposals import assign_levels
 from densessl.errors import ConfigError
 from densessl.losses import box_pair_loss
 from densessl.methods.base import (
+    CosineMomentumTeacher,
     LossOutput,
     MethodContext,
     StepState,
-    TeacherStudent,
     keep_in_graph,
 )
 from densessl.models import build_backbone
@@ -57,7 +57,6 @@ from densessl.models.fpn import FPN, LEVELS
 from densessl.models.heads import byol_mlp
 from densessl.models.residual_init import zero_init_residual_
 from densessl.registry import METHODS
-from densessl.schedules import Cosine, RunLength, byol_momentum, cosine_to_one
 
 
 @dataclass
@@ -98,7 +97,7 @@ def unmatched_where(ids: torch.Tensor, unassigned: torch.Tensor, sentinel: int) 
 
 
 @METHODS.register("soco")
-class SoCo(TeacherStudent):
+class SoCo(CosineMomentumTeacher):
     Config = SoCoConfig
     # The released scripts (tools/SoCo_FPN_100ep.sh, 16 GPUs x 128 images): lr 8.0 at 2048.
     run_defaults = lars_run(2048, 100.0, base_lr=1.0, weight_decay=1e-5, min_lr=1e-6)
@@ -142,13 +141,6 @@ class SoCo(TeacherStudent):
 
     def make_transform(self) -> BoxViewsTransform:
         return BoxViewsTransform(self.box_views_spec())
-
-    def schedules(self) -> dict[str, Cosine]:
-        return {"teacher_momentum": byol_momentum(self.cfg.momentum)}
-
-    def schedule_formulas(self, step: int, run: RunLength) -> dict[str, float]:
-        # The update after step k prepares the target of step k + 1: τ(k + 1).
-        return {"teacher_momentum": cosine_to_one(self.cfg.momentum, step + 1, run.total_steps)}
 
     @staticmethod
     def pyramid(encoder: Encoder, images: torch.Tensor) -> list[torch.Tensor]:
