@@ -1,6 +1,7 @@
 """MoCo's shuffle-BN (``densessl.dist.batch_shuffle`` / ``batch_unshuffle``): the keys an encoder
 computes on a shuffled global batch come back to each process in its own sample order, and the
-shuffle really sends samples to other processes; in one process both halves are the identity."""
+shuffle really sends samples to other processes; in one process both halves are the identity.
+MoCo-v2's and DenseCL's teacher pass uses both halves, so its keys line up with the queries."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 from densessl import dist
+from densessl.config import build_config
+from densessl.methods import get_method
+from densessl.methods.base import MethodContext
 
 from engine_harness import in_processes
 
@@ -58,3 +62,29 @@ def test_one_process_shuffle_is_the_identity():
     shuffled, unshuffle = dist.batch_shuffle(x, seed=3)
     assert unshuffle is None and torch.equal(shuffled, x)
     assert torch.equal(dist.batch_unshuffle(per_sample(shuffled), unshuffle), per_sample(x))
+
+
+def _method_keys(rank: int, name: str, out: str) -> None:
+    torch.manual_seed(0)  # the same weights in both processes
+    cls = get_method(name)
+    ctx = MethodContext(backbone="resnet18", image_size=32, batch_norm="shuffle")
+    method = cls(build_config(cls).method, ctx)
+    method.teacher.eval()  # BN on running statistics: each key depends on its own image only
+    images = torch.randn(LOCAL_BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(rank))
+    with torch.no_grad():
+        keys = method.encode_keys(images, step=0)  # through the shuffled global batch
+        alone = method.encode(method.teacher, images)  # each process's images, in order
+    torch.save((keys, alone), Path(out) / f"rank{rank}.pt")
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("name", ["mocov2", "densecl"])
+def test_teacher_keys_come_back_in_the_query_order(tmp_path, name):
+    """The key of image i is the teacher's encoding of image i, not of the image that took its
+    place in the shuffle (which the per-process tests and a finite loss do not see)."""
+    in_processes(_method_keys, name, str(tmp_path))
+    for rank in range(2):
+        keys, alone = torch.load(tmp_path / f"rank{rank}.pt")
+        assert keys.keys() == alone.keys()
+        for part in keys:
+            assert torch.allclose(keys[part], alone[part], atol=1e-5), (rank, part)
