@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from densessl.cli import build_parser, main
+from densessl.registry import method_names
 
 from conftest import refused
 
@@ -91,6 +92,8 @@ def test_top_level_help_is_for_users_and_every_option_says_its_default(capsys):
     text = capsys.readouterr().out
     assert "densessl pretrain --method densecl" in text and "densessl list" in text
     assert "Exit codes" not in text and "thin layer" not in text  # not the module docstring
+    named = " ".join(text.split("dense prediction (", 1)[1].split(")", 1)[0].split())
+    assert sorted(m.lower().replace("-", "") for m in named.split(", ")) == sorted(method_names())
 
     def options(parser, name):
         for action in parser._actions:

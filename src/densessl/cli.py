@@ -21,14 +21,16 @@ from densessl.errors import DataError, TrainingDiverged, UnreadableImageWarning,
 from densessl.registry import method_names
 
 DESCRIPTION = """\
-Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, DINO,
-SelfPatch) on a folder of images, then export for torchvision / timm / detectron2 / mmdet and
-dense evaluation (linear and k-NN segmentation probes, detection fine-tuning).
+Self-supervised pretraining for dense prediction (DenseCL, MoCo-v2, BYOL, SoCo, MCL, PixPro,
+DINO, SelfPatch) on a folder of images, then export for torchvision / timm / smp / detectron2 /
+mmdet and dense evaluation (segmentation fine-tuning compared with random init, linear and k-NN
+segmentation probes, detection fine-tuning).
 
-typical session:
+typical use:
   densessl pretrain --method densecl --data ~/images --out runs/mine --epochs 200
   densessl pretrain --out runs/mine --resume            # continue after Ctrl-C or a crash
-  densessl eval linear-seg --weights runs/mine          # did pretraining help?
+  densessl eval finetune-seg --weights runs/mine --data ~/labelled --labels 10% \\
+      --compare random --seeds 3                        # did pretraining help?
   densessl export runs/mine --format torchvision --out backbone.pt
   densessl list                                         # methods, backbones, formats
 
